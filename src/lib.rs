@@ -4,6 +4,16 @@
 //! - `net`      — line framing and the buffered non-blocking connection both loops drive
 //! - `names`    — the naming rules for users, groups and files
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
+//! - `cluster`  — the tracker_info file
+//! - `runtime`  — logging, signals into the poll loop, fd limit, randomness
+//! - `protocol` — wire messages (client ↔ tracker replies, client ↔ client peer protocol)
+//! - `tracker`  — the tracker: state, replication, journal, server loop
+//! - `client`   — the terminal client: shell, tracker link, seeding, downloads
+pub mod client;
+pub mod cluster;
 pub mod names;
 pub mod net;
 pub mod pieces;
+pub mod protocol;
+pub mod runtime;
+pub mod tracker;

@@ -197,7 +197,7 @@ impl PieceSet {
 pub fn format_ranges(indices: impl IntoIterator<Item = usize>) -> String {
     let mut out = String::new();
     let mut run: Option<(usize, usize)> = None;
-    let mut flush = |out: &mut String, (a, b): (usize, usize)| {
+    let flush = |out: &mut String, (a, b): (usize, usize)| {
         if !out.is_empty() {
             out.push(',');
         }

@@ -1,0 +1,1 @@
+//! Message formats that cross sockets, pure and fuzzable.

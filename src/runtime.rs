@@ -1,0 +1,150 @@
+//! Process set-up both programs share: logging, SIGINT/SIGTERM delivered into a poll loop,
+//! the open-file limit, randomness.
+
+use mio::net::UnixStream;
+use std::io::Read;
+
+/// Starts logging to standard error at the given level name (error, warn, info, debug, trace).
+pub fn init_logging(level: log::LevelFilter) {
+    // A second init (tests calling main logic twice) is harmless; ignore its error.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .init();
+}
+
+/// Resolves `-v`/`-q` counts and an explicit `--log-level` into a level.
+pub fn log_level(verbose: u8, quiet: u8, explicit: Option<&str>) -> Result<log::LevelFilter, String> {
+    if let Some(name) = explicit {
+        return name
+            .parse()
+            .map_err(|_| format!("unknown log level '{name}' (use error, warn, info, debug or trace)"));
+    }
+    let base: i32 = 2 + verbose as i32 - quiet as i32; // 2 = info
+    Ok(match base {
+        i32::MIN..=-1 => log::LevelFilter::Off,
+        0 => log::LevelFilter::Error,
+        1 => log::LevelFilter::Warn,
+        2 => log::LevelFilter::Info,
+        3 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    })
+}
+
+/// A readable source that becomes ready when SIGINT or SIGTERM arrives: the signal handler
+/// writes a byte into a socket pair, which the loop polls like any other connection.
+pub struct SignalPipe {
+    pub receiver: UnixStream,
+}
+
+impl SignalPipe {
+    pub fn new() -> std::io::Result<Self> {
+        let (receiver, sender) = UnixStream::pair()?;
+        let sender = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sender));
+        let sender2 = sender.try_clone()?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, sender)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, sender2)?;
+        Ok(SignalPipe { receiver })
+    }
+
+    /// True if a signal arrived since the last call (drains the pipe).
+    pub fn take(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        while let Ok(n) = self.receiver.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got = true;
+        }
+        got
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// Fills `buf` from the kernel's random source. Used for salts, session tokens, nonces and
+/// instance ids, none of which may be guessable.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if random_bytes(&mut b).is_err() {
+        // /dev/urandom missing is a broken system; fall back to time and pid so ids differ.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// A small, fast, non-cryptographic generator for choices (random tie-breaks, jitter).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-enough in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_counts_map_to_levels() {
+        assert_eq!(log_level(0, 0, None).unwrap(), log::LevelFilter::Info);
+        assert_eq!(log_level(1, 0, None).unwrap(), log::LevelFilter::Debug);
+        assert_eq!(log_level(0, 2, None).unwrap(), log::LevelFilter::Error);
+        assert_eq!(log_level(0, 9, None).unwrap(), log::LevelFilter::Off);
+        assert_eq!(log_level(0, 0, Some("warn")).unwrap(), log::LevelFilter::Warn);
+        assert!(log_level(0, 0, Some("loud")).is_err());
+    }
+
+    #[test]
+    fn rng_stays_in_range() {
+        let mut r = Rng::new(7);
+        assert!((0..1000).all(|_| r.below(3) < 3));
+    }
+}
