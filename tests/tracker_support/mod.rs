@@ -54,7 +54,37 @@ impl Cluster {
         for i in 1..=n {
             c.wait_serving(i);
         }
+        if n == 2 {
+            c.wait_paired();
+        }
         c
+    }
+
+    /// The role word of tracker `n`'s `digest` reply.
+    pub fn role(&self, n: usize) -> String {
+        Conn::connect(self.addrs[n - 1])
+            .and_then(|mut c| c.try_req("digest"))
+            .ok()
+            .and_then(|r| r[0].split(' ').nth(3).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the two trackers are linked: one leads, the other follows.
+    pub fn wait_paired(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let roles = [self.role(1), self.role(2)];
+            if roles.contains(&"leader-paired".to_string())
+                && roles.contains(&"follower".to_string())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "trackers did not pair: {roles:?}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
     }
 
     pub fn data_dir(&self, n: usize) -> PathBuf {
@@ -74,10 +104,10 @@ impl Cluster {
             .arg("--cluster-key")
             .arg(self.dir.path().join("key"))
             .args(extra)
-            .arg("-q")
+            .arg("-v")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(&self.dir.path().join(format!("t{n}.log"))))
             .spawn()
             .expect("spawn tracker");
         self.procs[n - 1] = Some(child);
@@ -163,8 +193,35 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
         for n in 1..=self.procs.len() {
             self.kill(n);
+        }
+    }
+}
+
+fn log_file(path: &std::path::Path) -> Stdio {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::null(),
+    }
+}
+
+/// Prints the trackers' logs (for a failing test's output).
+impl Cluster {
+    pub fn dump_logs(&self) {
+        for n in 1..=self.addrs.len() {
+            let p = self.dir.path().join(format!("t{n}.log"));
+            eprintln!(
+                "--- tracker {n} log ---\n{}",
+                std::fs::read_to_string(p).unwrap_or_default()
+            );
         }
     }
 }
