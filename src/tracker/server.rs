@@ -809,7 +809,7 @@ impl Server {
                 return;
             }
         };
-        if !self.serving() && req.verb != Verb::Ping {
+        if !self.serving() && !matches!(req.verb, Verb::Ping | Verb::Digest) {
             let why = "this tracker is catching up with the other tracker; use the other one";
             if let Verb::UploadFile { npieces, .. } = req.verb {
                 return self.parse_error(
