@@ -114,3 +114,129 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
     let mut again = cl.conn(1);
     again.ok("ping");
 }
+
+/// The soak of `make test`: 1,000 idle connections, 50 half-written lines and a few endless
+/// lines against one tracker while clients keep being served.
+#[test]
+fn soak_idle_half_and_endless_lines_while_clients_are_served() {
+    let cl = Cluster::start(1);
+    let addr = cl.addrs[0];
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(addr).expect("idle connect"))
+        .collect();
+    let halves: Vec<TcpStream> = (0..50)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.write_all(format!("{i} create_user half{i} p").as_bytes())
+                .expect("write");
+            s
+        })
+        .collect();
+    let endless: Vec<std::thread::JoinHandle<bool>> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(addr) else {
+                    return false;
+                };
+                let chunk = vec![b'z'; 8192];
+                for _ in 0..1000 {
+                    if s.write_all(&chunk).is_err() {
+                        return true; // cut off by the tracker
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        let mut c = cl.conn(1);
+        c.user(&format!("soak{round}"));
+        c.ok(&format!("create_group soak{round}"));
+        assert_eq!(c.req("list_groups").len(), round + 2);
+        c.ok("logout");
+    }
+    for e in endless {
+        assert!(e.join().expect("thread"), "an endless line was cut off");
+    }
+    // Every idle connection is still open and served.
+    for (i, mut s) in idle.into_iter().enumerate().step_by(97) {
+        s.write_all(format!("{i} ping\n").as_bytes())
+            .expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).expect("read");
+        assert_eq!(&buf[..n], format!("{i} ok pong\n").as_bytes());
+    }
+    drop(halves);
+}
+
+/// With the descriptor table full, `accept` fails with EMFILE. The tracker must neither spin
+/// nor stop serving: surplus connections get a refusal, existing ones still work.
+#[test]
+fn out_of_descriptors_neither_spins_nor_stops_serving() {
+    let mut cl = Cluster::new(1);
+    // A hard limit of 40 descriptors, and a connection limit above it, so accept hits EMFILE.
+    let child = std::process::Command::new("prlimit")
+        .arg("--nofile=40:40")
+        .arg(TRACKER)
+        .arg(cl.dir.path().join("info"))
+        .arg("1")
+        .arg("--data-dir")
+        .arg(cl.data_dir(1))
+        .arg("--max-connections")
+        .arg("1000")
+        .arg("-q")
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        panic!("prlimit (util-linux) is needed for this test");
+    };
+    let pid = child.id();
+    cl.procs[0] = Some(child);
+    cl.wait_serving(1);
+    let mut keep = cl.conn(1);
+    keep.user("survivor");
+    let conns: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(addr_of(&cl)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu_before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu_after = cpu_ticks(pid);
+    // A spinning loop burns ~100 ticks a second; an idle one almost none.
+    assert!(
+        cpu_after - cpu_before < 50,
+        "tracker used {} ticks in 1 s while out of descriptors",
+        cpu_after - cpu_before
+    );
+    // Some surplus connections were refused with a reason.
+    let refused = conns
+        .iter()
+        .filter(|s| {
+            let mut s = *s;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 128];
+            matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[..n].starts_with(b"0 err too_many_connections"))
+        })
+        .count();
+    assert!(refused > 0, "no connection was refused politely");
+    keep.ok("create_group still_serving");
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = cl.conn(1);
+    again.ok("ping");
+}
+
+fn addr_of(cl: &Cluster) -> std::net::SocketAddr {
+    cl.addrs[0]
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}

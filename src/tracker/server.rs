@@ -198,6 +198,9 @@ pub struct Server {
     announced: Option<(Position, String)>,
     last_ping: Instant,
     shutdown: bool,
+    /// Accepting stopped for lack of descriptors: retry when connections close, since the
+    /// edge-triggered listener will not report the waiting backlog again.
+    accept_blocked: bool,
 }
 
 impl Server {
@@ -265,6 +268,7 @@ impl Server {
             announced: None,
             last_ping: now,
             shutdown: false,
+            accept_blocked: false,
             cfg,
         };
         if !paired_config || (pos.solo && !recovered.fresh) {
@@ -390,21 +394,27 @@ impl Server {
                 Err(e) if is_fd_exhaustion(&e) => {
                     // Out of descriptors: free the spare, accept and refuse one, retry. Without a
                     // spare left, stop; the next connection event (or a close) retries.
-                    match self.spare_fd.take() {
-                        Some(spare) => {
-                            drop(spare);
-                            if let Ok((stream, _)) = self.listener.accept() {
-                                refuse(stream, "too many connections; try the other tracker");
-                            }
-                            self.spare_fd = std::fs::File::open("/dev/null").ok();
-                            if self.spare_fd.is_none() {
-                                return;
-                            }
-                        }
-                        None => {
-                            log::warn!("out of file descriptors: {e}");
-                            return;
-                        }
+                    // (accept reports EMFILE even with an empty backlog, so only the retry
+                    // tells whether anything is waiting.)
+                    let Some(spare) = self.spare_fd.take() else {
+                        log::warn!("out of file descriptors: {e}");
+                        self.accept_blocked = true;
+                        return;
+                    };
+                    drop(spare);
+                    let retry = self.listener.accept();
+                    if let Ok((stream, _)) = &retry {
+                        refuse_ref(stream, "too many connections; try the other tracker");
+                    }
+                    let drained = retry.is_err();
+                    drop(retry);
+                    self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    if self.spare_fd.is_none() {
+                        self.accept_blocked = true;
+                        return;
+                    }
+                    if drained {
+                        return;
                     }
                 }
                 Err(e) => {
@@ -676,11 +686,19 @@ impl Server {
             }
         }
         // 5. Close what was scheduled.
+        let closed = !self.closing.is_empty();
         for k in std::mem::take(&mut self.closing) {
             if let Some(mut c) = self.conns.try_remove(k) {
                 let _ = c.conn.flush();
                 let _ = self.poll.registry().deregister(&mut c.conn.stream);
             }
+        }
+        if closed && self.accept_blocked {
+            self.accept_blocked = false;
+            if self.spare_fd.is_none() {
+                self.spare_fd = std::fs::File::open("/dev/null").ok();
+            }
+            self.accept(Instant::now());
         }
         // 6. Compaction.
         if self.journal.wants_compaction() {
@@ -1914,6 +1932,10 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 /// Tells a connection we cannot take it, without blocking: one short line into an empty socket
 /// buffer always fits.
 fn refuse(stream: TcpStream, why: &str) {
+    refuse_ref(&stream, why);
+}
+
+fn refuse_ref(stream: &TcpStream, why: &str) {
     use std::io::Write;
     let mut s = stream;
     let _ = s.write(format!("0 err too_many_connections {why}\n").as_bytes());
