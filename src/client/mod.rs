@@ -1,4 +1,8 @@
 //! The terminal client.
 //!
-//! - `peers` — everything that talks to other clients: seeding, downloading, hashing, disk
+//! - `shell`        — the command language: a line in, a checked `Command` out (pure)
+//! - `shares`       — remembered shares on disk, resumed at login
+//! - `peers`        — everything that talks to other clients: seeding, downloading, hashing, disk
 pub mod peers;
+pub mod shares;
+pub mod shell;
