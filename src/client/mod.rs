@@ -6,3 +6,4 @@
 pub mod peers;
 pub mod shares;
 pub mod shell;
+pub mod tracker_link;
