@@ -371,7 +371,7 @@ impl TrackerLink {
             self.current = (self.current + 1) % self.trackers.len();
         }
         let n = self.trackers.len() as u32;
-        let delay = if self.failures % n != 0 {
+        let delay = if !self.failures.is_multiple_of(n) {
             Duration::ZERO
         } else {
             let rounds = (self.failures / n).saturating_sub(1).min(10);
