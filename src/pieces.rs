@@ -49,7 +49,7 @@ fn nibble(c: u8) -> Option<u8> {
 
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
@@ -70,7 +70,7 @@ pub fn hashes_to_hex(hashes: &[Hash]) -> String {
 
 /// Parses concatenated hex hashes; `None` unless the text is a whole number of hashes.
 pub fn hashes_from_hex(s: &str) -> Option<Vec<Hash>> {
-    if s.len() % 40 != 0 {
+    if !s.len().is_multiple_of(40) {
         return None;
     }
     let bytes = from_hex(s)?;

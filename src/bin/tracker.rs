@@ -1,1 +1,120 @@
-fn main() {}
+//! `tracker <tracker_info_file> <tracker_no> [options]`: argument parsing and start-up only;
+//! the loop is `groupshare::tracker::server`.
+
+use clap::Parser;
+use groupshare::cluster;
+use groupshare::runtime;
+use groupshare::tracker::server::{Config, Server};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A tracker of the groupshare file-sharing system: holds users, groups and who shares what,
+/// kept in sync with the other tracker listed in the tracker_info file.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// File with one IP:PORT a line, tracker 1 first
+    tracker_info: PathBuf,
+    /// Which line of the file is this tracker (1-based)
+    tracker_no: u8,
+    /// Where the state is kept [default: beside the info file, <info>.tracker<N>]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shared secret of the tracker pair; created if missing [default: .cluster.key beside the info file]
+    #[arg(long)]
+    cluster_key: Option<PathBuf>,
+    /// Refuse connections beyond this many [default: from the open-file limit]
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// More log output (repeat for more)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output (repeat for less)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    quiet: u8,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    runtime::init_logging(runtime::log_level(
+        args.verbose,
+        args.quiet,
+        args.log_level.as_deref(),
+    )?);
+    let addrs = cluster::read_tracker_info(&args.tracker_info)?;
+    if args.tracker_no == 0 || usize::from(args.tracker_no) > addrs.len() {
+        return Err(format!(
+            "tracker number {} is not in {}, which lists {} tracker(s)",
+            args.tracker_no,
+            args.tracker_info.display(),
+            addrs.len()
+        ));
+    }
+    let beside = args
+        .tracker_info
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let info_name = args
+        .tracker_info
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tracker_info".into());
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| beside.join(format!("{info_name}.tracker{}", args.tracker_no)));
+    let cluster_key = if addrs.len() > 1 {
+        let path = args
+            .cluster_key
+            .unwrap_or_else(|| beside.join(".cluster.key"));
+        load_or_create_key(&path)?
+    } else {
+        Vec::new()
+    };
+    let mut server = Server::new(Config {
+        addrs,
+        me: args.tracker_no,
+        data_dir,
+        cluster_key,
+        max_connections: args.max_connections,
+    })?;
+    server.run()
+}
+
+/// Reads the cluster key, creating it (atomically, so two trackers started together agree) if
+/// it does not exist yet.
+fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        runtime::random_bytes(&mut key).map_err(|e| format!("cannot make a cluster key: {e}"))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, groupshare::pieces::to_hex(&key))
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        // hard_link fails if the key appeared meanwhile; then the other one wins.
+        let _ = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let key = std::fs::read(path)
+        .map_err(|e| format!("cannot read the cluster key {}: {e}", path.display()))?;
+    if key.len() < 16 {
+        return Err(format!(
+            "the cluster key {} is too short (at least 16 bytes)",
+            path.display()
+        ));
+    }
+    Ok(key)
+}

@@ -123,6 +123,12 @@ impl LineFramer {
         Frame::TooLong
     }
 
+    /// Changes the line limit: a connection that authenticated as the other tracker may send
+    /// the longer lines of the peer link.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Drops the consumed prefix; keeps the allocation small for idle connections.
     pub fn compact(&mut self) {
         if self.start == 0 {

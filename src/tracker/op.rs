@@ -1,1 +1,758 @@
+//! Replicated operations and journal entries, and their text encoding.
+//!
+//! An operation is one line of words separated by single spaces; the same text is a journal
+//! line (`<term> <seq> <origin|-> <operation>`) and the payload of the peer link's `op`/`fwd`.
+//! Everything that is not a pure function of the state (salt, token) is already chosen when an
+//! operation is built, so applying it is deterministic on both trackers. Decoding validates
+//! every field, because the text comes from disk and from the network.
 
+use crate::names::{self, NameKind};
+use crate::pieces::{self, Hash, MAX_PIECES};
+use crate::tracker::password;
+use std::net::SocketAddr;
+
+/// A session token: 32 lowercase hex digits, chosen at random by the tracker that took the login.
+pub type Token = String;
+
+/// Length of a token in hex digits (128 random bits).
+pub const TOKEN_LEN: usize = 32;
+
+/// Where a write came from: the client's instance id and its request tag. Deduplication keys on
+/// it so a request re-sent to the other tracker after a failover is not applied twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    pub instance: u64,
+    pub tag: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    CreateUser {
+        user: String,
+        pw_hash: String,
+    },
+    Login {
+        token: Token,
+        user: String,
+        addr: String,
+        tracker: u8,
+    },
+    Attach {
+        token: Token,
+        addr: String,
+        tracker: u8,
+    },
+    Logout {
+        token: Token,
+    },
+    Detach {
+        tracker: u8,
+    },
+    CreateGroup {
+        token: Token,
+        group: String,
+    },
+    JoinGroup {
+        token: Token,
+        group: String,
+    },
+    LeaveGroup {
+        token: Token,
+        group: String,
+    },
+    AcceptRequest {
+        token: Token,
+        group: String,
+        user: String,
+    },
+    Upload {
+        token: Token,
+        group: String,
+        file: String,
+        size: u64,
+        hashes: Vec<Hash>,
+    },
+    /// `pieces` ascend without repeats and are not empty (the text form is a range list).
+    Have {
+        token: Token,
+        group: String,
+        file: String,
+        pieces: Vec<usize>,
+    },
+    StopShare {
+        token: Token,
+        group: String,
+        file: String,
+    },
+    Term {
+        term: u64,
+        solo: bool,
+    },
+}
+
+/// One journal line: the operation with its log position and origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub term: u64,
+    pub seq: u64,
+    pub origin: Option<Origin>,
+    pub op: Op,
+}
+
+/// Parses a decimal `u64` in its one canonical spelling (no sign, no leading zeros), so that
+/// decoding and re-encoding give back the same text.
+pub fn parse_u64(s: &str, what: &str) -> Result<u64, String> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_digit())
+        && (s.len() == 1 || !s.starts_with('0'));
+    if !canonical {
+        return Err(format!("{what} '{}' is not a decimal number", clip(s)));
+    }
+    s.parse()
+        .map_err(|_| format!("{what} '{}' is too large", clip(s)))
+}
+
+/// Shortens hostile input before quoting it in an error message.
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(40).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}
+
+pub fn is_token(s: &str) -> bool {
+    s.len() == TOKEN_LEN && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn token(s: &str) -> Result<Token, String> {
+    if is_token(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "session token '{}' is not {TOKEN_LEN} lowercase hex digits",
+            clip(s)
+        ))
+    }
+}
+
+fn name(kind: NameKind, s: &str) -> Result<String, String> {
+    names::check(kind, s)?;
+    Ok(s.to_string())
+}
+
+pub fn check_addr(s: &str) -> Result<(), String> {
+    s.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("address '{}' is not IP:PORT", clip(s)))
+}
+
+fn addr(s: &str) -> Result<String, String> {
+    check_addr(s)?;
+    Ok(s.to_string())
+}
+
+pub fn check_tracker(n: u8) -> Result<(), String> {
+    if n == 1 || n == 2 {
+        Ok(())
+    } else {
+        Err(format!("tracker number {n} is not 1 or 2"))
+    }
+}
+
+fn tracker(s: &str) -> Result<u8, String> {
+    match s {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        _ => Err(format!("tracker number '{}' is not 1 or 2", clip(s))),
+    }
+}
+
+/// Parses a range list without knowing the file's piece count: the ranges must ascend without
+/// overlapping and stay below `MAX_PIECES`, which bounds the work; `State::apply` checks them
+/// against the file.
+pub fn parse_piece_ranges(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("piece ranges '{}' are malformed", clip(s));
+    let limit = MAX_PIECES as usize;
+    let mut out = Vec::new();
+    let mut next = 0usize;
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (
+                parse_u64(a, "piece").map_err(|_| bad())?,
+                parse_u64(b, "piece").map_err(|_| bad())?,
+            ),
+            None => {
+                let a = parse_u64(part, "piece").map_err(|_| bad())?;
+                (a, a)
+            }
+        };
+        let (a, b) = (
+            usize::try_from(a).map_err(|_| bad())?,
+            usize::try_from(b).map_err(|_| bad())?,
+        );
+        if a < next || a > b {
+            return Err(format!(
+                "piece ranges '{}' must ascend without overlapping",
+                clip(s)
+            ));
+        }
+        if b >= limit {
+            return Err(format!(
+                "piece index {b} is beyond the largest file's {limit} pieces"
+            ));
+        }
+        out.extend(a..=b);
+        next = b + 1;
+    }
+    Ok(out)
+}
+
+/// Piece hashes of an `upload`: `-` for an empty file, otherwise exactly `piece_count(size)`
+/// hashes as lowercase hex.
+fn upload_hashes(s: &str, size: u64) -> Result<Vec<Hash>, String> {
+    let n = pieces::piece_count(size);
+    if n > MAX_PIECES {
+        return Err(format!(
+            "a file of {size} bytes has {n} pieces; at most {MAX_PIECES} are allowed"
+        ));
+    }
+    if n == 0 {
+        return if s == "-" {
+            Ok(Vec::new())
+        } else {
+            Err("an empty file has no piece hashes; expected '-'".to_string())
+        };
+    }
+    // Length first, so a wrong count costs nothing to refuse.
+    if s.len() as u64 != n * 40 {
+        return Err(format!(
+            "a file of {size} bytes needs {n} piece hashes ({} hex digits); got {} digits",
+            n * 40,
+            s.len()
+        ));
+    }
+    if !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("piece hashes are not lowercase hex".to_string());
+    }
+    pieces::hashes_from_hex(s).ok_or_else(|| "piece hashes are not lowercase hex".to_string())
+}
+
+fn solo_word(solo: bool) -> &'static str {
+    if solo {
+        "solo"
+    } else {
+        "paired"
+    }
+}
+
+impl Origin {
+    /// `<16 hex digits>:<decimal tag>`.
+    pub fn encode(&self) -> String {
+        format!("{:016x}:{}", self.instance, self.tag)
+    }
+
+    /// `-` is no origin (a write without `hello`, or one the tracker made itself).
+    pub fn decode(s: &str) -> Result<Option<Origin>, String> {
+        if s == "-" {
+            return Ok(None);
+        }
+        let (inst, tag) = s
+            .split_once(':')
+            .ok_or_else(|| format!("origin '{}' is not <instance>:<tag>", clip(s)))?;
+        if inst.len() != 16 || !inst.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!(
+                "instance id '{}' is not 16 lowercase hex digits",
+                clip(inst)
+            ));
+        }
+        let instance = u64::from_str_radix(inst, 16)
+            .map_err(|_| format!("instance id '{}' is not hex", clip(inst)))?;
+        let tag = parse_u64(tag, "request tag")?;
+        Ok(Some(Origin { instance, tag }))
+    }
+}
+
+fn encode_origin(origin: &Option<Origin>) -> String {
+    origin.map_or_else(|| "-".to_string(), |o| o.encode())
+}
+
+impl Op {
+    /// The verb: the first word of the text form.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::CreateUser { .. } => "create_user",
+            Op::Login { .. } => "login",
+            Op::Attach { .. } => "attach",
+            Op::Logout { .. } => "logout",
+            Op::Detach { .. } => "detach",
+            Op::CreateGroup { .. } => "create_group",
+            Op::JoinGroup { .. } => "join_group",
+            Op::LeaveGroup { .. } => "leave_group",
+            Op::AcceptRequest { .. } => "accept_request",
+            Op::Upload { .. } => "upload",
+            Op::Have { .. } => "have",
+            Op::StopShare { .. } => "stop_share",
+            Op::Term { .. } => "term",
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let v = self.verb();
+        match self {
+            Op::CreateUser { user, pw_hash } => format!("{v} {user} {pw_hash}"),
+            Op::Login {
+                token,
+                user,
+                addr,
+                tracker,
+            } => format!("{v} {token} {user} {addr} {tracker}"),
+            Op::Attach {
+                token,
+                addr,
+                tracker,
+            } => format!("{v} {token} {addr} {tracker}"),
+            Op::Logout { token } => format!("{v} {token}"),
+            Op::Detach { tracker } => format!("{v} {tracker}"),
+            Op::CreateGroup { token, group }
+            | Op::JoinGroup { token, group }
+            | Op::LeaveGroup { token, group } => format!("{v} {token} {group}"),
+            Op::AcceptRequest { token, group, user } => format!("{v} {token} {group} {user}"),
+            Op::Upload {
+                token,
+                group,
+                file,
+                size,
+                hashes,
+            } => {
+                let hex = if hashes.is_empty() {
+                    "-".to_string()
+                } else {
+                    pieces::hashes_to_hex(hashes)
+                };
+                format!("{v} {token} {group} {file} {size} {hex}")
+            }
+            Op::Have {
+                token,
+                group,
+                file,
+                pieces,
+            } => format!(
+                "{v} {token} {group} {file} {}",
+                pieces::format_ranges(pieces.iter().copied())
+            ),
+            Op::StopShare { token, group, file } => format!("{v} {token} {group} {file}"),
+            Op::Term { term, solo } => format!("{v} {term} {}", solo_word(*solo)),
+        }
+    }
+
+    pub fn decode(line: &str) -> Result<Op, String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        if words.iter().any(|w| w.is_empty()) {
+            return Err("an operation is words separated by single spaces".to_string());
+        }
+        let (verb, args) = words
+            .split_first()
+            .ok_or_else(|| "empty operation".to_string())?;
+        let want = |n: usize| -> Result<(), String> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "operation '{}' takes {n} arguments, not {}",
+                    clip(verb),
+                    args.len()
+                ))
+            }
+        };
+        let op = match *verb {
+            "create_user" => {
+                want(2)?;
+                if !password::is_well_formed(args[1]) {
+                    return Err("the password hash is malformed".to_string());
+                }
+                Op::CreateUser {
+                    user: name(NameKind::User, args[0])?,
+                    pw_hash: args[1].to_string(),
+                }
+            }
+            "login" => {
+                want(4)?;
+                Op::Login {
+                    token: token(args[0])?,
+                    user: name(NameKind::User, args[1])?,
+                    addr: addr(args[2])?,
+                    tracker: tracker(args[3])?,
+                }
+            }
+            "attach" => {
+                want(3)?;
+                Op::Attach {
+                    token: token(args[0])?,
+                    addr: addr(args[1])?,
+                    tracker: tracker(args[2])?,
+                }
+            }
+            "logout" => {
+                want(1)?;
+                Op::Logout {
+                    token: token(args[0])?,
+                }
+            }
+            "detach" => {
+                want(1)?;
+                Op::Detach {
+                    tracker: tracker(args[0])?,
+                }
+            }
+            "create_group" | "join_group" | "leave_group" => {
+                want(2)?;
+                let token = token(args[0])?;
+                let group = name(NameKind::Group, args[1])?;
+                match *verb {
+                    "create_group" => Op::CreateGroup { token, group },
+                    "join_group" => Op::JoinGroup { token, group },
+                    _ => Op::LeaveGroup { token, group },
+                }
+            }
+            "accept_request" => {
+                want(3)?;
+                Op::AcceptRequest {
+                    token: token(args[0])?,
+                    group: name(NameKind::Group, args[1])?,
+                    user: name(NameKind::User, args[2])?,
+                }
+            }
+            "upload" => {
+                want(5)?;
+                let size = parse_u64(args[3], "file size")?;
+                Op::Upload {
+                    token: token(args[0])?,
+                    group: name(NameKind::Group, args[1])?,
+                    file: name(NameKind::File, args[2])?,
+                    size,
+                    hashes: upload_hashes(args[4], size)?,
+                }
+            }
+            "have" => {
+                want(4)?;
+                Op::Have {
+                    token: token(args[0])?,
+                    group: name(NameKind::Group, args[1])?,
+                    file: name(NameKind::File, args[2])?,
+                    pieces: parse_piece_ranges(args[3])?,
+                }
+            }
+            "stop_share" => {
+                want(3)?;
+                Op::StopShare {
+                    token: token(args[0])?,
+                    group: name(NameKind::Group, args[1])?,
+                    file: name(NameKind::File, args[2])?,
+                }
+            }
+            "term" => {
+                want(2)?;
+                let solo = match args[1] {
+                    "solo" => true,
+                    "paired" => false,
+                    other => {
+                        return Err(format!("term mode '{}' is not solo or paired", clip(other)))
+                    }
+                };
+                Op::Term {
+                    term: parse_u64(args[0], "term")?,
+                    solo,
+                }
+            }
+            other => return Err(format!("unknown operation '{}'", clip(other))),
+        };
+        Ok(op)
+    }
+
+    /// Whether a successful application is remembered for deduplication. `have` is idempotent
+    /// and would only churn the table; `term` and `detach` are the trackers' own, never a
+    /// client's request.
+    pub fn is_write_dedup(&self) -> bool {
+        !matches!(self, Op::Have { .. } | Op::Term { .. } | Op::Detach { .. })
+    }
+}
+
+impl Entry {
+    /// `<term> <seq> <origin|-> <operation>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.term,
+            self.seq,
+            encode_origin(&self.origin),
+            self.op.encode()
+        )
+    }
+
+    pub fn decode(line: &str) -> Result<Entry, String> {
+        let mut parts = line.splitn(4, ' ');
+        let (Some(term), Some(seq), Some(origin), Some(op)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("a journal entry is '<term> <seq> <origin|-> <operation>'".to_string());
+        };
+        Ok(Entry {
+            term: parse_u64(term, "term")?,
+            seq: parse_u64(seq, "sequence number")?,
+            origin: Origin::decode(origin)?,
+            op: Op::decode(op)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pieces::PIECE_SIZE;
+    use proptest::prelude::*;
+
+    const T: &str = "0123456789abcdef0123456789abcdef";
+
+    fn every_variant() -> Vec<Op> {
+        let t = T.to_string();
+        vec![
+            Op::CreateUser {
+                user: "alice".into(),
+                pw_hash: password::hash_password("pw"),
+            },
+            Op::Login {
+                token: t.clone(),
+                user: "alice".into(),
+                addr: "127.0.0.1:4000".into(),
+                tracker: 1,
+            },
+            Op::Attach {
+                token: t.clone(),
+                addr: "[::1]:4000".into(),
+                tracker: 2,
+            },
+            Op::Logout { token: t.clone() },
+            Op::Detach { tracker: 2 },
+            Op::CreateGroup {
+                token: t.clone(),
+                group: "g1".into(),
+            },
+            Op::JoinGroup {
+                token: t.clone(),
+                group: "g1".into(),
+            },
+            Op::LeaveGroup {
+                token: t.clone(),
+                group: "g.1".into(),
+            },
+            Op::AcceptRequest {
+                token: t.clone(),
+                group: "g1".into(),
+                user: "bob".into(),
+            },
+            Op::Upload {
+                token: t.clone(),
+                group: "g1".into(),
+                file: "a.txt".into(),
+                size: 2 * PIECE_SIZE + 1,
+                hashes: vec![[1; 20], [2; 20], [0xab; 20]],
+            },
+            Op::Upload {
+                token: t.clone(),
+                group: "g1".into(),
+                file: "empty".into(),
+                size: 0,
+                hashes: vec![],
+            },
+            Op::Have {
+                token: t.clone(),
+                group: "g1".into(),
+                file: "a.txt".into(),
+                pieces: vec![0, 1, 2, 3, 7],
+            },
+            Op::StopShare {
+                token: t.clone(),
+                group: "g1".into(),
+                file: "a.txt".into(),
+            },
+            Op::Term {
+                term: 7,
+                solo: true,
+            },
+            Op::Term {
+                term: 0,
+                solo: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips() {
+        for op in every_variant() {
+            let text = op.encode();
+            assert!(!text.contains("  ") && !text.contains('\n'), "{text}");
+            assert_eq!(Op::decode(&text), Ok(op.clone()), "{text}");
+            assert_eq!(Op::decode(&text).map(|o| o.encode()), Ok(text));
+        }
+    }
+
+    #[test]
+    fn text_forms_are_as_documented() {
+        let ops = every_variant();
+        assert_eq!(ops[1].encode(), format!("login {T} alice 127.0.0.1:4000 1"));
+        assert_eq!(ops[10].encode(), format!("upload {T} g1 empty 0 -"));
+        assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));
+        assert_eq!(ops[13].encode(), "term 7 solo");
+        assert_eq!(ops[14].encode(), "term 0 paired");
+    }
+
+    #[test]
+    fn entries_round_trip_with_and_without_origin() {
+        for (i, op) in every_variant().into_iter().enumerate() {
+            let origin = (i % 2 == 0).then_some(Origin {
+                instance: 0x00ab_cdef_0000_0001 * i as u64,
+                tag: i as u64 * 1000,
+            });
+            let e = Entry {
+                term: 3,
+                seq: 100 + i as u64,
+                origin,
+                op,
+            };
+            let text = e.encode();
+            assert_eq!(Entry::decode(&text), Ok(e), "{text}");
+        }
+        let e = Entry::decode("1 2 - detach 1").unwrap();
+        assert_eq!(e.origin, None);
+        assert_eq!(
+            Entry::decode("1 2 00000000000000ff:9 detach 1")
+                .unwrap()
+                .origin,
+            Some(Origin {
+                instance: 255,
+                tag: 9
+            })
+        );
+    }
+
+    #[test]
+    fn dedup_flag_excludes_have_term_and_detach() {
+        for op in every_variant() {
+            let expect = !matches!(op, Op::Have { .. } | Op::Term { .. } | Op::Detach { .. });
+            assert_eq!(op.is_write_dedup(), expect, "{}", op.verb());
+        }
+    }
+
+    #[test]
+    fn malformed_operations_are_refused() {
+        let hex3 = "ab".repeat(60);
+        let bad = vec![
+            String::new(),
+            "nonsense".into(),
+            "logout".into(),
+            format!("logout {T} extra"),
+            format!("logout  {T}"),
+            format!("logout {T} "),
+            format!("logout {}", T.to_uppercase()),
+            format!("logout {}", &T[1..]),
+            "create_user alice not-a-hash".into(),
+            format!("create_user a/b {}", password::hash_password("x")),
+            format!("login {T} alice 127.0.0.1 1"),
+            format!("login {T} alice 127.0.0.1:9 3"),
+            format!("login {T} alice 127.0.0.1:9 01"),
+            format!("attach {T} host:9 1"),
+            "detach 0".into(),
+            format!("create_group {T} ."),
+            format!("join_group {T} {}", "g".repeat(65)),
+            format!("accept_request {T} g a..b/"),
+            format!("upload {T} g f 0 {hex3}"),
+            format!("upload {T} g f 1 -"),
+            format!("upload {T} g f {} {hex3}", 2 * PIECE_SIZE),
+            format!("upload {T} g f {} {}", 3 * PIECE_SIZE, hex3.to_uppercase()),
+            format!("upload {T} g f {} {}", 3 * PIECE_SIZE, "zz".repeat(60)),
+            format!("upload {T} g f +5 -"),
+            format!("upload {T} g f {} -", u64::MAX),
+            format!("have {T} g f 3-1"),
+            format!("have {T} g f 1,1"),
+            format!("have {T} g f 5,2"),
+            format!("have {T} g f 0-{MAX_PIECES}"),
+            format!("have {T} g f 1,,2"),
+            format!("have {T} g f 99999999999999999999999"),
+            format!("stop_share {T} g"),
+            "term 1 both".into(),
+            "term -1 solo".into(),
+        ];
+        for b in &bad {
+            let r = Op::decode(b);
+            assert!(r.is_err(), "{b:?} accepted as {r:?}");
+            let msg = r.unwrap_err();
+            assert!(!msg.is_empty() && msg.len() < 200, "{msg}");
+        }
+    }
+
+    #[test]
+    fn malformed_origins_and_entries_are_refused() {
+        for bad in [
+            "",
+            "abc:1",
+            "00000000000000FF:1",
+            "00000000000000ff",
+            "00000000000000ff:",
+            "00000000000000ff:-1",
+            "000000000000000ff:1",
+        ] {
+            assert!(Origin::decode(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "1 2 -",
+            "1 2 - ",
+            "x 2 - detach 1",
+            "1 02 - detach 1",
+            "1 2 nope detach 1",
+            "1 2 - detach 3",
+        ] {
+            assert!(Entry::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn have_ranges_decode_without_the_piece_count() {
+        assert_eq!(parse_piece_ranges("0-2,5"), Ok(vec![0, 1, 2, 5]));
+        let last = MAX_PIECES as usize - 1;
+        assert_eq!(parse_piece_ranges(&last.to_string()), Ok(vec![last]));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn decoders_never_panic(s in "\\PC{0,200}") {
+            let _ = Op::decode(&s);
+            let _ = Entry::decode(&s);
+            let _ = Origin::decode(&s);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_near_misses(
+            verb in prop::sample::select(vec![
+                "create_user", "login", "attach", "logout", "detach", "create_group",
+                "join_group", "leave_group", "accept_request", "upload", "have",
+                "stop_share", "term",
+            ]),
+            args in prop::collection::vec(
+                prop::sample::select(vec![
+                    T, "alice", "g", "f", "127.0.0.1:1", "1", "2", "0", "-", "0-3,5",
+                    "solo", "1048576", "18446744073709551615", "", "ab",
+                ]),
+                0..6,
+            ),
+        ) {
+            let line = format!("{verb} {}", args.join(" "));
+            if let Ok(op) = Op::decode(&line) {
+                prop_assert_eq!(Op::decode(&op.encode()), Ok(op));
+            }
+            let _ = Entry::decode(&format!("1 1 - {line}"));
+        }
+    }
+}

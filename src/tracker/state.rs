@@ -1,1 +1,2018 @@
+//! The tracker's whole state as plain data: users, groups, files, sessions and the
+//! deduplication table. It changes only through `apply`, which is deterministic (no clock, no
+//! randomness), so both trackers applying the same operations in the same order hold the same
+//! state — `digest` checks that. Sockets, files and time stay outside.
 
+use crate::names::{self, NameKind};
+use crate::pieces::{self, Hash, PieceSet, HASHES_PER_LINE, MAX_PIECES};
+use crate::tracker::op::{self, Op, Origin, Token};
+use crate::tracker::password;
+use sha1::{Digest, Sha1};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Instances remembered for deduplication. A client needs its entry only while it may still
+/// re-send a write after a failover, i.e. for a few seconds; 65,536 live clients is far beyond
+/// one tracker pair's load, and at ~100 bytes an entry the table stays under ~10 MiB.
+pub const MAX_DEDUP: usize = 65_536;
+
+/// Why an operation or query was refused. `code()` is the wire's error code; `message()` the
+/// sentence shown to a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotLoggedIn,
+    AlreadyLoggedIn,
+    BadCredentials,
+    NoSession,
+    UserExists,
+    /// The group.
+    GroupExists(String),
+    /// The group.
+    NoSuchGroup(String),
+    /// The user.
+    NoSuchUser(String),
+    /// Group, file.
+    NoSuchFile(String, String),
+    /// Group, user.
+    NoSuchRequest(String, String),
+    /// The group.
+    NotMember(String),
+    /// The group.
+    NotOwner(String),
+    /// The group.
+    AlreadyMember(String),
+    /// The group.
+    AlreadyRequested(String),
+    /// Group, file.
+    NotSeeder(String, String),
+    /// Group, file.
+    ContentMismatch(String, String),
+    InvalidName(String),
+    BadRequest(String),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotLoggedIn => "not_logged_in",
+            Refusal::AlreadyLoggedIn => "already_logged_in",
+            Refusal::BadCredentials => "bad_credentials",
+            Refusal::NoSession => "no_session",
+            Refusal::UserExists => "user_exists",
+            Refusal::GroupExists(_) => "group_exists",
+            Refusal::NoSuchGroup(_) => "no_such_group",
+            Refusal::NoSuchUser(_) => "no_such_user",
+            Refusal::NoSuchFile(..) => "no_such_file",
+            Refusal::NoSuchRequest(..) => "no_such_request",
+            Refusal::NotMember(_) => "not_member",
+            Refusal::NotOwner(_) => "not_owner",
+            Refusal::AlreadyMember(_) => "already_member",
+            Refusal::AlreadyRequested(_) => "already_requested",
+            Refusal::NotSeeder(..) => "not_seeder",
+            Refusal::ContentMismatch(..) => "content_mismatch",
+            Refusal::InvalidName(_) => "invalid_name",
+            Refusal::BadRequest(_) => "bad_request",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::NotLoggedIn => "you are not logged in".to_string(),
+            Refusal::AlreadyLoggedIn => {
+                "this user is already logged in (here or from another client)".to_string()
+            }
+            Refusal::BadCredentials => "wrong user id or password".to_string(),
+            Refusal::NoSession => "that session no longer exists; log in again".to_string(),
+            Refusal::UserExists => "that user id is already taken".to_string(),
+            Refusal::GroupExists(g) => format!("group {g} already exists"),
+            Refusal::NoSuchGroup(g) => format!("there is no group {g}"),
+            Refusal::NoSuchUser(u) => format!("there is no user {u}"),
+            Refusal::NoSuchFile(g, f) => format!("there is no file {f} in group {g}"),
+            Refusal::NoSuchRequest(g, u) => format!("{u} has not asked to join group {g}"),
+            Refusal::NotMember(g) => format!("you are not a member of group {g}"),
+            Refusal::NotOwner(g) => format!("only the owner of group {g} may do that"),
+            Refusal::AlreadyMember(g) => format!("you are already a member of group {g}"),
+            Refusal::AlreadyRequested(g) => format!("you have already asked to join group {g}"),
+            Refusal::NotSeeder(g, f) => format!("you do not share {f} in group {g}"),
+            Refusal::ContentMismatch(g, f) => {
+                format!("a file named {f} with different content is already shared in group {g}")
+            }
+            Refusal::InvalidName(m) | Refusal::BadRequest(m) => m.clone(),
+        }
+    }
+}
+
+/// A file shared in a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    pub size: u64,
+    /// One SHA-1 per piece: `piece_count(size)` of them, at most `MAX_PIECES`.
+    pub hashes: Vec<Hash>,
+    /// Who holds pieces: a full set is a seeder, a partial one a downloader that reported
+    /// pieces with `have`. Never empty of seeders: the file goes when its last seeder does.
+    pub sharers: BTreeMap<String, PieceSet>,
+}
+
+impl File {
+    fn npieces(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn seeders(&self) -> usize {
+        self.sharers.values().filter(|s| s.is_full()).count()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub owner: String,
+    /// In join order: ownership passes to the earliest-joined member when the owner leaves.
+    pub members: Vec<String>,
+    /// Pending join requests, in request order.
+    pub requests: Vec<String>,
+    pub files: BTreeMap<String, File>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    /// Where the user's client serves pieces.
+    pub addr: String,
+    /// The tracker the client is connected to; `None` once that tracker died (orphaned: not
+    /// online, but still valid for `attach`).
+    pub tracker: Option<u8>,
+}
+
+/// A deduplicated write of one client instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DedupEntry {
+    tag: u64,
+    reply: String,
+    /// Value of `State::dedup_clock` when written: orders eviction.
+    written: u64,
+}
+
+/// What `download_file` answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download<'a> {
+    pub size: u64,
+    pub hashes: &'a [Hash],
+    /// Wire peer lines `p <user> <addr> <have>`.
+    pub peers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// User → password hash.
+    users: BTreeMap<String, String>,
+    groups: BTreeMap<String, Group>,
+    sessions: BTreeMap<Token, Session>,
+    /// User → token of the user's one session; the index of `sessions`.
+    user_sessions: BTreeMap<String, Token>,
+    /// Instance → its last deduplicated write; at most `MAX_DEDUP` entries.
+    dedup: BTreeMap<u64, DedupEntry>,
+    /// `written` → instance: the eviction order of `dedup`.
+    dedup_order: BTreeMap<u64, u64>,
+    /// Counts deduplicated writes; replicated state (in snapshots), so eviction is the same on
+    /// both trackers.
+    dedup_clock: u64,
+}
+
+fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
+    names::check(kind, s).map_err(Refusal::InvalidName)
+}
+
+fn session_fields(addr: &str, tracker: u8) -> Result<(), Refusal> {
+    op::check_addr(addr).map_err(Refusal::BadRequest)?;
+    op::check_tracker(tracker).map_err(Refusal::BadRequest)
+}
+
+impl State {
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// The user of an attached session: the one kind of session that may act.
+    fn actor(&self, token: &str) -> Result<String, Refusal> {
+        match self.sessions.get(token) {
+            Some(s) if s.tracker.is_some() => Ok(s.user.clone()),
+            _ => Err(Refusal::NotLoggedIn),
+        }
+    }
+
+    fn group_ref(&self, group: &str) -> Result<&Group, Refusal> {
+        check_name(NameKind::Group, group)?;
+        self.groups
+            .get(group)
+            .ok_or_else(|| Refusal::NoSuchGroup(group.to_string()))
+    }
+
+    /// The group, if `user` is a member of it.
+    fn member_group(&self, user: &str, group: &str) -> Result<&Group, Refusal> {
+        let g = self.group_ref(group)?;
+        if g.members.iter().any(|m| m == user) {
+            Ok(g)
+        } else {
+            Err(Refusal::NotMember(group.to_string()))
+        }
+    }
+
+    fn member_group_mut(&mut self, user: &str, group: &str) -> Result<&mut Group, Refusal> {
+        self.member_group(user, group)?;
+        self.groups
+            .get_mut(group)
+            .ok_or_else(|| Refusal::NoSuchGroup(group.to_string()))
+    }
+
+    fn user_attached(&self, user: &str) -> bool {
+        self.user_sessions
+            .get(user)
+            .and_then(|t| self.sessions.get(t))
+            .is_some_and(|s| s.tracker.is_some())
+    }
+
+    /// Deterministic. On `Ok`, the reply words after `ok`: `""` for a plain ok, the token for
+    /// `login`, `new`/`seeder` for `upload`, the user for `attach`. A successful write with an
+    /// origin is recorded for deduplication; checking for a duplicate before applying is the
+    /// caller's job (`dedup`).
+    pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<String, Refusal> {
+        let reply = self.apply_op(op)?;
+        if let Some(o) = origin {
+            if op.is_write_dedup() {
+                self.record_dedup(o, &reply);
+            }
+        }
+        Ok(reply)
+    }
+
+    fn record_dedup(&mut self, origin: Origin, reply: &str) {
+        if let Some(old) = self.dedup.remove(&origin.instance) {
+            self.dedup_order.remove(&old.written);
+        } else if self.dedup.len() >= MAX_DEDUP {
+            if let Some((_, instance)) = self.dedup_order.pop_first() {
+                self.dedup.remove(&instance);
+            }
+        }
+        let written = self.dedup_clock;
+        self.dedup_clock += 1;
+        self.dedup_order.insert(written, origin.instance);
+        self.dedup.insert(
+            origin.instance,
+            DedupEntry {
+                tag: origin.tag,
+                reply: reply.to_string(),
+                written,
+            },
+        );
+    }
+
+    /// The stored reply if `origin` is exactly the last deduplicated write of its instance.
+    pub fn dedup(&self, origin: &Origin) -> Option<&str> {
+        self.dedup
+            .get(&origin.instance)
+            .filter(|e| e.tag == origin.tag)
+            .map(|e| e.reply.as_str())
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<String, Refusal> {
+        match op {
+            Op::CreateUser { user, pw_hash } => {
+                check_name(NameKind::User, user)?;
+                if !password::is_well_formed(pw_hash) {
+                    return Err(Refusal::BadRequest(
+                        "the password hash is malformed".to_string(),
+                    ));
+                }
+                if self.users.contains_key(user) {
+                    return Err(Refusal::UserExists);
+                }
+                self.users.insert(user.clone(), pw_hash.clone());
+                Ok(String::new())
+            }
+            Op::Login {
+                token,
+                user,
+                addr,
+                tracker,
+            } => {
+                check_name(NameKind::User, user)?;
+                if !op::is_token(token) {
+                    return Err(Refusal::BadRequest("malformed session token".to_string()));
+                }
+                session_fields(addr, *tracker)?;
+                if !self.users.contains_key(user) {
+                    return Err(Refusal::BadCredentials);
+                }
+                if self.user_attached(user) {
+                    return Err(Refusal::AlreadyLoggedIn);
+                }
+                if self.sessions.get(token).is_some_and(|s| s.user != *user) {
+                    return Err(Refusal::BadRequest(
+                        "session token already in use".to_string(),
+                    ));
+                }
+                // One session per user: an orphaned one is replaced.
+                if let Some(old) = self.user_sessions.remove(user) {
+                    self.sessions.remove(&old);
+                }
+                self.sessions.insert(
+                    token.clone(),
+                    Session {
+                        user: user.clone(),
+                        addr: addr.clone(),
+                        tracker: Some(*tracker),
+                    },
+                );
+                self.user_sessions.insert(user.clone(), token.clone());
+                Ok(token.clone())
+            }
+            Op::Attach {
+                token,
+                addr,
+                tracker,
+            } => {
+                session_fields(addr, *tracker)?;
+                let s = self.sessions.get_mut(token).ok_or(Refusal::NoSession)?;
+                s.addr = addr.clone();
+                s.tracker = Some(*tracker);
+                Ok(s.user.clone())
+            }
+            Op::Logout { token } => {
+                // Also proposed when a connection drops, possibly after the session is gone.
+                if let Some(s) = self.sessions.remove(token) {
+                    self.user_sessions.remove(&s.user);
+                }
+                Ok(String::new())
+            }
+            Op::Detach { tracker } => {
+                op::check_tracker(*tracker).map_err(Refusal::BadRequest)?;
+                for s in self.sessions.values_mut() {
+                    if s.tracker == Some(*tracker) {
+                        s.tracker = None;
+                    }
+                }
+                Ok(String::new())
+            }
+            Op::CreateGroup { token, group } => {
+                let user = self.actor(token)?;
+                check_name(NameKind::Group, group)?;
+                if self.groups.contains_key(group) {
+                    return Err(Refusal::GroupExists(group.clone()));
+                }
+                self.groups.insert(
+                    group.clone(),
+                    Group {
+                        owner: user.clone(),
+                        members: vec![user],
+                        requests: Vec::new(),
+                        files: BTreeMap::new(),
+                    },
+                );
+                Ok(String::new())
+            }
+            Op::JoinGroup { token, group } => {
+                let user = self.actor(token)?;
+                self.group_ref(group)?;
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| Refusal::NoSuchGroup(group.clone()))?;
+                if g.members.contains(&user) {
+                    return Err(Refusal::AlreadyMember(group.clone()));
+                }
+                if g.requests.contains(&user) {
+                    return Err(Refusal::AlreadyRequested(group.clone()));
+                }
+                g.requests.push(user);
+                Ok(String::new())
+            }
+            Op::LeaveGroup { token, group } => {
+                let user = self.actor(token)?;
+                let g = self.member_group_mut(&user, group)?;
+                g.members.retain(|m| *m != user);
+                if g.members.is_empty() {
+                    self.groups.remove(group);
+                    return Ok(String::new());
+                }
+                if g.owner == user {
+                    g.owner = g.members[0].clone();
+                }
+                for f in g.files.values_mut() {
+                    f.sharers.remove(&user);
+                }
+                // Partial sources cannot serve a whole file, so they do not keep it listed.
+                g.files.retain(|_, f| f.seeders() > 0);
+                Ok(String::new())
+            }
+            Op::AcceptRequest { token, group, user } => {
+                let owner = self.actor(token)?;
+                check_name(NameKind::User, user)?;
+                let g = self.group_ref(group)?;
+                if g.owner != owner {
+                    return Err(Refusal::NotOwner(group.clone()));
+                }
+                if !self.users.contains_key(user) {
+                    return Err(Refusal::NoSuchUser(user.clone()));
+                }
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| Refusal::NoSuchGroup(group.clone()))?;
+                let pos = g
+                    .requests
+                    .iter()
+                    .position(|r| r == user)
+                    .ok_or_else(|| Refusal::NoSuchRequest(group.clone(), user.clone()))?;
+                g.requests.remove(pos);
+                g.members.push(user.clone());
+                Ok(String::new())
+            }
+            Op::Upload {
+                token,
+                group,
+                file,
+                size,
+                hashes,
+            } => {
+                let user = self.actor(token)?;
+                check_name(NameKind::File, file)?;
+                let n = pieces::piece_count(*size);
+                if n > MAX_PIECES || hashes.len() as u64 != n {
+                    return Err(Refusal::BadRequest(format!(
+                        "a file of {size} bytes needs {n} piece hashes (at most {MAX_PIECES}), not {}",
+                        hashes.len()
+                    )));
+                }
+                let g = self.member_group_mut(&user, group)?;
+                let full = PieceSet::full(hashes.len());
+                match g.files.get_mut(file) {
+                    None => {
+                        g.files.insert(
+                            file.clone(),
+                            File {
+                                size: *size,
+                                hashes: hashes.clone(),
+                                sharers: BTreeMap::from([(user, full)]),
+                            },
+                        );
+                        Ok("new".to_string())
+                    }
+                    Some(f) if f.size == *size && f.hashes == *hashes => {
+                        f.sharers.insert(user, full);
+                        Ok("seeder".to_string())
+                    }
+                    Some(_) => Err(Refusal::ContentMismatch(group.clone(), file.clone())),
+                }
+            }
+            Op::Have {
+                token,
+                group,
+                file,
+                pieces,
+            } => {
+                let user = self.actor(token)?;
+                check_name(NameKind::File, file)?;
+                let g = self.member_group_mut(&user, group)?;
+                let f = g
+                    .files
+                    .get_mut(file)
+                    .ok_or_else(|| Refusal::NoSuchFile(group.clone(), file.clone()))?;
+                let n = f.npieces();
+                if pieces.is_empty() {
+                    return Err(Refusal::BadRequest("have names no pieces".to_string()));
+                }
+                if let Some(bad) = pieces.iter().find(|&&i| i >= n) {
+                    return Err(Refusal::BadRequest(format!(
+                        "piece {bad} is out of range: {file} has {n} pieces"
+                    )));
+                }
+                let set = f.sharers.entry(user).or_insert_with(|| PieceSet::empty(n));
+                for &i in pieces {
+                    set.insert(i);
+                }
+                Ok(String::new())
+            }
+            Op::StopShare { token, group, file } => {
+                let user = self.actor(token)?;
+                check_name(NameKind::File, file)?;
+                let g = self.member_group_mut(&user, group)?;
+                let f = g
+                    .files
+                    .get_mut(file)
+                    .ok_or_else(|| Refusal::NoSuchFile(group.clone(), file.clone()))?;
+                if f.sharers.remove(&user).is_none() {
+                    return Err(Refusal::NotSeeder(group.clone(), file.clone()));
+                }
+                if f.seeders() == 0 {
+                    g.files.remove(file);
+                }
+                Ok(String::new())
+            }
+            // Terms are the replication layer's business; the state only carries them.
+            Op::Term { .. } => Ok(String::new()),
+        }
+    }
+
+    /// The user of a session that exists, attached or orphaned.
+    pub fn session_user(&self, token: &str) -> Option<&str> {
+        self.sessions.get(token).map(|s| s.user.as_str())
+    }
+
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// The check before a `login` is proposed (operations never carry passwords).
+    pub fn check_login(&self, user: &str, password: &str) -> Result<(), Refusal> {
+        let stored = self.users.get(user).ok_or(Refusal::BadCredentials)?;
+        if !password::verify_password(stored, password) {
+            return Err(Refusal::BadCredentials);
+        }
+        if self.user_attached(user) {
+            return Err(Refusal::AlreadyLoggedIn);
+        }
+        Ok(())
+    }
+
+    /// Lines `<group> <members> <owner>`, by name.
+    pub fn list_groups(&self, token: &str) -> Result<Vec<String>, Refusal> {
+        self.actor(token)?;
+        Ok(self
+            .groups
+            .iter()
+            .map(|(name, g)| format!("{name} {} {}", g.members.len(), g.owner))
+            .collect())
+    }
+
+    /// Pending requesters in request order; owner only.
+    pub fn list_requests(&self, token: &str, group: &str) -> Result<Vec<String>, Refusal> {
+        let user = self.actor(token)?;
+        let g = self.group_ref(group)?;
+        if g.owner != user {
+            return Err(Refusal::NotOwner(group.to_string()));
+        }
+        Ok(g.requests.clone())
+    }
+
+    /// Lines `<file> <size> <seeders>`, by name; members only.
+    pub fn list_files(&self, token: &str, group: &str) -> Result<Vec<String>, Refusal> {
+        let user = self.actor(token)?;
+        let g = self.member_group(&user, group)?;
+        Ok(g.files
+            .iter()
+            .map(|(name, f)| format!("{name} {} {}", f.size, f.seeders()))
+            .collect())
+    }
+
+    fn member_file(
+        &self,
+        token: &str,
+        group: &str,
+        file: &str,
+    ) -> Result<(String, &File), Refusal> {
+        let user = self.actor(token)?;
+        check_name(NameKind::File, file)?;
+        let g = self.member_group(&user, group)?;
+        let f = g
+            .files
+            .get(file)
+            .ok_or_else(|| Refusal::NoSuchFile(group.to_string(), file.to_string()))?;
+        Ok((user, f))
+    }
+
+    /// Online holders of pieces of `f`, `requester` excluded, by user name.
+    fn peer_lines(&self, f: &File, requester: &str) -> Vec<String> {
+        f.sharers
+            .iter()
+            .filter(|(u, _)| u.as_str() != requester)
+            .filter_map(|(u, set)| {
+                let s = self.sessions.get(self.user_sessions.get(u)?)?;
+                s.tracker?;
+                Some(format!("p {u} {} {}", s.addr, set.to_wire()))
+            })
+            .collect()
+    }
+
+    pub fn download(&self, token: &str, group: &str, file: &str) -> Result<Download<'_>, Refusal> {
+        let (user, f) = self.member_file(token, group, file)?;
+        Ok(Download {
+            size: f.size,
+            hashes: &f.hashes,
+            peers: self.peer_lines(f, &user),
+        })
+    }
+
+    pub fn peers(&self, token: &str, group: &str, file: &str) -> Result<Vec<String>, Refusal> {
+        let (user, f) = self.member_file(token, group, file)?;
+        Ok(self.peer_lines(f, &user))
+    }
+
+    /// Tokens of the sessions attached at `tracker`.
+    pub fn sessions_at(&self, tracker: u8) -> Vec<Token> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.tracker == Some(tracker))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// The canonical text form, one record a line, in a fixed order (maps by key, members and
+    /// requests in their own order). Records that can be large are split so that every line
+    /// stays well below the peer link's 16 MiB: hashes go `HASHES_PER_LINE` to a line, and a
+    /// piece set is at most 128 KiB of hex.
+    ///
+    /// ```text
+    /// user <user> <pw_hash>
+    /// group <group> <owner>
+    /// member <group> <user>              in join order
+    /// request <group> <user>             in request order
+    /// file <group> <file> <size>
+    /// hashes <group> <file> <hex>        in piece order, absent for an empty file
+    /// share <group> <file> <user> <have>
+    /// session <token> <user> <addr> <tracker|->
+    /// dedup <instance> <tag> <written> [reply]
+    /// clock <dedup clock>
+    /// ```
+    pub fn snapshot_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (u, h) in &self.users {
+            out.push(format!("user {u} {h}"));
+        }
+        for (gname, g) in &self.groups {
+            out.push(format!("group {gname} {}", g.owner));
+            for m in &g.members {
+                out.push(format!("member {gname} {m}"));
+            }
+            for r in &g.requests {
+                out.push(format!("request {gname} {r}"));
+            }
+            for (fname, f) in &g.files {
+                out.push(format!("file {gname} {fname} {}", f.size));
+                for line in pieces::hash_lines(&f.hashes) {
+                    out.push(format!("hashes {gname} {fname} {line}"));
+                }
+                for (u, set) in &f.sharers {
+                    out.push(format!("share {gname} {fname} {u} {}", set.to_wire()));
+                }
+            }
+        }
+        for (t, s) in &self.sessions {
+            let tracker = s.tracker.map_or_else(|| "-".to_string(), |n| n.to_string());
+            out.push(format!("session {t} {} {} {tracker}", s.user, s.addr));
+        }
+        for (instance, e) in &self.dedup {
+            let mut line = format!("dedup {instance:016x} {} {}", e.tag, e.written);
+            if !e.reply.is_empty() {
+                line.push(' ');
+                line.push_str(&e.reply);
+            }
+            out.push(line);
+        }
+        out.push(format!("clock {}", self.dedup_clock));
+        out
+    }
+
+    /// Rebuilds a state from `snapshot_lines`, validating every field, rebuilding the indexes
+    /// and checking the invariants: the lines come from disk or the peer link.
+    pub fn from_snapshot_lines<'a>(
+        lines: impl IntoIterator<Item = &'a str>,
+    ) -> Result<State, String> {
+        let mut st = State::new();
+        let mut clock = None;
+        for (i, line) in lines.into_iter().enumerate() {
+            st.load_line(line, &mut clock)
+                .map_err(|e| format!("snapshot line {}: {e}", i + 1))?;
+        }
+        st.dedup_clock = clock.ok_or("the snapshot has no clock line")?;
+        for (t, s) in &st.sessions {
+            if st.user_sessions.insert(s.user.clone(), t.clone()).is_some() {
+                return Err(format!("user {} has more than one session", s.user));
+            }
+        }
+        for (&instance, e) in &st.dedup {
+            if st.dedup_order.insert(e.written, instance).is_some() {
+                return Err(format!(
+                    "two deduplicated writes share the position {}",
+                    e.written
+                ));
+            }
+        }
+        st.check_invariants()?;
+        Ok(st)
+    }
+
+    fn load_line(&mut self, line: &str, clock: &mut Option<u64>) -> Result<(), String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let want = |n: usize| -> Result<(), String> {
+            if words.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "'{}' record has {} words, not {n}",
+                    words[0],
+                    words.len()
+                ))
+            }
+        };
+        if clock.is_some() {
+            return Err("nothing may follow the clock line".to_string());
+        }
+        match words[0] {
+            "user" => {
+                want(3)?;
+                names::check(NameKind::User, words[1])?;
+                if !password::is_well_formed(words[2]) {
+                    return Err(format!("user {}: malformed password hash", words[1]));
+                }
+                if self
+                    .users
+                    .insert(words[1].to_string(), words[2].to_string())
+                    .is_some()
+                {
+                    return Err(format!("user {} appears twice", words[1]));
+                }
+            }
+            "group" => {
+                want(3)?;
+                names::check(NameKind::Group, words[1])?;
+                names::check(NameKind::User, words[2])?;
+                let g = Group {
+                    owner: words[2].to_string(),
+                    members: Vec::new(),
+                    requests: Vec::new(),
+                    files: BTreeMap::new(),
+                };
+                if self.groups.insert(words[1].to_string(), g).is_some() {
+                    return Err(format!("group {} appears twice", words[1]));
+                }
+            }
+            "member" | "request" => {
+                want(3)?;
+                names::check(NameKind::User, words[2])?;
+                let g = self.loaded_group(words[1])?;
+                let list = if words[0] == "member" {
+                    &mut g.members
+                } else {
+                    &mut g.requests
+                };
+                list.push(words[2].to_string());
+            }
+            "file" => {
+                want(4)?;
+                names::check(NameKind::File, words[2])?;
+                let size = op::parse_u64(words[3], "file size")?;
+                if pieces::piece_count(size) > MAX_PIECES {
+                    return Err(format!("file {} is too large", words[2]));
+                }
+                let f = File {
+                    size,
+                    hashes: Vec::new(),
+                    sharers: BTreeMap::new(),
+                };
+                let g = self.loaded_group(words[1])?;
+                if g.files.insert(words[2].to_string(), f).is_some() {
+                    return Err(format!("file {} appears twice", words[2]));
+                }
+            }
+            "hashes" => {
+                want(4)?;
+                let f = self.loaded_file(words[1], words[2])?;
+                let hex = words[3];
+                let lower = hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+                let room = pieces::piece_count(f.size) as usize - f.hashes.len();
+                // A hash line holds 1..=HASHES_PER_LINE hashes and never more than the file
+                // still needs, which bounds memory by the declared size.
+                let n = hex.len() / 40;
+                if !lower || hex.is_empty() || n > HASHES_PER_LINE || n > room {
+                    return Err(format!("bad hash line for file {}", words[2]));
+                }
+                let hashes = pieces::hashes_from_hex(hex)
+                    .ok_or_else(|| format!("bad hash line for file {}", words[2]))?;
+                f.hashes.extend(hashes);
+            }
+            "share" => {
+                want(5)?;
+                names::check(NameKind::User, words[3])?;
+                let f = self.loaded_file(words[1], words[2])?;
+                let n = pieces::piece_count(f.size) as usize;
+                let set = PieceSet::from_wire(words[4], n)
+                    .ok_or_else(|| format!("bad piece set for {} in {}", words[3], words[2]))?;
+                if set.to_wire() != words[4] {
+                    return Err(format!("piece set of {} is not canonical", words[3]));
+                }
+                if f.sharers.insert(words[3].to_string(), set).is_some() {
+                    return Err(format!("{} shares {} twice", words[3], words[2]));
+                }
+            }
+            "session" => {
+                want(5)?;
+                if !op::is_token(words[1]) {
+                    return Err("malformed session token".to_string());
+                }
+                names::check(NameKind::User, words[2])?;
+                op::check_addr(words[3])?;
+                let tracker = match words[4] {
+                    "-" => None,
+                    "1" => Some(1),
+                    "2" => Some(2),
+                    other => return Err(format!("tracker '{other}' is not 1, 2 or -")),
+                };
+                let s = Session {
+                    user: words[2].to_string(),
+                    addr: words[3].to_string(),
+                    tracker,
+                };
+                if self.sessions.insert(words[1].to_string(), s).is_some() {
+                    return Err("a session token appears twice".to_string());
+                }
+            }
+            "dedup" => {
+                if !(4..=5).contains(&words.len()) {
+                    return Err("'dedup' record has the wrong number of words".to_string());
+                }
+                let Some(Origin { instance, tag }) =
+                    Origin::decode(&format!("{}:{}", words[1], words[2]))?
+                else {
+                    return Err("a dedup record needs an instance".to_string());
+                };
+                let written = op::parse_u64(words[3], "dedup position")?;
+                let reply = words.get(4).copied().unwrap_or_default();
+                if words.len() == 5 && reply.is_empty() {
+                    return Err("a dedup record ends in a space".to_string());
+                }
+                let e = DedupEntry {
+                    tag,
+                    reply: reply.to_string(),
+                    written,
+                };
+                if self.dedup.insert(instance, e).is_some() {
+                    return Err("an instance appears twice in the dedup table".to_string());
+                }
+            }
+            "clock" => {
+                want(2)?;
+                *clock = Some(op::parse_u64(words[1], "clock")?);
+            }
+            other => {
+                let other: String = other.chars().take(40).collect();
+                return Err(format!("unknown record '{}'", other.escape_debug()));
+            }
+        }
+        Ok(())
+    }
+
+    fn loaded_group(&mut self, group: &str) -> Result<&mut Group, String> {
+        self.groups
+            .get_mut(group)
+            .ok_or_else(|| format!("group {group} is used before its group line"))
+    }
+
+    fn loaded_file(&mut self, group: &str, file: &str) -> Result<&mut File, String> {
+        self.loaded_group(group)?
+            .files
+            .get_mut(file)
+            .ok_or_else(|| format!("file {file} is used before its file line"))
+    }
+
+    /// SHA-1 hex over the snapshot lines joined with `\n`: equal on both trackers when their
+    /// states are.
+    pub fn digest(&self) -> String {
+        let mut h = Sha1::new();
+        for (i, line) in self.snapshot_lines().iter().enumerate() {
+            if i > 0 {
+                h.update(b"\n");
+            }
+            h.update(line.as_bytes());
+        }
+        pieces::to_hex(h.finalize().as_slice())
+    }
+
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (u, h) in &self.users {
+            names::check(NameKind::User, u)?;
+            if !password::is_well_formed(h) {
+                return Err(format!("user {u} has a malformed password hash"));
+            }
+        }
+        for (gname, g) in &self.groups {
+            names::check(NameKind::Group, gname)?;
+            let members: BTreeSet<&String> = g.members.iter().collect();
+            if members.len() != g.members.len() {
+                return Err(format!("group {gname} lists a member twice"));
+            }
+            if !members.contains(&g.owner) {
+                return Err(format!("the owner of group {gname} is not a member"));
+            }
+            if let Some(m) = g.members.iter().find(|m| !self.users.contains_key(*m)) {
+                return Err(format!("member {m} of group {gname} is not a user"));
+            }
+            let requests: BTreeSet<&String> = g.requests.iter().collect();
+            if requests.len() != g.requests.len() {
+                return Err(format!("group {gname} has a duplicate request"));
+            }
+            if let Some(r) = g.requests.iter().find(|r| members.contains(r)) {
+                return Err(format!("member {r} of group {gname} also has a request"));
+            }
+            if let Some(r) = g.requests.iter().find(|r| !self.users.contains_key(*r)) {
+                return Err(format!("requester {r} of group {gname} is not a user"));
+            }
+            for (fname, f) in &g.files {
+                names::check(NameKind::File, fname)?;
+                let n = pieces::piece_count(f.size);
+                if n > MAX_PIECES || f.hashes.len() as u64 != n {
+                    return Err(format!("file {fname} in {gname} has the wrong hash count"));
+                }
+                for (u, set) in &f.sharers {
+                    if !members.contains(u) {
+                        return Err(format!("sharer {u} of {fname} is not in group {gname}"));
+                    }
+                    if set.len() != f.hashes.len() {
+                        return Err(format!("piece set of {u} for {fname} has the wrong size"));
+                    }
+                    if set.is_empty() && !set.is_full() {
+                        return Err(format!("{u} shares no pieces of {fname}"));
+                    }
+                }
+                if f.seeders() == 0 {
+                    return Err(format!("file {fname} in {gname} has no seeder"));
+                }
+            }
+        }
+        if self.user_sessions.len() != self.sessions.len() {
+            return Err("the session index is out of step with the sessions".to_string());
+        }
+        for (t, s) in &self.sessions {
+            if !op::is_token(t) {
+                return Err("a session token is malformed".to_string());
+            }
+            if !self.users.contains_key(&s.user) {
+                return Err(format!("a session belongs to unknown user {}", s.user));
+            }
+            if self.user_sessions.get(&s.user) != Some(t) {
+                return Err(format!("the session index is wrong for user {}", s.user));
+            }
+            op::check_addr(&s.addr)?;
+            if let Some(n) = s.tracker {
+                op::check_tracker(n)?;
+            }
+        }
+        if self.dedup.len() > MAX_DEDUP {
+            return Err("the dedup table is over its bound".to_string());
+        }
+        if self.dedup_order.len() != self.dedup.len() {
+            return Err("the dedup order is out of step with the table".to_string());
+        }
+        for (w, instance) in &self.dedup_order {
+            if self.dedup.get(instance).map(|e| e.written) != Some(*w) {
+                return Err("the dedup order is out of step with the table".to_string());
+            }
+            if *w >= self.dedup_clock {
+                return Err("a dedup entry is newer than the clock".to_string());
+            }
+        }
+        if let Some(e) = self.dedup.values().find(|e| e.reply.contains(['\n', ' '])) {
+            return Err(format!(
+                "dedup reply '{}' is not one word",
+                e.reply.escape_debug()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pieces::PIECE_SIZE;
+    use proptest::prelude::*;
+
+    /// Well-formed, and cheap to verify in a debug build (1 iteration) — for state tests only.
+    const PW: &str = "pbkdf2-sha256$1$00112233445566778899aabbccddeeff$\
+                      0000000000000000000000000000000000000000000000000000000000000000";
+    const ADDR: &str = "127.0.0.1:7000";
+
+    fn tok(n: u8) -> Token {
+        format!("{n:032x}")
+    }
+
+    fn ok(st: &mut State, op: Op) -> String {
+        match st.apply(None, &op) {
+            Ok(r) => {
+                assert_eq!(st.check_invariants(), Ok(()), "after {}", op.encode());
+                r
+            }
+            Err(e) => panic!("{} refused: {e:?}", op.encode()),
+        }
+    }
+
+    fn refused(st: &mut State, op: Op) -> Refusal {
+        let before = st.clone();
+        match st.apply(None, &op) {
+            Ok(r) => panic!("{} accepted: {r:?}", op.encode()),
+            Err(e) => {
+                assert_eq!(*st, before, "a refused op changed the state");
+                e
+            }
+        }
+    }
+
+    fn create_user(user: &str) -> Op {
+        Op::CreateUser {
+            user: user.into(),
+            pw_hash: PW.into(),
+        }
+    }
+
+    fn login(n: u8, user: &str, tracker: u8) -> Op {
+        Op::Login {
+            token: tok(n),
+            user: user.into(),
+            addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
+            tracker,
+        }
+    }
+
+    fn create_group(n: u8, group: &str) -> Op {
+        Op::CreateGroup {
+            token: tok(n),
+            group: group.into(),
+        }
+    }
+
+    fn join(n: u8, group: &str) -> Op {
+        Op::JoinGroup {
+            token: tok(n),
+            group: group.into(),
+        }
+    }
+
+    fn leave(n: u8, group: &str) -> Op {
+        Op::LeaveGroup {
+            token: tok(n),
+            group: group.into(),
+        }
+    }
+
+    fn accept(n: u8, group: &str, user: &str) -> Op {
+        Op::AcceptRequest {
+            token: tok(n),
+            group: group.into(),
+            user: user.into(),
+        }
+    }
+
+    /// Content variant `c` of a 3-piece file.
+    fn upload(n: u8, group: &str, file: &str, c: u8) -> Op {
+        Op::Upload {
+            token: tok(n),
+            group: group.into(),
+            file: file.into(),
+            size: 2 * PIECE_SIZE + 1,
+            hashes: vec![[c; 20], [c + 1; 20], [c + 2; 20]],
+        }
+    }
+
+    fn have(n: u8, group: &str, file: &str, pieces: &[usize]) -> Op {
+        Op::Have {
+            token: tok(n),
+            group: group.into(),
+            file: file.into(),
+            pieces: pieces.to_vec(),
+        }
+    }
+
+    fn stop(n: u8, group: &str, file: &str) -> Op {
+        Op::StopShare {
+            token: tok(n),
+            group: group.into(),
+            file: file.into(),
+        }
+    }
+
+    /// alice (token 1, tracker 1) owns g; bob (token 2, tracker 2) is a member; carol
+    /// (token 3, tracker 1) is logged in but not a member.
+    fn world() -> State {
+        let mut st = State::new();
+        for u in ["alice", "bob", "carol"] {
+            ok(&mut st, create_user(u));
+        }
+        ok(&mut st, login(1, "alice", 1));
+        ok(&mut st, login(2, "bob", 2));
+        ok(&mut st, login(3, "carol", 1));
+        ok(&mut st, create_group(1, "g"));
+        ok(&mut st, join(2, "g"));
+        ok(&mut st, accept(1, "g", "bob"));
+        st
+    }
+
+    fn round_trip(st: &State) -> State {
+        let lines = st.snapshot_lines();
+        match State::from_snapshot_lines(lines.iter().map(String::as_str)) {
+            Ok(back) => back,
+            Err(e) => panic!("snapshot refused: {e}\n{}", lines.join("\n")),
+        }
+    }
+
+    #[test]
+    fn refusal_codes_match_the_protocol() {
+        let s = String::new;
+        let all = [
+            (Refusal::NotLoggedIn, "not_logged_in"),
+            (Refusal::AlreadyLoggedIn, "already_logged_in"),
+            (Refusal::BadCredentials, "bad_credentials"),
+            (Refusal::NoSession, "no_session"),
+            (Refusal::UserExists, "user_exists"),
+            (Refusal::GroupExists(s()), "group_exists"),
+            (Refusal::NoSuchGroup(s()), "no_such_group"),
+            (Refusal::NoSuchUser(s()), "no_such_user"),
+            (Refusal::NoSuchFile(s(), s()), "no_such_file"),
+            (Refusal::NoSuchRequest(s(), s()), "no_such_request"),
+            (Refusal::NotMember(s()), "not_member"),
+            (Refusal::NotOwner(s()), "not_owner"),
+            (Refusal::AlreadyMember(s()), "already_member"),
+            (Refusal::AlreadyRequested(s()), "already_requested"),
+            (Refusal::NotSeeder(s(), s()), "not_seeder"),
+            (Refusal::ContentMismatch(s(), s()), "content_mismatch"),
+            (Refusal::InvalidName(s()), "invalid_name"),
+            (Refusal::BadRequest(s()), "bad_request"),
+        ];
+        for (r, code) in all {
+            assert_eq!(r.code(), code);
+        }
+        assert_eq!(
+            Refusal::NotMember("g".into()).message(),
+            "you are not a member of group g"
+        );
+    }
+
+    #[test]
+    fn create_user_refuses_a_taken_name() {
+        let mut st = world();
+        assert_eq!(refused(&mut st, create_user("alice")), Refusal::UserExists);
+        assert!(st.user_exists("alice") && !st.user_exists("dave"));
+    }
+
+    #[test]
+    fn create_user_refuses_bad_names_and_hashes() {
+        let mut st = State::new();
+        let e = refused(&mut st, create_user("a/b"));
+        assert_eq!(e.code(), "invalid_name");
+        let e = refused(
+            &mut st,
+            Op::CreateUser {
+                user: "a".into(),
+                pw_hash: "plain".into(),
+            },
+        );
+        assert_eq!(e.code(), "bad_request");
+    }
+
+    #[test]
+    fn check_login_verifies_the_password_and_presence() {
+        let mut st = State::new();
+        ok(
+            &mut st,
+            Op::CreateUser {
+                user: "alice".into(),
+                pw_hash: password::hash_password("secret"),
+            },
+        );
+        assert_eq!(st.check_login("alice", "secret"), Ok(()));
+        assert_eq!(
+            st.check_login("alice", "wrong"),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(
+            st.check_login("nobody", "secret"),
+            Err(Refusal::BadCredentials)
+        );
+        ok(&mut st, login(1, "alice", 1));
+        assert_eq!(
+            st.check_login("alice", "secret"),
+            Err(Refusal::AlreadyLoggedIn)
+        );
+        assert_eq!(
+            st.check_login("alice", "wrong"),
+            Err(Refusal::BadCredentials)
+        );
+        ok(&mut st, Op::Detach { tracker: 1 });
+        assert_eq!(st.check_login("alice", "secret"), Ok(()));
+    }
+
+    #[test]
+    fn login_returns_the_token_and_attaches_the_session() {
+        let mut st = State::new();
+        ok(&mut st, create_user("alice"));
+        assert_eq!(ok(&mut st, login(1, "alice", 2)), tok(1));
+        assert_eq!(st.session_user(&tok(1)), Some("alice"));
+        assert_eq!(st.sessions_at(2), vec![tok(1)]);
+        assert!(st.sessions_at(1).is_empty());
+    }
+
+    #[test]
+    fn login_refuses_a_user_with_an_attached_session() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, login(9, "alice", 2)),
+            Refusal::AlreadyLoggedIn
+        );
+    }
+
+    #[test]
+    fn login_refuses_unknown_users_and_bad_fields() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, login(9, "dave", 1)),
+            Refusal::BadCredentials
+        );
+        assert_eq!(refused(&mut st, login(9, "a b", 1)).code(), "invalid_name");
+        let mut op = login(9, "dave", 3);
+        assert_eq!(refused(&mut st, op.clone()).code(), "bad_request");
+        if let Op::Login { tracker, addr, .. } = &mut op {
+            *tracker = 1;
+            *addr = "nowhere".into();
+        }
+        assert_eq!(refused(&mut st, op).code(), "bad_request");
+        let mut st = State::new();
+        ok(&mut st, create_user("dave"));
+        let e = refused(
+            &mut st,
+            Op::Login {
+                token: "XYZ".into(),
+                user: "dave".into(),
+                addr: ADDR.into(),
+                tracker: 1,
+            },
+        );
+        assert_eq!(e.code(), "bad_request");
+    }
+
+    #[test]
+    fn login_refuses_a_token_of_another_user() {
+        let mut st = world();
+        ok(&mut st, create_user("dave"));
+        assert_eq!(refused(&mut st, login(1, "dave", 1)).code(), "bad_request");
+    }
+
+    #[test]
+    fn login_replaces_an_orphaned_session() {
+        let mut st = world();
+        ok(&mut st, Op::Detach { tracker: 1 });
+        assert_eq!(st.session_user(&tok(1)), Some("alice"), "orphan kept");
+        ok(&mut st, login(9, "alice", 2));
+        assert_eq!(st.session_user(&tok(1)), None, "orphan replaced");
+        assert_eq!(st.session_user(&tok(9)), Some("alice"));
+    }
+
+    #[test]
+    fn attach_moves_a_session_and_answers_the_user() {
+        let mut st = world();
+        ok(&mut st, Op::Detach { tracker: 1 });
+        let r = ok(
+            &mut st,
+            Op::Attach {
+                token: tok(1),
+                addr: "10.0.0.1:9".into(),
+                tracker: 2,
+            },
+        );
+        assert_eq!(r, "alice");
+        assert_eq!(st.sessions_at(2), vec![tok(1), tok(2)]);
+        assert_eq!(st.list_groups(&tok(1)).map(|v| v.len()), Ok(1));
+    }
+
+    #[test]
+    fn attach_refuses_an_unknown_token() {
+        let mut st = world();
+        let op = Op::Attach {
+            token: tok(9),
+            addr: ADDR.into(),
+            tracker: 1,
+        };
+        assert_eq!(refused(&mut st, op), Refusal::NoSession);
+    }
+
+    #[test]
+    fn logout_ends_the_session_and_tolerates_unknown_tokens() {
+        let mut st = world();
+        ok(&mut st, Op::Logout { token: tok(2) });
+        assert_eq!(st.session_user(&tok(2)), None);
+        assert_eq!(st.list_groups(&tok(2)), Err(Refusal::NotLoggedIn));
+        ok(&mut st, Op::Logout { token: tok(2) });
+        ok(&mut st, login(2, "bob", 1));
+    }
+
+    #[test]
+    fn detach_orphans_only_that_trackers_sessions() {
+        let mut st = world();
+        ok(&mut st, Op::Detach { tracker: 1 });
+        assert!(st.sessions_at(1).is_empty());
+        assert_eq!(st.sessions_at(2), vec![tok(2)]);
+        assert_eq!(st.session_user(&tok(3)), Some("carol"));
+        assert_eq!(st.list_groups(&tok(3)), Err(Refusal::NotLoggedIn));
+        assert_eq!(
+            refused(&mut st, create_group(1, "h")),
+            Refusal::NotLoggedIn,
+            "an orphaned session may not act"
+        );
+    }
+
+    #[test]
+    fn ops_need_a_session() {
+        let mut st = world();
+        for op in [
+            create_group(9, "h"),
+            join(9, "g"),
+            leave(9, "g"),
+            accept(9, "g", "bob"),
+            upload(9, "g", "f", 1),
+            have(9, "g", "f", &[0]),
+            stop(9, "g", "f"),
+        ] {
+            assert_eq!(refused(&mut st, op), Refusal::NotLoggedIn);
+        }
+        assert_eq!(st.list_groups(&tok(9)), Err(Refusal::NotLoggedIn));
+        assert_eq!(st.list_files(&tok(9), "g"), Err(Refusal::NotLoggedIn));
+        assert_eq!(st.list_requests(&tok(9), "g"), Err(Refusal::NotLoggedIn));
+        assert_eq!(st.peers(&tok(9), "g", "f"), Err(Refusal::NotLoggedIn));
+    }
+
+    #[test]
+    fn create_group_makes_the_creator_owner_and_member() {
+        let st = world();
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 2 alice".to_string()]));
+    }
+
+    #[test]
+    fn create_group_refuses_a_taken_name() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, create_group(3, "g")),
+            Refusal::GroupExists("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, create_group(3, "..")).code(),
+            "invalid_name"
+        );
+    }
+
+    #[test]
+    fn join_group_files_a_request_in_order() {
+        let mut st = world();
+        ok(&mut st, create_user("dave"));
+        ok(&mut st, login(4, "dave", 2));
+        ok(&mut st, join(4, "g"));
+        ok(&mut st, join(3, "g"));
+        assert_eq!(
+            st.list_requests(&tok(1), "g"),
+            Ok(vec!["dave".to_string(), "carol".to_string()])
+        );
+    }
+
+    #[test]
+    fn join_group_refusals() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, join(3, "nope")),
+            Refusal::NoSuchGroup("nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, join(2, "g")),
+            Refusal::AlreadyMember("g".into())
+        );
+        ok(&mut st, join(3, "g"));
+        assert_eq!(
+            refused(&mut st, join(3, "g")),
+            Refusal::AlreadyRequested("g".into())
+        );
+    }
+
+    #[test]
+    fn accept_request_admits_the_requester() {
+        let mut st = world();
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, accept(1, "g", "carol"));
+        assert_eq!(st.list_requests(&tok(1), "g"), Ok(vec![]));
+        assert_eq!(st.list_files(&tok(3), "g"), Ok(vec![]));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 3 alice".to_string()]));
+    }
+
+    #[test]
+    fn accept_request_refusals() {
+        let mut st = world();
+        ok(&mut st, join(3, "g"));
+        assert_eq!(
+            refused(&mut st, accept(1, "nope", "carol")),
+            Refusal::NoSuchGroup("nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, accept(2, "g", "carol")),
+            Refusal::NotOwner("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, accept(1, "g", "zed")),
+            Refusal::NoSuchUser("zed".into())
+        );
+        assert_eq!(
+            refused(&mut st, accept(1, "g", "bob")),
+            Refusal::NoSuchRequest("g".into(), "bob".into())
+        );
+        assert_eq!(
+            st.list_requests(&tok(2), "g"),
+            Err(Refusal::NotOwner("g".into()))
+        );
+        assert_eq!(
+            st.list_requests(&tok(1), "nope"),
+            Err(Refusal::NoSuchGroup("nope".into()))
+        );
+    }
+
+    #[test]
+    fn leave_group_refusals() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, leave(3, "nope")),
+            Refusal::NoSuchGroup("nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, leave(3, "g")),
+            Refusal::NotMember("g".into())
+        );
+    }
+
+    #[test]
+    fn leaving_owner_hands_ownership_to_the_earliest_joined_member() {
+        let mut st = world();
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, accept(1, "g", "carol"));
+        ok(&mut st, leave(1, "g"));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 2 bob".to_string()]));
+        assert_eq!(st.list_requests(&tok(2), "g"), Ok(vec![]));
+        ok(&mut st, leave(2, "g"));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 1 carol".to_string()]));
+    }
+
+    #[test]
+    fn last_member_leaving_deletes_the_group_with_files_and_requests() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, leave(2, "g"));
+        ok(&mut st, leave(1, "g"));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec![]));
+        // The name is free again, with nothing left over.
+        ok(&mut st, create_group(3, "g"));
+        assert_eq!(st.list_files(&tok(3), "g"), Ok(vec![]));
+        assert_eq!(st.list_requests(&tok(3), "g"), Ok(vec![]));
+    }
+
+    #[test]
+    fn leaving_ends_the_leavers_shares() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "only_alice", 1));
+        ok(&mut st, upload(1, "g", "both", 5));
+        ok(&mut st, upload(2, "g", "both", 5));
+        ok(&mut st, upload(2, "g", "bob_partial_of_alice", 9));
+        ok(&mut st, Op::Logout { token: tok(2) });
+        ok(&mut st, login(2, "bob", 2));
+        ok(&mut st, have(2, "g", "only_alice", &[0]));
+        ok(&mut st, leave(1, "g"));
+        assert_eq!(
+            st.list_files(&tok(2), "g"),
+            Ok(vec![
+                "bob_partial_of_alice 1048577 1".to_string(),
+                "both 1048577 1".to_string()
+            ]),
+            "a file whose only seeder left goes, even with a partial source"
+        );
+    }
+
+    #[test]
+    fn upload_of_a_new_name_creates_the_file() {
+        let mut st = world();
+        assert_eq!(ok(&mut st, upload(1, "g", "f", 1)), "new");
+        assert_eq!(
+            st.list_files(&tok(2), "g"),
+            Ok(vec![format!("f {} 1", 2 * PIECE_SIZE + 1)])
+        );
+    }
+
+    #[test]
+    fn upload_of_the_same_content_adds_a_seeder() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        assert_eq!(ok(&mut st, upload(2, "g", "f", 1)), "seeder");
+        assert_eq!(ok(&mut st, upload(2, "g", "f", 1)), "seeder", "idempotent");
+        assert_eq!(
+            st.list_files(&tok(2), "g"),
+            Ok(vec![format!("f {} 2", 2 * PIECE_SIZE + 1)])
+        );
+    }
+
+    #[test]
+    fn upload_of_different_content_under_a_taken_name_is_a_mismatch() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        assert_eq!(
+            refused(&mut st, upload(2, "g", "f", 2)),
+            Refusal::ContentMismatch("g".into(), "f".into())
+        );
+        let other_size = Op::Upload {
+            token: tok(2),
+            group: "g".into(),
+            file: "f".into(),
+            size: 2 * PIECE_SIZE + 2,
+            hashes: vec![[1; 20], [2; 20], [3; 20]],
+        };
+        assert_eq!(refused(&mut st, other_size).code(), "content_mismatch");
+    }
+
+    #[test]
+    fn upload_refusals() {
+        let mut st = world();
+        assert_eq!(
+            refused(&mut st, upload(3, "g", "f", 1)),
+            Refusal::NotMember("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, upload(1, "nope", "f", 1)),
+            Refusal::NoSuchGroup("nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, upload(1, "g", "a/b", 1)).code(),
+            "invalid_name"
+        );
+        let wrong_count = Op::Upload {
+            token: tok(1),
+            group: "g".into(),
+            file: "f".into(),
+            size: 1,
+            hashes: vec![],
+        };
+        assert_eq!(refused(&mut st, wrong_count).code(), "bad_request");
+    }
+
+    #[test]
+    fn empty_files_can_be_shared() {
+        let mut st = world();
+        let op = Op::Upload {
+            token: tok(1),
+            group: "g".into(),
+            file: "empty".into(),
+            size: 0,
+            hashes: vec![],
+        };
+        assert_eq!(ok(&mut st, op), "new");
+        let d = st.download(&tok(2), "g", "empty").unwrap();
+        assert_eq!((d.size, d.hashes.len()), (0, 0));
+        assert_eq!(d.peers, vec![format!("p alice 127.0.0.1:7001 all")]);
+        let st2 = round_trip(&st);
+        assert_eq!(st2.digest(), st.digest());
+    }
+
+    #[test]
+    fn have_makes_a_partial_source_then_a_seeder() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, have(2, "g", "f", &[0, 2]));
+        assert_eq!(
+            st.peers(&tok(1), "g", "f"),
+            Ok(vec!["p bob 127.0.0.1:7002 ba0".to_string()])
+        );
+        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], "f 1048577 1");
+        ok(&mut st, have(2, "g", "f", &[1]));
+        assert_eq!(
+            st.peers(&tok(1), "g", "f"),
+            Ok(vec!["p bob 127.0.0.1:7002 all".to_string()])
+        );
+        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], "f 1048577 2");
+    }
+
+    #[test]
+    fn have_refusals() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        assert_eq!(
+            refused(&mut st, have(2, "g", "nope", &[0])),
+            Refusal::NoSuchFile("g".into(), "nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, have(3, "g", "f", &[0])),
+            Refusal::NotMember("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, have(2, "g", "f", &[0, 3])).code(),
+            "bad_request"
+        );
+        assert_eq!(
+            refused(&mut st, have(2, "g", "f", &[])).code(),
+            "bad_request"
+        );
+    }
+
+    #[test]
+    fn stop_share_by_the_last_seeder_removes_the_file() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, upload(2, "g", "f", 1));
+        ok(&mut st, stop(1, "g", "f"));
+        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec!["f 1048577 1"]);
+        ok(&mut st, stop(2, "g", "f"));
+        assert_eq!(st.list_files(&tok(1), "g"), Ok(vec![]));
+    }
+
+    #[test]
+    fn stop_share_by_a_partial_source_keeps_the_file() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, have(2, "g", "f", &[1]));
+        ok(&mut st, stop(2, "g", "f"));
+        assert_eq!(st.peers(&tok(1), "g", "f"), Ok(vec![]));
+        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec!["f 1048577 1"]);
+    }
+
+    #[test]
+    fn stop_share_refusals() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        assert_eq!(
+            refused(&mut st, stop(2, "g", "f")),
+            Refusal::NotSeeder("g".into(), "f".into())
+        );
+        assert_eq!(
+            refused(&mut st, stop(2, "g", "nope")),
+            Refusal::NoSuchFile("g".into(), "nope".into())
+        );
+        assert_eq!(
+            refused(&mut st, stop(3, "g", "f")),
+            Refusal::NotMember("g".into())
+        );
+    }
+
+    #[test]
+    fn files_persist_across_logout_but_offline_peers_are_not_offered() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, Op::Logout { token: tok(1) });
+        assert_eq!(st.list_files(&tok(2), "g").unwrap(), vec!["f 1048577 1"]);
+        assert_eq!(st.peers(&tok(2), "g", "f"), Ok(vec![]));
+        ok(&mut st, login(7, "alice", 2));
+        assert_eq!(
+            st.peers(&tok(2), "g", "f"),
+            Ok(vec!["p alice 127.0.0.1:7007 all".to_string()])
+        );
+        ok(&mut st, Op::Detach { tracker: 2 });
+        ok(&mut st, login(2, "bob", 1));
+        assert_eq!(
+            st.peers(&tok(2), "g", "f"),
+            Ok(vec![]),
+            "orphans are offline"
+        );
+    }
+
+    #[test]
+    fn download_gives_size_hashes_and_peers_but_not_the_requester() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, upload(2, "g", "f", 1));
+        let d = st.download(&tok(2), "g", "f").unwrap();
+        assert_eq!(d.size, 2 * PIECE_SIZE + 1);
+        assert_eq!(d.hashes, &[[1; 20], [2; 20], [3; 20]]);
+        assert_eq!(d.peers, vec!["p alice 127.0.0.1:7001 all".to_string()]);
+        assert_eq!(
+            st.download(&tok(3), "g", "f").map(|d| d.size),
+            Err(Refusal::NotMember("g".into()))
+        );
+        assert_eq!(
+            st.download(&tok(1), "g", "x").map(|d| d.size),
+            Err(Refusal::NoSuchFile("g".into(), "x".into()))
+        );
+        assert_eq!(
+            st.list_files(&tok(3), "g"),
+            Err(Refusal::NotMember("g".into()))
+        );
+    }
+
+    #[test]
+    fn term_changes_nothing() {
+        let mut st = world();
+        let before = st.digest();
+        assert_eq!(
+            ok(
+                &mut st,
+                Op::Term {
+                    term: 4,
+                    solo: true
+                }
+            ),
+            ""
+        );
+        assert_eq!(st.digest(), before);
+    }
+
+    #[test]
+    fn dedup_remembers_the_last_write_of_each_instance() {
+        let mut st = world();
+        let o1 = Origin {
+            instance: 7,
+            tag: 1,
+        };
+        let o2 = Origin {
+            instance: 7,
+            tag: 2,
+        };
+        st.apply(Some(o1), &create_group(1, "h")).unwrap();
+        assert_eq!(st.dedup(&o1), Some(""));
+        st.apply(Some(o2), &upload(1, "h", "f", 1)).unwrap();
+        assert_eq!(st.dedup(&o1), None, "only the last write is kept");
+        assert_eq!(st.dedup(&o2), Some("new"));
+        // Refused writes and exempt operations are not recorded.
+        let o3 = Origin {
+            instance: 7,
+            tag: 3,
+        };
+        assert!(st.apply(Some(o3), &create_group(1, "h")).is_err());
+        st.apply(Some(o3), &have(1, "h", "f", &[0])).unwrap();
+        st.apply(
+            Some(o3),
+            &Op::Term {
+                term: 1,
+                solo: true,
+            },
+        )
+        .unwrap();
+        st.apply(Some(o3), &Op::Detach { tracker: 2 }).unwrap();
+        assert_eq!(st.dedup(&o3), None);
+        assert_eq!(st.dedup(&o2), Some("new"));
+        let back = round_trip(&st);
+        assert_eq!(back.dedup(&o2), Some("new"));
+    }
+
+    #[test]
+    fn dedup_evicts_the_least_recently_written_instance() {
+        let mut st = State::new();
+        let logout = Op::Logout { token: tok(1) };
+        for i in 0..MAX_DEDUP as u64 {
+            st.apply(
+                Some(Origin {
+                    instance: i,
+                    tag: 1,
+                }),
+                &logout,
+            )
+            .unwrap();
+        }
+        // Instance 0 is refreshed, so instance 1 becomes the oldest.
+        st.apply(
+            Some(Origin {
+                instance: 0,
+                tag: 2,
+            }),
+            &logout,
+        )
+        .unwrap();
+        st.apply(
+            Some(Origin {
+                instance: u64::MAX,
+                tag: 1,
+            }),
+            &logout,
+        )
+        .unwrap();
+        assert_eq!(st.check_invariants(), Ok(()));
+        assert_eq!(
+            st.dedup(&Origin {
+                instance: 1,
+                tag: 1
+            }),
+            None
+        );
+        assert_eq!(
+            st.dedup(&Origin {
+                instance: 0,
+                tag: 2
+            }),
+            Some("")
+        );
+        assert_eq!(
+            st.dedup(&Origin {
+                instance: 2,
+                tag: 1
+            }),
+            Some("")
+        );
+        let back = round_trip(&st);
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_state_digest_and_answers() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, have(2, "g", "f", &[1]));
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, create_group(3, "other"));
+        ok(&mut st, Op::Detach { tracker: 2 });
+        st.apply(
+            Some(Origin {
+                instance: 5,
+                tag: 9,
+            }),
+            &create_group(1, "x"),
+        )
+        .unwrap();
+        let back = round_trip(&st);
+        assert_eq!(back, st);
+        assert_eq!(back.digest(), st.digest());
+        assert_eq!(back.list_groups(&tok(1)), st.list_groups(&tok(1)));
+        assert_eq!(
+            back.list_requests(&tok(1), "g"),
+            st.list_requests(&tok(1), "g")
+        );
+        assert_eq!(back.peers(&tok(1), "g", "f"), st.peers(&tok(1), "g", "f"));
+        assert_eq!(back.sessions_at(1), st.sessions_at(1));
+        assert_eq!(back.snapshot_lines(), st.snapshot_lines());
+    }
+
+    #[test]
+    fn snapshot_splits_hashes_into_bounded_lines() {
+        let mut st = world();
+        let n = HASHES_PER_LINE + 3;
+        let op = Op::Upload {
+            token: tok(1),
+            group: "g".into(),
+            file: "big".into(),
+            size: n as u64 * PIECE_SIZE,
+            hashes: (0..n).map(|i| [(i % 251) as u8; 20]).collect(),
+        };
+        ok(&mut st, op);
+        let lines = st.snapshot_lines();
+        assert_eq!(lines.iter().filter(|l| l.starts_with("hashes ")).count(), 2);
+        assert_eq!(round_trip(&st), st);
+    }
+
+    #[test]
+    fn digest_changes_when_the_state_changes() {
+        let mut st = world();
+        let d0 = st.digest();
+        assert_eq!(d0.len(), 40);
+        ok(&mut st, upload(1, "g", "f", 1));
+        let d1 = st.digest();
+        assert_ne!(d0, d1);
+        ok(&mut st, have(2, "g", "f", &[0]));
+        assert_ne!(st.digest(), d1);
+        assert_eq!(world().digest(), d0, "deterministic");
+    }
+
+    #[test]
+    fn broken_snapshots_are_refused() {
+        let st = world();
+        let lines = st.snapshot_lines();
+        let good: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(State::from_snapshot_lines(good.clone()).is_ok());
+        let without = |prefix: &str| -> Vec<&str> {
+            good.iter()
+                .copied()
+                .filter(|l| !l.starts_with(prefix))
+                .collect()
+        };
+        let with = |extra: &'static str| -> Vec<&str> {
+            let mut v: Vec<&str> = good[..good.len() - 1].to_vec();
+            v.push(extra);
+            v.push(good[good.len() - 1]);
+            v
+        };
+        let cases: Vec<Vec<&str>> = vec![
+            vec![],
+            without("clock"),
+            without("user bob"),
+            without("member g alice"),
+            with("member g alice"),
+            with("request g bob"),
+            with("request g nobody"),
+            with("file g f 1"),
+            with("user alice x"),
+            with("bogus"),
+            with(""),
+            with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1"),
+            with("dedup 0000000000000001 1 99"),
+            {
+                let mut v = good.clone();
+                v.push("user zed x");
+                v
+            },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            assert!(State::from_snapshot_lines(c.clone()).is_err(), "case {i}");
+        }
+    }
+
+    // The proptest world: a small alphabet so random operations collide often.
+    const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
+    const GROUPS: [&str; 2] = ["g0", "g1"];
+    const FILES: [&str; 2] = ["f0", "f1"];
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let user = || prop::sample::select(&USERS[..]).prop_map(String::from);
+        let group = || prop::sample::select(&GROUPS[..]).prop_map(String::from);
+        let file = || prop::sample::select(&FILES[..]).prop_map(String::from);
+        let token = || (0u8..4).prop_map(tok);
+        prop_oneof![
+            2 => user().prop_map(|u| create_user(&u)),
+            3 => (token(), user(), 1u8..=2).prop_map(|(t, u, tr)| Op::Login {
+                token: t,
+                user: u,
+                addr: ADDR.into(),
+                tracker: tr,
+            }),
+            1 => (token(), 1u8..=2).prop_map(|(t, tr)| Op::Attach {
+                token: t,
+                addr: ADDR.into(),
+                tracker: tr,
+            }),
+            1 => token().prop_map(|t| Op::Logout { token: t }),
+            1 => (1u8..=2).prop_map(|tracker| Op::Detach { tracker }),
+            2 => (token(), group()).prop_map(|(t, g)| Op::CreateGroup { token: t, group: g }),
+            2 => (token(), group()).prop_map(|(t, g)| Op::JoinGroup { token: t, group: g }),
+            1 => (token(), group()).prop_map(|(t, g)| Op::LeaveGroup { token: t, group: g }),
+            3 => (token(), group(), user())
+                .prop_map(|(t, g, u)| Op::AcceptRequest { token: t, group: g, user: u }),
+            3 => (token(), group(), file(), 0u8..3).prop_map(|(t, g, f, c)| {
+                if c == 2 {
+                    Op::Upload { token: t, group: g, file: f, size: 0, hashes: vec![] }
+                } else {
+                    Op::Upload {
+                        token: t,
+                        group: g,
+                        file: f,
+                        size: 2 * PIECE_SIZE + 1,
+                        hashes: vec![[c; 20], [c + 1; 20], [c + 2; 20]],
+                    }
+                }
+            }),
+            3 => (token(), group(), file(), prop::collection::btree_set(0usize..4, 1..3))
+                .prop_map(|(t, g, f, p)| Op::Have {
+                    token: t,
+                    group: g,
+                    file: f,
+                    pieces: p.into_iter().collect(),
+                }),
+            2 => (token(), group(), file())
+                .prop_map(|(t, g, f)| Op::StopShare { token: t, group: g, file: f }),
+            1 => (0u64..5, any::<bool>()).prop_map(|(term, solo)| Op::Term { term, solo }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_operations_keep_the_invariants(
+            ops in prop::collection::vec((arb_op(), prop::option::of(0u64..3)), 1..80),
+        ) {
+            let mut st = State::new();
+            let mut twin = State::new();
+            for (i, (op, inst)) in ops.iter().enumerate() {
+                let origin = inst.map(|instance| Origin { instance, tag: i as u64 });
+                let before = st.clone();
+                let r = st.apply(origin, op);
+                prop_assert_eq!(st.check_invariants(), Ok(()), "after {}", op.encode());
+                if r.is_err() {
+                    prop_assert_eq!(&st, &before, "refused {} changed the state", op.encode());
+                }
+                // Determinism: a replica applying the decoded text agrees.
+                let decoded = Op::decode(&op.encode());
+                prop_assert_eq!(decoded.as_ref(), Ok(op));
+                prop_assert_eq!(twin.apply(origin, op), r);
+                let back = round_trip(&st);
+                prop_assert_eq!(back.digest(), st.digest());
+                prop_assert_eq!(&back, &st);
+            }
+            prop_assert_eq!(twin.digest(), st.digest());
+        }
+
+        #[test]
+        fn snapshot_loading_never_panics(lines in prop::collection::vec("\\PC{0,60}", 0..8)) {
+            let _ = State::from_snapshot_lines(lines.iter().map(String::as_str));
+        }
+
+        #[test]
+        fn snapshot_loading_never_panics_on_near_misses(
+            picks in prop::collection::vec((0usize..40, 0usize..6, "[a-z0-9:.$ -]{0,6}"), 1..6),
+        ) {
+            let mut st = world();
+            st.apply(None, &upload(1, "g", "f", 1)).unwrap();
+            st.apply(None, &have(2, "g", "f", &[1])).unwrap();
+            st.apply(Some(Origin { instance: 3, tag: 4 }), &join(3, "g")).unwrap();
+            let mut lines = st.snapshot_lines();
+            for (li, wi, text) in picks {
+                let li = li % lines.len();
+                let mut words: Vec<String> =
+                    lines[li].split(' ').map(String::from).collect();
+                let wi = wi % words.len();
+                words[wi] = text;
+                lines[li] = words.join(" ");
+            }
+            let _ = State::from_snapshot_lines(lines.iter().map(String::as_str));
+        }
+    }
+}

@@ -1,0 +1,48 @@
+# groupshare — see README.md. `make` builds tracker.out and client.out.
+CARGO ?= cargo
+INFO  ?= tracker_info.txt
+KEY   ?= .cluster.key
+
+.PHONY: all build test demo bench run-tracker1 run-tracker2 run-client clean fmt lint
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+	cp target/release/tracker tracker.out
+	cp target/release/client client.out
+
+# The cluster key both trackers prove themselves with; made once, never committed.
+$(KEY):
+	@umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(KEY)
+	@echo "made cluster key $(KEY)"
+
+run-tracker1: build $(KEY)
+	./tracker.out $(INFO) 1 --cluster-key $(KEY)
+
+run-tracker2: build $(KEY)
+	./tracker.out $(INFO) 2 --cluster-key $(KEY)
+
+run-client: build
+	./client.out 127.0.0.1:0 $(INFO)
+
+test:
+	$(CARGO) build --bins
+	$(CARGO) test -- --test-threads=2
+
+demo: build
+	$(CARGO) run --release --quiet --bin demo
+
+bench: build
+	$(CARGO) run --release --quiet --bin bench
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -f tracker.out client.out

@@ -1,0 +1,385 @@
+//! Messages of the peer link between the two trackers (PROTOCOL.md, section 2) and the
+//! challenge-response handshake that authenticates it. Pure: encoding, decoding, MACs.
+
+use super::journal::Position;
+use super::op::{Entry, Op, Origin};
+use crate::pieces::{from_hex, to_hex};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// One line of the peer link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkMsg {
+    Hello {
+        tracker: u8,
+        nonce: String,
+    },
+    Challenge {
+        nonce: String,
+        mac: String,
+    },
+    Auth {
+        mac: String,
+    },
+    State {
+        pos: Position,
+        digest: String,
+    },
+    SnapshotBegin {
+        pos: Position,
+    },
+    SnapshotEnd {
+        count: usize,
+    },
+    Op {
+        fid: Option<u64>,
+        entry: Entry,
+    },
+    Ack {
+        seq: u64,
+    },
+    Commit {
+        seq: u64,
+    },
+    Fwd {
+        fid: u64,
+        origin: Option<Origin>,
+        op: Op,
+    },
+    FwdErr {
+        fid: u64,
+        code: String,
+        message: String,
+    },
+    FwdOk {
+        fid: u64,
+        reply: String,
+    },
+    Ping,
+    Pong,
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.parse()
+        .map_err(|_| format!("bad {what} '{}' on the peer link", s.escape_debug()))
+}
+
+fn opt_num(s: &str, what: &str) -> Result<Option<u64>, String> {
+    if s == "-" {
+        Ok(None)
+    } else {
+        num(s, what).map(Some)
+    }
+}
+
+fn mode(solo: bool) -> &'static str {
+    if solo {
+        "solo"
+    } else {
+        "paired"
+    }
+}
+
+fn parse_mode(s: &str) -> Result<bool, String> {
+    match s {
+        "solo" => Ok(true),
+        "paired" => Ok(false),
+        _ => Err(format!("bad mode '{}' on the peer link", s.escape_debug())),
+    }
+}
+
+/// Splits off the first word; the rest keeps its inner spaces.
+fn split1(s: &str) -> (&str, &str) {
+    match s.split_once(' ') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    }
+}
+
+impl LinkMsg {
+    pub fn encode(&self) -> String {
+        match self {
+            LinkMsg::Hello { tracker, nonce } => format!("peer-hello {tracker} {nonce}"),
+            LinkMsg::Challenge { nonce, mac } => format!("peer-challenge {nonce} {mac}"),
+            LinkMsg::Auth { mac } => format!("peer-auth {mac}"),
+            LinkMsg::State { pos, digest } => {
+                format!("state {} {} {} {digest}", pos.term, pos.seq, mode(pos.solo))
+            }
+            LinkMsg::SnapshotBegin { pos } => {
+                format!("snapshot-begin {} {} {}", pos.term, pos.seq, mode(pos.solo))
+            }
+            LinkMsg::SnapshotEnd { count } => format!("snapshot-end {count}"),
+            LinkMsg::Op { fid, entry } => {
+                let fid = fid.map_or("-".to_string(), |f| f.to_string());
+                let origin = entry.origin.map_or("-".to_string(), |o| o.encode());
+                format!(
+                    "op {} {} {fid} {origin} {}",
+                    entry.term,
+                    entry.seq,
+                    entry.op.encode()
+                )
+            }
+            LinkMsg::Ack { seq } => format!("ack {seq}"),
+            LinkMsg::Commit { seq } => format!("commit {seq}"),
+            LinkMsg::Fwd { fid, origin, op } => {
+                let origin = origin.map_or("-".to_string(), |o| o.encode());
+                format!("fwd {fid} {origin} {}", op.encode())
+            }
+            LinkMsg::FwdErr { fid, code, message } => format!("fwd-err {fid} {code} {message}"),
+            LinkMsg::FwdOk { fid, reply } => format!("fwd-ok {fid} {reply}").trim_end().to_string(),
+            LinkMsg::Ping => "ping".into(),
+            LinkMsg::Pong => "pong".into(),
+        }
+    }
+
+    /// Decodes one line; `None` for a line that is not a link verb (a snapshot body line).
+    pub fn decode(line: &str) -> Result<LinkMsg, String> {
+        let (verb, rest) = split1(line);
+        let words: Vec<&str> = rest.split(' ').filter(|w| !w.is_empty()).collect();
+        let bad = || format!("malformed '{verb}' on the peer link");
+        Ok(match verb {
+            "peer-hello" => match words.as_slice() {
+                [t, n] => LinkMsg::Hello {
+                    tracker: num(t, "tracker number")?,
+                    nonce: n.to_string(),
+                },
+                _ => return Err(bad()),
+            },
+            "peer-challenge" => match words.as_slice() {
+                [n, m] => LinkMsg::Challenge {
+                    nonce: n.to_string(),
+                    mac: m.to_string(),
+                },
+                _ => return Err(bad()),
+            },
+            "peer-auth" => match words.as_slice() {
+                [m] => LinkMsg::Auth { mac: m.to_string() },
+                _ => return Err(bad()),
+            },
+            "state" => match words.as_slice() {
+                [t, s, m, d] => LinkMsg::State {
+                    pos: Position {
+                        term: num(t, "term")?,
+                        seq: num(s, "sequence number")?,
+                        solo: parse_mode(m)?,
+                    },
+                    digest: d.to_string(),
+                },
+                _ => return Err(bad()),
+            },
+            "snapshot-begin" => match words.as_slice() {
+                [t, s, m] => LinkMsg::SnapshotBegin {
+                    pos: Position {
+                        term: num(t, "term")?,
+                        seq: num(s, "sequence number")?,
+                        solo: parse_mode(m)?,
+                    },
+                },
+                _ => return Err(bad()),
+            },
+            "snapshot-end" => match words.as_slice() {
+                [c] => LinkMsg::SnapshotEnd {
+                    count: num(c, "count")?,
+                },
+                _ => return Err(bad()),
+            },
+            "op" => {
+                let (term, rest) = split1(rest);
+                let (seq, rest) = split1(rest);
+                let (fid, rest) = split1(rest);
+                let entry = Entry::decode(&format!("{term} {seq} {rest}"))?;
+                LinkMsg::Op {
+                    fid: opt_num(fid, "forward id")?,
+                    entry,
+                }
+            }
+            "ack" => match words.as_slice() {
+                [s] => LinkMsg::Ack {
+                    seq: num(s, "sequence number")?,
+                },
+                _ => return Err(bad()),
+            },
+            "commit" => match words.as_slice() {
+                [s] => LinkMsg::Commit {
+                    seq: num(s, "sequence number")?,
+                },
+                _ => return Err(bad()),
+            },
+            "fwd" => {
+                let (fid, rest) = split1(rest);
+                let (origin, rest) = split1(rest);
+                LinkMsg::Fwd {
+                    fid: num(fid, "forward id")?,
+                    origin: Origin::decode(origin)?,
+                    op: Op::decode(rest)?,
+                }
+            }
+            "fwd-err" => {
+                let (fid, rest) = split1(rest);
+                let (code, message) = split1(rest);
+                LinkMsg::FwdErr {
+                    fid: num(fid, "forward id")?,
+                    code: code.to_string(),
+                    message: message.to_string(),
+                }
+            }
+            "fwd-ok" => {
+                let (fid, reply) = split1(rest);
+                LinkMsg::FwdOk {
+                    fid: num(fid, "forward id")?,
+                    reply: reply.to_string(),
+                }
+            }
+            "ping" => LinkMsg::Ping,
+            "pong" => LinkMsg::Pong,
+            _ => {
+                return Err(format!(
+                    "unknown peer-link message '{}'",
+                    verb.escape_debug()
+                ))
+            }
+        })
+    }
+}
+
+/// A fresh random nonce, 32 hex digits.
+pub fn nonce() -> String {
+    let mut b = [0u8; 16];
+    if crate::runtime::random_bytes(&mut b).is_err() {
+        b = crate::runtime::random_u64()
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .unwrap_or([7; 16]);
+    }
+    to_hex(&b)
+}
+
+/// The MAC a tracker proves itself with: HMAC-SHA256(key, "<who>|<theirs>|<mine>"). Each side's
+/// MAC covers both nonces in its own order, so neither answer can be replayed as the other.
+pub fn handshake_mac(key: &[u8], who: u8, theirs: &str, mine: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this cannot fail, but never panic on it.
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{who}|{theirs}|{mine}").as_bytes());
+    to_hex(&mac.finalize().into_bytes())
+}
+
+/// Checks a MAC received from the other side, in constant time.
+pub fn verify_mac(key: &[u8], who: u8, theirs: &str, mine: &str, got: &str) -> bool {
+    let Some(got) = from_hex(got) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(format!("{who}|{theirs}|{mine}").as_bytes());
+    mac.verify_slice(&got).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let pos = Position {
+            term: 3,
+            seq: 9,
+            solo: true,
+        };
+        let msgs = vec![
+            LinkMsg::Hello {
+                tracker: 2,
+                nonce: "ab".into(),
+            },
+            LinkMsg::Challenge {
+                nonce: "cd".into(),
+                mac: "ef".into(),
+            },
+            LinkMsg::Auth { mac: "01".into() },
+            LinkMsg::State {
+                pos,
+                digest: "dd".into(),
+            },
+            LinkMsg::SnapshotBegin { pos },
+            LinkMsg::SnapshotEnd { count: 4 },
+            LinkMsg::Op {
+                fid: Some(5),
+                entry: Entry {
+                    term: 3,
+                    seq: 10,
+                    origin: Some(Origin {
+                        instance: 0xabc,
+                        tag: 7,
+                    }),
+                    op: Op::Detach { tracker: 2 },
+                },
+            },
+            LinkMsg::Op {
+                fid: None,
+                entry: Entry {
+                    term: 3,
+                    seq: 11,
+                    origin: None,
+                    op: Op::Term {
+                        term: 4,
+                        solo: false,
+                    },
+                },
+            },
+            LinkMsg::Ack { seq: 1 },
+            LinkMsg::Commit { seq: 2 },
+            LinkMsg::Fwd {
+                fid: 6,
+                origin: None,
+                op: Op::Logout {
+                    token: "0".repeat(32),
+                },
+            },
+            LinkMsg::FwdErr {
+                fid: 6,
+                code: "not_member".into(),
+                message: "you are not a member".into(),
+            },
+            LinkMsg::FwdOk {
+                fid: 6,
+                reply: "seeder".into(),
+            },
+            LinkMsg::Ping,
+            LinkMsg::Pong,
+        ];
+        for m in msgs {
+            let line = m.encode();
+            assert_eq!(LinkMsg::decode(&line), Ok(m), "{line}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "op",
+            "op 1",
+            "fwd x - y",
+            "state 1 2",
+            "ack -1",
+            "peer-hello",
+            "zzz",
+        ] {
+            assert!(LinkMsg::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_mac_needs_the_key_and_both_nonces_in_order() {
+        let mac = handshake_mac(b"key", 1, "n2", "n1");
+        assert!(verify_mac(b"key", 1, "n2", "n1", &mac));
+        assert!(!verify_mac(b"other", 1, "n2", "n1", &mac));
+        assert!(!verify_mac(b"key", 2, "n2", "n1", &mac));
+        assert!(!verify_mac(b"key", 1, "n1", "n2", &mac));
+        assert!(!verify_mac(b"key", 1, "n2", "n1", "zz"));
+    }
+}
