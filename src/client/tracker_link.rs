@@ -167,6 +167,9 @@ enum Phase {
     Connecting { since: Instant },
     /// `hello` sent with this tag.
     Hello { tag: u64, since: Instant },
+    /// The write that was in flight when the last tracker went away, re-sent (this tag)
+    /// before the session is re-attached: see `after_hello`.
+    Retrying { tag: u64, since: Instant },
     /// `attach` (or, when `via_login`, `login`) sent with this tag.
     Attaching {
         tag: u64,
@@ -304,6 +307,7 @@ impl TrackerLink {
             Phase::Connecting { since }
             | Phase::Hello { since, .. }
             | Phase::Attaching { since, .. } => Some(since + HANDSHAKE_TIMEOUT),
+            Phase::Retrying { since, .. } => Some(since + REPLY_TIMEOUT),
             Phase::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
         }
     }
@@ -317,6 +321,10 @@ impl TrackerLink {
             | Phase::Attaching { since, .. }
                 if now >= since + HANDSHAKE_TIMEOUT =>
             {
+                log::info!("tracker {} did not answer in time", self.tracker_addr());
+                self.fail(registry, now, true);
+            }
+            Phase::Retrying { since, .. } if now >= since + REPLY_TIMEOUT => {
                 log::info!("tracker {} did not answer in time", self.tracker_addr());
                 self.fail(registry, now, true);
             }
@@ -496,6 +504,24 @@ impl TrackerLink {
                 }
                 Reply::List { .. } => self.fail(registry, now, true),
             },
+            Phase::Retrying { tag: t, .. } if t == tag => {
+                let not_done = matches!(&reply, Reply::Err { code, .. } if code == "not_logged_in");
+                if !not_done {
+                    let line = self
+                        .in_flight
+                        .iter()
+                        .find(|r| r.tag == tag)
+                        .map(|r| r.line.clone());
+                    if matches!(&reply, Reply::Ok(_)) && line.as_deref() == Some("logout") {
+                        self.session = None;
+                    }
+                    if let Some(pos) = self.in_flight.iter().position(|r| r.tag == tag) {
+                        self.in_flight.remove(pos);
+                    }
+                    self.events.push(LinkEvent::Reply { tag, reply });
+                }
+                self.attach_or_ready(registry, now);
+            }
             Phase::Attaching {
                 tag: t, via_login, ..
             } if t == tag => match reply {
@@ -532,7 +558,32 @@ impl TrackerLink {
         }
     }
 
+    /// After `hello`: a write that was in flight is re-sent *before* the session is
+    /// re-attached. The trackers remember one (tag, reply) per instance — the last successful
+    /// write — and `attach` is itself a write; re-sending after it would miss the record and
+    /// apply the write a second time. Before it, the tracker answers a write that already
+    /// happened with its original reply (no session needed for that), and one that did not
+    /// with `not_logged_in`, which sends it again after the attach.
     fn after_hello(&mut self, registry: &Registry, now: Instant) {
+        if self.session.is_some() {
+            if let Some(w) = self.in_flight.iter().find(|r| r.kind == Kind::Write) {
+                let conn = self.conn.as_mut().expect("connected");
+                conn.send_line(&format!("{} {}", w.tag, w.line));
+                for x in &w.extra {
+                    conn.send_line(x);
+                }
+                self.phase = Phase::Retrying {
+                    tag: w.tag,
+                    since: now,
+                };
+                self.flush(registry, now);
+                return;
+            }
+        }
+        self.attach_or_ready(registry, now);
+    }
+
+    fn attach_or_ready(&mut self, registry: &Registry, now: Instant) {
         match self.session.clone() {
             Some(s) => {
                 let tag = self.take_tag();
@@ -771,6 +822,11 @@ mod tests {
             assert!(line.contains(" hello 00000000000000ab 1"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
             writeln!(w, "{tag} ok 2").unwrap();
+            // The write in flight comes first, before the attach; it did not happen here.
+            line.clear();
+            rd.read_line(&mut line).unwrap();
+            assert_eq!(line, "3 create_group g\n");
+            writeln!(w, "3 err not_logged_in log in first").unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             assert!(line.contains(" attach tok123 127.0.0.1:7000"), "{line}");
