@@ -7,6 +7,12 @@
 //! `PeerEvent`s that come back (reporting pieces to the tracker, fetching peers, printing notes).
 //! Nothing here talks to the tracker and nothing here blocks.
 
+pub mod hasher;
+pub mod picker;
+pub mod rate;
+pub mod store;
+pub mod table;
+
 use crate::pieces::{Hash, PieceSet};
 use mio::event::Event;
 use mio::Registry;
@@ -82,7 +88,11 @@ pub enum PeerEvent {
     /// The download stopped for good (disk error, destination taken...); `.part` is kept.
     Failed { id: DownloadId, reason: String },
     /// `upload_file` hashing finished.
-    Hashed { job: HashJobId, size: u64, hashes: Arc<Vec<Hash>> },
+    Hashed {
+        job: HashJobId,
+        size: u64,
+        hashes: Arc<Vec<Hash>>,
+    },
     /// `upload_file` hashing failed (file vanished, unreadable...).
     HashFailed { job: HashJobId, reason: String },
 }
@@ -125,7 +135,14 @@ impl PeerSide {
 
     /// Starts serving a whole file under `(group, file)`. Replaces an earlier share of the same
     /// name.
-    pub fn share(&mut self, group: &str, file: &str, path: PathBuf, size: u64, hashes: Arc<Vec<Hash>>) {
+    pub fn share(
+        &mut self,
+        group: &str,
+        file: &str,
+        path: PathBuf,
+        size: u64,
+        hashes: Arc<Vec<Hash>>,
+    ) {
         let _ = (group, file, path, size, hashes);
         todo!()
     }
@@ -144,7 +161,12 @@ impl PeerSide {
 
     /// Starts (or resumes from `<dest>.part`) a download. Errors (destination exists, directory
     /// not writable) are sentences for the user.
-    pub fn start_download(&mut self, id: DownloadId, spec: DownloadSpec, now: Instant) -> Result<(), String> {
+    pub fn start_download(
+        &mut self,
+        id: DownloadId,
+        spec: DownloadSpec,
+        now: Instant,
+    ) -> Result<(), String> {
         let _ = (id, spec, now);
         todo!()
     }
