@@ -79,13 +79,18 @@ impl UploadConn {
         catalog: &Catalog,
     ) -> io::Result<bool> {
         loop {
-            while self.out.len() < MAX_OUTPUT_REPLIES && !self.close_after {
+            // Answer buffered requests while there is room for their output.
+            let mut need_more = false;
+            while !self.close_after && self.out.len() < MAX_OUTPUT_REPLIES {
                 match self.input.next_line() {
                     Frame::Line(line) => {
                         let out = answer(line, catalog, &mut self.spare, &mut self.file);
                         self.out.push_back(out);
                     }
-                    Frame::NeedMore => break,
+                    Frame::NeedMore => {
+                        need_more = true;
+                        break;
+                    }
                     Frame::TooLong => {
                         self.out
                             .push_back(small(Reply::Err(reason::LINE_TOO_LONG.into())));
@@ -100,8 +105,14 @@ impl UploadConn {
                 }
                 break;
             }
-            if self.out.len() >= MAX_OUTPUT_REPLIES {
-                break; // output full: leave requests in the socket until it drains
+            if !need_more {
+                // Output was full. Drained now: answer the requests already buffered (no
+                // readiness event will come for them). Not drained: wait for WRITABLE, and
+                // leave further requests in the socket meanwhile.
+                if drained {
+                    continue;
+                }
+                break;
             }
             if self.input.room() == 0 {
                 continue; // the framer reports the over-long line on the next pass
