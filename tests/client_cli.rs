@@ -223,3 +223,74 @@ fn a_tracker_killed_mid_session_is_replaced_without_a_new_login() {
     a.run("list_groups", "again");
     assert!(a.errors().is_empty(), "{:?}", a.errors());
 }
+
+#[test]
+fn a_command_in_flight_when_its_tracker_dies_is_carried_out_once() {
+    let mut c = Cluster::start(2);
+    let t1 = c.addrs[0].to_string();
+    let mut a = c.client_with("alice", &[&t1], &[]);
+    a.run("create_user alice pw", "created user alice");
+    a.run("login alice pw", "logged in as alice");
+    // Freeze tracker 1 so the request is on the wire and unanswered, then kill it.
+    c.signal_tracker(0, libc::SIGSTOP);
+    a.send("create_group inflight");
+    std::thread::sleep(Duration::from_millis(300));
+    c.kill_tracker(0);
+    a.expect_out("created group inflight");
+    a.run_err("create_group inflight", "already exists");
+    a.run("list_groups", "inflight");
+    assert_eq!(a.errors().len(), 1, "{:?}", a.errors());
+}
+
+#[test]
+fn end_of_input_waits_for_downloads_and_serve_keeps_seeding_until_sigterm() {
+    let c = Cluster::start(2);
+    let data = test_data(2 * 512 * 1024 + 5, 11);
+    let mut a = c.client_with("alice", &["127.0.0.1:0"], &["--serve"]);
+    let mut b = c.client("bob");
+    a.run("create_user alice pw", "created user alice");
+    a.run("login alice pw", "logged in as alice");
+    a.run("create_group g", "created group g");
+    b.run("create_user bob pw", "created user bob");
+    b.run("login bob pw", "logged in as bob");
+    b.run("join_group g", "asked");
+    a.run("accept_request g bob", "now a member");
+    let src = c.path().join("s.bin");
+    std::fs::write(&src, &data).unwrap();
+    a.run(
+        &format!("upload_file {} g", src.display()),
+        "uploaded s.bin",
+    );
+    a.close_stdin();
+    // With --serve, end of input does not end the client: it keeps seeding.
+    assert!(a.wait_exit(Duration::from_millis(500)).is_none());
+
+    let dest = c.path().join("out.bin");
+    b.send(&format!("download_file g s.bin {}", dest.display()));
+    b.close_stdin();
+    // End of input: bob finishes the download, then logs out and exits.
+    assert!(
+        b.wait_exit(WAIT).is_some_and(|s| s.success()),
+        "bob exits after the download"
+    );
+    assert!(
+        b.err_seen
+            .iter()
+            .any(|l| l.contains("download of s.bin complete")),
+        "{:?}",
+        b.err_seen
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+
+    signal_and_wait(&mut a);
+    // Logged out: alice may log in again at once, and her share resumes.
+    let mut a2 = c.client("alice");
+    a2.run("login alice pw", "logged in as alice (resumed 1 share)");
+}
+
+/// SIGTERM ends a client cleanly (exit status 0), logging it out.
+fn signal_and_wait(cl: &mut common::Client) {
+    common::signal(&cl.child, libc::SIGTERM);
+    let st = cl.wait_exit(WAIT).expect("the client exits on SIGTERM");
+    assert!(st.success(), "clean exit on SIGTERM: {st:?}");
+}

@@ -293,7 +293,7 @@ impl App {
         let mut d = [
             self.peers.next_deadline(),
             self.link.next_deadline(),
-            self.haves.deadline(),
+            self.haves.deadline().filter(|_| self.logged_in()),
             self.pending
                 .as_ref()
                 .map(|_| self.pending_since + COMMAND_TIMEOUT),
@@ -612,10 +612,13 @@ impl App {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
-        if self.pending.is_none()
-            || self.link.is_ready()
-            || now < self.pending_since + COMMAND_TIMEOUT
-        {
+        if self.link.is_ready() {
+            // The clock runs only while no tracker is ready: a slow command on a live tracker
+            // is the link's business (it fails over when the tracker stops answering).
+            self.pending_since = now;
+            return;
+        }
+        if self.pending.is_none() || now < self.pending_since + COMMAND_TIMEOUT {
             return;
         }
         let tag = match &self.pending {

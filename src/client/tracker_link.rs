@@ -551,7 +551,7 @@ impl TrackerLink {
                 Reply::List { .. } => self.fail(registry, now, true),
             },
             Phase::Ready => self.deliver(registry, tag, reply, now),
-            _ => log::warn!(
+            _ => log::debug!(
                 "unexpected reply {tag} from tracker {}",
                 self.tracker_addr()
             ),
@@ -664,7 +664,7 @@ impl TrackerLink {
 
     fn deliver(&mut self, registry: &Registry, tag: u64, reply: Reply, now: Instant) {
         let Some(pos) = self.in_flight.iter().position(|r| r.tag == tag) else {
-            log::warn!(
+            log::debug!(
                 "tracker {} answered unknown request {tag}",
                 self.tracker_addr()
             );

@@ -135,6 +135,13 @@ impl Cluster {
         }
     }
 
+    /// Sends a signal to tracker `i` (0-based), e.g. SIGSTOP to freeze it mid-request.
+    pub fn signal_tracker(&self, i: usize, sig: libc::c_int) {
+        if let Some(child) = &self.trackers[i] {
+            signal(child, sig);
+        }
+    }
+
     /// A client listening on a free port with its state under this cluster's directory
     /// (`state-<name>`), so restarting a client of the same name finds its shares.
     pub fn client(&self, name: &str) -> Client {
