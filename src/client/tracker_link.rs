@@ -919,4 +919,121 @@ mod tests {
         link.close(&reg);
         t2.join().unwrap();
     }
+
+    /// A scripted tracker: for each step, reads a line that must contain `expect` and answers
+    /// `reply` (with `{tag}` replaced by the line's tag; no answer when `reply` is empty).
+    fn scripted(
+        l: std::net::TcpListener,
+        steps: Vec<(&'static str, &'static str)>,
+    ) -> std::thread::JoinHandle<()> {
+        use std::io::{BufRead, BufReader, Write};
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut rd = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            for (expect, reply) in steps {
+                let mut line = String::new();
+                rd.read_line(&mut line).unwrap();
+                assert!(line.contains(expect), "expected {expect:?}, got {line:?}");
+                if !reply.is_empty() {
+                    let tag = line.split(' ').next().unwrap();
+                    writeln!(w, "{}", reply.replace("{tag}", tag)).unwrap();
+                }
+            }
+            let mut rest = String::new();
+            let _ = rd.read_line(&mut rest);
+        })
+    }
+
+    /// Drives the link until `done` holds for the events so far (bounded).
+    fn drive(
+        link: &mut TrackerLink,
+        poll: &mut mio::Poll,
+        got: &mut Vec<LinkEvent>,
+        done: impl Fn(&[LinkEvent]) -> bool,
+    ) {
+        let reg = poll.registry().try_clone().unwrap();
+        let mut events = mio::Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(got) {
+            assert!(Instant::now() < deadline, "{got:?}");
+            link.tick(&reg, Instant::now());
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in events.iter() {
+                link.handle_event(&reg, e, Instant::now());
+            }
+            got.extend(link.take_events());
+        }
+    }
+
+    #[test]
+    fn a_write_that_already_happened_is_answered_once_and_then_the_session_attached() {
+        let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = vec![l1.local_addr().unwrap(), l2.local_addr().unwrap()];
+        // Tracker 1 takes the write and dies without answering.
+        let t1 = scripted(
+            l1,
+            vec![
+                (" hello ", "{tag} ok 1"),
+                (" attach tok ", "{tag} ok alice"),
+                (" create_group g", ""),
+            ],
+        );
+        // Tracker 2 knows the write happened: the retry gets the original reply, before attach.
+        let t2 = scripted(
+            l2,
+            vec![
+                (" hello ", "{tag} ok 2"),
+                ("create_group g", "{tag} ok"),
+                (" attach tok 127.0.0.1:7000", "{tag} ok alice"),
+                (" list_groups", "{tag} list 1\ng 1 alice"),
+            ],
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            "00000000000000cd".into(),
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
+        );
+        link.set_session(Some(Session {
+            user: "alice".into(),
+            password: "pw".into(),
+            token: "tok".into(),
+        }));
+        let mut got = Vec::new();
+        let w = link.send(
+            &reg,
+            Kind::Write,
+            "create_group g".into(),
+            vec![],
+            Instant::now(),
+        );
+        let r = link.send(
+            &reg,
+            Kind::Read,
+            "list_groups".into(),
+            vec![],
+            Instant::now(),
+        );
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == r))
+        });
+        let replies: Vec<u64> = got
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Reply { tag, .. } => Some(*tag),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, vec![w, r], "each request answered once, in order");
+        link.close(&reg);
+        t1.join().unwrap();
+        t2.join().unwrap();
+    }
 }
