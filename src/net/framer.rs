@@ -224,4 +224,30 @@ mod tests {
         assert_eq!(lines(&mut f), ["ab"]);
         assert_eq!(f.read_buf(64).len(), 10);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any bytes, cut anywhere: framing never panics, never yields a line over the limit,
+        /// and never holds more than the limit.
+        #[test]
+        fn arbitrary_bytes_in_arbitrary_chunks(data: Vec<u8>, cuts: Vec<usize>, limit in 1usize..64) {
+            let mut f = LineFramer::new(limit);
+            let mut rest = &data[..];
+            for c in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                let n = (*c).min(rest.len());
+                let (now, later) = rest.split_at(n);
+                rest = later;
+                let room = f.room();
+                f.push(&now[..now.len().min(room)]);
+                loop {
+                    match f.next_line() {
+                        Frame::Line(l) => proptest::prop_assert!(l.len() < limit),
+                        Frame::NeedMore => break,
+                        Frame::TooLong => break,
+                    }
+                }
+                proptest::prop_assert!(f.pending() <= limit);
+            }
+        }
+    }
 }

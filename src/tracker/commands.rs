@@ -413,4 +413,18 @@ mod tests {
         assert_eq!((e.code, e.skip_lines), ("invalid_name", 1));
         assert_eq!(err("1 upload_file g f 10 x").skip_lines, 0);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_lines_never_panic(line: Vec<u8>) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn arbitrary_words_after_a_tag_never_panic(verb in "[a-z_]{1,14}", args in proptest::collection::vec("[ -~]{0,20}", 0..6)) {
+            let line = format!("1 {verb} {}", args.join(" "));
+            let _ = parse(line.as_bytes());
+        }
+    }
 }

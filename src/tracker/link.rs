@@ -382,4 +382,20 @@ mod tests {
         assert!(!verify_mac(b"key", 1, "n1", "n2", &mac));
         assert!(!verify_mac(b"key", 1, "n2", "n1", "zz"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn arbitrary_link_lines_never_panic(line in "\\PC{0,200}") {
+            let _ = LinkMsg::decode(&line);
+        }
+
+        #[test]
+        fn arbitrary_words_after_a_verb_never_panic(
+            verb in proptest::sample::select(vec!["op", "fwd", "fwd-err", "fwd-ok", "state", "snapshot-begin", "ack", "commit", "peer-hello"]),
+            rest in "[ -~]{0,80}",
+        ) {
+            let _ = LinkMsg::decode(&format!("{verb} {rest}"));
+        }
+    }
 }

@@ -49,6 +49,10 @@ const DIAL_MIN: Duration = Duration::from_millis(50);
 const DIAL_MAX: Duration = Duration::from_secs(1);
 /// The handshake must finish within this, or the half-open link is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A brand-new tracker of a pair waits this long for the other before it serves alone, so two
+/// trackers started together form a pair instead of two separate logs (tracker 2 redials
+/// at least every `DIAL_MAX`).
+const FRESH_GRACE: Duration = Duration::from_millis(1500);
 /// Largest staged snapshot accepted from the leader, in lines (a bound against a runaway link).
 const MAX_SNAPSHOT_LINES: usize = 50_000_000;
 
@@ -187,6 +191,11 @@ pub struct Server {
     closing: Vec<usize>,
     dial_at: Option<Instant>,
     dial_backoff: Duration,
+    /// A fresh tracker's deadline for serving alone if the other never shows up.
+    solo_at: Option<Instant>,
+    /// The position and digest this tracker announced on the link: the leader is chosen from
+    /// the announced values on both sides, so both reach the same verdict.
+    announced: Option<(Position, String)>,
     last_ping: Instant,
     shutdown: bool,
 }
@@ -252,12 +261,16 @@ impl Server {
                 None
             },
             dial_backoff: DIAL_MIN,
+            solo_at: None,
+            announced: None,
             last_ping: now,
             shutdown: false,
             cfg,
         };
-        if !paired_config || recovered.fresh || pos.solo {
+        if !paired_config || (pos.solo && !recovered.fresh) {
             server.become_solo_leader(None);
+        } else if recovered.fresh {
+            server.solo_at = Some(now + FRESH_GRACE);
         } else {
             log::warn!(
                 "this tracker's log ends in a paired term: waiting for tracker {} before serving, \
@@ -351,7 +364,7 @@ impl Server {
         }
         let now = Instant::now();
         let mut t = LINK_PING;
-        if let Some(at) = self.dial_at {
+        for at in [self.dial_at, self.solo_at].into_iter().flatten() {
             t = t.min(at.saturating_duration_since(now));
         }
         Some(t)
@@ -558,12 +571,24 @@ impl Server {
             if was_up {
                 self.link_lost(now);
             } else if self.cfg.me == 2 {
+                if self.role == Role::Waiting && self.solo_at.is_some() {
+                    // Fresh, and tracker 1 is not running: nothing to wait for.
+                    self.solo_at = None;
+                    self.become_solo_leader(None);
+                }
                 self.schedule_dial(now);
             }
         }
     }
 
     fn timers(&mut self, now: Instant) {
+        if let Some(at) = self.solo_at {
+            if now >= at && self.role == Role::Waiting {
+                self.solo_at = None;
+                log::info!("tracker {} did not appear; serving alone", self.other());
+                self.become_solo_leader(None);
+            }
+        }
         if let Some(at) = self.dial_at {
             if now >= at && self.link.is_none() {
                 self.dial(now);
@@ -784,7 +809,7 @@ impl Server {
                 return;
             }
         };
-        if !self.serving() && req.verb != Verb::Ping {
+        if !self.serving() && !matches!(req.verb, Verb::Ping | Verb::Digest) {
             let why = "this tracker is catching up with the other tracker; use the other one";
             if let Verb::UploadFile { npieces, .. } = req.verb {
                 return self.parse_error(
@@ -858,7 +883,13 @@ impl Server {
             Verb::Ping => self.reply(key, format!("{tag} ok pong")),
             Verb::Digest => {
                 let d = self.state.digest();
-                self.reply(key, format!("{tag} ok {d} {}", self.pos.seq));
+                let role = match self.role {
+                    Role::Leader if self.link_live() => "leader-paired",
+                    Role::Leader => "leader-solo",
+                    Role::Follower => "follower",
+                    Role::Waiting => "waiting",
+                };
+                self.reply(key, format!("{tag} ok {d} {} {role}", self.pos.seq));
             }
             Verb::CreateUser { user, password } => {
                 if self.state.user_exists(&user) {
@@ -1601,15 +1632,21 @@ impl Server {
         }
         let digest = self.state.digest();
         let pos = self.pos;
+        self.announced = Some((pos, digest.clone()));
         self.send(key, &LinkMsg::State { pos, digest }.encode());
     }
 
     fn on_peer_state(&mut self, key: usize, theirs: Position, their_digest: String) {
         let other = self.other();
-        let mine = (self.pos.term, self.pos.seq);
+        self.solo_at = None;
+        let (announced, my_digest) = self.announced.take().unwrap_or_default();
+        let mine = (announced.term, announced.seq);
         let i_lead = mine > (theirs.term, theirs.seq)
             || (mine == (theirs.term, theirs.seq) && self.cfg.me == 1);
-        let same = mine == (theirs.term, theirs.seq) && self.state.digest() == their_digest;
+        // Positions alone can coincide for different logs (two fresh trackers that each
+        // served alone): the digest tells.
+        let same =
+            mine == (theirs.term, theirs.seq) && my_digest == their_digest && self.pos == announced;
         if let Some(Connection {
             kind: Kind::Peer(p),
             ..
@@ -1619,10 +1656,9 @@ impl Server {
         }
         self.last_ping = Instant::now();
         if i_lead {
-            if self.role != Role::Leader {
-                // A waiting tracker that turns out to hold the longer log leads.
-                self.role = Role::Leader;
-            }
+            let was_waiting = self.role == Role::Waiting;
+            // A waiting tracker that turns out to hold the longer log leads.
+            self.role = Role::Leader;
             log::info!(
                 "peer link up: tracker {} leads, tracker {other} follows",
                 self.cfg.me
@@ -1645,6 +1681,14 @@ impl Server {
             let op = Op::Detach { tracker: other };
             let _ = self.state.apply(None, &op);
             self.append(None, op, None);
+            if was_waiting {
+                // Sessions from before this tracker's restart have no connection any more.
+                let op = Op::Detach {
+                    tracker: self.cfg.me,
+                };
+                let _ = self.state.apply(None, &op);
+                self.append(None, op, None);
+            }
         } else {
             log::info!(
                 "peer link up: tracker {other} leads, tracker {} follows",
@@ -1697,6 +1741,7 @@ impl Server {
                 }) = self.conns.get_mut(key)
                 {
                     p.snapshot = Some((pos, Vec::new()));
+                    self.syncing = true;
                 }
             }
             LinkMsg::SnapshotEnd { count } if self.role == Role::Follower => {

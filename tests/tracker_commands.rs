@@ -1,0 +1,188 @@
+//! Every client command and every refusal, over TCP against a real tracker.
+
+mod tracker_support;
+use tracker_support::*;
+
+#[test]
+fn every_command_and_refusal_on_one_tracker() {
+    let cl = Cluster::start(1);
+    let mut a = cl.conn(1);
+    let mut b = cl.conn(1);
+    let mut c = cl.conn(1);
+
+    // Not logged in.
+    for line in [
+        "create_group g",
+        "join_group g",
+        "leave_group g",
+        "list_requests g",
+        "accept_request g x",
+        "list_groups",
+        "list_files g",
+        "download_file g f",
+        "peers g f",
+        "have g f 0",
+        "stop_share g f",
+        "logout",
+    ] {
+        a.err(line, "not_logged_in");
+    }
+    assert_eq!(
+        a.upload("g", "f", 10, 1)[0].split(' ').nth(1),
+        Some("not_logged_in")
+    );
+
+    // Users and sessions.
+    a.ok("create_user alice pw-alice");
+    a.err("create_user alice other", "user_exists");
+    a.err("create_user bad/name pw", "invalid_name");
+    a.err("login alice wrong 127.0.0.1:1", "bad_credentials");
+    a.err("login nobody pw 127.0.0.1:1", "bad_credentials");
+    a.login("alice");
+    a.err("login alice pw-alice 127.0.0.1:1", "already_logged_in");
+    b.err("login alice pw-alice 127.0.0.1:2", "already_logged_in");
+    b.user("bob");
+    c.user("carol");
+
+    // Groups.
+    a.ok("create_group g");
+    b.err("create_group g", "group_exists");
+    a.err("join_group g", "already_member");
+    b.err("join_group nope", "no_such_group");
+    b.ok("join_group g");
+    b.err("join_group g", "already_requested");
+    b.err("list_requests g", "not_owner");
+    assert_eq!(a.req("list_requests g"), vec!["list 1", "bob"]);
+    a.err("accept_request g carol", "no_such_request");
+    a.err("accept_request g zed", "no_such_user");
+    b.err("accept_request g bob", "not_owner");
+    a.ok("accept_request g bob");
+    assert_eq!(a.req("list_requests g"), vec!["list 0"]);
+    let groups = c.req("list_groups");
+    assert_eq!(groups[0], "list 1");
+    assert!(groups[1].starts_with("g "), "{groups:?}");
+    c.err("list_files g", "not_member");
+
+    // Files.
+    assert_eq!(a.upload("g", "f1", 1_000_000, 1)[0], "ok new");
+    assert_eq!(b.upload("g", "f1", 1_000_000, 1)[0], "ok seeder");
+    assert!(b.upload("g", "f1", 1_000_000, 2)[0].starts_with("err content_mismatch"));
+    assert!(c.upload("g", "f2", 10, 1)[0].starts_with("err not_member"));
+    let files = a.req("list_files g");
+    assert_eq!(files.len(), 2);
+    assert!(files[1].starts_with("f1 1000000 2"), "{files:?}");
+    c.err("download_file g f1", "not_member");
+    a.err("download_file g nope", "no_such_file");
+    let d = a.req("download_file g f1");
+    assert!(d[0].starts_with("list 2 1000000 2"), "{d:?}");
+    assert!(d[1].starts_with("h ") && d[1].len() == 2 + 80, "{d:?}");
+    assert!(d[2].starts_with("p bob 127.0.0.1:1 all"), "{d:?}");
+    // carol joins and reports a piece: she becomes a partial source.
+    c.ok("join_group g");
+    a.ok("accept_request g carol");
+    c.ok("have g f1 0");
+    c.err("have g f1 5", "bad_request");
+    let p = a.req("peers g f1");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("p carol ") && l.ends_with(" b80")),
+        "{p:?}"
+    );
+    c.ok("stop_share g f1");
+    c.err("stop_share g f1", "not_seeder");
+    c.err("stop_share g nope", "no_such_file");
+    a.ok("stop_share g f1");
+    b.ok("stop_share g f1");
+    assert_eq!(
+        a.req("list_files g"),
+        vec!["list 0"],
+        "a file without seeders leaves the group"
+    );
+
+    // Leaving: ownership passes to the earliest-joined member; the last one deletes the group.
+    assert_eq!(b.upload("g", "f3", 5, 3)[0], "ok new");
+    a.ok("leave_group g");
+    a.err("leave_group g", "not_member");
+    assert_eq!(b.req("list_requests g"), vec!["list 0"], "bob owns g now");
+    b.ok("leave_group g");
+    assert_eq!(
+        c.req("list_files g"),
+        vec!["list 0"],
+        "bob's share ended with his leaving"
+    );
+    c.ok("leave_group g");
+    assert_eq!(c.req("list_groups"), vec!["list 0"]);
+
+    // Logout and re-login; a dropped connection frees the user at once.
+    a.ok("logout");
+    a.err("list_groups", "not_logged_in");
+    a.login("alice");
+    drop(b);
+    let mut b2 = cl.conn(1);
+    b2.login("bob");
+    b2.ok("ping");
+}
+
+#[test]
+fn malformed_requests_get_clear_errors() {
+    let cl = Cluster::start(1);
+    let mut a = cl.conn(1);
+    let r = a.req("frobnicate");
+    assert!(
+        r[0].starts_with("err unknown_command") && r[0].contains("frobnicate"),
+        "{r:?}"
+    );
+    let r = a.req("join_group");
+    assert!(r[0].contains("usage: join_group <group_id>"), "{r:?}");
+    a.err("create_user a", "bad_request");
+    a.err("hello zz 1", "bad_request");
+    a.send_raw(b"no-tag here\n");
+    assert!(a
+        .read_line()
+        .expect("reply")
+        .starts_with("0 err bad_request"));
+    a.ok("ping");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let cl = Cluster::start(1);
+    let mut a = cl.conn(1);
+    let mut text = String::from("1 create_user pipe pw\n2 login pipe pw 127.0.0.1:9\n");
+    for i in 0..200 {
+        text.push_str(&format!("{} create_group pg{i}\n", i + 3));
+    }
+    text.push_str("203 list_groups\n");
+    a.send_raw(text.as_bytes());
+    for want in 1..=203u64 {
+        let line = a.read_line().expect("reply");
+        let tag: u64 = line
+            .split(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .expect("tag");
+        assert_eq!(tag, want, "{line}");
+        assert!(line.contains(" ok") || line.contains(" list 200"), "{line}");
+    }
+    for _ in 0..200 {
+        a.read_line().expect("group line");
+    }
+}
+
+#[test]
+fn no_plaintext_password_on_disk() {
+    let cl = Cluster::start(2);
+    let mut a = cl.conn(1);
+    a.ok("create_user secretive Sup3rSecretPassw0rd");
+    let mut b = cl.conn(2);
+    b.ok("create_user other2 An0therSecretOne");
+    cl.wait_same_digest();
+    for n in 1..=2 {
+        for entry in std::fs::read_dir(cl.data_dir(n)).expect("data dir") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("Sup3rSecretPassw0rd") && !text.contains("An0therSecretOne"));
+            assert!(text.contains("secretive") || text.is_empty() || bytes.len() < 10);
+        }
+    }
+}
