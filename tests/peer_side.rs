@@ -593,3 +593,146 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
     assert!(drive(&mut [&mut d, &mut s], |n| n[0].completed(1)));
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 }
+
+/// A peer that answers `want` with "all" and never sends a piece: every piece requested
+/// from it is late, and the download must still finish (endgame: a second peer is asked).
+struct Liar {
+    listener: std::net::TcpListener,
+    conns: Vec<(TcpStream, Vec<u8>)>,
+    npieces: usize,
+    /// `get`s received (and never answered).
+    gets: usize,
+}
+
+impl Liar {
+    fn new(npieces: usize) -> Liar {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Liar {
+            listener,
+            conns: Vec::new(),
+            npieces,
+            gets: 0,
+        }
+    }
+
+    fn step(&mut self) {
+        while let Ok((s, _)) = self.listener.accept() {
+            s.set_nonblocking(true).unwrap();
+            self.conns.push((s, Vec::new()));
+        }
+        for (s, buf) in &mut self.conns {
+            let mut chunk = [0u8; 4096];
+            while let Ok(k) = s.read(&mut chunk) {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            while let Some(p) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=p).collect();
+                if line.starts_with(b"get ") {
+                    self.gets += 1;
+                }
+                if line.starts_with(b"want") {
+                    let _ = s.write_all(format!("have {} all\n", self.npieces).as_bytes());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(6 * PIECE_SIZE as usize + 3, 14);
+    let n = npieces(&data);
+    let mut liar = Liar::new(n);
+    let mut s = Node::new("s");
+    let mut d = Node::new("d");
+    share(&mut s, dir.path(), "f", &data);
+    let dest = dir.path().join("out");
+    let liar_info = PeerInfo {
+        user: "liar".into(),
+        addr: liar.listener.local_addr().unwrap(),
+        have: PieceSet::full(n),
+    };
+    // The liar first, alone, so it holds requests before the honest seeder is known.
+    d.side
+        .start_download(1, spec("f", &data, dest.clone()), Instant::now())
+        .unwrap();
+    d.side.add_peers(1, vec![liar_info.clone()], Instant::now());
+    assert!(drive(&mut [&mut d], |_| {
+        liar.step();
+        liar.gets > 0
+    }));
+    assert_eq!(d.status(1).pieces_done, 0);
+    let both = vec![liar_info, s.info(PieceSet::full(n))];
+    d.sources.insert(1, both.clone());
+    d.side.add_peers(1, both, Instant::now());
+    assert!(drive(&mut [&mut d, &mut s], |n| {
+        liar.step();
+        n[0].completed(1)
+    }));
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(
+        d.side.peer_piece_counts(1),
+        vec![("liar".to_string(), 0), ("s".to_string(), n as u64)]
+    );
+}
+
+#[test]
+fn a_seeder_found_at_a_new_address_is_reconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(2 * PIECE_SIZE as usize, 15);
+    let n = npieces(&data);
+    let mut s = Node::new("s");
+    let mut d = Node::new("d");
+    share(&mut s, dir.path(), "f", &data);
+    // The tracker's first answer is stale: nobody listens there any more.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let old = PeerInfo {
+        user: "s".into(),
+        addr: gone.local_addr().unwrap(),
+        have: PieceSet::full(n),
+    };
+    drop(gone);
+    let dest = dir.path().join("out");
+    d.side
+        .start_download(1, spec("f", &data, dest.clone()), Instant::now())
+        .unwrap();
+    d.side.add_peers(1, vec![old], Instant::now());
+    // Once the source is found dead, NeedPeers asks again, and now the answer is right.
+    d.sources.insert(1, vec![s.info(PieceSet::full(n))]);
+    assert!(drive(&mut [&mut d, &mut s], |n| n[0].completed(1)));
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(d
+        .log
+        .iter()
+        .any(|e| matches!(e, PeerEvent::NeedPeers { id: 1 })));
+}
+
+#[test]
+fn uploads_past_the_cap_are_told_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(10, 16);
+    let mut s = Node::new("s");
+    share(&mut s, dir.path(), "f", &data);
+    let cap = groupshare::client::peers::seeder::MAX_UPLOADS;
+    let mut held: Vec<Client> = Vec::new();
+    for _ in 0..cap {
+        let mut c = Client::connect(s.addr);
+        c.send("want g f");
+        assert_eq!(c.line(&mut [&mut s]), "have 1 all");
+        held.push(c);
+    }
+    let mut extra = Client::connect(s.addr);
+    assert_eq!(extra.line(&mut [&mut s]), "err busy");
+    assert!(!extra.fill(extra.buf.len() + 1, &mut [&mut s]));
+    // A slot freed is a slot usable again.
+    drop(held.pop());
+    spin(&mut [&mut s], 3);
+    let mut again = Client::connect(s.addr);
+    again.send("want g f");
+    assert_eq!(again.line(&mut [&mut s]), "have 1 all");
+}

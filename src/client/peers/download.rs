@@ -490,10 +490,14 @@ impl Download {
             let ok = |i: usize| !failed.contains(&i) && !conn.refused.contains(&i);
             let table = &self.table;
             let mut pick = None;
-            if table.queued_count() > 0 {
+            let queue = table.queued();
+            if !queue.is_empty() {
+                // A random starting point, so that a bounded scan of a huge queue is fair.
+                let start = ctx.rng.below(queue.len());
+                let candidates = queue[start..].iter().chain(&queue[..start]).copied();
                 pick = self
                     .avail
-                    .pick(have, |i| table.is_queued(i) && ok(i), ctx.rng);
+                    .pick(candidates, |i| have.contains(i) && ok(i), ctx.rng);
             }
             if pick.is_none() {
                 pick = table.endgame_candidate(key, |i| have.contains(i) && ok(i));

@@ -4,6 +4,11 @@
 use crate::pieces::PieceSet;
 use crate::runtime::Rng;
 
+/// Eligible pieces examined per choice: exact rarest-first for the first 8,192 candidates
+/// (every queued piece of files up to 4 GiB), and a bounded cost per request for huge files,
+/// where the caller starts the candidates at a random point.
+pub const MAX_PICK_SCAN: usize = 8192;
+
 #[derive(Debug)]
 pub struct Availability {
     /// Connected peers holding each piece.
@@ -39,20 +44,22 @@ impl Availability {
         }
     }
 
-    /// Among the pieces in `has` for which `eligible` holds, one of those held by the fewest
-    /// peers, chosen uniformly at random among equals (reservoir sampling, one pass).
+    /// Among `candidates` for which `eligible` holds, one of those held by the fewest peers,
+    /// chosen uniformly at random among equals (reservoir sampling, one pass). At most
+    /// `MAX_PICK_SCAN` eligible candidates are considered.
     pub fn pick(
         &self,
-        has: &PieceSet,
+        candidates: impl IntoIterator<Item = usize>,
         eligible: impl Fn(usize) -> bool,
         rng: &mut Rng,
     ) -> Option<usize> {
         let mut best: Option<(u32, usize)> = None;
         let mut ties = 0usize;
-        for i in has.iter() {
-            if !eligible(i) {
-                continue;
-            }
+        for i in candidates
+            .into_iter()
+            .filter(|&i| eligible(i))
+            .take(MAX_PICK_SCAN)
+        {
             let c = self.count(i);
             match best {
                 Some((bc, _)) if c > bc => {}
@@ -107,14 +114,14 @@ mod tests {
         a.add_set(&set(5, &[0, 1, 4]));
         let mut rng = Rng::new(1);
         // counts: 0:3 1:3 2:2 3:1 4:3
-        assert_eq!(a.pick(&PieceSet::full(5), |_| true, &mut rng), Some(3));
-        assert_eq!(a.pick(&PieceSet::full(5), |i| i != 3, &mut rng), Some(2));
+        assert_eq!(a.pick(0..5, |_| true, &mut rng), Some(3));
+        assert_eq!(a.pick(0..5, |i| i != 3, &mut rng), Some(2));
         assert_eq!(
-            a.pick(&set(5, &[0, 4]), |_| true, &mut rng)
+            a.pick(set(5, &[0, 4]).iter(), |_| true, &mut rng)
                 .map(|i| i == 0 || i == 4),
             Some(true)
         );
-        assert_eq!(a.pick(&set(5, &[0]), |i| i != 0, &mut rng), None);
+        assert_eq!(a.pick(set(5, &[0]).iter(), |i| i != 0, &mut rng), None);
     }
 
     #[test]
@@ -124,7 +131,7 @@ mod tests {
         let mut rng = Rng::new(42);
         let mut seen = [false; 8];
         for _ in 0..400 {
-            if let Some(i) = a.pick(&PieceSet::full(8), |_| true, &mut rng) {
+            if let Some(i) = a.pick(0..8, |_| true, &mut rng) {
                 seen[i] = true;
             }
         }

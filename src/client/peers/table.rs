@@ -6,7 +6,9 @@
 //!   deadline; `flights[i]` lists them and is never empty;
 //! - `Queued`   — wanted and not requested from anyone.
 //!
-//! `queued` and `have` count the pieces in those states. Every transition is a named method:
+//! `queue` lists exactly the queued pieces (in no order; `qpos` is each piece's position in it,
+//! `NOT_QUEUED` otherwise), so choosing among them costs what is left, not the file's size;
+//! `have` counts the pieces had. Every transition is a named method:
 //! `acquire` (Queued/InFlight → InFlight), `hash_ok` (→ Have), `hash_failed` and `release`
 //! (one holder gives up: InFlight → InFlight or Queued), `release_peer` (a peer leaves: all its
 //! holds end), `timeout` (holds past their deadline end). Pure data; no sockets, no clock.
@@ -39,16 +41,20 @@ pub struct PieceTable {
     state: Vec<State>,
     /// Holders of each in-flight piece; bounded by peers × pipeline depth.
     flights: HashMap<usize, Vec<Holder>>,
-    queued: usize,
+    queue: Vec<usize>,
+    qpos: Vec<usize>,
     have: usize,
 }
+
+const NOT_QUEUED: usize = usize::MAX;
 
 impl PieceTable {
     pub fn new(npieces: usize) -> Self {
         PieceTable {
             state: vec![State::Queued; npieces],
             flights: HashMap::new(),
-            queued: npieces,
+            queue: (0..npieces).collect(),
+            qpos: (0..npieces).collect(),
             have: 0,
         }
     }
@@ -66,7 +72,26 @@ impl PieceTable {
     }
 
     pub fn queued_count(&self) -> usize {
-        self.queued
+        self.queue.len()
+    }
+
+    /// The queued pieces, in no particular order.
+    pub fn queued(&self) -> &[usize] {
+        &self.queue
+    }
+
+    fn enqueue(&mut self, i: usize) {
+        self.qpos[i] = self.queue.len();
+        self.queue.push(i);
+    }
+
+    fn dequeue(&mut self, i: usize) {
+        let at = self.qpos[i];
+        self.queue.swap_remove(at);
+        if let Some(&moved) = self.queue.get(at) {
+            self.qpos[moved] = at;
+        }
+        self.qpos[i] = NOT_QUEUED;
     }
 
     pub fn in_flight_count(&self) -> usize {
@@ -95,7 +120,7 @@ impl PieceTable {
         match self.state.get(i) {
             Some(State::Queued) => {
                 self.state[i] = State::InFlight;
-                self.queued -= 1;
+                self.dequeue(i);
                 self.flights.insert(i, vec![Holder { peer, deadline }]);
                 true
             }
@@ -115,7 +140,7 @@ impl PieceTable {
     /// second copy arriving later finds it had and is ignored.
     pub fn hash_ok(&mut self, i: usize) -> bool {
         match self.state.get(i) {
-            Some(State::Queued) => self.queued -= 1,
+            Some(State::Queued) => self.dequeue(i),
             Some(State::InFlight) => {
                 self.flights.remove(&i);
             }
@@ -142,7 +167,7 @@ impl PieceTable {
         if holders.is_empty() {
             self.flights.remove(&i);
             self.state[i] = State::Queued;
-            self.queued += 1;
+            self.enqueue(i);
             return true;
         }
         false
@@ -215,7 +240,16 @@ impl PieceTable {
 
     /// Checks the invariant (tests and debug builds).
     pub fn check_invariant(&self) -> bool {
-        let queued = self.state.iter().filter(|s| **s == State::Queued).count();
+        let queued_ok = self
+            .queue
+            .iter()
+            .enumerate()
+            .all(|(at, &i)| self.qpos[i] == at)
+            && self
+                .state
+                .iter()
+                .enumerate()
+                .all(|(i, s)| (*s == State::Queued) == (self.qpos[i] != NOT_QUEUED));
         let have = self.state.iter().filter(|s| **s == State::Have).count();
         let in_flight_ok = self.state.iter().enumerate().all(|(i, s)| {
             (*s == State::InFlight)
@@ -224,7 +258,7 @@ impl PieceTable {
                     .get(&i)
                     .is_some_and(|hs| !hs.is_empty() && hs.len() <= MAX_HOLDERS)
         });
-        queued == self.queued
+        queued_ok
             && have == self.have
             && in_flight_ok
             && self.flights.keys().all(|&i| i < self.state.len())
@@ -307,6 +341,9 @@ mod tests {
         tb.acquire(3, 1, t(1));
         assert_eq!(tb.release_peer(1), vec![0, 2]);
         assert!(tb.is_queued(0) && tb.is_queued(2) && !tb.is_queued(3));
+        let mut q = tb.queued().to_vec();
+        q.sort_unstable();
+        assert_eq!(q, vec![0, 1, 2]);
         assert_eq!(
             tb.holders(3),
             &[Holder {
