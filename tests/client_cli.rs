@@ -294,3 +294,24 @@ fn signal_and_wait(cl: &mut common::Client) {
     let st = cl.wait_exit(WAIT).expect("the client exits on SIGTERM");
     assert!(st.success(), "clean exit on SIGTERM: {st:?}");
 }
+
+#[test]
+fn a_download_with_no_source_online_waits_for_one() {
+    let c = Cluster::start(2);
+    let data = test_data(900_000, 5);
+    let (mut a, mut b, _src) = two_members(&c, "late.bin", &data);
+    // The only seeder goes offline: its share pauses, the file stays listed.
+    a.run("logout", "logged out");
+    b.run("list_files g", "late.bin");
+    let dest = c.path().join("late copy.bin");
+    b.run(
+        &format!("download_file g late.bin \"{}\"", dest.display()),
+        "downloading late.bin",
+    );
+    b.run("show_downloads", "[D] [g] late.bin");
+    assert!(!dest.exists());
+    // The seeder comes back; the waiting download finds it.
+    a.run("login alice pw", "resumed 1 share");
+    b.expect_err("note: download of late.bin complete");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
