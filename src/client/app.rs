@@ -175,6 +175,8 @@ pub struct App {
     stage: Stage,
     /// The logout tag while closing.
     closing_tag: Option<u64>,
+    /// "No tracker is reachable" was reported; the next connection says so with a note.
+    outage: bool,
     prompted: bool,
 }
 
@@ -236,6 +238,7 @@ impl App {
             haves: HaveBatcher::default(),
             stage: Stage::Running,
             closing_tag: None,
+            outage: false,
             prompted: false,
         })
     }
@@ -650,13 +653,19 @@ impl App {
                 switched,
             } => {
                 log::info!("connected to tracker {tracker} ({addr})");
+                let after_outage = std::mem::take(&mut self.outage);
                 if switched {
                     console::err(&format!(
                         "note: switched to tracker {tracker} ({addr}); your session continues there"
                     ));
+                } else if after_outage {
+                    console::err(&format!(
+                        "note: connected to tracker {tracker} ({addr})"
+                    ));
                 }
             }
             LinkEvent::Unreachable => {
+                self.outage = true;
                 console::err("warning: no tracker is reachable; still trying");
             }
             LinkEvent::SessionLost { reason } => {

@@ -77,6 +77,14 @@ impl Input {
                 input.saved_flags = Some(flags);
                 input.mode = Mode::Polled;
                 input.more = true;
+                // Release builds abort on panic (no unwinding, no Drop): put the terminal
+                // back from the panic hook too, or the user's shell inherits O_NONBLOCK.
+                let previous = std::panic::take_hook();
+                std::panic::set_hook(Box::new(move |info| {
+                    // SAFETY: restores the flags read above.
+                    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+                    previous(info);
+                }));
             } else {
                 let _ = registry.deregister(&mut SourceFd(&fd));
             }
