@@ -659,9 +659,7 @@ impl App {
                         "note: switched to tracker {tracker} ({addr}); your session continues there"
                     ));
                 } else if after_outage {
-                    console::err(&format!(
-                        "note: connected to tracker {tracker} ({addr})"
-                    ));
+                    console::err(&format!("note: connected to tracker {tracker} ({addr})"));
                 }
             }
             LinkEvent::Unreachable => {
