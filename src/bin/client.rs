@@ -1,1 +1,83 @@
-fn main() {}
+//! The terminal client: argument parsing and start-up. Everything else is in `client::app`.
+
+use clap::Parser;
+use groupshare::client::app::{self, Config};
+use groupshare::client::shares;
+use groupshare::{cluster, runtime};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A groupshare client: share files with your groups, download from other members.
+///
+/// Commands are read one a line from standard input; type `help` for the list.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// IP:PORT to listen on for other peers and to advertise to them (port 0: a free port).
+    /// A tracker's address here means "prefer that tracker" and listens on a free port.
+    listen: String,
+    /// The tracker_info file: one tracker IP:PORT a line, tracker 1 first.
+    tracker_info: PathBuf,
+    /// Where remembered shares are kept (default: $XDG_STATE_HOME/groupshare, else
+    /// ~/.local/state/groupshare).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// At end of input keep running and seeding until SIGINT or SIGTERM.
+    #[arg(long)]
+    serve: bool,
+    /// More log output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    quiet: u8,
+    /// Log level: error, warn, info, debug or trace (overrides -v/-q).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    match start(args) {
+        Ok(config) => std::process::exit(app::run(config)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn start(args: Args) -> Result<Config, String> {
+    // The default level is warn: a person at the prompt wants results, not the loop's news.
+    let level = runtime::log_level(args.verbose, args.quiet + 1, args.log_level.as_deref())?;
+    runtime::init_logging(level);
+    let trackers = cluster::read_tracker_info(&args.tracker_info)?;
+    let asked: SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| format!("'{}' is not an IP:PORT address", args.listen))?;
+    let (listen, preferred, announce) = match trackers.iter().position(|t| *t == asked) {
+        Some(i) => {
+            eprintln!(
+                "note: {asked} is tracker {}'s address: preferring that tracker and listening for peers on a free port of {}",
+                i + 1,
+                asked.ip()
+            );
+            (SocketAddr::new(asked.ip(), 0), i, true)
+        }
+        None => (asked, 0, asked.port() == 0),
+    };
+    let state_dir = match args.state_dir {
+        Some(d) => d,
+        None => shares::default_state_dir()
+            .ok_or("no state directory: set HOME or XDG_STATE_HOME, or give --state-dir")?,
+    };
+    Ok(Config {
+        listen,
+        trackers,
+        preferred,
+        state_dir,
+        serve: args.serve,
+        announce_port: announce,
+    })
+}

@@ -1,4 +1,13 @@
 //! The terminal client.
 //!
-//! - `peers` — everything that talks to other clients: seeding, downloading, hashing, disk
+//! - `shell`        — the command language: a line in, a checked `Command` out (pure)
+//! - `shares`       — remembered shares on disk, resumed at login
+//! - `peers`        — everything that talks to other clients: seeding, downloading, hashing, disk
+pub mod app;
+pub mod console;
+pub mod have_batch;
 pub mod peers;
+pub mod report;
+pub mod shares;
+pub mod shell;
+pub mod tracker_link;

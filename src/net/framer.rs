@@ -129,6 +129,20 @@ impl LineFramer {
         self.limit = limit;
     }
 
+    /// Moves up to `dst.len()` raw bytes buffered after the last returned line into `dst`, as
+    /// if they had been consumed: the peer protocol reads a piece's payload this way when a read
+    /// brought the payload's first bytes in with its header line. Returns how many were moved.
+    pub fn take_raw(&mut self, dst: &mut [u8]) -> usize {
+        if self.overflowed {
+            return 0;
+        }
+        let n = dst.len().min(self.pending());
+        dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        self.scanned = self.scanned.max(self.start);
+        n
+    }
+
     /// Drops the consumed prefix; keeps the allocation small for idle connections.
     pub fn compact(&mut self) {
         if self.start == 0 {
@@ -186,6 +200,18 @@ mod tests {
         let mut f = LineFramer::new(8);
         f.push(b"12345678\n");
         assert_eq!(f.next_line(), Frame::TooLong);
+    }
+
+    #[test]
+    fn take_raw_moves_bytes_after_a_line_and_lines_resume_after_them() {
+        let mut f = LineFramer::new(100);
+        f.push(b"piece 0 3\nabcnext\n");
+        assert_eq!(f.next_line(), Frame::Line(b"piece 0 3"));
+        let mut dst = [0u8; 3];
+        assert_eq!(f.take_raw(&mut dst), 3);
+        assert_eq!(&dst, b"abc");
+        assert_eq!(lines(&mut f), ["next"]);
+        assert_eq!(f.take_raw(&mut dst), 0);
     }
 
     #[test]

@@ -1,1 +1,2 @@
 //! Message formats that cross sockets, pure and fuzzable.
+pub mod peer;

@@ -7,14 +7,51 @@
 //! `PeerEvent`s that come back (reporting pieces to the tracker, fetching peers, printing notes).
 //! Nothing here talks to the tracker and nothing here blocks.
 
-use crate::pieces::{Hash, PieceSet};
+//!
+//! Modules, one job each:
+//! - `catalog`  — what this client serves: (group, file) → path and verified pieces
+//! - `seeder`   — upload connections: answer `want`/`get` from the catalog, bounded output
+//! - `download` — one download: its peers, piece table, store; Verifying → Downloading → done
+//! - `fetch`    — one download connection: connect, requests, replies, payload into a buffer
+//! - `table`    — piece states (have / in flight / queued) and their named transitions
+//! - `picker`   — availability counts and the rarest-first choice
+//! - `store`    — the `.part` file: pwrite/pread of whole pieces, the resume check
+//! - `hasher`   — SHA-1 of pieces; hashing a file to share a few pieces per tick
+//! - `rate`     — bytes per second over the last few seconds
+//!
+//! Tokens: the listener and every connection live in one slab; token = `TOKEN_BASE + key`.
+//! A closed connection's key is freed at once; a later event in the same batch for it finds
+//! nothing (ignored) or a newer connection, for which a spurious readiness is harmless.
+
+pub mod catalog;
+pub mod download;
+pub mod fetch;
+pub mod hasher;
+pub mod picker;
+pub mod rate;
+pub mod seeder;
+pub mod store;
+pub mod table;
+
+use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
+use crate::runtime::Rng;
+use catalog::{Catalog, Entry};
+use download::{Ctx, Download};
+use hasher::{HashJob, HashStep};
 use mio::event::Event;
-use mio::Registry;
-use std::io;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use seeder::{UploadConn, MAX_UPLOADS};
+use slab::Slab;
+use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Bytes of files being shared hashed per tick, across all jobs: 8 MiB is a few milliseconds
+/// of SHA-1, so the loop stays responsive while a large file is hashed.
+pub const HASH_BYTES_PER_TICK: u64 = 8 * 1024 * 1024;
 
 /// Tokens at or above this value belong to the peer side; the app uses those below.
 pub const TOKEN_BASE: usize = 1 << 30;
@@ -91,15 +128,53 @@ pub enum PeerEvent {
     HashFailed { job: HashJobId, reason: String },
 }
 
+/// What a slab slot holds.
+pub enum Slot {
+    Listener(TcpListener),
+    Upload(Box<UploadConn>),
+    /// A connection of this download; the download owns it.
+    Fetch(DownloadId),
+}
+
 /// The peer side. See the module documentation.
-pub struct PeerSide {}
+pub struct PeerSide {
+    slots: Slab<Slot>,
+    catalog: Catalog,
+    /// In the order started.
+    downloads: Vec<Download>,
+    hash_jobs: Vec<HashJob>,
+    events: Vec<PeerEvent>,
+    rng: Rng,
+    /// One piece of scratch space for hashing and resume checks, reused.
+    scratch: Vec<u8>,
+    uploads: usize,
+}
 
 impl PeerSide {
     /// Binds the upload listener on `listen` (port 0 picks a free port) and registers it.
     /// Returns the side and the address actually bound.
     pub fn new(registry: &Registry, listen: SocketAddr) -> io::Result<(PeerSide, SocketAddr)> {
-        let _ = (registry, listen);
-        todo!("implemented by the peer-side work")
+        let mut listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        let mut slots = Slab::new();
+        let entry = slots.vacant_entry();
+        registry.register(
+            &mut listener,
+            Token(TOKEN_BASE + entry.key()),
+            Interest::READABLE,
+        )?;
+        entry.insert(Slot::Listener(listener));
+        let side = PeerSide {
+            slots,
+            catalog: Catalog::default(),
+            downloads: Vec::new(),
+            hash_jobs: Vec::new(),
+            events: Vec::new(),
+            rng: Rng::new(crate::runtime::random_u64()),
+            scratch: Vec::new(),
+            uploads: 0,
+        };
+        Ok((side, addr))
     }
 
     /// True if `token` belongs to the peer side.
@@ -110,21 +185,134 @@ impl PeerSide {
     /// Handles one readiness event for a peer-side token. Events for tokens that were closed
     /// earlier in the same batch are ignored.
     pub fn handle_event(&mut self, registry: &Registry, event: &Event, now: Instant) {
-        let _ = (registry, event, now);
-        todo!()
+        let Some(key) = event.token().0.checked_sub(TOKEN_BASE) else {
+            return;
+        };
+        match self.slots.get_mut(key) {
+            None => {}
+            Some(Slot::Listener(_)) => self.accept(registry, key),
+            Some(Slot::Upload(conn)) => {
+                let keep = match conn.service(registry, event.token(), &self.catalog) {
+                    Ok(keep) => keep,
+                    Err(e) => {
+                        log::debug!("upload connection closed: {e}");
+                        false
+                    }
+                };
+                if !keep {
+                    if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
+                        let _ = registry.deregister(conn.stream_mut());
+                    }
+                    self.uploads -= 1;
+                }
+            }
+            Some(Slot::Fetch(id)) => {
+                let id = *id;
+                let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
+                    return;
+                };
+                let mut ctx = Ctx {
+                    registry,
+                    slots: &mut self.slots,
+                    catalog: &mut self.catalog,
+                    events: &mut self.events,
+                    rng: &mut self.rng,
+                    scratch: &mut self.scratch,
+                    now,
+                };
+                dl.on_event(&mut ctx, key, event);
+            }
+        }
+    }
+
+    /// Accepts until the listener has no more; past `MAX_UPLOADS`, `err busy` and close.
+    fn accept(&mut self, registry: &Registry, key: usize) {
+        let mut accepted = Vec::new();
+        if let Some(Slot::Listener(listener)) = self.slots.get(key) {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => accepted.push(stream),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // Out of descriptors, typically; the pending peers wait for the next
+                        // connection's readiness or retry themselves.
+                        log::warn!("cannot accept a peer connection: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        for stream in accepted {
+            self.add_upload(registry, stream);
+        }
+    }
+
+    fn add_upload(&mut self, registry: &Registry, mut stream: TcpStream) {
+        if self.uploads >= MAX_UPLOADS {
+            // Best effort: a fresh socket's buffer takes this short line.
+            let _ = stream.write(b"err busy\n");
+            return;
+        }
+        let entry = self.slots.vacant_entry();
+        let token = Token(TOKEN_BASE + entry.key());
+        if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+            log::warn!("cannot register a peer connection: {e}");
+            return;
+        }
+        entry.insert(Slot::Upload(Box::new(UploadConn::new(stream))));
+        self.uploads += 1;
+        // Requests may already be waiting; edge-triggered readiness reports them anyway, as
+        // the registration happens after they arrived.
     }
 
     /// Runs deadlines (piece timeouts, reconnects, peer refresh), advances hashing and resume
     /// verification a few pieces at a time, and returns what happened since the last call.
     pub fn tick(&mut self, registry: &Registry, now: Instant) -> Vec<PeerEvent> {
-        let _ = (registry, now);
-        todo!()
+        let mut budget = HASH_BYTES_PER_TICK;
+        let mut i = 0;
+        while i < self.hash_jobs.len() && budget > 0 {
+            let step = self.hash_jobs[i].step(&mut self.scratch, budget);
+            budget = 0; // one job per tick keeps the per-tick bound simple
+            let job = self.hash_jobs[i].id;
+            match step {
+                HashStep::More => i += 1,
+                HashStep::Done { size, hashes } => {
+                    self.hash_jobs.remove(i);
+                    self.events.push(PeerEvent::Hashed { job, size, hashes });
+                }
+                HashStep::Failed(reason) => {
+                    self.hash_jobs.remove(i);
+                    self.events.push(PeerEvent::HashFailed { job, reason });
+                }
+            }
+        }
+        let mut ctx = Ctx {
+            registry,
+            slots: &mut self.slots,
+            catalog: &mut self.catalog,
+            events: &mut self.events,
+            rng: &mut self.rng,
+            scratch: &mut self.scratch,
+            now,
+        };
+        for dl in &mut self.downloads {
+            dl.tick(&mut ctx);
+        }
+        std::mem::take(&mut self.events)
     }
 
     /// The earliest moment `tick` has work to do (a deadline), or `None` if it only needs to run
     /// after events. Hashing in progress returns `Some(now)`: the loop must not sleep.
     pub fn next_deadline(&self) -> Option<Instant> {
-        todo!()
+        let now = Instant::now();
+        if !self.hash_jobs.is_empty() || !self.events.is_empty() {
+            return Some(now);
+        }
+        self.downloads
+            .iter()
+            .filter_map(|d| d.next_deadline(now))
+            .min()
     }
 
     /// Starts serving a whole file under `(group, file)`. Replaces an earlier share of the same
@@ -137,20 +325,33 @@ impl PeerSide {
         size: u64,
         hashes: Arc<Vec<Hash>>,
     ) {
-        let _ = (group, file, path, size, hashes);
-        todo!()
+        let npieces = piece_count(size).min(MAX_PIECES) as usize;
+        if hashes.len() != npieces {
+            log::warn!(
+                "share of {file}: {} hashes for {npieces} pieces",
+                hashes.len()
+            );
+        }
+        self.catalog.insert(
+            group,
+            file,
+            Entry {
+                path,
+                size,
+                have: PieceSet::full(npieces),
+            },
+        );
     }
 
     /// Stops serving `(group, file)` (a complete download of it included).
     pub fn unshare(&mut self, group: &str, file: &str) {
-        let _ = (group, file);
-        todo!()
+        self.catalog.remove(group, file);
     }
 
     /// Starts hashing `path` a few pieces per `tick`; ends in `Hashed` or `HashFailed`.
     pub fn start_hashing(&mut self, job: HashJobId, path: PathBuf) -> io::Result<()> {
-        let _ = (job, path);
-        todo!()
+        self.hash_jobs.push(HashJob::open(job, path)?);
+        Ok(())
     }
 
     /// Starts (or resumes from `<dest>.part`) a download. Errors (destination exists, directory
@@ -161,23 +362,52 @@ impl PeerSide {
         spec: DownloadSpec,
         now: Instant,
     ) -> Result<(), String> {
-        let _ = (id, spec, now);
-        todo!()
+        if self.downloads.iter().any(|d| d.id == id) {
+            return Err(format!("download {id} already exists"));
+        }
+        if self
+            .downloads
+            .iter()
+            .any(|d| d.is_active() && d.dest() == spec.dest)
+        {
+            return Err(format!(
+                "{} is already being downloaded",
+                spec.dest.display()
+            ));
+        }
+        let dl = Download::start(id, spec, now, &mut self.catalog)?;
+        self.downloads.push(dl);
+        Ok(())
     }
 
-    /// Adds or refreshes the sources of a download (addresses may have changed).
+    /// Adds or refreshes the sources of a download (addresses may have changed). The
+    /// connections are made by the next `tick` (which has the registry); `next_deadline` says
+    /// so.
     pub fn add_peers(&mut self, id: DownloadId, peers: Vec<PeerInfo>, now: Instant) {
-        let _ = (id, peers, now);
-        todo!()
+        let _ = now;
+        if let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) {
+            dl.queue_peers(peers);
+        }
     }
 
     /// Every download in the order started.
     pub fn downloads(&self) -> Vec<DownloadStatus> {
-        todo!()
+        let now = Instant::now();
+        self.downloads.iter().map(|d| d.status(now)).collect()
     }
 
     /// True while any download is still running (end of input waits for these).
     pub fn has_active_downloads(&self) -> bool {
-        todo!()
+        self.downloads.iter().any(Download::is_active)
+    }
+
+    /// Verified pieces each peer delivered to download `id`, by user (sorted); for tests and
+    /// diagnostics. Empty for an unknown id.
+    pub fn peer_piece_counts(&self, id: DownloadId) -> Vec<(String, u64)> {
+        self.downloads
+            .iter()
+            .find(|d| d.id == id)
+            .map(Download::peer_piece_counts)
+            .unwrap_or_default()
     }
 }

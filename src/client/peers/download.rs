@@ -1,0 +1,753 @@
+//! One download: its piece table, availability, peers and their connections, the `.part`
+//! store and the rate. States: `Verifying` (hashing an existing `.part` a few pieces per tick)
+//! → `Downloading` → `Complete` or `Failed`. Every piece is hashed before it is written; the
+//! file is renamed into place once every piece is verified.
+
+use super::catalog::{Catalog, Entry};
+use super::fetch::{ConnState, FetchConn, Incoming, Pending};
+use super::hasher::sha1;
+use super::picker::Availability;
+use super::rate::RateMeter;
+use super::store::{part_path, PartFile};
+use super::table::{PeerKey, PieceTable};
+use super::{
+    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, Slot, TOKEN_BASE,
+};
+use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
+use crate::protocol::peer::Request;
+use crate::runtime::Rng;
+use mio::event::Event;
+use mio::{Registry, Token};
+use slab::Slab;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `get`s in flight per connection: a seeder holds two pieces of output, so four keeps its
+/// output full while the next two requests are already waiting in its socket — enough to hide
+/// loopback and LAN round trips, while a stalled peer holds back at most 2 MiB of the queue.
+pub const PIPELINE_DEPTH: usize = 4;
+/// A requested piece must arrive by then; each piece a peer delivers restarts the clock for
+/// its other requests, so only a peer that delivers nothing for this long counts as stalled.
+pub const PIECE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A `have` reply (or a connect) must come within this; a live peer answers in milliseconds.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Before reconnecting to a peer that closed, failed or stalled: no busy loop on a dead peer.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// How often the app is asked for fresh peers while downloading, so seeders that came back at
+/// a new address (or new partial sources) are found within seconds.
+pub const PEER_REFRESH: Duration = Duration::from_secs(3);
+/// The soonest NeedPeers repeats when no source is connected.
+pub const NEED_PEERS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle connection asks `want` again: a partial source verifies new pieces.
+pub const HAVE_REFRESH: Duration = Duration::from_secs(2);
+/// Pieces failing their hash from one peer before that peer is dropped for this download:
+/// one could be a disk glitch at the peer, three is a pattern.
+pub const MAX_BAD_PIECES: u32 = 3;
+/// Pieces of an existing `.part` checked per tick on resume: 8 MiB, a few milliseconds.
+pub const VERIFY_PIECES_PER_TICK: usize = 16;
+
+/// What the download needs from the peer side while it runs.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub slots: &'a mut Slab<Slot>,
+    pub catalog: &'a mut Catalog,
+    pub events: &'a mut Vec<PeerEvent>,
+    pub rng: &'a mut Rng,
+    pub scratch: &'a mut Vec<u8>,
+    pub now: Instant,
+}
+
+/// A peer of this download, connected or not.
+struct Peer {
+    addr: SocketAddrKey,
+    /// The connection's slab key while connected.
+    conn: Option<PeerKey>,
+    /// Earliest moment to connect again after a failure.
+    retry_at: Instant,
+    bad_pieces: u32,
+    /// Dropped for bad pieces: never used again by this download.
+    banned: bool,
+    /// Pieces this peer sent corrupt: fetched from someone else.
+    failed: HashSet<usize>,
+    /// Verified pieces received from this peer.
+    pieces: u64,
+}
+
+type SocketAddrKey = std::net::SocketAddr;
+
+pub struct Download {
+    pub id: DownloadId,
+    pub group: String,
+    pub file: String,
+    size: u64,
+    hashes: Arc<Vec<Hash>>,
+    dest: PathBuf,
+    part: PathBuf,
+    state: DownloadState,
+    store: Option<PartFile>,
+    table: PieceTable,
+    avail: Availability,
+    peers: HashMap<String, Peer>,
+    conns: HashMap<PeerKey, FetchConn>,
+    rate: RateMeter,
+    /// Next piece to check while Verifying.
+    verify_next: usize,
+    /// Verified since the last tick, reported as one PiecesVerified.
+    verified: Vec<usize>,
+    next_refresh: Instant,
+    last_need_peers: Option<Instant>,
+    /// Pieces went back to the queue or a peer announced more: connections may request.
+    dirty: bool,
+    /// A disk error met while handling a connection; the download fails after it.
+    failure: Option<String>,
+    /// From `add_peers`, waiting for the next tick.
+    new_peers: Vec<PeerInfo>,
+}
+
+impl Download {
+    /// Checks the destination and opens (or resumes) `<dest>.part`.
+    pub fn start(
+        id: DownloadId,
+        spec: DownloadSpec,
+        now: Instant,
+        catalog: &mut Catalog,
+    ) -> Result<Download, String> {
+        let npieces = piece_count(spec.size);
+        if npieces > MAX_PIECES || spec.hashes.len() as u64 != npieces {
+            return Err(format!(
+                "the tracker's description of {} is inconsistent ({} bytes, {} hashes)",
+                spec.file,
+                spec.size,
+                spec.hashes.len()
+            ));
+        }
+        let dest = spec.dest;
+        if dest.exists() {
+            return Err(format!("{} already exists", dest.display()));
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!("directory {} does not exist", dir.display()));
+        }
+        let part = part_path(&dest);
+        let (store, existed) = PartFile::open(&part, spec.size).map_err(|e| {
+            format!(
+                "cannot write {} (is {} writable?): {e}",
+                part.display(),
+                dir.display()
+            )
+        })?;
+        let npieces = npieces as usize;
+        if catalog.get(&spec.group, &spec.file).is_none() {
+            catalog.insert(
+                &spec.group,
+                &spec.file,
+                Entry {
+                    path: part.clone(),
+                    size: spec.size,
+                    have: PieceSet::empty(npieces),
+                },
+            );
+        }
+        Ok(Download {
+            id,
+            group: spec.group,
+            file: spec.file,
+            size: spec.size,
+            hashes: spec.hashes,
+            dest,
+            part,
+            state: if existed && npieces > 0 {
+                DownloadState::Verifying
+            } else {
+                DownloadState::Downloading
+            },
+            store: Some(store),
+            table: PieceTable::new(npieces),
+            avail: Availability::new(npieces),
+            peers: HashMap::new(),
+            conns: HashMap::new(),
+            rate: RateMeter::new(),
+            verify_next: 0,
+            verified: Vec::new(),
+            next_refresh: now + PEER_REFRESH,
+            last_need_peers: None,
+            dirty: false,
+            failure: None,
+            new_peers: Vec::new(),
+        })
+    }
+
+    pub fn dest(&self) -> &std::path::Path {
+        &self.dest
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.state,
+            DownloadState::Verifying | DownloadState::Downloading
+        )
+    }
+
+    pub fn status(&self, now: Instant) -> DownloadStatus {
+        DownloadStatus {
+            id: self.id,
+            group: self.group.clone(),
+            file: self.file.clone(),
+            state: self.state.clone(),
+            pieces_done: self.table.have_count(),
+            pieces_total: self.table.len(),
+            rate: if self.is_active() {
+                self.rate.rate(now)
+            } else {
+                0.0
+            },
+            peers: self
+                .conns
+                .values()
+                .filter(|c| c.state == ConnState::Live)
+                .count(),
+        }
+    }
+
+    /// Verified pieces received from each peer, by user.
+    pub fn peer_piece_counts(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .peers
+            .iter()
+            .map(|(u, p)| (u.clone(), p.pieces))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Peers from the tracker, applied at the next tick.
+    pub fn queue_peers(&mut self, infos: Vec<PeerInfo>) {
+        if self.is_active() {
+            self.new_peers.extend(infos);
+        }
+    }
+
+    /// New or refreshed sources. A known user at a new address is reconnected there.
+    fn add_peers(&mut self, ctx: &mut Ctx) {
+        let infos = std::mem::take(&mut self.new_peers);
+        for info in infos {
+            match self.peers.get_mut(&info.user) {
+                Some(p) if p.banned => {}
+                Some(p) if p.addr != info.addr => {
+                    p.addr = info.addr;
+                    p.retry_at = ctx.now;
+                    if let Some(key) = p.conn {
+                        self.close(ctx, key, "address changed");
+                    }
+                }
+                Some(p) => {
+                    // A fresh answer from the tracker is a reason to try again now.
+                    p.retry_at = p.retry_at.min(ctx.now);
+                }
+                None => {
+                    self.peers.insert(
+                        info.user.clone(),
+                        Peer {
+                            addr: info.addr,
+                            conn: None,
+                            retry_at: ctx.now,
+                            bad_pieces: 0,
+                            banned: false,
+                            failed: HashSet::new(),
+                            pieces: 0,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn connect_due(&mut self, ctx: &mut Ctx) {
+        let due: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.banned && p.conn.is_none() && p.retry_at <= ctx.now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in due {
+            self.connect(ctx, user);
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Ctx, user: String) {
+        let Some(peer) = self.peers.get_mut(&user) else {
+            return;
+        };
+        let entry = ctx.slots.vacant_entry();
+        let key = entry.key();
+        let token = Token(TOKEN_BASE + key);
+        match FetchConn::connect(
+            ctx.registry,
+            token,
+            user.clone(),
+            peer.addr,
+            self.size,
+            ctx.now + CONNECT_TIMEOUT,
+        ) {
+            Ok(conn) => {
+                entry.insert(Slot::Fetch(self.id));
+                peer.conn = Some(key);
+                self.conns.insert(key, conn);
+            }
+            Err(e) => {
+                log::debug!(
+                    "download {}: cannot connect to {user} at {}: {e}",
+                    self.id,
+                    peer.addr
+                );
+                peer.retry_at = ctx.now + RECONNECT_DELAY;
+            }
+        }
+    }
+
+    /// Closes a connection: its pieces go back to the queue, its pieces leave availability.
+    fn close(&mut self, ctx: &mut Ctx, key: PeerKey, why: &str) {
+        if let Some(conn) = self.conns.remove(&key) {
+            self.drop_conn(ctx, key, conn, why);
+        }
+    }
+
+    fn drop_conn(&mut self, ctx: &mut Ctx, key: PeerKey, mut conn: FetchConn, why: &str) {
+        log::debug!(
+            "download {}: closing connection to {} ({why})",
+            self.id,
+            conn.user
+        );
+        conn.deregister(ctx.registry);
+        ctx.slots.try_remove(key);
+        if !self.table.release_peer(key).is_empty() {
+            self.dirty = true;
+        }
+        if let Some(have) = &conn.have {
+            self.avail.remove_set(have);
+        }
+        if let Some(p) = self.peers.get_mut(&conn.user) {
+            if p.conn == Some(key) {
+                p.conn = None;
+                p.retry_at = ctx.now + RECONNECT_DELAY;
+            }
+        }
+    }
+
+    /// Readiness for one of this download's connections.
+    pub fn on_event(&mut self, ctx: &mut Ctx, key: PeerKey, event: &Event) {
+        let Some(mut conn) = self.conns.remove(&key) else {
+            return; // closed earlier in this batch; the slot may belong to a newer connection
+        };
+        match self.drive(ctx, key, &mut conn, event) {
+            Ok(()) if self.state == DownloadState::Downloading => {
+                self.conns.insert(key, conn);
+            }
+            Ok(()) => self.drop_conn(ctx, key, conn, "download over"),
+            Err(why) => self.drop_conn(ctx, key, conn, &why),
+        }
+        self.after_io(ctx);
+    }
+
+    fn drive(
+        &mut self,
+        ctx: &mut Ctx,
+        key: PeerKey,
+        conn: &mut FetchConn,
+        event: &Event,
+    ) -> Result<(), String> {
+        let token = Token(TOKEN_BASE + key);
+        if conn.state == ConnState::Connecting {
+            if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
+                return Ok(());
+            }
+            match conn.finish_connect() {
+                Ok(false) => return Ok(()),
+                Ok(true) => {
+                    let want = Request::Want {
+                        group: self.group.clone(),
+                        file: self.file.clone(),
+                    };
+                    conn.send(&want, Pending::Want, ctx.now + REPLY_TIMEOUT);
+                    conn.next_want = ctx.now + HAVE_REFRESH;
+                }
+                Err(e) => return Err(format!("connect failed: {e}")),
+            }
+        }
+        loop {
+            let incoming = conn
+                .read_next(ctx.now + PIECE_TIMEOUT)
+                .map_err(|e| format!("{e}"))?;
+            match incoming {
+                Incoming::Blocked => break,
+                Incoming::Closed => return Err("peer closed the connection".into()),
+                Incoming::Have(set) => {
+                    if let Some(old) = conn.have.replace(set) {
+                        self.avail.remove_set(&old);
+                    }
+                    if let Some(new) = &conn.have {
+                        self.avail.add_set(new);
+                    }
+                    conn.next_want = ctx.now + HAVE_REFRESH;
+                }
+                Incoming::Piece { index, len } => self.on_piece(ctx, key, conn, index, len)?,
+                Incoming::Refused { req, reason } => {
+                    log::debug!(
+                        "download {}: {} refused {req:?}: {reason}",
+                        self.id,
+                        conn.user
+                    );
+                    match req {
+                        Pending::Want => return Err(format!("peer refused: {reason}")),
+                        Pending::Get(i) => {
+                            if self.table.release(i, key) {
+                                self.dirty = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if self.failure.is_some() || self.table.is_complete() {
+                return Ok(());
+            }
+        }
+        self.fill(ctx, key, conn);
+        conn.flush(ctx.registry, token).map_err(|e| format!("{e}"))
+    }
+
+    fn on_piece(
+        &mut self,
+        ctx: &mut Ctx,
+        key: PeerKey,
+        conn: &mut FetchConn,
+        index: usize,
+        len: usize,
+    ) -> Result<(), String> {
+        if self.table.is_have(index) {
+            return Ok(()); // a second copy (endgame): harmless
+        }
+        let data = conn.piece_data(len);
+        let good = self.hashes.get(index).is_some_and(|h| sha1(data) == *h);
+        let Some(peer) = self.peers.get_mut(&conn.user) else {
+            return Err("unknown peer".into());
+        };
+        if !good {
+            self.table.hash_failed(index, key);
+            self.dirty = true;
+            peer.bad_pieces += 1;
+            peer.failed.insert(index);
+            log::warn!(
+                "download {}: piece {index} from {} failed its hash",
+                self.id,
+                conn.user
+            );
+            if peer.bad_pieces >= MAX_BAD_PIECES {
+                peer.banned = true;
+                return Err(format!("{} pieces failed their hash", peer.bad_pieces));
+            }
+            return Ok(());
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if let Err(e) = store.write_piece(index, data) {
+            self.failure = Some(format!("cannot write {}: {e}", self.part.display()));
+            return Ok(());
+        }
+        self.table.hash_ok(index);
+        self.table.extend(key, ctx.now + PIECE_TIMEOUT);
+        ctx.catalog.mark(&self.group, &self.file, &self.part, index);
+        self.verified.push(index);
+        peer.pieces += 1;
+        self.rate.record(ctx.now, len as u64);
+        Ok(())
+    }
+
+    /// Tops up one connection's pipeline: rarest-first among the queued pieces the peer has;
+    /// when it has none, the endgame: a piece already in flight elsewhere, the latest first.
+    fn fill(&mut self, ctx: &mut Ctx, key: PeerKey, conn: &mut FetchConn) {
+        if self.state != DownloadState::Downloading || conn.state != ConnState::Live {
+            return;
+        }
+        let Some(have) = &conn.have else {
+            return;
+        };
+        let no_failed = HashSet::new();
+        let failed = self
+            .peers
+            .get(&conn.user)
+            .map(|p| &p.failed)
+            .unwrap_or(&no_failed);
+        let mut picks = Vec::new();
+        while conn.gets_in_flight() + picks.len() < PIPELINE_DEPTH {
+            let ok = |i: usize| !failed.contains(&i) && !conn.refused.contains(&i);
+            let table = &self.table;
+            let mut pick = None;
+            let queue = table.queued();
+            if !queue.is_empty() {
+                // A random starting point, so that a bounded scan of a huge queue is fair.
+                let start = ctx.rng.below(queue.len());
+                let candidates = queue[start..].iter().chain(&queue[..start]).copied();
+                pick = self
+                    .avail
+                    .pick(candidates, |i| have.contains(i) && ok(i), ctx.rng);
+            }
+            if pick.is_none() {
+                pick = table.endgame_candidate(key, |i| have.contains(i) && ok(i));
+            }
+            let Some(i) = pick else {
+                break;
+            };
+            self.table.acquire(i, key, ctx.now + PIECE_TIMEOUT);
+            picks.push(i);
+        }
+        for i in picks {
+            let req = Request::Get {
+                group: self.group.clone(),
+                file: self.file.clone(),
+                index: i,
+            };
+            conn.send(&req, Pending::Get(i), ctx.now + PIECE_TIMEOUT);
+        }
+    }
+
+    /// Offers every live connection the pieces that became available.
+    fn fill_all(&mut self, ctx: &mut Ctx) {
+        let keys: Vec<PeerKey> = self.conns.keys().copied().collect();
+        for key in keys {
+            let Some(mut conn) = self.conns.remove(&key) else {
+                continue;
+            };
+            self.fill(ctx, key, &mut conn);
+            match conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
+                Ok(()) => {
+                    self.conns.insert(key, conn);
+                }
+                Err(e) => self.drop_conn(ctx, key, conn, &format!("{e}")),
+            }
+        }
+    }
+
+    /// After I/O: disk failure, completion, pieces to hand to other connections.
+    fn after_io(&mut self, ctx: &mut Ctx) {
+        if let Some(reason) = self.failure.take() {
+            self.fail(ctx, reason);
+            return;
+        }
+        if self.state == DownloadState::Downloading && self.table.is_complete() {
+            self.finish(ctx);
+            return;
+        }
+        if self.dirty && self.state == DownloadState::Downloading {
+            self.dirty = false;
+            self.fill_all(ctx);
+        }
+    }
+
+    fn report_verified(&mut self, ctx: &mut Ctx) {
+        if !self.verified.is_empty() {
+            let mut pieces = std::mem::take(&mut self.verified);
+            pieces.sort_unstable();
+            ctx.events.push(PeerEvent::PiecesVerified {
+                id: self.id,
+                pieces,
+            });
+        }
+    }
+
+    fn close_all(&mut self, ctx: &mut Ctx, why: &str) {
+        let keys: Vec<PeerKey> = self.conns.keys().copied().collect();
+        for key in keys {
+            self.close(ctx, key, why);
+        }
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx, reason: String) {
+        log::warn!("download {} of {} failed: {reason}", self.id, self.file);
+        self.close_all(ctx, "download failed");
+        self.store = None;
+        self.report_verified(ctx);
+        self.state = DownloadState::Failed(reason.clone());
+        ctx.events.push(PeerEvent::Failed {
+            id: self.id,
+            reason,
+        });
+    }
+
+    /// Every piece verified: rename into place and serve the file from there.
+    fn finish(&mut self, ctx: &mut Ctx) {
+        self.close_all(ctx, "download complete");
+        self.store = None;
+        if self.dest.exists() {
+            let reason = format!(
+                "{} was created by something else meanwhile; the data is in {}",
+                self.dest.display(),
+                self.part.display()
+            );
+            return self.fail(ctx, reason);
+        }
+        if let Err(e) = std::fs::rename(&self.part, &self.dest) {
+            let reason = format!(
+                "cannot rename {} to {}: {e}",
+                self.part.display(),
+                self.dest.display()
+            );
+            return self.fail(ctx, reason);
+        }
+        ctx.catalog.insert(
+            &self.group,
+            &self.file,
+            Entry {
+                path: self.dest.clone(),
+                size: self.size,
+                have: PieceSet::full(self.table.len()),
+            },
+        );
+        self.report_verified(ctx);
+        self.state = DownloadState::Complete;
+        ctx.events.push(PeerEvent::Completed { id: self.id });
+    }
+
+    /// Deadlines, resume verification, reconnects, peer refresh; once per loop turn.
+    pub fn tick(&mut self, ctx: &mut Ctx) {
+        if !self.new_peers.is_empty() {
+            self.add_peers(ctx);
+        }
+        match self.state {
+            DownloadState::Verifying => self.verify_step(ctx),
+            DownloadState::Downloading => self.tick_downloading(ctx),
+            _ => {}
+        }
+        if self.is_active() {
+            self.after_io(ctx);
+        }
+        self.report_verified(ctx);
+    }
+
+    fn verify_step(&mut self, ctx: &mut Ctx) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let end = (self.verify_next + VERIFY_PIECES_PER_TICK).min(self.table.len());
+        for i in self.verify_next..end {
+            match store.check_piece(i, &self.hashes[i], ctx.scratch) {
+                Ok(true) => {
+                    self.table.hash_ok(i);
+                    ctx.catalog.mark(&self.group, &self.file, &self.part, i);
+                    self.verified.push(i);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.failure = Some(format!("cannot read {}: {e}", self.part.display()));
+                    return;
+                }
+            }
+        }
+        self.verify_next = end;
+        if end == self.table.len() {
+            self.state = DownloadState::Downloading;
+            self.connect_due(ctx);
+        }
+    }
+
+    fn tick_downloading(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        let mut stalled: HashSet<PeerKey> = self
+            .table
+            .timeout(now)
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        stalled.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+                .map(|(&k, _)| k),
+        );
+        for key in stalled {
+            self.close(ctx, key, "stalled");
+        }
+        // Idle connections ask again what the peer holds: a partial source grows.
+        let idle: Vec<PeerKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.state == ConnState::Live && c.pending.is_empty() && c.next_want <= now
+            })
+            .map(|(&k, _)| k)
+            .collect();
+        for key in idle {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                let want = Request::Want {
+                    group: self.group.clone(),
+                    file: self.file.clone(),
+                };
+                conn.send(&want, Pending::Want, now + REPLY_TIMEOUT);
+                conn.next_want = now + HAVE_REFRESH;
+                if let Err(e) = conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
+                    self.close(ctx, key, &format!("{e}"));
+                }
+            }
+        }
+        self.connect_due(ctx);
+        let no_source = self.conns.is_empty();
+        let since_last = self
+            .last_need_peers
+            .map(|t| now.saturating_duration_since(t));
+        if now >= self.next_refresh
+            || (no_source && since_last.is_none_or(|d| d >= NEED_PEERS_MIN_INTERVAL))
+        {
+            ctx.events.push(PeerEvent::NeedPeers { id: self.id });
+            self.last_need_peers = Some(now);
+            self.next_refresh = now + PEER_REFRESH;
+        }
+    }
+
+    /// The earliest moment `tick` has work for this download.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            DownloadState::Verifying => return Some(now),
+            DownloadState::Downloading => {}
+            _ => return None,
+        }
+        if !self.verified.is_empty()
+            || self.dirty
+            || self.table.is_complete()
+            || !self.new_peers.is_empty()
+        {
+            return Some(now);
+        }
+        let mut next = self.next_refresh;
+        if self.conns.is_empty() {
+            let t = self
+                .last_need_peers
+                .map_or(now, |t| t + NEED_PEERS_MIN_INTERVAL);
+            next = next.min(t);
+        }
+        let candidates = self
+            .table
+            .next_deadline()
+            .into_iter()
+            .chain(self.conns.values().filter_map(|c| c.deadline))
+            .chain(
+                self.conns
+                    .values()
+                    .filter(|c| c.state == ConnState::Live && c.pending.is_empty())
+                    .map(|c| c.next_want),
+            )
+            .chain(
+                self.peers
+                    .values()
+                    .filter(|p| !p.banned && p.conn.is_none())
+                    .map(|p| p.retry_at),
+            );
+        Some(candidates.fold(next, Instant::min))
+    }
+}

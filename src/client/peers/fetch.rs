@@ -1,0 +1,295 @@
+//! One download connection to one peer: a state machine (`Connecting` → `Live`) over a
+//! non-blocking socket, sending requests and reading replies. Piece payloads are read straight
+//! from the socket into one preallocated piece buffer; only the few bytes that arrive in the
+//! same read as a header line are copied out of the line framer. What the replies mean for the
+//! download is decided in `download.rs`.
+
+use crate::net::framer::{Frame, LineFramer, MAX_LINE};
+use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
+use crate::protocol::peer::{Reply, Request};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Bytes read per syscall while a header line is expected: small, because whatever payload
+/// comes along with the header is copied once more; the payload itself is read in one piece.
+const HEADER_READ: usize = 8 * 1024;
+
+/// A request sent and not yet answered; replies come back in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    Want,
+    Get(usize),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Non-blocking connect under way; WRITABLE tells when it is done.
+    Connecting,
+    /// Connected; `want` was sent.
+    Live,
+}
+
+/// What reading found.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Nothing more now.
+    Blocked,
+    Closed,
+    Have(PieceSet),
+    /// Piece `index` arrived whole; its bytes are `piece_data(len)`.
+    Piece {
+        index: usize,
+        len: usize,
+    },
+    /// The peer refused a request.
+    Refused {
+        req: Pending,
+        reason: String,
+    },
+}
+
+/// Where the reader is in the reply stream.
+#[derive(Debug)]
+enum Rx {
+    Header,
+    Payload {
+        index: usize,
+        len: usize,
+        got: usize,
+    },
+}
+
+pub struct FetchConn {
+    pub user: String,
+    pub addr: SocketAddr,
+    stream: TcpStream,
+    pub state: ConnState,
+    /// Connect, or next reply, must happen by then; `None` while idle.
+    pub deadline: Option<Instant>,
+    /// The file's size and piece count, to check headers against.
+    size: u64,
+    npieces: usize,
+    input: LineFramer,
+    out: Vec<u8>,
+    out_pos: usize,
+    rx: Rx,
+    /// One piece; allocated at the first piece, reused for every later one.
+    buf: Vec<u8>,
+    pub pending: VecDeque<Pending>,
+    /// The peer's own answer to `want`: the truth about its pieces (the tracker's is a hint).
+    pub have: Option<PieceSet>,
+    /// Pieces the peer refused since its last `have`; not asked for again until it re-announces.
+    pub refused: HashSet<usize>,
+    /// When to ask `want` again while idle (a partial source may have verified more).
+    pub next_want: Instant,
+    writable: bool,
+}
+
+impl FetchConn {
+    /// Starts a non-blocking connect and registers it (READABLE | WRITABLE until connected).
+    pub fn connect(
+        registry: &Registry,
+        token: Token,
+        user: String,
+        addr: SocketAddr,
+        size: u64,
+        deadline: Instant,
+    ) -> io::Result<Self> {
+        let mut stream = TcpStream::connect(addr)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(FetchConn {
+            user,
+            addr,
+            stream,
+            state: ConnState::Connecting,
+            deadline: Some(deadline),
+            size,
+            npieces: crate::pieces::piece_count(size) as usize,
+            input: LineFramer::new(MAX_LINE),
+            out: Vec::new(),
+            out_pos: 0,
+            rx: Rx::Header,
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            have: None,
+            refused: HashSet::new(),
+            next_want: deadline,
+            writable: true,
+        })
+    }
+
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    /// After WRITABLE (or an error) while connecting: `Ok(true)` once connected, `Ok(false)`
+    /// if still in progress (a spurious event), `Err` if the connect failed.
+    pub fn finish_connect(&mut self) -> io::Result<bool> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.state = ConnState::Live;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn gets_in_flight(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Get(_)))
+            .count()
+    }
+
+    /// Queues a request; the reply deadline starts if nothing else was awaited.
+    pub fn send(&mut self, req: &Request, pending: Pending, reply_deadline: Instant) {
+        self.out.extend_from_slice(req.encode().as_bytes());
+        self.out.push(b'\n');
+        if self.pending.is_empty() {
+            self.deadline = Some(reply_deadline);
+        }
+        self.pending.push_back(pending);
+    }
+
+    /// Writes what is queued; keeps WRITABLE interest only while bytes are left.
+    pub fn flush(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading")),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        let want_writable = self.state == ConnState::Connecting || !self.out.is_empty();
+        if want_writable != self.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable = want_writable;
+        }
+        Ok(())
+    }
+
+    /// The payload of the piece just returned by `read_next`.
+    pub fn piece_data(&self, len: usize) -> &[u8] {
+        &self.buf[..len]
+    }
+
+    /// Reads until one reply is complete (or nothing more is available). A reply that does
+    /// not match what was asked is an `InvalidData` error: the peer is broken.
+    pub fn read_next(&mut self, reply_deadline: Instant) -> io::Result<Incoming> {
+        loop {
+            if let Rx::Payload { index, len, got } = &mut self.rx {
+                let (index, len) = (*index, *len);
+                if *got < len {
+                    *got += self.input.take_raw(&mut self.buf[*got..len]);
+                }
+                if *got < len {
+                    match self.stream.read(&mut self.buf[*got..len]) {
+                        Ok(0) => return Ok(Incoming::Closed),
+                        Ok(n) => *got += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            return Ok(Incoming::Blocked)
+                        }
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
+                self.rx = Rx::Header;
+                self.replied(reply_deadline);
+                return Ok(Incoming::Piece { index, len });
+            }
+            match self.input.next_line() {
+                Frame::Line(line) => {
+                    let reply = Reply::parse(line);
+                    return self.on_header(reply, reply_deadline);
+                }
+                Frame::TooLong => return Err(invalid("reply line too long")),
+                Frame::NeedMore => {}
+            }
+            let buf = self.input.read_buf(HEADER_READ);
+            let offered = buf.len();
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    self.input.filled(offered, 0);
+                    return Ok(Incoming::Closed);
+                }
+                Ok(n) => self.input.filled(offered, n),
+                Err(e) => {
+                    self.input.filled(offered, 0);
+                    match e.kind() {
+                        ErrorKind::WouldBlock => return Ok(Incoming::Blocked),
+                        ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn replied(&mut self, reply_deadline: Instant) {
+        self.pending.pop_front();
+        self.deadline = (!self.pending.is_empty()).then_some(reply_deadline);
+    }
+
+    fn on_header(&mut self, reply: Option<Reply>, reply_deadline: Instant) -> io::Result<Incoming> {
+        let Some(reply) = reply else {
+            return Err(invalid("malformed reply"));
+        };
+        let Some(&front) = self.pending.front() else {
+            return Err(invalid("reply to nothing"));
+        };
+        match (reply, front) {
+            (Reply::Have { have }, Pending::Want) => {
+                if have.len() != self.npieces {
+                    return Err(invalid("have with the wrong piece count"));
+                }
+                self.replied(reply_deadline);
+                self.refused.clear();
+                Ok(Incoming::Have(have))
+            }
+            (Reply::Piece { index, len }, Pending::Get(asked)) => {
+                if index != asked || len as u64 != piece_len(self.size, index as u64) {
+                    return Err(invalid("piece header does not match the request"));
+                }
+                if self.buf.len() < PIECE_SIZE as usize {
+                    self.buf = vec![0; PIECE_SIZE as usize];
+                }
+                self.rx = Rx::Payload { index, len, got: 0 };
+                // Zero-length payloads cannot occur (a piece has at least one byte), but the
+                // payload loop would deliver it correctly anyway.
+                self.read_next(reply_deadline)
+            }
+            (Reply::Err(reason), req) => {
+                self.replied(reply_deadline);
+                if let Pending::Get(i) = req {
+                    self.refused.insert(i);
+                }
+                Ok(Incoming::Refused { req, reason })
+            }
+            _ => Err(invalid("reply does not match the request")),
+        }
+    }
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, why.to_string())
+}

@@ -1,0 +1,187 @@
+//! What the user reads: tracker error codes turned into sentences, `show_downloads` lines,
+//! sizes and rates for people. Pure.
+
+use super::peers::{DownloadState, DownloadStatus};
+use super::shell::Command;
+
+/// Names a command refers to, for error sentences.
+#[derive(Debug, Default)]
+struct Names<'a> {
+    user: Option<&'a str>,
+    group: Option<&'a str>,
+    file: Option<&'a str>,
+}
+
+fn names_of(cmd: &Command) -> Names<'_> {
+    use Command::*;
+    match cmd {
+        CreateUser { user, .. } | Login { user, .. } => Names {
+            user: Some(user),
+            ..Names::default()
+        },
+        CreateGroup { group }
+        | JoinGroup { group }
+        | LeaveGroup { group }
+        | ListRequests { group }
+        | ListFiles { group } => Names {
+            group: Some(group),
+            ..Names::default()
+        },
+        AcceptRequest { group, user } => Names {
+            user: Some(user),
+            group: Some(group),
+            file: None,
+        },
+        UploadFile { group, .. } => Names {
+            group: Some(group),
+            ..Names::default()
+        },
+        DownloadFile { group, file, .. } | StopShare { group, file } => Names {
+            group: Some(group),
+            file: Some(file),
+            user: None,
+        },
+        _ => Names::default(),
+    }
+}
+
+/// A tracker's refusal of `cmd` as a sentence (without the `error: ` prefix). `file` names the
+/// file for commands whose file name is not an argument (upload_file).
+pub fn tracker_error(cmd: &Command, file: Option<&str>, code: &str, message: &str) -> String {
+    let n = names_of(cmd);
+    let user = n.user.unwrap_or("that user");
+    let group = n.group.unwrap_or("?");
+    let file = file.or(n.file).unwrap_or("?");
+    match code {
+        "not_logged_in" => "you are not logged in (use: login <user_id> <password>)".to_string(),
+        "already_logged_in" => format!("{user} is already logged in from another client"),
+        "bad_credentials" => "wrong user id or password".to_string(),
+        "user_exists" => format!("the user id '{user}' is already taken"),
+        "group_exists" => format!("a group named '{group}' already exists"),
+        "no_such_group" => format!("there is no group named '{group}'"),
+        "no_such_user" => format!("there is no user named '{user}'"),
+        "no_such_file" => format!("there is no file named '{file}' in group '{group}'"),
+        "no_such_request" => format!("{user} has not asked to join group '{group}'"),
+        "not_member" => format!("you are not a member of group '{group}'"),
+        "not_owner" => format!("only the owner of group '{group}' can do that"),
+        "already_member" => format!("you are already a member of group '{group}'"),
+        "already_requested" => format!("you have already asked to join group '{group}'"),
+        "not_seeder" => format!("you do not share '{file}' in group '{group}'"),
+        "content_mismatch" => format!(
+            "a different file named '{file}' is already shared in group '{group}' (rename yours to share it)"
+        ),
+        "unavailable" => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
+        "invalid_name" if !message.is_empty() => message.to_string(),
+        _ if message.is_empty() => format!("the tracker refused the request ({code})"),
+        _ => format!("the tracker refused the request: {message}"),
+    }
+}
+
+/// Bytes for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `2.0 GiB`.
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024.0 {
+        return format!("{} B", n.max(0.0).round() as u64);
+    }
+    let mut v = n / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A transfer rate for people: `12.3 MiB/s`.
+pub fn human_rate(bytes_per_sec: f64) -> String {
+    format!("{}/s", human_bytes(bytes_per_sec))
+}
+
+/// One `show_downloads` line.
+pub fn download_line(d: &DownloadStatus) -> String {
+    match &d.state {
+        DownloadState::Complete => format!("[C] [{}] {}", d.group, d.file),
+        DownloadState::Failed(reason) => format!("[F] [{}] {} {}", d.group, d.file, reason),
+        state => {
+            let pct = (d.pieces_done * 100)
+                .checked_div(d.pieces_total)
+                .unwrap_or(100);
+            let mut line = format!(
+                "[D] [{}] {}  {}/{} pieces {}% {}",
+                d.group,
+                d.file,
+                d.pieces_done,
+                d.pieces_total,
+                pct,
+                human_rate(d.rate)
+            );
+            if *state == DownloadState::Verifying {
+                line.push_str(" (checking earlier data)");
+            } else if d.peers == 0 {
+                line.push_str(" (waiting for a source)");
+            }
+            line
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: DownloadState) -> DownloadStatus {
+        DownloadStatus {
+            id: 1,
+            group: "g".into(),
+            file: "f.bin".into(),
+            state,
+            pieces_done: 5,
+            pieces_total: 20,
+            rate: 12.3 * 1024.0 * 1024.0,
+            peers: 2,
+        }
+    }
+
+    #[test]
+    fn download_lines_follow_the_contract() {
+        assert_eq!(
+            download_line(&status(DownloadState::Downloading)),
+            "[D] [g] f.bin  5/20 pieces 25% 12.3 MiB/s"
+        );
+        assert_eq!(
+            download_line(&status(DownloadState::Complete)),
+            "[C] [g] f.bin"
+        );
+        assert_eq!(
+            download_line(&status(DownloadState::Failed("disk full".into()))),
+            "[F] [g] f.bin disk full"
+        );
+        let mut waiting = status(DownloadState::Downloading);
+        waiting.peers = 0;
+        assert!(download_line(&waiting).ends_with("(waiting for a source)"));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_bytes(0.0), "0 B");
+        assert_eq!(human_bytes(1023.0), "1023 B");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_rate(3.0 * 1024.0 * 1024.0 * 1024.0), "3.0 GiB/s");
+    }
+
+    #[test]
+    fn tracker_errors_become_sentences_with_names() {
+        let c = Command::JoinGroup { group: "g1".into() };
+        assert_eq!(
+            tracker_error(&c, None, "no_such_group", "x"),
+            "there is no group named 'g1'"
+        );
+        let c = Command::StopShare {
+            group: "g".into(),
+            file: "a.txt".into(),
+        };
+        assert!(tracker_error(&c, None, "not_seeder", "").contains("'a.txt'"));
+        let e = tracker_error(&Command::ListGroups, None, "weird", "something odd");
+        assert_eq!(e, "the tracker refused the request: something odd");
+    }
+}

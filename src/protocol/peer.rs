@@ -1,0 +1,267 @@
+//! The peer protocol (PROTOCOL.md §3): request lines a downloader sends and the header lines a
+//! seeder answers with. Pure: bytes in, messages out; never panics on any input. Piece payloads
+//! are not framed here — the connection reads exactly `len` raw bytes after a `piece` header.
+
+use crate::names::{self, NameKind};
+use crate::pieces::{PieceSet, MAX_PIECES, PIECE_SIZE};
+
+/// A request from a downloader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `want <group> <file>`: which pieces do you hold?
+    Want { group: String, file: String },
+    /// `get <group> <file> <index>`: send me this piece.
+    Get {
+        group: String,
+        file: String,
+        index: usize,
+    },
+}
+
+/// A seeder's answer (one per request, in request order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `have <npieces> <have>`.
+    Have { have: PieceSet },
+    /// `piece <index> <length>`, followed by exactly `len` raw bytes.
+    Piece { index: usize, len: usize },
+    /// `err <reason...>`.
+    Err(String),
+}
+
+/// Reasons a seeder refuses; the words after `err`.
+pub mod reason {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const LINE_TOO_LONG: &str = "line_too_long";
+    pub const NO_SUCH_FILE: &str = "no_such_file";
+    pub const BAD_INDEX: &str = "bad_index";
+    pub const NOT_HELD: &str = "not_held";
+    pub const READ_FAILED: &str = "read_failed";
+    pub const BUSY: &str = "busy";
+}
+
+fn words(line: &str) -> impl Iterator<Item = &str> {
+    line.split([' ', '\t']).filter(|w| !w.is_empty())
+}
+
+/// A decimal index below `MAX_PIECES`; the bound is checked here, once, at the edge.
+fn parse_index(w: &str) -> Option<usize> {
+    if w.is_empty() || w.len() > 7 || !w.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let i: u64 = w.parse().ok()?;
+    (i < MAX_PIECES).then_some(i as usize)
+}
+
+fn name(kind: NameKind, w: &str) -> Option<String> {
+    names::is_valid(kind, w).then(|| w.to_string())
+}
+
+impl Request {
+    /// Parses one request line (without its terminator). `None` means `err bad_request`.
+    pub fn parse(line: &[u8]) -> Option<Request> {
+        let line = std::str::from_utf8(line).ok()?;
+        let w: Vec<&str> = words(line).take(5).collect();
+        match w.as_slice() {
+            ["want", g, f] => Some(Request::Want {
+                group: name(NameKind::Group, g)?,
+                file: name(NameKind::File, f)?,
+            }),
+            ["get", g, f, i] => Some(Request::Get {
+                group: name(NameKind::Group, g)?,
+                file: name(NameKind::File, f)?,
+                index: parse_index(i)?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The request line, without the terminator.
+    pub fn encode(&self) -> String {
+        match self {
+            Request::Want { group, file } => format!("want {group} {file}"),
+            Request::Get { group, file, index } => format!("get {group} {file} {index}"),
+        }
+    }
+}
+
+impl Reply {
+    /// Parses one reply header line. `None` is a protocol violation by the seeder.
+    pub fn parse(line: &[u8]) -> Option<Reply> {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut it = words(line);
+        match it.next()? {
+            "have" => {
+                let n = parse_count(it.next()?)?;
+                let have = PieceSet::from_wire(it.next()?, n)?;
+                it.next().is_none().then_some(Reply::Have { have })
+            }
+            "piece" => {
+                let index = parse_index(it.next()?)?;
+                let len = it.next()?;
+                if len.is_empty() || len.len() > 7 || !len.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let len: u64 = len.parse().ok()?;
+                if len > PIECE_SIZE || it.next().is_some() {
+                    return None;
+                }
+                Some(Reply::Piece {
+                    index,
+                    len: len as usize,
+                })
+            }
+            "err" => {
+                let reason: Vec<&str> = it.collect();
+                if reason.is_empty() {
+                    return None;
+                }
+                Some(Reply::Err(reason.join(" ")))
+            }
+            _ => None,
+        }
+    }
+
+    /// The header line, without the terminator.
+    pub fn encode(&self) -> String {
+        match self {
+            Reply::Have { have } => format!("have {} {}", have.len(), have.to_wire()),
+            Reply::Piece { index, len } => format!("piece {index} {len}"),
+            Reply::Err(reason) => format!("err {reason}"),
+        }
+    }
+}
+
+/// A piece count: `0..=MAX_PIECES`.
+fn parse_count(w: &str) -> Option<usize> {
+    if w.is_empty() || w.len() > 7 || !w.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = w.parse().ok()?;
+    (n <= MAX_PIECES).then_some(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Want {
+                group: "g1".into(),
+                file: "a.bin".into(),
+            },
+            Request::Get {
+                group: "g".into(),
+                file: "f-1_x".into(),
+                index: 524_287,
+            },
+        ];
+        for r in reqs {
+            assert_eq!(Request::parse(r.encode().as_bytes()), Some(r));
+        }
+        assert_eq!(
+            Request::parse(b"get\tg  f 3"),
+            Some(Request::Get {
+                group: "g".into(),
+                file: "f".into(),
+                index: 3
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_rejected() {
+        for bad in [
+            &b""[..],
+            b"want",
+            b"want g",
+            b"want g f extra",
+            b"get g f",
+            b"get g f -1",
+            b"get g f 524288",
+            b"get g f 99999999999999999999",
+            b"get g f +1",
+            b"get g ../etc 1",
+            b"get g a/b 1",
+            b"want \xff f",
+            b"fetch g f 1",
+        ] {
+            assert_eq!(
+                Request::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let mut set = PieceSet::empty(10);
+        set.insert(3);
+        let replies = [
+            Reply::Have { have: set },
+            Reply::Have {
+                have: PieceSet::full(3),
+            },
+            Reply::Have {
+                have: PieceSet::empty(0),
+            },
+            Reply::Piece {
+                index: 7,
+                len: 524_288,
+            },
+            Reply::Piece { index: 0, len: 1 },
+            Reply::Err("no_such_file".into()),
+            Reply::Err("busy now".into()),
+        ];
+        for r in replies {
+            assert_eq!(Reply::parse(r.encode().as_bytes()), Some(r));
+        }
+    }
+
+    #[test]
+    fn malformed_replies_are_rejected() {
+        for bad in [
+            &b"piece 1 524289"[..],
+            b"piece 1",
+            b"piece x 1",
+            b"piece 1 2 3",
+            b"have 10",
+            b"have 10 b00",
+            b"have 9999999 all",
+            b"err",
+            b"ok",
+            b"\xfe",
+        ] {
+            assert_eq!(
+                Reply::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Request::parse(&bytes);
+            let _ = Reply::parse(&bytes);
+        }
+
+        #[test]
+        fn parsed_requests_re_encode_to_an_equivalent_line(
+            g in "[a-z]{1,8}", f in "[a-z.]{1,8}", i in 0usize..600_000) {
+            let line = format!("get {g} {f} {i}");
+            match Request::parse(line.as_bytes()) {
+                Some(r) => prop_assert_eq!(Request::parse(r.encode().as_bytes()), Some(r)),
+                None => prop_assert!(i >= 524_288 || f == "." || f == ".."),
+            }
+        }
+    }
+}
