@@ -881,7 +881,8 @@ impl Server {
                 | Verb::Ping
                 | Verb::Digest
         );
-        if let Some(o) = origin {
+        // (An upload's retry is recognised after its hash lines, which must be read first.)
+        if let Some(o) = origin.filter(|_| !matches!(req.verb, Verb::UploadFile { .. })) {
             if let Some(stored) = self.state.dedup(&o).map(str::to_string) {
                 return self.answer_retry(key, tag, req.verb, stored);
             }
@@ -1105,10 +1106,15 @@ impl Server {
         let Some(cl) = self.client(key) else {
             return;
         };
-        let Some(token) = cl.session.clone() else {
+        let session = cl.session.clone();
+        let origin = cl.instance.map(|instance| Origin { instance, tag });
+        if let Some(stored) = origin.and_then(|o| self.state.dedup(&o).map(str::to_string)) {
+            let seq = self.pos.seq;
+            return self.push_commit_reply(key, seq, ok_text(tag, &stored));
+        }
+        let Some(token) = session else {
             return self.refuse(key, tag, &Refusal::NotLoggedIn);
         };
-        let origin = cl.instance.map(|instance| Origin { instance, tag });
         let from = self.conns.get(key).map(|c| (key, c.id, tag));
         self.propose(
             origin,
