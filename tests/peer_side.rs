@@ -568,12 +568,14 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
     let n = npieces(&data);
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
-    // A reader that asks for everything and leaves without reading.
+    // A reader that asks for everything and leaves without reading: the seeder notices and
+    // frees the connection (and its buffers).
     {
         let mut c = Client::connect(s.addr);
         c.send("get g f 0\nget g f 1\nget g f 2");
-        spin(&mut [&mut s], 5);
+        assert!(drive(&mut [&mut s], |n| n[0].side.upload_connections() == 1));
     }
+    assert!(drive(&mut [&mut s], |n| n[0].side.upload_connections() == 0));
     // A "seeder" that accepts and never answers: its pieces must come back to the queue.
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut d = Node::new("d");
