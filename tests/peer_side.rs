@@ -527,6 +527,24 @@ fn refused_requests_get_err_replies() {
 }
 
 #[test]
+fn a_peer_that_half_closes_still_gets_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(2 * PIECE_SIZE as usize, 17);
+    let mut s = Node::new("s");
+    share(&mut s, dir.path(), "f", &data);
+    let mut c = Client::connect(s.addr);
+    c.send("get g f 0\nget g f 1\nwant g f");
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.line(&mut [&mut s]), format!("piece 0 {PIECE_SIZE}"));
+    c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
+    assert_eq!(c.line(&mut [&mut s]), format!("piece 1 {PIECE_SIZE}"));
+    c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
+    assert_eq!(c.line(&mut [&mut s]), "have 2 all");
+    assert!(!c.fill(c.buf.len() + 1, &mut [&mut s]), "then it closes");
+    assert!(drive(&mut [&mut s], |n| n[0].side.upload_connections() == 0));
+}
+
+#[test]
 fn pieces_not_yet_verified_are_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let data = content(3 * PIECE_SIZE as usize, 11);
@@ -568,12 +586,14 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
     let n = npieces(&data);
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
-    // A reader that asks for everything and leaves without reading.
+    // A reader that asks for everything and leaves without reading: the seeder notices and
+    // frees the connection (and its buffers).
     {
         let mut c = Client::connect(s.addr);
         c.send("get g f 0\nget g f 1\nget g f 2");
-        spin(&mut [&mut s], 5);
+        assert!(drive(&mut [&mut s], |n| n[0].side.upload_connections() == 1));
     }
+    assert!(drive(&mut [&mut s], |n| n[0].side.upload_connections() == 0));
     // A "seeder" that accepts and never answers: its pieces must come back to the queue.
     let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut d = Node::new("d");

@@ -22,6 +22,37 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The reference bound, under the same conditions: one thread receiving loopback TCP into a
+/// 512 KiB buffer, SHA-1 of each piece, pwrite into a fresh file (a sender thread feeds it).
+fn bound_mb_s(dir: &std::path::Path, size: usize) -> f64 {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(a).unwrap();
+        let b = vec![1u8; PIECE_SIZE as usize];
+        for _ in 0..size / PIECE_SIZE as usize {
+            s.write_all(&b).unwrap();
+        }
+    });
+    let (mut s, _) = l.accept().unwrap();
+    let out = std::fs::File::create(dir.join("bound")).unwrap();
+    out.set_len(size as u64).unwrap();
+    let mut b = vec![0u8; PIECE_SIZE as usize];
+    let t = Instant::now();
+    for i in 0..size / PIECE_SIZE as usize {
+        s.read_exact(&mut b).unwrap();
+        std::hint::black_box(sha1(&b));
+        out.write_all_at(&b, (i as u64) * PIECE_SIZE).unwrap();
+    }
+    sender.join().unwrap();
+    let r = size as f64 / t.elapsed().as_secs_f64() / 1e6;
+    drop(out);
+    let _ = std::fs::remove_file(dir.join("bound"));
+    r
+}
+
 #[test]
 #[ignore]
 fn one_download_from_two_seeders() {
@@ -82,6 +113,7 @@ fn one_download_from_two_seeders() {
     }
     let mut poll = Poll::new().unwrap();
     let (mut side, _) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let before = bound_mb_s(dir.path(), size);
     let dest = dir.path().join("dest");
     let t0 = Instant::now();
     side.start_download(
@@ -130,9 +162,13 @@ fn one_download_from_two_seeders() {
     }
     assert!(done);
     assert_eq!(std::fs::metadata(&dest).unwrap().len(), size as u64);
+    let _ = std::fs::remove_file(&dest);
+    let after = bound_mb_s(dir.path(), size);
+    let rate = size as f64 / secs / 1e6;
     println!(
-        "{mib} MiB in {secs:.2} s: {:.0} MB/s; peak RSS {} MiB; pieces per seeder {:?}",
-        size as f64 / secs / 1e6,
+        "{mib} MiB in {secs:.2} s: {rate:.0} MB/s = {:.0}% of the bound ({before:.0} MB/s before, \
+         {after:.0} after); peak RSS {} MiB; pieces per seeder {:?}",
+        100.0 * rate / before.max(after),
         vm_hwm_kib() / 1024,
         side.peer_piece_counts(1)
     );

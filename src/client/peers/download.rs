@@ -20,6 +20,7 @@ use mio::event::Event;
 use mio::{Registry, Token};
 use slab::Slab;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub struct Ctx<'a> {
 
 /// A peer of this download, connected or not.
 struct Peer {
-    addr: SocketAddrKey,
+    addr: SocketAddr,
     /// The connection's slab key while connected.
     conn: Option<PeerKey>,
     /// Earliest moment to connect again after a failure.
@@ -75,8 +76,6 @@ struct Peer {
     /// Verified pieces received from this peer.
     pieces: u64,
 }
-
-type SocketAddrKey = std::net::SocketAddr;
 
 pub struct Download {
     pub id: DownloadId,
@@ -242,9 +241,12 @@ impl Download {
                 Some(p) if p.banned => {}
                 Some(p) if p.addr != info.addr => {
                     p.addr = info.addr;
-                    p.retry_at = ctx.now;
                     if let Some(key) = p.conn {
                         self.close(ctx, key, "address changed");
+                    }
+                    // After the close, which delays reconnects: the new address is tried now.
+                    if let Some(p) = self.peers.get_mut(&info.user) {
+                        p.retry_at = ctx.now;
                     }
                 }
                 Some(p) => {

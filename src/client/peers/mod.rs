@@ -401,6 +401,12 @@ impl PeerSide {
         self.downloads.iter().any(Download::is_active)
     }
 
+    /// Upload connections currently open (at most `seeder::MAX_UPLOADS`); for tests and
+    /// diagnostics.
+    pub fn upload_connections(&self) -> usize {
+        self.uploads
+    }
+
     /// Verified pieces each peer delivered to download `id`, by user (sorted); for tests and
     /// diagnostics. Empty for an unknown id.
     pub fn peer_piece_counts(&self, id: DownloadId) -> Vec<(String, u64)> {

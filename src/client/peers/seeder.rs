@@ -30,7 +30,7 @@ const REQUEST_READ: usize = 16 * 1024;
 /// header and payload go out as one contiguous write without moving the payload.
 const HEADER_ROOM: usize = 32;
 
-/// One reply being written: `data[start..end]`, `pos` bytes of which are sent.
+/// One reply being written: `data[start..end]` is what is left to send.
 struct Out {
     data: Vec<u8>,
     start: usize,
@@ -47,6 +47,8 @@ pub struct UploadConn {
     spare: Vec<Vec<u8>>,
     /// A line was too long: answer it, then close.
     close_after: bool,
+    /// The peer shut its side: answer what it asked, then close.
+    eof: bool,
     /// The last file read from, so consecutive pieces do not reopen it.
     file: Option<(PathBuf, File)>,
     /// WRITABLE interest is registered (only while output is pending).
@@ -61,6 +63,7 @@ impl UploadConn {
             out: VecDeque::new(),
             spare: Vec::new(),
             close_after: false,
+            eof: false,
             file: None,
             writable: false,
         }
@@ -114,13 +117,22 @@ impl UploadConn {
                 }
                 break;
             }
+            if self.eof {
+                if drained {
+                    return Ok(false);
+                }
+                break;
+            }
             if self.input.room() == 0 {
                 continue; // the framer reports the over-long line on the next pass
             }
             let buf = self.input.read_buf(REQUEST_READ);
             let offered = buf.len();
             match self.stream.read(buf) {
-                Ok(0) => return Ok(false),
+                Ok(0) => {
+                    self.input.filled(offered, 0);
+                    self.eof = true;
+                }
                 Ok(n) => self.input.filled(offered, n),
                 Err(e) => {
                     self.input.filled(offered, 0);
