@@ -7,17 +7,19 @@ use std::io::Read;
 /// Starts logging to standard error at the given level name (error, warn, info, debug, trace).
 pub fn init_logging(level: log::LevelFilter) {
     // A second init (tests calling main logic twice) is harmless; ignore its error.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .init();
+    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
 }
 
 /// Resolves `-v`/`-q` counts and an explicit `--log-level` into a level.
-pub fn log_level(verbose: u8, quiet: u8, explicit: Option<&str>) -> Result<log::LevelFilter, String> {
+pub fn log_level(
+    verbose: u8,
+    quiet: u8,
+    explicit: Option<&str>,
+) -> Result<log::LevelFilter, String> {
     if let Some(name) = explicit {
-        return name
-            .parse()
-            .map_err(|_| format!("unknown log level '{name}' (use error, warn, info, debug or trace)"));
+        return name.parse().map_err(|_| {
+            format!("unknown log level '{name}' (use error, warn, info, debug or trace)")
+        });
     }
     let base: i32 = 2 + verbose as i32 - quiet as i32; // 2 = info
     Ok(match base {
@@ -138,7 +140,10 @@ mod tests {
         assert_eq!(log_level(1, 0, None).unwrap(), log::LevelFilter::Debug);
         assert_eq!(log_level(0, 2, None).unwrap(), log::LevelFilter::Error);
         assert_eq!(log_level(0, 9, None).unwrap(), log::LevelFilter::Off);
-        assert_eq!(log_level(0, 0, Some("warn")).unwrap(), log::LevelFilter::Warn);
+        assert_eq!(
+            log_level(0, 0, Some("warn")).unwrap(),
+            log::LevelFilter::Warn
+        );
         assert!(log_level(0, 0, Some("loud")).is_err());
     }
 

@@ -2,7 +2,6 @@
 //! killed, concurrent conflicting writes, the authenticated peer link.
 
 mod tracker_support;
-use std::time::Duration;
 use tracker_support::*;
 
 #[test]
