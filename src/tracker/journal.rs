@@ -251,3 +251,107 @@ fn parse_snapshot(text: &str) -> Result<(State, Position), String> {
     let state = State::from_snapshot_lines(body.iter().copied())?;
     Ok((state, pos))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::op::Op;
+
+    fn entry(seq: u64, user: &str) -> Entry {
+        Entry {
+            term: 1,
+            seq,
+            origin: None,
+            op: Op::CreateUser {
+                user: user.into(),
+                pw_hash: crate::tracker::password::hash_password("pw"),
+            },
+        }
+    }
+
+    fn replay(dir: &Path) -> Recovered {
+        Journal::open(dir).map(|(_, r)| r).expect("open")
+    }
+
+    #[test]
+    fn flushed_entries_are_replayed_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, r) = Journal::open(dir.path()).expect("open");
+        assert!(r.fresh);
+        j.append(&entry(1, "a"));
+        j.append(&entry(2, "b"));
+        assert_eq!(j.durable, 0, "nothing is durable before the flush");
+        assert!(j.flush().expect("flush"));
+        assert_eq!(j.durable, 2);
+        drop(j);
+        let r = replay(dir.path());
+        assert!(!r.fresh);
+        assert_eq!(r.pos.seq, 2);
+        assert!(r.state.user_exists("a") && r.state.user_exists("b"));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_never_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = Journal::open(dir.path()).expect("open");
+        j.append(&entry(1, "a"));
+        j.flush().expect("flush");
+        drop(j);
+        let jpath = dir.path().join(JOURNAL);
+        let mut f = OpenOptions::new().append(true).open(&jpath).expect("open");
+        f.write_all(b"1 2 - create_user half").expect("write");
+        drop(f);
+        let (mut j, r) = Journal::open(dir.path()).expect("open");
+        assert_eq!(r.pos.seq, 1);
+        assert!(!r.state.user_exists("half"));
+        // The next entry lands on a clean line.
+        j.append(&entry(2, "b"));
+        j.flush().expect("flush");
+        drop(j);
+        let r = replay(dir.path());
+        assert_eq!(r.pos.seq, 2);
+        assert!(r.state.user_exists("b"));
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_empties_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, r) = Journal::open(dir.path()).expect("open");
+        let mut state = r.state;
+        let mut pos = r.pos;
+        for i in 1..=50 {
+            let e = entry(i, &format!("u{i}"));
+            apply_entry(&mut state, &mut pos, &e);
+            j.append(&e);
+        }
+        j.flush().expect("flush");
+        j.compact(&state, pos).expect("compact");
+        assert_eq!(
+            std::fs::metadata(dir.path().join(JOURNAL)).expect("journal").len(),
+            0
+        );
+        assert!(!dir.path().join(SNAPSHOT_TMP).exists());
+        // Entries after the snapshot replay on top of it.
+        let e = entry(51, "late");
+        apply_entry(&mut state, &mut pos, &e);
+        j.append(&e);
+        j.flush().expect("flush");
+        drop(j);
+        let r = replay(dir.path());
+        assert_eq!(r.pos.seq, 51);
+        assert_eq!(r.state.digest(), state.digest());
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_or_a_gap_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(SNAPSHOT), "snapshot 1 5 solo\nuser x\n").expect("write");
+        let e = Journal::open(dir.path()).err().expect("refused");
+        assert!(e.contains("snapshot"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = format!("{}\n{}\n", entry(1, "a").encode(), entry(3, "c").encode());
+        std::fs::write(dir.path().join(JOURNAL), line).expect("write");
+        let e = Journal::open(dir.path()).err().expect("refused");
+        assert!(e.contains("gap"), "{e}");
+    }
+}
