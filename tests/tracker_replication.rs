@@ -184,3 +184,146 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
         );
     }
 }
+
+#[test]
+fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
+    let cl = Cluster::start(2);
+    let mut seeder = cl.conn(1);
+    seeder.ok("create_user s pw-s");
+    seeder.ok("login s pw-s 127.0.0.1:4001");
+    seeder.ok("create_group share");
+    let mut leecher = cl.conn(2);
+    leecher.user("l");
+    leecher.ok("join_group share");
+    seeder.ok("accept_request share l");
+    assert_eq!(seeder.upload("share", "f", 2_000_000, 9)[0], "ok new");
+    let d = leecher.req("download_file share f");
+    assert!(
+        d.iter().any(|l| l == "p s 127.0.0.1:4001 all"),
+        "seeder at tracker 1 offered at tracker 2: {d:?}"
+    );
+    // Offline at once when the seeder's connection drops: no longer offered.
+    drop(seeder);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let p = leecher.req("peers share f");
+        if p == vec!["list 0"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still offered: {p:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The file is still listed: its seeder is offline, not gone.
+    assert_eq!(leecher.req("list_files share").len(), 2);
+}
+
+#[test]
+fn sigterm_stops_a_tracker_cleanly_with_its_journal_flushed() {
+    let mut cl = Cluster::start(1);
+    let mut a = cl.conn(1);
+    a.user("persist");
+    a.ok("create_group kept");
+    assert!(cl.terminate(1), "SIGTERM exits with status 0");
+    cl.spawn(1);
+    cl.wait_serving(1);
+    let mut b = cl.conn(1);
+    b.login("persist");
+    assert_eq!(b.req("list_groups").len(), 2);
+}
+
+#[test]
+fn trackers_with_different_cluster_keys_never_pair() {
+    let mut cl = Cluster::new(2);
+    cl.spawn(1);
+    std::fs::write(
+        cl.dir.path().join("key2"),
+        "ffeeddccbbaa99887766554433221100",
+    )
+    .expect("key");
+    let key2 = cl.dir.path().join("key2");
+    let key2 = key2.to_str().expect("utf-8 path");
+    cl.spawn_with(2, &["--cluster-key", key2]);
+    cl.wait_serving(1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_ne!(cl.role(1), "leader-paired");
+    assert_ne!(cl.role(2), "follower");
+    let log = std::fs::read_to_string(cl.dir.path().join("t1.log")).unwrap_or_default();
+    assert!(
+        log.contains("cluster-key check"),
+        "tracker 1 says why: {log}"
+    );
+}
+
+/// The peer link carries password hashes, never passwords: a recording proxy sits between
+/// tracker 2 and tracker 1 and sees every byte.
+#[test]
+fn no_plaintext_password_on_the_peer_link() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    let cl = Cluster::new(2);
+    let proxy = TcpListener::bind("127.0.0.1:0").expect("proxy");
+    let proxy_addr = proxy.local_addr().expect("addr");
+    // Tracker 2 reads an info file whose first line is the proxy; tracker 1 the real one.
+    let info2 = cl.dir.path().join("info2");
+    std::fs::write(&info2, format!("{proxy_addr}\n{}\n", cl.addrs[1])).expect("info2");
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let t1 = cl.addrs[0];
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for inbound in proxy.incoming().take(20) {
+            let Ok(inbound) = inbound else { continue };
+            let Ok(outbound) = TcpStream::connect(t1) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (
+                    inbound.try_clone().expect("clone"),
+                    outbound.try_clone().expect("clone"),
+                ),
+                (outbound, inbound),
+            ] {
+                let seen = seen2.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        seen.lock().expect("lock").extend_from_slice(&buf[..n]);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    let mut cl = cl;
+    cl.spawn(1);
+    let child = std::process::Command::new(TRACKER)
+        .arg(&info2)
+        .arg("2")
+        .arg("--data-dir")
+        .arg(cl.data_dir(2))
+        .arg("--cluster-key")
+        .arg(cl.dir.path().join("key"))
+        .arg("-q")
+        .spawn()
+        .expect("spawn tracker 2");
+    cl.procs[1] = Some(child);
+    cl.wait_paired();
+    let mut b = cl.conn(2);
+    b.ok("create_user sniffed Pl41nT3xtN0tHere");
+    b.ok("login sniffed Pl41nT3xtN0tHere 127.0.0.1:1");
+    b.ok("create_group g");
+    cl.wait_same_digest();
+    let bytes = seen.lock().expect("lock").clone();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains("create_user sniffed pbkdf2-sha256$"),
+        "the link carried the write"
+    );
+    assert!(
+        !text.contains("Pl41nT3xtN0tHere"),
+        "a password crossed the peer link"
+    );
+}

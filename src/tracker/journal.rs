@@ -327,7 +327,9 @@ mod tests {
         j.flush().expect("flush");
         j.compact(&state, pos).expect("compact");
         assert_eq!(
-            std::fs::metadata(dir.path().join(JOURNAL)).expect("journal").len(),
+            std::fs::metadata(dir.path().join(JOURNAL))
+                .expect("journal")
+                .len(),
             0
         );
         assert!(!dir.path().join(SNAPSHOT_TMP).exists());

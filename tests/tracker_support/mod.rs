@@ -101,8 +101,11 @@ impl Cluster {
             .arg(n.to_string())
             .arg("--data-dir")
             .arg(self.data_dir(n))
-            .arg("--cluster-key")
-            .arg(self.dir.path().join("key"))
+            .args(if extra.contains(&"--cluster-key") {
+                vec![]
+            } else {
+                vec!["--cluster-key".into(), self.dir.path().join("key")]
+            })
             .args(extra)
             .arg("-v")
             .stdin(Stdio::null())
