@@ -435,7 +435,7 @@ impl TrackerLink {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
-            let status = match conn.fill() {
+            let status = match conn.fill(false) {
                 Ok(s) => s,
                 Err(e) => {
                     log::info!("lost tracker {}: {e}", self.trackers[self.current]);

@@ -27,6 +27,9 @@ pub struct Conn<S> {
     out: Vec<u8>,
     /// Bytes of `out` already written; the sent prefix is cut once it is large.
     out_pos: usize,
+    /// Output capacity kept once everything is sent: small for the many idle client
+    /// connections, large for the peer link, whose every turn would otherwise regrow it.
+    keep_capacity: usize,
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -36,31 +39,32 @@ impl<S: Read + Write> Conn<S> {
             input: LineFramer::new(line_limit),
             out: Vec::new(),
             out_pos: 0,
+            keep_capacity: 64 * 1024,
         }
     }
 
+    /// Sets how much output capacity survives an empty queue (see `keep_capacity`).
+    pub fn keep_output_capacity(&mut self, bytes: usize) {
+        self.keep_capacity = bytes;
+    }
+
     /// Reads until the socket is drained, the framer is full or the peer closed.
-    pub fn fill(&mut self) -> io::Result<ReadStatus> {
+    ///
+    /// With `short_read_drains`, a short read counts as drained: the kernel had no more, and
+    /// bytes arriving later raise a new readiness edge — this saves a `WouldBlock` read per
+    /// request. Pass false when the event said the peer closed (its end-of-file raises no
+    /// further edge, so it must be read now) or when resuming a paused reader.
+    pub fn fill(&mut self, short_read_drains: bool) -> io::Result<ReadStatus> {
         loop {
-            if self.input.room() == 0 {
+            let want = self.input.room().min(READ_CHUNK);
+            if want == 0 {
                 return Ok(ReadStatus::Full);
             }
-            let buf = self.input.read_buf(READ_CHUNK);
-            let offered = buf.len();
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    self.input.filled(offered, 0);
-                    return Ok(ReadStatus::Closed);
-                }
-                Ok(n) => self.input.filled(offered, n),
-                Err(e) => {
-                    self.input.filled(offered, 0);
-                    match e.kind() {
-                        ErrorKind::WouldBlock => return Ok(ReadStatus::Drained),
-                        ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
+            match self.input.read_from(&mut self.stream, want)? {
+                Some(0) => return Ok(ReadStatus::Closed),
+                Some(n) if n < want && short_read_drains => return Ok(ReadStatus::Drained),
+                Some(_) => {}
+                None => return Ok(ReadStatus::Drained),
             }
         }
     }
@@ -107,7 +111,7 @@ impl<S: Read + Write> Conn<S> {
             self.out.clear();
             self.out_pos = 0;
             // Idle connections should not pin a large reply's allocation.
-            if self.out.capacity() > 64 * 1024 {
+            if self.out.capacity() > self.keep_capacity {
                 self.out = Vec::new();
             }
             Ok(true)
@@ -180,18 +184,26 @@ mod tests {
     #[test]
     fn fill_drains_in_small_reads_and_reports_close() {
         let mut c = fake(b"hello\nworld\n", true, 0);
-        assert_eq!(c.fill().unwrap(), ReadStatus::Closed);
+        assert_eq!(c.fill(false).unwrap(), ReadStatus::Closed);
         assert_eq!(c.input.next_line(), Frame::Line(b"hello"));
         assert_eq!(c.input.next_line(), Frame::Line(b"world"));
         let mut c = fake(b"abc", false, 0);
-        assert_eq!(c.fill().unwrap(), ReadStatus::Drained);
+        assert_eq!(c.fill(false).unwrap(), ReadStatus::Drained);
         assert_eq!(c.input.next_line(), Frame::NeedMore);
+        // A short read stops at once when allowed to: no WouldBlock read needed.
+        let mut c = fake(b"ab\ncd", false, 0);
+        assert_eq!(c.fill(true).unwrap(), ReadStatus::Drained);
+        assert_eq!(
+            c.stream.input.len(),
+            2,
+            "one short read of 3 bytes, then stop"
+        );
     }
 
     #[test]
     fn fill_stops_when_the_framer_is_full() {
         let mut c = fake(&[b'x'; 40], false, 0);
-        assert_eq!(c.fill().unwrap(), ReadStatus::Full);
+        assert_eq!(c.fill(false).unwrap(), ReadStatus::Full);
         assert_eq!(c.input.next_line(), Frame::TooLong);
     }
 

@@ -11,6 +11,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// all of a file's hashes on one line (524,288 × 40 hex digits for a 256 GiB file).
 pub const MAX_PEER_LINE: usize = 24 * 1024 * 1024;
 
+/// Largest single read through `read_from`: one syscall takes a piece and its header.
+const SCRATCH_LEN: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
 /// One framing outcome.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -66,6 +73,33 @@ impl LineFramer {
         if !self.overflowed {
             self.buf.extend_from_slice(data);
         }
+    }
+
+    /// Reads once from `r` — at most `max` bytes and never past the limit — and appends what
+    /// came. `Some(0)` means the peer closed, `None` that nothing was there (`WouldBlock`).
+    /// The bytes land in a per-thread scratch buffer first: zero-filling a fresh 64 KiB of the
+    /// connection's own buffer before every read cost more than the kernel's copy.
+    pub fn read_from<R: std::io::Read>(
+        &mut self,
+        r: &mut R,
+        max: usize,
+    ) -> std::io::Result<Option<usize>> {
+        let want = max.min(self.room()).min(SCRATCH_LEN);
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            loop {
+                match r.read(&mut scratch[..want]) {
+                    Ok(n) => {
+                        self.compact();
+                        self.buf.extend_from_slice(&scratch[..n]);
+                        return Ok(Some(n));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
     }
 
     /// Spare capacity to read into directly: returns a slice of at most `max` bytes to fill;

@@ -124,9 +124,14 @@ impl Journal {
 
     /// Queues an entry; it is on disk after the next `flush`.
     pub fn append(&mut self, entry: &Entry) {
-        self.buf.extend_from_slice(entry.encode().as_bytes());
+        self.append_encoded(entry.seq, &entry.encode());
+    }
+
+    /// Queues an entry already encoded (`Entry::encode`) as entry `seq`.
+    pub fn append_encoded(&mut self, seq: u64, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
         self.buf.push(b'\n');
-        self.appended = entry.seq;
+        self.appended = seq;
     }
 
     /// Writes and fdatasyncs everything appended. Returns true if anything was written.

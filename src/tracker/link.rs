@@ -109,16 +109,7 @@ impl LinkMsg {
                 format!("snapshot-begin {} {} {}", pos.term, pos.seq, mode(pos.solo))
             }
             LinkMsg::SnapshotEnd { count } => format!("snapshot-end {count}"),
-            LinkMsg::Op { fid, entry } => {
-                let fid = fid.map_or("-".to_string(), |f| f.to_string());
-                let origin = entry.origin.map_or("-".to_string(), |o| o.encode());
-                format!(
-                    "op {} {} {fid} {origin} {}",
-                    entry.term,
-                    entry.seq,
-                    entry.op.encode()
-                )
-            }
+            LinkMsg::Op { fid, entry } => op_line(*fid, &entry.encode()),
             LinkMsg::Ack { seq } => format!("ack {seq}"),
             LinkMsg::Commit { seq } => format!("commit {seq}"),
             LinkMsg::Fwd { fid, origin, op } => {
@@ -184,13 +175,10 @@ impl LinkMsg {
                 _ => return Err(bad()),
             },
             "op" => {
-                let (term, rest) = split1(rest);
-                let (seq, rest) = split1(rest);
                 let (fid, rest) = split1(rest);
-                let entry = Entry::decode(&format!("{term} {seq} {rest}"))?;
                 LinkMsg::Op {
                     fid: opt_num(fid, "forward id")?,
-                    entry,
+                    entry: Entry::decode(rest)?,
                 }
             }
             "ack" => match words.as_slice() {
@@ -239,6 +227,15 @@ impl LinkMsg {
                 ))
             }
         })
+    }
+}
+
+/// The `op` line for an entry already encoded as its journal line: the leader encodes each
+/// entry once and sends the same text it journals.
+pub fn op_line(fid: Option<u64>, journal_line: &str) -> String {
+    match fid {
+        Some(f) => format!("op {f} {journal_line}"),
+        None => format!("op - {journal_line}"),
     }
 }
 
