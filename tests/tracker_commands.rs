@@ -147,7 +147,19 @@ fn malformed_requests_get_clear_errors() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let cl = Cluster::start(1);
-    let mut a = cl.conn(1);
+    pipeline_in_order(cl.conn(1));
+}
+
+/// At the follower, writes travel to the leader and back: a pipelined login must still see
+/// the user created just before it, and replies must still come in order.
+#[test]
+fn pipelined_requests_at_the_follower_see_their_own_writes_in_order() {
+    let cl = Cluster::start(2);
+    let follower = if cl.role(2) == "follower" { 2 } else { 1 };
+    pipeline_in_order(cl.conn(follower));
+}
+
+fn pipeline_in_order(mut a: Conn) {
     let mut text = String::from("1 create_user pipe pw\n2 login pipe pw 127.0.0.1:9\n");
     for i in 0..200 {
         text.push_str(&format!("{} create_group pg{i}\n", i + 3));

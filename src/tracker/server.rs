@@ -109,6 +109,8 @@ struct Client {
     /// The token of a `login`/`attach` in flight, so a drop before it completes is cleaned up.
     replies: VecDeque<Slot>,
     upload: Option<Upload>,
+    /// A request line read but held back until forwarded writes return.
+    deferred: Option<Vec<u8>>,
 }
 
 enum Phase {
@@ -499,7 +501,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
-            if c.closing || c.paused || c.waits_on_forward() {
+            if c.closing || c.paused || c.has_deferred() {
                 return;
             }
             let status = match c.conn.fill(short_read_drains) {
@@ -512,6 +514,9 @@ impl Server {
             };
             c.last_heard = now;
             self.handle_lines(key, now);
+            if self.conns.get(key).is_some_and(Connection::has_deferred) {
+                return; // resumed when its forwarded writes come back
+            }
             match status {
                 ReadStatus::Drained => return,
                 ReadStatus::Full => continue,
@@ -528,18 +533,25 @@ impl Server {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
-            // A client's next request waits while its forwarded write is away, so that what
-            // it asks next sees what it wrote (pipelined `create_user` then `login`).
-            if c.closing || c.paused || c.waits_on_forward() {
+            if c.closing || c.paused {
                 return;
             }
-            let line = match c.conn.input.next_line() {
-                Frame::Line(l) => l.to_vec(),
-                Frame::NeedMore => {
+            let deferred = match &mut c.kind {
+                Kind::Client(cl) => cl.deferred.take(),
+                Kind::Peer(_) => None,
+            };
+            let line = match deferred
+                .map(Ok)
+                .unwrap_or_else(|| match c.conn.input.next_line() {
+                    Frame::Line(l) => Ok(l.to_vec()),
+                    other => Err(other == Frame::NeedMore),
+                }) {
+                Ok(l) => l,
+                Err(true) => {
                     c.conn.input.compact();
                     return;
                 }
-                Frame::TooLong => {
+                Err(false) => {
                     let limit = if matches!(c.kind, Kind::Peer(_)) {
                         MAX_PEER_LINE
                     } else {
@@ -551,6 +563,18 @@ impl Server {
                     return;
                 }
             };
+            // While a client's forwarded write is away, only writes that cannot depend on it
+            // go ahead; anything else waits, so that what a client asks next sees what it
+            // wrote (a pipelined `create_user` then `login` works at the follower too).
+            if !self.may_go_ahead(key, &line) {
+                if let Some(Kind::Client(cl)) = self.conns.get_mut(key).map(|c| &mut c.kind) {
+                    cl.deferred = Some(line);
+                }
+                return;
+            }
+            let Some(c) = self.conns.get(key) else {
+                return;
+            };
             let is_peer = matches!(c.kind, Kind::Peer(_));
             if is_peer {
                 self.handle_peer_line(key, &line, now);
@@ -558,6 +582,53 @@ impl Server {
                 self.handle_client_line(key, &line, now);
             }
         }
+    }
+
+    /// Whether a client's next line may be handled now. Always, unless writes of this client
+    /// are forwarded and not back yet; then only hash lines of an upload and writes that do
+    /// not read the state (the leader decides them in order anyway), and none at all behind a
+    /// forwarded login, attach or logout, which changes the session the next one acts as.
+    fn may_go_ahead(&self, key: usize, line: &[u8]) -> bool {
+        let Some(Connection {
+            kind: Kind::Client(cl),
+            ..
+        }) = self.conns.get(key)
+        else {
+            return true;
+        };
+        let pending: Vec<u64> = cl
+            .replies
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Forward { fid, .. } => Some(*fid),
+                _ => None,
+            })
+            .collect();
+        if pending.is_empty() || cl.upload.is_some() {
+            return true;
+        }
+        let session_change = pending.iter().any(|f| {
+            matches!(
+                self.forwards.get(f).map(|w| &w.op),
+                Some(Op::Login { .. } | Op::Attach { .. } | Op::Logout { .. })
+            )
+        });
+        let verb = line
+            .split(|b| *b == b' ' || *b == b'\t')
+            .filter(|w| !w.is_empty())
+            .nth(1)
+            .unwrap_or(b"");
+        !session_change
+            && matches!(
+                verb,
+                b"create_user"
+                    | b"create_group"
+                    | b"join_group"
+                    | b"leave_group"
+                    | b"accept_request"
+                    | b"stop_share"
+                    | b"have"
+            )
     }
 
     /// A connection ended (peer closed, error, protocol violation): clean up what it held.
@@ -633,6 +704,8 @@ impl Server {
         let now = Instant::now();
         while !self.resume.is_empty() {
             for k in std::mem::take(&mut self.resume) {
+                // The held-back line first, then whatever else the client sent meanwhile.
+                self.handle_lines(k, now);
                 self.on_readable(k, now, false);
             }
         }
@@ -1956,8 +2029,9 @@ fn refuse_ref(stream: &TcpStream, why: &str) {
 }
 
 impl Connection {
-    fn waits_on_forward(&self) -> bool {
-        matches!(&self.kind, Kind::Client(cl) if cl.replies.iter().any(|s| matches!(s, Slot::Forward { .. })))
+    /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
+    fn has_deferred(&self) -> bool {
+        matches!(&self.kind, Kind::Client(cl) if cl.deferred.is_some())
     }
 }
 
@@ -1968,6 +2042,7 @@ impl Client {
             session: None,
             replies: VecDeque::new(),
             upload: None,
+            deferred: None,
         }
     }
 }
