@@ -110,6 +110,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.first().map(String::as_str) == Some("--profile-load") {
+        return match profile_load(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench --profile-load: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut quick = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
@@ -311,6 +320,50 @@ fn part_a_tracker(
             redis: None,
         });
     }
+    Ok(())
+}
+
+/// `bench --profile-load <read|write> <depth> <secs>`: one tracker case for `secs` seconds on
+/// a fresh pair, with the trackers' pids on stderr, so `perf record -p` can be attached to it.
+fn profile_load(args: &[String]) -> Result<(), String> {
+    let [kind, depth, secs] = args else {
+        return Err("usage: bench --profile-load <read|write> <depth> <secs>".into());
+    };
+    let depth: usize = depth.parse().map_err(|e| format!("depth: {e}"))?;
+    let secs: f64 = secs.parse().map_err(|e| format!("secs: {e}"))?;
+    let tracker_bin = bin_beside_me("tracker")?;
+    let pair = servers::TrackerPair::start(&tracker_bin, "profile")?;
+    let lead = pair.leader;
+    let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
+    owner.ok(&format!("hello {} 1", servers::instance_id()))?;
+    owner.ok("create_user owner pw-owner")?;
+    owner.ok("login owner pw-owner 127.0.0.1:1")?;
+    owner.ok("create_group bench")?;
+    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, 4)?;
+    eprintln!(
+        "leader pid {} follower pid {}",
+        pair.pid(lead),
+        pair.pid(3 - lead)
+    );
+    let plan = Plan {
+        depth,
+        warmup: Duration::from_millis(300),
+        measure: Duration::from_secs_f64(secs),
+    };
+    let st = if kind == "write" {
+        conns.run(Proto::Tracker, plan, |c, tag, out| {
+            out.extend_from_slice(format!("{tag} create_group p{c}t{tag}\n").as_bytes())
+        })?
+    } else {
+        conns.run(Proto::Tracker, plan, tracker_read)?
+    };
+    eprintln!(
+        "{kind} depth {depth}: {:.0} req/s p50 {:.0} µs p99 {:.0} µs, {} errors",
+        st.rate(),
+        st.p50_us,
+        st.p99_us,
+        st.errors
+    );
     Ok(())
 }
 
