@@ -217,63 +217,72 @@ fn tracker_read(_: usize, tag: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{tag} list_groups\n").as_bytes());
 }
 
+/// Redis' side of part A: a plain instance for reads, an AOF-always one for writes, with their
+/// connections, run right after the matching tracker case so both see the same machine.
+struct RedisSide {
+    _plain: servers::Redis,
+    _aof: servers::Redis,
+    reads: Conns,
+    writes: Conns,
+}
+
+impl RedisSide {
+    fn start(s: &Settings, bin: &std::path::Path) -> Result<RedisSide, String> {
+        let plain = servers::Redis::start(bin, false)?;
+        // One small key, about the size of the tracker's `list_groups` reply.
+        plain.command("SET bench bench-1-r0")?;
+        let aof = servers::Redis::start(bin, true)?;
+        let cfg = aof.command("CONFIG GET appendfsync")?;
+        if !cfg.contains("always") {
+            return Err(format!("Redis did not take appendfsync always: {cfg:?}"));
+        }
+        Ok(RedisSide {
+            reads: Conns::new(plain.conns(s.conns)?, 1)?,
+            writes: Conns::new(aof.conns(s.conns)?, 1)?,
+            _plain: plain,
+            _aof: aof,
+        })
+    }
+
+    fn run(&mut self, plan: Plan, write: bool) -> Result<Stats, String> {
+        if write {
+            self.writes.run(Proto::Redis, plan, |c, tag, out| {
+                out.extend_from_slice(format!("SET g{c}x{tag} 1\r\n").as_bytes())
+            })
+        } else {
+            self.reads.run(Proto::Redis, plan, |_, _, out| {
+                out.extend_from_slice(b"GET bench\r\n")
+            })
+        }
+    }
+}
+
 fn part_a(
     s: &Settings,
     tracker_bin: &std::path::Path,
     redis_bin: Option<&std::path::Path>,
     r: &mut Results,
 ) -> Result<(), String> {
-    let mut pair = servers::TrackerPair::start(tracker_bin, "a")?;
-    let result = part_a_tracker(s, &mut pair, r);
-    if let Err(e) = &result {
-        return Err(format!("{e}\n{}", pair.log_tail()));
-    }
-    drop(pair);
-
-    let Some(redis_bin) = redis_bin else {
-        return Ok(());
+    let mut redis = match redis_bin {
+        Some(bin) => Some(RedisSide::start(s, bin)?),
+        None => None,
     };
-    // Reads: a plain instance, one small key (about the size of the tracker's reply).
-    let plain = servers::Redis::start(redis_bin, false)?;
-    plain.command("SET bench bench-1-r0")?;
-    let mut conns = Conns::new(plain.conns(s.conns)?, 1)?;
-    for row in r.load.iter_mut().filter(|l| !l.write) {
-        let st = conns.run(Proto::Redis, s.plan(row.depth), |_, _, out| {
-            out.extend_from_slice(b"GET bench\r\n")
-        })?;
-        row.redis = Some(st);
-    }
-    drop(conns);
-    drop(plain);
-    // Durable writes: append-only file, fsync before every reply.
-    let aof = servers::Redis::start(redis_bin, true)?;
-    let cfg = aof.command("CONFIG GET appendfsync")?;
-    if !cfg.contains("always") {
-        return Err(format!("Redis did not take appendfsync always: {cfg:?}"));
-    }
-    let mut conns = Conns::new(aof.conns(s.conns)?, 1)?;
-    let mut cache: Vec<(usize, Stats)> = Vec::new();
-    for row in r.load.iter_mut().filter(|l| l.write) {
-        if let Some((_, st)) = cache.iter().find(|(d, _)| *d == row.depth) {
-            row.redis = Some(st.clone());
-            continue;
-        }
-        let st = conns.run(Proto::Redis, s.plan(row.depth), |c, tag, out| {
-            out.extend_from_slice(format!("SET g{c}x{tag} 1\r\n").as_bytes())
-        })?;
-        cache.push((row.depth, st.clone()));
-        row.redis = Some(st);
-    }
-    Ok(())
+    let mut pair = servers::TrackerPair::start(tracker_bin, "a")?;
+    part_a_tracker(s, &mut pair, redis.as_mut(), r).map_err(|e| format!("{e}\n{}", pair.log_tail()))
 }
 
 fn part_a_tracker(
     s: &Settings,
     pair: &mut servers::TrackerPair,
+    mut redis: Option<&mut RedisSide>,
     r: &mut Results,
 ) -> Result<(), String> {
     // One group, so list_groups has a one-line answer (comparable to a small GET).
     let (lead, foll) = (pair.leader, 3 - pair.leader);
+    r.notes.push(format!(
+        "Part A: the freshly started pair chose tracker {lead} as leader (tracker 2 leads when \
+         its first dial is refused: it then serves alone at once and its log is longer)."
+    ));
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
     owner.ok(&format!("hello {} 1", servers::instance_id()))?;
     owner.ok("create_user owner pw-owner")?;
@@ -312,12 +321,16 @@ fn part_a_tracker(
                 st.first_error.clone().unwrap_or_default()
             ));
         }
+        let red = match redis.as_deref_mut() {
+            Some(side) => Some(side.run(s.plan(depth), write)?),
+            None => None,
+        };
         r.load.push(LoadRow {
             name: name.to_string(),
             depth,
             write,
             tracker: st,
-            redis: None,
+            redis: red,
         });
     }
     Ok(())

@@ -270,8 +270,8 @@ fn part_a(o: &mut String, s: &Settings, r: &Results) {
     }
     let _ = writeln!(
         o,
-        "\nThe Redis write figures are one measurement per depth, shown against both the leader \
-         and the follower rows.\n"
+        "\nEach Redis case runs right after its tracker case (same depth, same connection \
+         count), so both see the same state of the shared machine.\n"
     );
 }
 
