@@ -1,0 +1,83 @@
+//! Case C5, tracker side: how long after the leader is SIGKILLed can a logged-in session carry
+//! out a write at the other tracker (`hello` with the same instance, `attach <token>`, then a
+//! `create_group`)? This is the protocol path a client follows; the client's own detection
+//! time comes on top and is measured by the transfer bench once the client exists.
+
+use crate::procs::{wait_for, Guard};
+use crate::servers::{instance_id, spawn_tracker, LineConn, TrackerPair};
+use std::time::{Duration, Instant};
+
+/// One round: returns seconds from SIGKILL of the leader to the first committed write at the
+/// survivor, then restarts the killed tracker and waits until the pair is whole again.
+fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Result<f64, String> {
+    let lead = wait_for("a paired leader", Duration::from_secs(20), || {
+        pair.paired_leader()
+    })?;
+    let other = 3 - lead;
+    let inst = instance_id();
+    let user = format!("fo{r}x{:x}", groupshare::runtime::random_u64() & 0xffff);
+    let mut c = LineConn::connect(pair.addrs[lead - 1])?;
+    c.ok(&format!("hello {inst} 1"))?;
+    c.ok(&format!("create_user {user} pw"))?;
+    let token = c
+        .ok(&format!("login {user} pw 127.0.0.1:1"))?
+        .split(' ')
+        .nth(1)
+        .map(str::to_string)
+        .ok_or("login gave no token")?;
+    let mut tag = c.tag;
+
+    let t0 = Instant::now();
+    pair.procs[lead - 1].kill();
+    drop(c);
+    let deadline = t0 + Duration::from_secs(15);
+    let elapsed = loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "tracker {other} did not take a write within 15 s of tracker {lead}'s death"
+            ));
+        }
+        let attempt = (|| -> Result<bool, String> {
+            let mut c = LineConn::connect(pair.addrs[other - 1])?;
+            c.tag = tag;
+            if !c.req(&format!("hello {inst} 1"))?.starts_with("ok") {
+                return Ok(false);
+            }
+            if !c
+                .req(&format!("attach {token} 127.0.0.1:1"))?
+                .starts_with("ok")
+            {
+                return Ok(false);
+            }
+            let r = c.req(&format!("create_group fg{r}{user}"))?;
+            tag = c.tag;
+            if r.starts_with("ok") {
+                Ok(true)
+            } else {
+                Err(format!("write after failover refused: {r}"))
+            }
+        })();
+        match attempt {
+            Ok(true) => break t0.elapsed().as_secs_f64(),
+            Ok(false) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.contains("refused:") => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    };
+    // Bring the dead one back and wait for the pair.
+    let g: Guard = spawn_tracker(tracker_bin, pair.dir.path(), lead)?;
+    pair.procs[lead - 1] = g;
+    wait_for("the pair to re-form", Duration::from_secs(30), || {
+        pair.paired_leader()
+    })?;
+    Ok(elapsed)
+}
+
+/// `rounds` failovers, alternating naturally (the survivor leads the re-formed pair).
+pub fn tracker_failover(
+    pair: &mut TrackerPair,
+    tracker_bin: &std::path::Path,
+    rounds: usize,
+) -> Result<Vec<f64>, String> {
+    (0..rounds).map(|r| round(pair, tracker_bin, r)).collect()
+}

@@ -1,0 +1,322 @@
+//! The load generator: one thread, one `mio::Poll`, N non-blocking connections, each keeping
+//! `depth` requests in flight. It speaks either the tracker's line protocol or Redis' RESP
+//! replies (requests to Redis are inline commands). Latency is measured per request, from the
+//! moment it is queued to the moment its whole reply has been parsed.
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proto {
+    /// `<tag> ok ...`, `<tag> err ...`, `<tag> list <n> ...` + n data lines.
+    Tracker,
+    /// `+...`, `-...`, `:...`, `$-1`, `$<n>` + n bytes + CRLF.
+    Redis,
+}
+
+/// How one case runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub depth: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+}
+
+/// What one case measured.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Replies completed inside the measurement window.
+    pub replies: u64,
+    pub secs: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Error replies (anywhere in the run) and the first of them.
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Stats {
+    pub fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.replies as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Incremental reply parser for one connection.
+#[derive(Default)]
+struct Parser {
+    /// Tracker: data lines still owed by the current `list` reply.
+    owed_lines: usize,
+    /// Whether the reply being parsed is an error, and its text.
+    err: Option<String>,
+}
+
+enum Parsed {
+    /// Consumed this many bytes without finishing a reply.
+    Partial(usize),
+    /// Consumed this many bytes and finished a reply (error text if it was one).
+    Reply(usize, Option<String>),
+    /// Nothing complete in the buffer.
+    NeedMore,
+}
+
+impl Parser {
+    fn step(&mut self, proto: Proto, buf: &[u8]) -> Result<Parsed, String> {
+        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+            return Ok(Parsed::NeedMore);
+        };
+        let line = &buf[..nl];
+        let used = nl + 1;
+        match proto {
+            Proto::Tracker => {
+                if self.owed_lines > 0 {
+                    self.owed_lines -= 1;
+                    return Ok(if self.owed_lines == 0 {
+                        Parsed::Reply(used, self.err.take())
+                    } else {
+                        Parsed::Partial(used)
+                    });
+                }
+                let text = String::from_utf8_lossy(line);
+                let mut w = text.split_whitespace();
+                let _tag = w.next();
+                match w.next() {
+                    Some("ok") => Ok(Parsed::Reply(used, None)),
+                    Some("err") => Ok(Parsed::Reply(used, Some(text.trim_end().to_string()))),
+                    Some("list") => {
+                        let n: usize = w.next().and_then(|n| n.parse().ok()).ok_or_else(|| {
+                            format!("tracker sent a malformed list header: {text:?}")
+                        })?;
+                        if n == 0 {
+                            Ok(Parsed::Reply(used, None))
+                        } else {
+                            self.owed_lines = n;
+                            Ok(Parsed::Partial(used))
+                        }
+                    }
+                    _ => Err(format!("unexpected tracker reply line: {text:?}")),
+                }
+            }
+            Proto::Redis => match line.first() {
+                Some(b'+') | Some(b':') => Ok(Parsed::Reply(used, None)),
+                Some(b'-') => Ok(Parsed::Reply(
+                    used,
+                    Some(String::from_utf8_lossy(line).trim_end().to_string()),
+                )),
+                Some(b'$') => {
+                    let n: i64 = std::str::from_utf8(&line[1..])
+                        .ok()
+                        .and_then(|s| s.trim_end().parse().ok())
+                        .ok_or_else(|| format!("malformed bulk header {line:?}"))?;
+                    if n < 0 {
+                        return Ok(Parsed::Reply(used, None));
+                    }
+                    let total = used + n as usize + 2;
+                    if buf.len() < total {
+                        Ok(Parsed::NeedMore)
+                    } else {
+                        Ok(Parsed::Reply(total, None))
+                    }
+                }
+                _ => Err(format!(
+                    "unexpected Redis reply: {:?}",
+                    String::from_utf8_lossy(line)
+                )),
+            },
+        }
+    }
+}
+
+/// A set of established connections the generator drives; they stay open between cases and
+/// keep their tag counters (tracker tags must never repeat for one instance: deduplication).
+pub struct Conns {
+    pub streams: Vec<TcpStream>,
+    pub next_tag: Vec<u64>,
+}
+
+impl Conns {
+    /// Takes blocking std streams (set up already) and makes them non-blocking.
+    pub fn new(streams: Vec<std::net::TcpStream>, first_tag: u64) -> Result<Conns, String> {
+        let n = streams.len();
+        let streams = streams
+            .into_iter()
+            .map(|s| {
+                s.set_nonblocking(true)
+                    .map_err(|e| format!("set_nonblocking: {e}"))?;
+                let _ = s.set_nodelay(true);
+                Ok(TcpStream::from_std(s))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Conns {
+            streams,
+            next_tag: vec![first_tag; n],
+        })
+    }
+
+    /// Runs one case: `make(conn, tag, out)` appends one request to `out`.
+    pub fn run(
+        &mut self,
+        proto: Proto,
+        plan: Plan,
+        mut make: impl FnMut(usize, u64, &mut Vec<u8>),
+    ) -> Result<Stats, String> {
+        let n = self.streams.len();
+        let mut poll = Poll::new().map_err(|e| format!("mio poll: {e}"))?;
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            poll.registry()
+                .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .map_err(|e| format!("register: {e}"))?;
+        }
+        let result = self.drive(&mut poll, proto, plan, &mut make, n);
+        for s in self.streams.iter_mut() {
+            let _ = poll.registry().deregister(s);
+        }
+        result
+    }
+
+    fn drive(
+        &mut self,
+        poll: &mut Poll,
+        proto: Proto,
+        plan: Plan,
+        make: &mut impl FnMut(usize, u64, &mut Vec<u8>),
+        n: usize,
+    ) -> Result<Stats, String> {
+        let mut sent: Vec<VecDeque<Instant>> = vec![VecDeque::new(); n];
+        let mut inbuf: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut outbuf: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut parsers: Vec<Parser> = (0..n).map(|_| Parser::default()).collect();
+        let mut scratch = vec![0u8; 256 * 1024];
+        let mut samples: Vec<u64> = Vec::with_capacity(1 << 20);
+        let mut stats = Stats::default();
+        let mut events = Events::with_capacity(1024);
+
+        let start = Instant::now();
+        let m_start = start + plan.warmup;
+        let m_end = m_start + plan.measure;
+        let drain_limit = m_end + Duration::from_secs(30);
+
+        // Prime every connection.
+        for i in 0..n {
+            self.refill(i, plan.depth, &mut sent[i], &mut outbuf[i], make, start);
+            self.flush(i, &mut outbuf[i])?;
+        }
+        loop {
+            let now = Instant::now();
+            let sending = now < m_end;
+            let inflight: usize = sent.iter().map(VecDeque::len).sum();
+            if !sending && inflight == 0 {
+                break;
+            }
+            if now > drain_limit {
+                return Err(format!(
+                    "{inflight} replies still outstanding 30 s after the case ended"
+                ));
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .map_err(|e| format!("poll: {e}"))?;
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if ev.is_readable() {
+                    loop {
+                        match self.streams[i].read(&mut scratch) {
+                            Ok(0) => {
+                                return Err(format!(
+                                    "connection {i} closed by the server ({} requests in flight)",
+                                    sent[i].len()
+                                ))
+                            }
+                            Ok(k) => inbuf[i].extend_from_slice(&scratch[..k]),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                            Err(e) => return Err(format!("read on connection {i}: {e}")),
+                        }
+                    }
+                    let now = Instant::now();
+                    let mut pos = 0;
+                    loop {
+                        match parsers[i].step(proto, &inbuf[i][pos..])? {
+                            Parsed::NeedMore => break,
+                            Parsed::Partial(k) => pos += k,
+                            Parsed::Reply(k, err) => {
+                                pos += k;
+                                let t0 = sent[i].pop_front().ok_or_else(|| {
+                                    format!("connection {i}: a reply nobody asked for")
+                                })?;
+                                if let Some(e) = err {
+                                    stats.errors += 1;
+                                    stats.first_error.get_or_insert(e);
+                                }
+                                if now >= m_start && now < m_end {
+                                    stats.replies += 1;
+                                }
+                                if t0 >= m_start && t0 < m_end {
+                                    samples.push((now - t0).as_nanos() as u64);
+                                }
+                            }
+                        }
+                    }
+                    inbuf[i].drain(..pos);
+                    if now < m_end {
+                        self.refill(i, plan.depth, &mut sent[i], &mut outbuf[i], make, now);
+                    }
+                }
+                if !outbuf[i].is_empty() {
+                    self.flush(i, &mut outbuf[i])?;
+                }
+            }
+        }
+        stats.secs = plan.measure.as_secs_f64();
+        samples.sort_unstable();
+        stats.p50_us = percentile(&samples, 0.50);
+        stats.p99_us = percentile(&samples, 0.99);
+        Ok(stats)
+    }
+
+    fn refill(
+        &mut self,
+        i: usize,
+        depth: usize,
+        sent: &mut VecDeque<Instant>,
+        out: &mut Vec<u8>,
+        make: &mut impl FnMut(usize, u64, &mut Vec<u8>),
+        now: Instant,
+    ) {
+        while sent.len() < depth {
+            let tag = self.next_tag[i];
+            self.next_tag[i] += 1;
+            make(i, tag, out);
+            sent.push_back(now);
+        }
+    }
+
+    fn flush(&mut self, i: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        let mut done = 0;
+        while done < out.len() {
+            match self.streams[i].write(&out[done..]) {
+                Ok(0) => return Err(format!("connection {i}: write returned 0")),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write on connection {i}: {e}")),
+            }
+        }
+        out.drain(..done);
+        Ok(())
+    }
+}
+
+/// Nearest-rank percentile of sorted nanosecond samples, in microseconds.
+pub fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx] as f64 / 1000.0
+}

@@ -1,0 +1,457 @@
+//! `bench [--quick] [--out PATH]`: the benchmark report behind `make bench`.
+//!
+//! Starts everything it measures itself on free loopback ports (a tracker pair, Redis if
+//! `redis-server` is on PATH, helper processes), stops all of it when it returns — on error too
+//! — and writes docs/BENCHMARKS.md: every figure next to a bound measured in the same run.
+//!
+//! Helper mode (used by the bench itself): `bench --hold-idle <addr> <n> <mode>`.
+
+mod failover;
+mod idle;
+mod load;
+mod procs;
+mod report;
+mod servers;
+mod transfer;
+
+use load::{Conns, Plan, Proto, Stats};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Durations and sizes of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub quick: bool,
+    pub conns: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub idle_conns: usize,
+    pub lat_requests: usize,
+    pub transfer_bytes: u64,
+    pub hash_bytes: u64,
+    pub failover_rounds: usize,
+}
+
+impl Settings {
+    fn new(quick: bool) -> Settings {
+        if quick {
+            Settings {
+                quick,
+                conns: 50,
+                warmup: Duration::from_millis(200),
+                measure: Duration::from_millis(700),
+                idle_conns: 1_000,
+                lat_requests: 300,
+                transfer_bytes: 128 << 20,
+                hash_bytes: 128 << 20,
+                failover_rounds: 1,
+            }
+        } else {
+            Settings {
+                quick,
+                conns: 50,
+                warmup: Duration::from_millis(500),
+                measure: Duration::from_secs(3),
+                idle_conns: 10_000,
+                lat_requests: 2_000,
+                transfer_bytes: 1 << 30,
+                hash_bytes: 1 << 30,
+                failover_rounds: 3,
+            }
+        }
+    }
+
+    fn plan(&self, depth: usize) -> Plan {
+        Plan {
+            depth,
+            warmup: self.warmup,
+            measure: self.measure,
+        }
+    }
+}
+
+/// One row of part A: a tracker case and its Redis counterpart.
+#[derive(Clone, Debug)]
+pub struct LoadRow {
+    pub name: String,
+    pub depth: usize,
+    pub write: bool,
+    pub tracker: Stats,
+    pub redis: Option<Stats>,
+}
+
+/// Everything measured; `report` renders it.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub redis_version: Option<String>,
+    pub load: Vec<LoadRow>,
+    pub idle: Vec<(String, Result<idle::IdleResult, String>)>,
+    pub download_bound: Option<Result<transfer::Rate, String>>,
+    pub page_cache_sha1: Option<Result<transfer::Rate, String>>,
+    pub raw_sha1: Option<transfer::Rate>,
+    pub downloads: Vec<(usize, Result<transfer::Rate, transfer::Pending>)>,
+    pub client_hashing: Option<Result<transfer::Rate, transfer::Pending>>,
+    pub tracker_failover: Option<Result<Vec<f64>, String>>,
+    pub client_failover: Option<Result<f64, transfer::Pending>>,
+    pub notes: Vec<String>,
+    pub elapsed: f64,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--hold-idle") {
+        return match idle::hold_idle(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("error {e}");
+                eprintln!("bench --hold-idle: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("--profile-load") {
+        return match profile_load(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench --profile-load: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut quick = false;
+    let mut out = PathBuf::from("docs/BENCHMARKS.md");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => match it.next() {
+                Some(p) => out = PathBuf::from(p),
+                None => {
+                    eprintln!("error: --out needs a path");
+                    return ExitCode::FAILURE;
+                }
+            },
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick] [--out PATH]\n\n\
+                     Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
+                     and writes the report (default docs/BENCHMARKS.md).\n  \
+                     --quick     short durations and fewer idle connections (smoke test)\n  \
+                     --out PATH  where to write the report"
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("error: unknown argument {other:?} (try --help)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match run(Settings::new(quick), &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bin_beside_me(name: &str) -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let p = me
+        .parent()
+        .ok_or("the bench binary has no directory")?
+        .join(name);
+    Ok(p)
+}
+
+fn run(s: Settings, out: &std::path::Path) -> Result<(), String> {
+    let t_start = Instant::now();
+    let fd_limit = groupshare::runtime::raise_fd_limit();
+    let tracker_bin = bin_beside_me("tracker")?;
+    let client_bin = bin_beside_me("client")?;
+    if !tracker_bin.is_file() {
+        return Err(format!(
+            "{} not found: build it first (cargo build --release --bins, or make bench)",
+            tracker_bin.display()
+        ));
+    }
+    let mut r = Results::default();
+    let redis_bin = servers::find_redis();
+    match &redis_bin {
+        Some(b) => r.redis_version = Some(servers::redis_version(b)),
+        None => r
+            .notes
+            .push("redis-server is not on PATH: the Redis columns are skipped.".into()),
+    }
+    if s.idle_conns + 100 > fd_limit as usize {
+        r.notes.push(format!(
+            "open-file limit {fd_limit} is below the idle connection count"
+        ));
+    }
+
+    eprintln!(
+        "bench: A. tracker throughput and latency ({} connections)",
+        s.conns
+    );
+    part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+    eprintln!("bench: B. {} idle connections", s.idle_conns);
+    part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+    eprintln!("bench: C. transfer and hashing bounds, failover");
+    part_c(&s, &tracker_bin, &client_bin, &mut r)?;
+    r.elapsed = t_start.elapsed().as_secs_f64();
+
+    let text = report::render(&s, &r);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    print!("{text}");
+    eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
+    Ok(())
+}
+
+fn tracker_read(_: usize, tag: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{tag} list_groups\n").as_bytes());
+}
+
+/// Redis' side of part A: a plain instance for reads, an AOF-always one for writes, with their
+/// connections, run right after the matching tracker case so both see the same machine.
+struct RedisSide {
+    _plain: servers::Redis,
+    _aof: servers::Redis,
+    reads: Conns,
+    writes: Conns,
+}
+
+impl RedisSide {
+    fn start(s: &Settings, bin: &std::path::Path) -> Result<RedisSide, String> {
+        let plain = servers::Redis::start(bin, false)?;
+        // One small key, about the size of the tracker's `list_groups` reply.
+        plain.command("SET bench bench-1-r0")?;
+        let aof = servers::Redis::start(bin, true)?;
+        let cfg = aof.command("CONFIG GET appendfsync")?;
+        if !cfg.contains("always") {
+            return Err(format!("Redis did not take appendfsync always: {cfg:?}"));
+        }
+        Ok(RedisSide {
+            reads: Conns::new(plain.conns(s.conns)?, 1)?,
+            writes: Conns::new(aof.conns(s.conns)?, 1)?,
+            _plain: plain,
+            _aof: aof,
+        })
+    }
+
+    fn run(&mut self, plan: Plan, write: bool) -> Result<Stats, String> {
+        if write {
+            self.writes.run(Proto::Redis, plan, |c, tag, out| {
+                out.extend_from_slice(format!("SET g{c}x{tag} 1\r\n").as_bytes())
+            })
+        } else {
+            self.reads.run(Proto::Redis, plan, |_, _, out| {
+                out.extend_from_slice(b"GET bench\r\n")
+            })
+        }
+    }
+}
+
+fn part_a(
+    s: &Settings,
+    tracker_bin: &std::path::Path,
+    redis_bin: Option<&std::path::Path>,
+    r: &mut Results,
+) -> Result<(), String> {
+    let mut redis = match redis_bin {
+        Some(bin) => Some(RedisSide::start(s, bin)?),
+        None => None,
+    };
+    let mut pair = servers::TrackerPair::start(tracker_bin, "a")?;
+    part_a_tracker(s, &mut pair, redis.as_mut(), r).map_err(|e| format!("{e}\n{}", pair.log_tail()))
+}
+
+fn part_a_tracker(
+    s: &Settings,
+    pair: &mut servers::TrackerPair,
+    mut redis: Option<&mut RedisSide>,
+    r: &mut Results,
+) -> Result<(), String> {
+    // One group, so list_groups has a one-line answer (comparable to a small GET).
+    let (lead, foll) = (pair.leader, 3 - pair.leader);
+    r.notes.push(format!(
+        "Part A: the freshly started pair chose tracker {lead} as leader (tracker 2 leads when \
+         its first dial is refused: it then serves alone at once and its log is longer)."
+    ));
+    let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
+    owner.ok(&format!("hello {} 1", servers::instance_id()))?;
+    owner.ok("create_user owner pw-owner")?;
+    owner.ok("login owner pw-owner 127.0.0.1:1")?;
+    owner.ok("create_group bench")?;
+
+    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
+    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, 4)?;
+    let cases: [(&str, usize, bool, usize); 6] = [
+        ("small read (`list_groups`), leader", 1, false, lead),
+        ("small read (`list_groups`), leader", 16, false, lead),
+        ("durable write (`create_group`), leader", 1, true, lead),
+        ("durable write (`create_group`), leader", 16, true, lead),
+        ("durable write (`create_group`), follower", 1, true, foll),
+        ("durable write (`create_group`), follower", 16, true, foll),
+    ];
+    for (i, (name, depth, write, at)) in cases.into_iter().enumerate() {
+        eprintln!("bench:   {name}, depth {depth}");
+        let conns = if at == lead {
+            &mut leader
+        } else {
+            &mut follower
+        };
+        let st = if write {
+            conns.run(Proto::Tracker, s.plan(depth), |c, tag, out| {
+                out.extend_from_slice(format!("{tag} create_group g{i}c{c}t{tag}\n").as_bytes())
+            })?
+        } else {
+            conns.run(Proto::Tracker, s.plan(depth), tracker_read)?
+        };
+        pair.check_alive()?;
+        if st.errors > 0 {
+            r.notes.push(format!(
+                "{name}, depth {depth}: {} error replies, first: {}",
+                st.errors,
+                st.first_error.clone().unwrap_or_default()
+            ));
+        }
+        let red = match redis.as_deref_mut() {
+            Some(side) => Some(side.run(s.plan(depth), write)?),
+            None => None,
+        };
+        r.load.push(LoadRow {
+            name: name.to_string(),
+            depth,
+            write,
+            tracker: st,
+            redis: red,
+        });
+    }
+    Ok(())
+}
+
+/// `bench --profile-load <read|write> <depth> <secs>`: one tracker case for `secs` seconds on
+/// a fresh pair, with the trackers' pids on stderr, so `perf record -p` can be attached to it.
+fn profile_load(args: &[String]) -> Result<(), String> {
+    let [kind, depth, secs] = args else {
+        return Err("usage: bench --profile-load <read|write> <depth> <secs>".into());
+    };
+    let depth: usize = depth.parse().map_err(|e| format!("depth: {e}"))?;
+    let secs: f64 = secs.parse().map_err(|e| format!("secs: {e}"))?;
+    let tracker_bin = bin_beside_me("tracker")?;
+    let pair = servers::TrackerPair::start(&tracker_bin, "profile")?;
+    let lead = pair.leader;
+    let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
+    owner.ok(&format!("hello {} 1", servers::instance_id()))?;
+    owner.ok("create_user owner pw-owner")?;
+    owner.ok("login owner pw-owner 127.0.0.1:1")?;
+    owner.ok("create_group bench")?;
+    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, 4)?;
+    eprintln!(
+        "leader pid {} follower pid {}",
+        pair.pid(lead),
+        pair.pid(3 - lead)
+    );
+    let plan = Plan {
+        depth,
+        warmup: Duration::from_millis(300),
+        measure: Duration::from_secs_f64(secs),
+    };
+    let st = if kind == "write" {
+        conns.run(Proto::Tracker, plan, |c, tag, out| {
+            out.extend_from_slice(format!("{tag} create_group p{c}t{tag}\n").as_bytes())
+        })?
+    } else {
+        conns.run(Proto::Tracker, plan, tracker_read)?
+    };
+    eprintln!(
+        "{kind} depth {depth}: {:.0} req/s p50 {:.0} µs p99 {:.0} µs, {} errors",
+        st.rate(),
+        st.p50_us,
+        st.p99_us,
+        st.errors
+    );
+    Ok(())
+}
+
+fn part_b(
+    s: &Settings,
+    tracker_bin: &std::path::Path,
+    redis_bin: Option<&std::path::Path>,
+    r: &mut Results,
+) -> Result<(), String> {
+    use idle::IdleMode;
+    for mode in [IdleMode::Silent, IdleMode::TrackerPing] {
+        // A fresh pair each time, so earlier load leaves no freed memory to reuse.
+        let pair = servers::TrackerPair::start(tracker_bin, "b")?;
+        let res = idle::measure(
+            pair.pid(pair.leader),
+            pair.addrs[pair.leader - 1],
+            s.idle_conns,
+            mode,
+            false,
+            s.lat_requests,
+        );
+        let what = match mode {
+            IdleMode::Silent => "tracker (leader), connections that never sent a byte",
+            _ => "tracker (leader), connections idle after one `ping`",
+        };
+        r.idle.push((what.to_string(), res));
+    }
+    if let Some(bin) = redis_bin {
+        for mode in [IdleMode::Silent, IdleMode::RedisPing] {
+            let red = servers::Redis::start(bin, false)?;
+            let res = idle::measure(
+                red.proc.pid(),
+                red.addr,
+                s.idle_conns,
+                mode,
+                true,
+                s.lat_requests,
+            );
+            let what = match mode {
+                IdleMode::Silent => "Redis, connections that never sent a byte",
+                _ => "Redis, connections idle after one `PING`",
+            };
+            r.idle.push((what.to_string(), res));
+        }
+    }
+    Ok(())
+}
+
+fn part_c(
+    s: &Settings,
+    tracker_bin: &std::path::Path,
+    client_bin: &std::path::Path,
+    r: &mut Results,
+) -> Result<(), String> {
+    let dir = procs::TempDir::new("transfer")?;
+    match transfer::download_bound(&dir, s.transfer_bytes) {
+        Ok((rate, path)) => {
+            r.download_bound = Some(Ok(rate));
+            r.page_cache_sha1 = Some(transfer::page_cache_sha1(&path));
+            let _ = std::fs::remove_file(&path);
+        }
+        Err(e) => r.download_bound = Some(Err(e)),
+    }
+    r.raw_sha1 = Some(transfer::raw_sha1(s.hash_bytes));
+    for seeders in 1..=3 {
+        r.downloads.push((
+            seeders,
+            transfer::download_from_seeders(client_bin, tracker_bin, seeders, s.transfer_bytes),
+        ));
+    }
+    r.client_hashing = Some(transfer::client_hashing(client_bin, tracker_bin));
+    r.client_failover = Some(transfer::client_failover(client_bin, tracker_bin));
+    let mut pair = servers::TrackerPair::start(tracker_bin, "c5")?;
+    let res = failover::tracker_failover(&mut pair, tracker_bin, s.failover_rounds)
+        .map_err(|e| format!("{e}\n{}", pair.log_tail()));
+    r.tracker_failover = Some(res);
+    Ok(())
+}
