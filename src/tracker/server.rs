@@ -1309,9 +1309,16 @@ impl Server {
             return self.reply(key, text);
         }
         if let Some(id) = self.conns.get(key).map(|c| c.id) {
-            self.waiters.push_back((seq, key, id));
+            self.add_waiter(seq, key, id);
         }
         self.push_reply(key, Slot::Commit { seq, text });
+    }
+
+    /// Waiters stay in sequence order so `release` stops at the first uncommitted one; entries
+    /// are applied in order, so this is almost always a push at the back.
+    fn add_waiter(&mut self, seq: u64, key: usize, conn_id: u64) {
+        let at = self.waiters.partition_point(|w| w.0 <= seq);
+        self.waiters.insert(at, (seq, key, conn_id));
     }
 
     /// Releases every reply whose entry is now committed.
@@ -1396,10 +1403,7 @@ impl Server {
             self.resume.push(key);
         }
         if let Some(seq) = waiting_seq {
-            self.waiters.push_back((seq, key, conn_id));
-            // Keep waiters in sequence order: forwarded entries can resolve out of order
-            // relative to local dedup replies.
-            self.waiters.make_contiguous().sort_by_key(|w| w.0);
+            self.add_waiter(seq, key, conn_id);
         }
         self.drain_replies(key);
     }
