@@ -1,0 +1,387 @@
+//! Client requests: parsing into actions, reads answered from the state, writes proposed,
+//! replies queued in request order.
+
+use super::*;
+
+impl Server {
+    pub(super) fn client(&mut self, key: usize) -> Option<&mut Client> {
+        match self.conns.get_mut(key).map(|c| &mut c.kind) {
+            Some(Kind::Client(cl)) => Some(cl),
+            _ => None,
+        }
+    }
+
+    /// Queues a reply in order: sent at once unless earlier replies still wait.
+    pub(super) fn push_reply(&mut self, key: usize, slot: Slot) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Kind::Client(cl) = &mut c.kind else {
+            return;
+        };
+        match slot {
+            Slot::Ready(text) if cl.replies.is_empty() => {
+                c.conn.send_line(&text);
+                if c.conn.out_pending() > OUTPUT_PAUSE {
+                    c.paused = true;
+                }
+                self.dirty.push(key);
+            }
+            slot => cl.replies.push_back(slot),
+        }
+    }
+
+    pub(super) fn reply(&mut self, key: usize, text: String) {
+        self.push_reply(key, Slot::Ready(text));
+    }
+
+    pub(super) fn reply_err(&mut self, key: usize, tag: u64, code: &str, message: &str) {
+        self.reply(key, format!("{tag} err {code} {message}"));
+    }
+
+    pub(super) fn refuse(&mut self, key: usize, tag: u64, r: &Refusal) {
+        self.reply_err(key, tag, r.code(), &r.message());
+    }
+
+    pub(super) fn handle_client_line(&mut self, key: usize, line: &[u8], now: Instant) {
+        // Hash lines of an upload in progress.
+        if let Some(cl) = self.client(key) {
+            if let Some(up) = cl.upload.as_mut() {
+                up.lines_left -= 1;
+                if up.bad.is_none() {
+                    match std::str::from_utf8(line)
+                        .ok()
+                        .and_then(pieces::hashes_from_hex)
+                    {
+                        Some(h) if up.hashes.len() + h.len() <= up.npieces => up.hashes.extend(h),
+                        _ => up.bad = Some("malformed hash line".into()),
+                    }
+                }
+                if up.lines_left == 0 {
+                    if let Some(up) = cl.upload.take() {
+                        self.finish_upload(key, up);
+                    }
+                }
+                return;
+            }
+        }
+        // The first line of a connection may open the peer link instead.
+        if line.starts_with(b"peer-hello ") {
+            self.peer_hello(key, line, now);
+            return;
+        }
+        let req = match commands::parse(line) {
+            Ok(r) => r,
+            Err(e) => {
+                self.parse_error(key, e);
+                return;
+            }
+        };
+        if !self.serving() && !matches!(req.verb, Verb::Ping | Verb::Digest) {
+            let why = "this tracker is catching up with the other tracker; use the other one";
+            if let Verb::UploadFile { npieces, .. } = req.verb {
+                return self.parse_error(
+                    key,
+                    ParseError {
+                        tag: req.tag,
+                        code: "unavailable",
+                        message: why.into(),
+                        skip_lines: pieces::hash_line_count(npieces as usize),
+                    },
+                );
+            }
+            return self.reply_err(key, req.tag, "unavailable", why);
+        }
+        self.handle_request(key, req);
+    }
+
+    pub(super) fn parse_error(&mut self, key: usize, e: ParseError) {
+        if e.skip_lines > 0 {
+            if let Some(cl) = self.client(key) {
+                cl.upload = Some(Upload {
+                    tag: e.tag,
+                    target: None,
+                    hashes: Vec::new(),
+                    lines_left: e.skip_lines,
+                    npieces: 0,
+                    bad: Some(format!("{} {}", e.code, e.message)),
+                });
+                return;
+            }
+        }
+        self.reply_err(key, e.tag, e.code, &e.message);
+    }
+
+    pub(super) fn handle_request(&mut self, key: usize, req: Request) {
+        let Some(cl) = self.client(key) else {
+            return;
+        };
+        let tag = req.tag;
+        let origin = cl.instance.map(|instance| Origin { instance, tag });
+        let session = cl.session.clone();
+        let from = self.conns.get(key).map(|c| (key, c.id, tag));
+        // Everything but these needs a session.
+        let needs_session = !matches!(
+            req.verb,
+            Verb::Hello { .. }
+                | Verb::CreateUser { .. }
+                | Verb::Login { .. }
+                | Verb::Attach { .. }
+                | Verb::UploadFile { .. }
+                | Verb::Ping
+                | Verb::Digest
+        );
+        // (An upload's retry is recognised after its hash lines, which must be read first.)
+        if let Some(o) = origin.filter(|_| !matches!(req.verb, Verb::UploadFile { .. })) {
+            if let Some(stored) = self.state.dedup(&o).map(str::to_string) {
+                return self.answer_retry(key, tag, req.verb, stored);
+            }
+        }
+        let token = match (&session, needs_session) {
+            (Some(t), _) => t.clone(),
+            (None, true) => return self.refuse(key, tag, &Refusal::NotLoggedIn),
+            (None, false) => String::new(),
+        };
+        match req.verb {
+            Verb::Hello { instance } => {
+                if let Some(cl) = self.client(key) {
+                    cl.instance = Some(instance);
+                }
+                self.reply(key, format!("{tag} ok {}", self.cfg.me));
+            }
+            Verb::Ping => self.reply(key, format!("{tag} ok pong")),
+            Verb::Digest => {
+                let d = self.state.digest();
+                let role = match self.role {
+                    Role::Leader if self.link_live() => "leader-paired",
+                    Role::Leader => "leader-solo",
+                    Role::Follower => "follower",
+                    Role::Waiting => "waiting",
+                };
+                self.reply(key, format!("{tag} ok {d} {} {role}", self.pos.seq));
+            }
+            Verb::CreateUser { user, password } => {
+                if self.state.user_exists(&user) {
+                    return self.refuse(key, tag, &Refusal::UserExists);
+                }
+                let pw_hash = password::hash_password(&password);
+                self.propose(origin, Op::CreateUser { user, pw_hash }, from);
+            }
+            Verb::Login {
+                user,
+                password,
+                addr,
+            } => {
+                if session.is_some() {
+                    return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
+                }
+                if let Err(r) = self.state.check_login(&user, &password) {
+                    return self.refuse(key, tag, &r);
+                }
+                let token = new_token();
+                let tracker = self.cfg.me;
+                self.propose(
+                    origin,
+                    Op::Login {
+                        token,
+                        user,
+                        addr,
+                        tracker,
+                    },
+                    from,
+                );
+            }
+            Verb::Attach { token, addr } => {
+                if session.is_some() {
+                    return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
+                }
+                let tracker = self.cfg.me;
+                self.propose(
+                    origin,
+                    Op::Attach {
+                        token,
+                        addr,
+                        tracker,
+                    },
+                    from,
+                );
+            }
+            Verb::Logout => {
+                if let Some(cl) = self.client(key) {
+                    cl.session = None;
+                }
+                self.propose(origin, Op::Logout { token }, from);
+            }
+            Verb::CreateGroup { group } => {
+                self.propose(origin, Op::CreateGroup { token, group }, from)
+            }
+            Verb::JoinGroup { group } => self.propose(origin, Op::JoinGroup { token, group }, from),
+            Verb::LeaveGroup { group } => {
+                self.propose(origin, Op::LeaveGroup { token, group }, from)
+            }
+            Verb::AcceptRequest { group, user } => {
+                self.propose(origin, Op::AcceptRequest { token, group, user }, from)
+            }
+            Verb::StopShare { group, file } => {
+                self.propose(origin, Op::StopShare { token, group, file }, from)
+            }
+            Verb::Have {
+                group,
+                file,
+                pieces,
+            } => self.propose(
+                None,
+                Op::Have {
+                    token,
+                    group,
+                    file,
+                    pieces,
+                },
+                from,
+            ),
+            Verb::ListGroups => {
+                let r = self.state.list_groups(&token);
+                self.reply_list(key, tag, r, "");
+            }
+            Verb::ListRequests { group } => {
+                let r = self.state.list_requests(&token, &group);
+                self.reply_list(key, tag, r, "");
+            }
+            Verb::ListFiles { group } => {
+                let r = self.state.list_files(&token, &group);
+                self.reply_list(key, tag, r, "");
+            }
+            Verb::Peers { group, file } => {
+                let r = self.state.peers(&token, &group, &file);
+                self.reply_list(key, tag, r, "");
+            }
+            Verb::DownloadFile { group, file } => {
+                let r = self.state.download(&token, &group, &file).map(|d| {
+                    let mut lines: Vec<String> = pieces::hash_lines(d.hashes)
+                        .map(|h| format!("h {h}"))
+                        .collect();
+                    lines.extend(d.peers);
+                    (lines, format!(" {} {}", d.size, d.hashes.len()))
+                });
+                match r {
+                    Ok((lines, extra)) => self.reply_list(key, tag, Ok(lines), &extra),
+                    Err(e) => self.refuse(key, tag, &e),
+                }
+            }
+            Verb::UploadFile {
+                group,
+                file,
+                size,
+                npieces,
+            } => {
+                let lines = pieces::hash_line_count(npieces as usize);
+                let up = Upload {
+                    tag,
+                    target: Some((group, file, size)),
+                    hashes: Vec::with_capacity(npieces as usize),
+                    lines_left: lines,
+                    npieces: npieces as usize,
+                    bad: None,
+                };
+                if lines == 0 {
+                    self.finish_upload(key, up);
+                } else if let Some(cl) = self.client(key) {
+                    cl.upload = Some(up);
+                }
+            }
+        }
+    }
+
+    /// A request whose write already happened (the client re-sent it after losing its
+    /// tracker): answer with the original reply once it is committed, never apply it twice.
+    pub(super) fn answer_retry(&mut self, key: usize, tag: u64, verb: Verb, stored: String) {
+        let reattach = match verb {
+            // The first attempt created the session at a tracker that may be gone.
+            Verb::Login { addr, .. } => Some((stored.clone(), addr)),
+            Verb::Attach { token, addr } => Some((token, addr)),
+            _ => None,
+        };
+        if let Some((token, addr)) = reattach {
+            if let Some(cl) = self.client(key) {
+                cl.session = Some(token.clone());
+            }
+            let tracker = self.cfg.me;
+            self.propose(
+                None,
+                Op::Attach {
+                    token,
+                    addr,
+                    tracker,
+                },
+                None,
+            );
+        }
+        let seq = self.pos.seq;
+        self.push_commit_reply(key, seq, ok_text(tag, &stored));
+    }
+
+    pub(super) fn reply_list(
+        &mut self,
+        key: usize,
+        tag: u64,
+        r: Result<Vec<String>, Refusal>,
+        extra: &str,
+    ) {
+        match r {
+            Ok(lines) => {
+                let mut text = format!("{tag} list {}{extra}", lines.len());
+                for l in lines {
+                    text.push('\n');
+                    text.push_str(&l);
+                }
+                self.reply(key, text);
+            }
+            Err(e) => self.refuse(key, tag, &e),
+        }
+    }
+
+    pub(super) fn finish_upload(&mut self, key: usize, up: Upload) {
+        let tag = up.tag;
+        let Some((group, file, size)) = up.target else {
+            let bad = up.bad.unwrap_or_default();
+            let (code, msg) = bad.split_once(' ').unwrap_or(("bad_request", ""));
+            let code = code.to_string();
+            return self.reply_err(key, tag, &code, msg);
+        };
+        if let Some(bad) = up.bad {
+            return self.reply_err(key, tag, "bad_request", &bad);
+        }
+        if up.hashes.len() != up.npieces {
+            return self.reply_err(
+                key,
+                tag,
+                "bad_request",
+                "the hash lines hold too few hashes",
+            );
+        }
+        let Some(cl) = self.client(key) else {
+            return;
+        };
+        let session = cl.session.clone();
+        let origin = cl.instance.map(|instance| Origin { instance, tag });
+        if let Some(stored) = origin.and_then(|o| self.state.dedup(&o).map(str::to_string)) {
+            let seq = self.pos.seq;
+            return self.push_commit_reply(key, seq, ok_text(tag, &stored));
+        }
+        let Some(token) = session else {
+            return self.refuse(key, tag, &Refusal::NotLoggedIn);
+        };
+        let from = self.conns.get(key).map(|c| (key, c.id, tag));
+        self.propose(
+            origin,
+            Op::Upload {
+                token,
+                group,
+                file,
+                size,
+                hashes: up.hashes,
+            },
+            from,
+        );
+    }
+}
