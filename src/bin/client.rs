@@ -11,7 +11,7 @@ use std::path::PathBuf;
 ///
 /// Commands are read one a line from standard input; type `help` for the list.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "client", version, about)]
 struct Args {
     /// IP:PORT to listen on for other peers and to advertise to them (port 0: a free port).
     /// A tracker's address here means "prefer that tracker" and listens on a free port.

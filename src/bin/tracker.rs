@@ -12,7 +12,7 @@ use std::process::ExitCode;
 /// A tracker of the groupshare file-sharing system: holds users, groups and who shares what,
 /// kept in sync with the other tracker listed in the tracker_info file.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "tracker", version, about)]
 struct Args {
     /// File with one IP:PORT a line, tracker 1 first
     tracker_info: PathBuf,
