@@ -197,7 +197,10 @@ fn no_plaintext_password_on_disk() {
         }
         assert!(!all.contains("Sup3rSecretPassw0rd") && !all.contains("An0therSecretOne"));
         // The users are on disk (so the check above looked at real data), as hashes.
-        assert!(all.contains("secretive") && all.contains("other2"), "tracker {n}");
+        assert!(
+            all.contains("secretive") && all.contains("other2"),
+            "tracker {n}"
+        );
         assert!(all.contains("pbkdf2-sha256$"), "tracker {n}");
     }
 }

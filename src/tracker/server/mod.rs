@@ -488,8 +488,13 @@ impl Server {
 
     fn send(&mut self, key: usize, line: &str) {
         if let Some(c) = self.conns.get_mut(key) {
+            let was_idle = c.conn.out_pending() == 0;
             c.conn.send_line(line);
-            self.dirty.push(key);
+            // Output already pending is either queued for this turn's flush or waiting for
+            // WRITABLE; listing the connection once is enough.
+            if was_idle {
+                self.dirty.push(key);
+            }
         }
     }
 

@@ -156,6 +156,7 @@ impl Server {
         let Kind::Client(cl) = &mut c.kind else {
             return;
         };
+        let was_idle = c.conn.out_pending() == 0;
         let mut sent = false;
         while let Some(front) = cl.replies.front() {
             let ready = match front {
@@ -178,7 +179,9 @@ impl Server {
             if c.conn.out_pending() > OUTPUT_PAUSE {
                 c.paused = true;
             }
-            self.dirty.push(key);
+            if was_idle {
+                self.dirty.push(key);
+            }
         }
     }
 

@@ -21,11 +21,14 @@ impl Server {
         };
         match slot {
             Slot::Ready(text) if cl.replies.is_empty() => {
+                let was_idle = c.conn.out_pending() == 0;
                 c.conn.send_line(&text);
                 if c.conn.out_pending() > OUTPUT_PAUSE {
                     c.paused = true;
                 }
-                self.dirty.push(key);
+                if was_idle {
+                    self.dirty.push(key);
+                }
             }
             slot => cl.replies.push_back(slot),
         }
