@@ -94,7 +94,7 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     }
     let v: f64 = num.parse().map_err(|_| bad())?;
     let bytes = (v * mult as f64).round();
-    if !(bytes >= 1.0) || bytes > u64::MAX as f64 / 2.0 {
+    if bytes.is_nan() || bytes < 1.0 || bytes > u64::MAX as f64 / 2.0 {
         return Err(format!(
             "'{text}': the upload limit must be at least 1 byte per second"
         ));
