@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use groupshare::client::app::{self, Config};
+use groupshare::client::peers::limit;
 use groupshare::client::shares;
 use groupshare::{cluster, runtime};
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ struct Args {
     /// At end of input keep running and seeding until SIGINT or SIGTERM.
     #[arg(long)]
     serve: bool,
+    /// Limit all uploads of this client together to RATE bytes per second: plain bytes, or
+    /// with K, M or G (1024, 1024², 1024³), e.g. 512K or 10M. Default: unlimited.
+    #[arg(long, value_name = "RATE", value_parser = limit::parse_rate)]
+    upload_limit: Option<u64>,
     /// More log output (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -78,6 +83,7 @@ fn start(args: Args) -> Result<Config, String> {
         preferred,
         state_dir,
         serve: args.serve,
+        upload_limit: args.upload_limit,
         announce_port: announce,
     })
 }

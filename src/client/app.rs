@@ -45,6 +45,8 @@ pub struct Config {
     pub serve: bool,
     /// Print the chosen port (the user asked for port 0, or a tracker's address).
     pub announce_port: bool,
+    /// `--upload-limit`: bytes per second for all uploads together; `None` is unlimited.
+    pub upload_limit: Option<u64>,
 }
 
 /// The logged-in user.
@@ -200,8 +202,9 @@ impl App {
         registry
             .register(&mut signals.receiver, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let (peers, bound) = PeerSide::new(registry, config.listen)
+        let (mut peers, bound) = PeerSide::new(registry, config.listen)
             .map_err(|e| format!("cannot listen for peers on {}: {e}", config.listen))?;
+        peers.set_upload_limit(config.upload_limit, Instant::now());
         if config.announce_port {
             console::err(&format!("note: listening for peers on {bound}"));
         }
@@ -1237,8 +1240,12 @@ impl App {
             return;
         };
         d.done = true;
+        let sources = report::sources_note(
+            &self.peers.peer_piece_counts(id),
+            self.peers.earlier_pieces(id),
+        );
         console::err(&format!(
-            "note: download of {} complete: {}",
+            "note: download of {} complete: {}{sources}",
             d.file,
             d.dest.display()
         ));

@@ -125,9 +125,48 @@ pub fn download_line(d: &DownloadStatus) -> String {
     }
 }
 
+/// Where a completed download's pieces came from, for its `note:` line:
+/// ` (from alice: 300 pieces, bob: 212 pieces, earlier: 5 pieces)` — peers by user with at
+/// least one piece, then the pieces found valid in a resumed `.part`. Empty when nothing came
+/// from anywhere (an empty file).
+pub fn sources_note(peers: &[(String, u64)], earlier: u64) -> String {
+    let plural = |n: u64| if n == 1 { "piece" } else { "pieces" };
+    let mut parts: Vec<String> = peers
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(user, n)| format!("{user}: {n} {}", plural(*n)))
+        .collect();
+    if earlier > 0 {
+        parts.push(format!("earlier: {earlier} {}", plural(earlier)));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(" (from {})", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_name_every_contributor_and_earlier_data() {
+        let peers = vec![
+            ("alice".to_string(), 300),
+            ("bob".to_string(), 212),
+            ("carol".to_string(), 0),
+        ];
+        assert_eq!(
+            sources_note(&peers, 0),
+            " (from alice: 300 pieces, bob: 212 pieces)"
+        );
+        assert_eq!(
+            sources_note(&peers[..1], 1),
+            " (from alice: 300 pieces, earlier: 1 piece)"
+        );
+        assert_eq!(sources_note(&[], 7), " (from earlier: 7 pieces)");
+        assert_eq!(sources_note(&peers[2..], 0), "");
+    }
 
     fn status(state: DownloadState) -> DownloadStatus {
         DownloadStatus {

@@ -359,6 +359,25 @@ impl Client {
             .collect()
     }
 
+    /// Runs `show_downloads` and returns its lines (every earlier output is in by then).
+    pub fn show_downloads(&mut self) -> Vec<String> {
+        self.sync();
+        self.send("show_downloads");
+        self.sync()
+    }
+
+    /// Kills the client with SIGKILL (no clean-up of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+        self.drain();
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the client to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;

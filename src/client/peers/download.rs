@@ -94,6 +94,8 @@ pub struct Download {
     rate: RateMeter,
     /// Next piece to check while Verifying.
     verify_next: usize,
+    /// Pieces found valid in a resumed `.part` while Verifying.
+    earlier: u64,
     /// Verified since the last tick, reported as one PiecesVerified.
     verified: Vec<usize>,
     next_refresh: Instant,
@@ -174,6 +176,7 @@ impl Download {
             conns: HashMap::new(),
             rate: RateMeter::new(),
             verify_next: 0,
+            earlier: 0,
             verified: Vec::new(),
             next_refresh: now + PEER_REFRESH,
             last_need_peers: None,
@@ -224,6 +227,11 @@ impl Download {
             .collect();
         v.sort();
         v
+    }
+
+    /// Pieces found valid in a resumed `.part` (not fetched by this run).
+    pub fn earlier_pieces(&self) -> u64 {
+        self.earlier
     }
 
     /// Peers from the tracker, applied at the next tick.
@@ -641,6 +649,7 @@ impl Download {
         for i in self.verify_next..end {
             match store.check_piece(i, &self.hashes[i], ctx.scratch) {
                 Ok(true) => {
+                    self.earlier += 1;
                     self.table.hash_ok(i);
                     ctx.catalog.mark(&self.group, &self.file, &self.part, i);
                     self.verified.push(i);

@@ -18,6 +18,7 @@
 //! - `store`    — the `.part` file: pwrite/pread of whole pieces, the resume check
 //! - `hasher`   — SHA-1 of pieces; hashing a file to share a few pieces per tick
 //! - `rate`     — bytes per second over the last few seconds
+//! - `limit`    — the upload limit: a token bucket shared by every upload connection
 //!
 //! Tokens: the listener and every connection live in one slab; token = `TOKEN_BASE + key`.
 //! A closed connection's key is freed at once; a later event in the same batch for it finds
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod download;
 pub mod fetch;
 pub mod hasher;
+pub mod limit;
 pub mod picker;
 pub mod rate;
 pub mod seeder;
@@ -38,11 +40,13 @@ use crate::runtime::Rng;
 use catalog::{Catalog, Entry};
 use download::{Ctx, Download};
 use hasher::{HashJob, HashStep};
+use limit::TokenBucket;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use seeder::{UploadConn, MAX_UPLOADS};
 use slab::Slab;
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,6 +152,10 @@ pub struct PeerSide {
     /// One piece of scratch space for hashing and resume checks, reused.
     scratch: Vec<u8>,
     uploads: usize,
+    /// `--upload-limit`: one bucket for all uploads together; `None` is unlimited.
+    upload_limit: Option<TokenBucket>,
+    /// Upload connections the limit deferred, resumed in this order (fair) once it allows.
+    throttled: VecDeque<usize>,
 }
 
 impl PeerSide {
@@ -173,6 +181,8 @@ impl PeerSide {
             rng: Rng::new(crate::runtime::random_u64()),
             scratch: Vec::new(),
             uploads: 0,
+            upload_limit: None,
+            throttled: VecDeque::new(),
         };
         Ok((side, addr))
     }
@@ -191,21 +201,7 @@ impl PeerSide {
         match self.slots.get_mut(key) {
             None => {}
             Some(Slot::Listener(_)) => self.accept(registry, key),
-            Some(Slot::Upload(conn)) => {
-                let keep = match conn.service(registry, event.token(), &self.catalog) {
-                    Ok(keep) => keep,
-                    Err(e) => {
-                        log::debug!("upload connection closed: {e}");
-                        false
-                    }
-                };
-                if !keep {
-                    if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
-                        let _ = registry.deregister(conn.stream_mut());
-                    }
-                    self.uploads -= 1;
-                }
-            }
+            Some(Slot::Upload(_)) => self.service_upload(registry, key, now),
             Some(Slot::Fetch(id)) => {
                 let id = *id;
                 let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
@@ -223,6 +219,41 @@ impl PeerSide {
                 dl.on_event(&mut ctx, key, event);
             }
         }
+    }
+
+    /// Lets upload connection `key` read and answer; closes it when it is done; remembers it
+    /// for `tick` if the upload limit deferred it.
+    fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let Some(Slot::Upload(conn)) = self.slots.get_mut(key) else {
+            return;
+        };
+        let token = Token(TOKEN_BASE + key);
+        let keep = match conn.service(
+            registry,
+            token,
+            &self.catalog,
+            self.upload_limit.as_mut(),
+            now,
+        ) {
+            Ok(keep) => keep,
+            Err(e) => {
+                log::debug!("upload connection closed: {e}");
+                false
+            }
+        };
+        if !keep {
+            if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
+                let _ = registry.deregister(conn.stream_mut());
+            }
+            self.uploads -= 1;
+        } else if conn.deferred() && !self.throttled.contains(&key) {
+            self.throttled.push_back(key);
+        }
+    }
+
+    /// Limits all uploads together to `rate` bytes per second (`None`: unlimited).
+    pub fn set_upload_limit(&mut self, rate: Option<u64>, now: Instant) {
+        self.upload_limit = rate.map(|r| TokenBucket::new(r, now));
     }
 
     /// Accepts until the listener has no more; past `MAX_UPLOADS`, `err busy` and close.
@@ -299,7 +330,22 @@ impl PeerSide {
         for dl in &mut self.downloads {
             dl.tick(&mut ctx);
         }
+        self.resume_throttled(registry, now);
         std::mem::take(&mut self.events)
+    }
+
+    /// Once the upload limit allows, serves the deferred connections oldest first; those it
+    /// defers again go to the back. A closed key is skipped; a reused one gets a harmless
+    /// extra `service`.
+    fn resume_throttled(&mut self, registry: &Registry, now: Instant) {
+        let mut n = self.throttled.len();
+        while n > 0 && self.upload_limit.as_mut().is_none_or(|b| b.may_send(now)) {
+            n -= 1;
+            let Some(key) = self.throttled.pop_front() else {
+                break;
+            };
+            self.service_upload(registry, key, now);
+        }
     }
 
     /// The earliest moment `tick` has work to do (a deadline), or `None` if it only needs to run
@@ -309,9 +355,15 @@ impl PeerSide {
         if !self.hash_jobs.is_empty() || !self.events.is_empty() {
             return Some(now);
         }
+        let throttled = match (&self.upload_limit, self.throttled.is_empty()) {
+            (Some(b), false) => Some(b.ready_at(now)),
+            (None, false) => Some(now),
+            _ => None,
+        };
         self.downloads
             .iter()
             .filter_map(|d| d.next_deadline(now))
+            .chain(throttled)
             .min()
     }
 
@@ -415,5 +467,13 @@ impl PeerSide {
             .find(|d| d.id == id)
             .map(Download::peer_piece_counts)
             .unwrap_or_default()
+    }
+
+    /// Pieces of download `id` found valid in its resumed `.part`; 0 for an unknown id.
+    pub fn earlier_pieces(&self, id: DownloadId) -> u64 {
+        self.downloads
+            .iter()
+            .find(|d| d.id == id)
+            .map_or(0, Download::earlier_pieces)
     }
 }

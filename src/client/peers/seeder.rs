@@ -1,9 +1,13 @@
 //! Upload connections: one accepted peer each, answering its requests in order from the
 //! catalog. A connection holds at most `MAX_OUTPUT_REPLIES` replies (so at most two pieces) of
 //! output; while that is full it reads no more requests, and it resumes reading as soon as its
-//! output drains (readiness is edge-triggered, so `service` reads again itself).
+//! output drains (readiness is edge-triggered, so `service` reads again itself). Under an
+//! upload limit (`limit::TokenBucket`, shared by all connections) a connection answers no
+//! further request while the bucket is in debt and says so (`deferred`); the peer side calls
+//! `service` again once the bucket allows, as no readiness event will come for those requests.
 
 use super::catalog::Catalog;
+use super::limit::TokenBucket;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PIECE_SIZE};
 use crate::protocol::peer::{reason, Reply, Request};
@@ -14,6 +18,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Concurrent upload connections: each may pin two 512 KiB piece buffers, so 64 bounds the
 /// seeding side to about 64 MiB even when every slot is busy. Beyond it: `err busy`, close.
@@ -53,6 +58,8 @@ pub struct UploadConn {
     file: Option<(PathBuf, File)>,
     /// WRITABLE interest is registered (only while output is pending).
     writable: bool,
+    /// The last `service` stopped answering because the upload limit's bucket was in debt.
+    deferred: bool,
 }
 
 impl UploadConn {
@@ -66,6 +73,7 @@ impl UploadConn {
             eof: false,
             file: None,
             writable: false,
+            deferred: false,
         }
     }
 
@@ -73,21 +81,40 @@ impl UploadConn {
         &mut self.stream
     }
 
+    /// True if the last `service` left requests unanswered for the upload limit: call it
+    /// again at the bucket's `ready_at`.
+    pub fn deferred(&self) -> bool {
+        self.deferred
+    }
+
     /// Reads requests, answers them and writes replies until the socket has nothing more,
-    /// the output is full, or the connection is done. `Ok(false)`: close it.
+    /// the output is full, the upload limit defers it, or the connection is done.
+    /// `Ok(false)`: close it.
     pub fn service(
         &mut self,
         registry: &Registry,
         token: Token,
         catalog: &Catalog,
+        mut limit: Option<&mut TokenBucket>,
+        now: Instant,
     ) -> io::Result<bool> {
+        self.deferred = false;
         loop {
             // Answer buffered requests while there is room for their output.
             let mut need_more = false;
             while !self.close_after && self.out.len() < MAX_OUTPUT_REPLIES {
+                if limit.as_deref_mut().is_some_and(|b| !b.may_send(now)) {
+                    self.deferred = true;
+                    break;
+                }
                 match self.input.next_line() {
                     Frame::Line(line) => {
                         let out = answer(line, catalog, &mut self.spare, &mut self.file);
+                        if out.piece {
+                            if let Some(b) = limit.as_deref_mut() {
+                                b.charge((out.end - out.start) as u64, now);
+                            }
+                        }
                         self.out.push_back(out);
                     }
                     Frame::NeedMore => {
@@ -107,6 +134,9 @@ impl UploadConn {
                     return Ok(false);
                 }
                 break;
+            }
+            if self.deferred {
+                break; // resumed by the peer side when the bucket allows
             }
             if !need_more {
                 // Output was full. Drained now: answer the requests already buffered (no
