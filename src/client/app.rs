@@ -250,10 +250,11 @@ impl App {
         let mut events = Events::with_capacity(256);
         while self.stage != Stage::Done {
             self.maybe_prompt();
-            let now = Instant::now();
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            // The clock is read after the deadlines: a deadline of "now" (hashing in
+            // progress) must give a zero timeout, not a few nanoseconds that the poll rounds
+            // up to a whole millisecond of sleep.
+            let deadline = self.next_deadline();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     console::err(&format!("error: the event loop failed: {e}"));
@@ -261,13 +262,12 @@ impl App {
                 }
             }
             let now = Instant::now();
-            let registry = self.poll.registry().try_clone().expect("registry clone");
             for event in events.iter() {
                 match event.token() {
                     STDIN_TOKEN => self.input.on_ready(),
                     SIGNAL_TOKEN if self.signals.take() => self.on_signal(now),
-                    TRACKER_TOKEN => self.link.handle_event(&registry, event, now),
-                    t if PeerSide::owns(t) => self.peers.handle_event(&registry, event, now),
+                    TRACKER_TOKEN => self.link.handle_event(self.poll.registry(), event, now),
+                    t if PeerSide::owns(t) => self.peers.handle_event(self.poll.registry(), event, now),
                     _ => {}
                 }
             }
@@ -281,12 +281,11 @@ impl App {
 
     /// One pass over everything that may have work after events or timers.
     fn turn(&mut self, now: Instant) {
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        self.link.tick(&registry, now);
+        self.link.tick(self.poll.registry(), now);
         for ev in self.link.take_events() {
             self.on_link_event(ev, now);
         }
-        for ev in self.peers.tick(&registry, now) {
+        for ev in self.peers.tick(self.poll.registry(), now) {
             self.on_peer_event(ev, now);
         }
         self.flush_haves(now, false);
@@ -328,8 +327,7 @@ impl App {
     }
 
     fn send(&mut self, kind: Kind, line: String, extra: Vec<String>, now: Instant) -> u64 {
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        self.link.send(&registry, kind, line, extra, now)
+        self.link.send(self.poll.registry(), kind, line, extra, now)
     }
 
     fn set_pending(&mut self, p: Pending, now: Instant) {
@@ -1290,8 +1288,7 @@ impl App {
         }
         let line = format!("peers {} {}", d.group, d.file);
         d.last_peers = Some(now);
-        let registry = self.poll.registry().try_clone().expect("registry clone");
-        let tag = self.link.send(&registry, Kind::Read, line, vec![], now);
+        let tag = self.link.send(self.poll.registry(), Kind::Read, line, vec![], now);
         if let Some(d) = self.downloads.get_mut(&id) {
             d.peers_tag = Some(tag);
         }
