@@ -201,6 +201,9 @@ pub struct DownloadRun {
 #[derive(Clone, Debug)]
 pub struct DownloadCase {
     pub runs: Vec<DownloadRun>,
+    /// The download bound measured right before each run (rate, receiving thread's CPU
+    /// seconds), interleaved with the runs so both see the same state of the machine.
+    pub bounds: Vec<(Rate, f64)>,
     /// Fraction of the shared file's pages in the page cache just before the first run.
     pub source_resident: f64,
 }
@@ -211,6 +214,13 @@ impl DownloadCase {
         let mut idx: Vec<usize> = (0..self.runs.len()).collect();
         idx.sort_by(|a, b| self.runs[*a].rate.secs.total_cmp(&self.runs[*b].rate.secs));
         &self.runs[idx[idx.len() / 2]]
+    }
+
+    /// The bound measurement with the median rate.
+    pub fn bound(&self) -> Option<&(Rate, f64)> {
+        let mut v: Vec<&(Rate, f64)> = self.bounds.iter().collect();
+        v.sort_by(|a, b| a.0.secs.total_cmp(&b.0.secs));
+        v.get(v.len() / 2).copied()
     }
 }
 
@@ -427,7 +437,7 @@ impl Swarm {
 }
 
 /// C1: `runs` downloads of the file from `seeders` seeding clients (seeders are added to the
-/// swarm as needed), each timed from `download_file` until the client's `note: download of …
+/// swarm as needed), each right after a measurement of the download bound, each timed from `download_file` until the client's `note: download of …
 /// complete` line (the moment it would show `[C]`).
 pub fn download_from_seeders(
     swarm: &mut Swarm,
@@ -440,11 +450,16 @@ pub fn download_from_seeders(
     let source_resident =
         crate::clients::resident_fraction(&swarm.file).map_err(Pending::Failed)?;
     let mut out = Vec::new();
+    let mut bounds = Vec::new();
     for _ in 0..runs {
+        let (rate, cpu, path) = download_bound(&swarm.dir, swarm.size).map_err(Pending::Failed)?;
+        let _ = std::fs::remove_file(&path);
+        bounds.push((rate, cpu));
         out.push(swarm.download().map_err(Pending::Failed)?);
     }
     Ok(DownloadCase {
         runs: out,
+        bounds,
         source_resident,
     })
 }
