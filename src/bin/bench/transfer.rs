@@ -264,13 +264,14 @@ const GROUP: &str = "bench";
 /// The swarm the client cases share: a tracker pair, the generated file and the seeding
 /// clients (each a separate process that uploaded the file from its own path — a hard link
 /// to the same bytes, so the same content under the same name).
+/// Fields drop in order: the seeders are killed before the trackers and the directory go.
 pub struct Swarm {
+    seeders: Vec<ClientProc>,
     client_bin: PathBuf,
     pair: TrackerPair,
     dir: TempDir,
     pub file: PathBuf,
     pub size: u64,
-    seeders: Vec<ClientProc>,
     pub hashing: Vec<HashRun>,
     downloads: usize,
 }
