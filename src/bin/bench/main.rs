@@ -6,6 +6,7 @@
 //!
 //! Helper mode (used by the bench itself): `bench --hold-idle <addr> <n> <mode>`.
 
+mod clients;
 mod failover;
 mod idle;
 mod load;
@@ -31,6 +32,10 @@ pub struct Settings {
     pub transfer_bytes: u64,
     pub hash_bytes: u64,
     pub failover_rounds: usize,
+    /// Downloads per seeder count (C1); the median is reported.
+    pub transfer_runs: usize,
+    /// Client-side failover rounds (C5); the median is reported.
+    pub client_failover_rounds: usize,
 }
 
 impl Settings {
@@ -43,9 +48,11 @@ impl Settings {
                 measure: Duration::from_millis(700),
                 idle_conns: 1_000,
                 lat_requests: 300,
-                transfer_bytes: 128 << 20,
-                hash_bytes: 128 << 20,
+                transfer_bytes: 256 << 20,
+                hash_bytes: 256 << 20,
                 failover_rounds: 1,
+                transfer_runs: 1,
+                client_failover_rounds: 3,
             }
         } else {
             Settings {
@@ -58,6 +65,8 @@ impl Settings {
                 transfer_bytes: 1 << 30,
                 hash_bytes: 1 << 30,
                 failover_rounds: 3,
+                transfer_runs: 3,
+                client_failover_rounds: 5,
             }
         }
     }
@@ -88,12 +97,14 @@ pub struct Results {
     pub load: Vec<LoadRow>,
     pub idle: Vec<(String, Result<idle::IdleResult, String>)>,
     pub download_bound: Option<Result<transfer::Rate, String>>,
+    /// CPU time of the bound's receiving thread, seconds.
+    pub download_bound_cpu: Option<f64>,
     pub page_cache_sha1: Option<Result<transfer::Rate, String>>,
     pub raw_sha1: Option<transfer::Rate>,
-    pub downloads: Vec<(usize, Result<transfer::Rate, transfer::Pending>)>,
-    pub client_hashing: Option<Result<transfer::Rate, transfer::Pending>>,
+    pub downloads: Vec<(usize, Result<transfer::DownloadCase, transfer::Pending>)>,
+    pub client_hashing: Option<Result<Vec<transfer::HashRun>, transfer::Pending>>,
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
-    pub client_failover: Option<Result<f64, transfer::Pending>>,
+    pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -120,11 +131,13 @@ fn main() -> ExitCode {
         };
     }
     let mut quick = false;
+    let mut only_c = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--only-c" => only_c = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -134,10 +147,11 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
+                     --only-c    only part C (transfer, hashing, failover)\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -148,7 +162,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match run(Settings::new(quick), &out) {
+    match run(Settings::new(quick), only_c, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: error: {e}");
@@ -166,7 +180,7 @@ fn bin_beside_me(name: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-fn run(s: Settings, out: &std::path::Path) -> Result<(), String> {
+fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
     let t_start = Instant::now();
     let fd_limit = groupshare::runtime::raise_fd_limit();
     let tracker_bin = bin_beside_me("tracker")?;
@@ -191,13 +205,15 @@ fn run(s: Settings, out: &std::path::Path) -> Result<(), String> {
         ));
     }
 
-    eprintln!(
-        "bench: A. tracker throughput and latency ({} connections)",
-        s.conns
-    );
-    part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
-    eprintln!("bench: B. {} idle connections", s.idle_conns);
-    part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+    if !only_c {
+        eprintln!(
+            "bench: A. tracker throughput and latency ({} connections)",
+            s.conns
+        );
+        part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+        eprintln!("bench: B. {} idle connections", s.idle_conns);
+        part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+    }
     eprintln!("bench: C. transfer and hashing bounds, failover");
     part_c(&s, &tracker_bin, &client_bin, &mut r)?;
     r.elapsed = t_start.elapsed().as_secs_f64();
@@ -433,22 +449,48 @@ fn part_c(
 ) -> Result<(), String> {
     let dir = procs::TempDir::new("transfer")?;
     match transfer::download_bound(&dir, s.transfer_bytes) {
-        Ok((rate, path)) => {
+        Ok((rate, cpu, path)) => {
             r.download_bound = Some(Ok(rate));
+            r.download_bound_cpu = Some(cpu);
             r.page_cache_sha1 = Some(transfer::page_cache_sha1(&path));
             let _ = std::fs::remove_file(&path);
         }
         Err(e) => r.download_bound = Some(Err(e)),
     }
+    drop(dir);
     r.raw_sha1 = Some(transfer::raw_sha1(s.hash_bytes));
-    for seeders in 1..=3 {
-        r.downloads.push((
-            seeders,
-            transfer::download_from_seeders(client_bin, tracker_bin, seeders, s.transfer_bytes),
-        ));
+    match transfer::Swarm::start(client_bin, tracker_bin, s.transfer_bytes) {
+        Ok(mut swarm) => {
+            for seeders in 1..=3 {
+                eprintln!(
+                    "bench:   download from {seeders} seeder(s), {} run(s)",
+                    s.transfer_runs
+                );
+                let res = transfer::download_from_seeders(&mut swarm, seeders, s.transfer_runs);
+                if let Err(transfer::Pending::Failed(e)) = &res {
+                    eprintln!("bench:   failed: {e}");
+                }
+                r.downloads.push((seeders, res));
+            }
+            eprintln!("bench:   client hashing");
+            r.client_hashing = Some(transfer::client_hashing(&mut swarm, 3));
+        }
+        Err(e) => {
+            for seeders in 1..=3 {
+                r.downloads.push((seeders, Err(e.clone())));
+            }
+            r.client_hashing = Some(Err(e));
+        }
     }
-    r.client_hashing = Some(transfer::client_hashing(client_bin, tracker_bin));
-    r.client_failover = Some(transfer::client_failover(client_bin, tracker_bin));
+    eprintln!(
+        "bench:   client failover, {} round(s)",
+        s.client_failover_rounds
+    );
+    r.client_failover = Some(transfer::client_failover(
+        client_bin,
+        tracker_bin,
+        s.client_failover_rounds,
+    ));
     let mut pair = servers::TrackerPair::start(tracker_bin, "c5")?;
     let res = failover::tracker_failover(&mut pair, tracker_bin, s.failover_rounds)
         .map_err(|e| format!("{e}\n{}", pair.log_tail()));

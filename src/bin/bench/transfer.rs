@@ -2,14 +2,16 @@
 //! SHA-1 and the page cache on this machine) are measured here and now; the client's own
 //! figures need the client binary and plug in through the functions taking its path.
 
-use crate::procs::TempDir;
+use crate::clients::{ClientProc, Stream};
+use crate::procs::{wait_for, TempDir};
+use crate::servers::{spawn_tracker, TrackerPair};
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const PIECE: usize = 512 * 1024;
 pub const MIB: f64 = 1024.0 * 1024.0;
@@ -41,8 +43,12 @@ pub fn fill_random(buf: &mut [u8], seed: u64) {
 
 /// C1 bound: a sender thread writes `total` bytes over loopback TCP; this thread receives them
 /// into 512 KiB piece buffers, SHA-1s each piece and pwrites it into a new file. Returns the
-/// rate and leaves the file (now in the page cache) for the hashing reference.
-pub fn download_bound(dir: &TempDir, total: u64) -> Result<(Rate, std::path::PathBuf), String> {
+/// rate, the receiving thread's CPU time (seconds) and leaves the file (now in the page cache)
+/// for the hashing reference.
+pub fn download_bound(
+    dir: &TempDir,
+    total: u64,
+) -> Result<(Rate, f64, std::path::PathBuf), String> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a loopback port: {e}"))?;
     let addr = listener
@@ -72,6 +78,7 @@ pub fn download_bound(dir: &TempDir, total: u64) -> Result<(Rate, std::path::Pat
         .accept()
         .map_err(|e| format!("accept the sender: {e}"))?;
     let t0 = Instant::now();
+    let cpu0 = crate::clients::thread_cpu_secs();
     let mut buf = vec![0u8; PIECE];
     let mut off = 0u64;
     let mut digest_xor = [0u8; 20];
@@ -88,11 +95,12 @@ pub fn download_bound(dir: &TempDir, total: u64) -> Result<(Rate, std::path::Pat
         off += want as u64;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = crate::clients::thread_cpu_secs() - cpu0;
     std::hint::black_box(digest_xor);
     sender
         .join()
         .map_err(|_| "the sender thread panicked".to_string())??;
-    Ok((Rate { bytes: total, secs }, path))
+    Ok((Rate { bytes: total, secs }, cpu, path))
 }
 
 /// C2 bound: SHA-1 of `total` bytes already in memory, in 512 KiB pieces (a 64 MiB buffer
@@ -165,48 +173,381 @@ pub fn client_works(client_bin: &Path) -> Result<(), String> {
     }
 }
 
-/// The outcome of a case that needs the client.
+/// Why a client case has no figure.
 #[derive(Clone, Debug)]
 pub enum Pending {
-    /// Not measured; why.
+    /// Not measured (the client binary is missing or not finished); why.
     Pending(String),
+    /// Measured, but the run failed; why.
+    Failed(String),
 }
 
-/// C1: a 1 GiB download from `seeders` seeding clients (each `client ... --serve`), timed from
-/// `download_file` until `show_downloads` says `[C]`. Plugs in once the client is finished.
+/// One download by a fresh client process.
+#[derive(Clone, Debug)]
+pub struct DownloadRun {
+    /// `download_file` sent → `note: download of … complete` received.
+    pub rate: Rate,
+    /// The downloading client's utime + stime over the same interval (10 ms ticks).
+    pub cpu_secs: f64,
+    /// The downloading client's VmHWM at the end (peak RSS of the whole process life).
+    pub peak_rss: u64,
+    /// All seeders' utime + stime over the same interval.
+    pub seeders_cpu_secs: f64,
+    /// `show_downloads` polled after the note said `[C]`.
+    pub shown_complete: bool,
+}
+
+/// One case of C1: runs with the same number of seeders.
+#[derive(Clone, Debug)]
+pub struct DownloadCase {
+    pub runs: Vec<DownloadRun>,
+    /// The download bound measured right before each run (rate, receiving thread's CPU
+    /// seconds), interleaved with the runs so both see the same state of the machine.
+    pub bounds: Vec<(Rate, f64)>,
+    /// Fraction of the shared file's pages in the page cache just before the first run.
+    pub source_resident: f64,
+}
+
+impl DownloadCase {
+    /// The run with the median rate (its CPU and RSS figures go with it).
+    pub fn median(&self) -> &DownloadRun {
+        let mut idx: Vec<usize> = (0..self.runs.len()).collect();
+        idx.sort_by(|a, b| self.runs[*a].rate.secs.total_cmp(&self.runs[*b].rate.secs));
+        &self.runs[idx[idx.len() / 2]]
+    }
+
+    /// The bound measurement with the median rate.
+    pub fn bound(&self) -> Option<&(Rate, f64)> {
+        let mut v: Vec<&(Rate, f64)> = self.bounds.iter().collect();
+        v.sort_by(|a, b| a.0.secs.total_cmp(&b.0.secs));
+        v.get(v.len() / 2).copied()
+    }
+}
+
+/// C2: `upload_file` of the shared file by each seeder (a fresh process each time).
+#[derive(Clone, Debug)]
+pub struct HashRun {
+    /// `upload_file` sent → `uploaded …` received.
+    pub rate: Rate,
+    pub cpu_secs: f64,
+    /// Fraction of the file's pages in the page cache just before the upload.
+    pub resident: f64,
+}
+
+/// C5, client side: seconds from SIGKILL of the client's tracker to the answer of the next
+/// command, per round, and whether the client reported the switch.
+#[derive(Clone, Debug)]
+pub struct ClientFailover {
+    pub secs: Vec<f64>,
+    pub switched_notes: usize,
+}
+
+impl ClientFailover {
+    pub fn median(&self) -> f64 {
+        median(&self.secs)
+    }
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+const FILE_NAME: &str = "data.bin";
+const GROUP: &str = "bench";
+
+/// The swarm the client cases share: a tracker pair, the generated file and the seeding
+/// clients (each a separate process that uploaded the file from its own path — a hard link
+/// to the same bytes, so the same content under the same name).
+/// Fields drop in order: the seeders are killed before the trackers and the directory go.
+pub struct Swarm {
+    seeders: Vec<ClientProc>,
+    client_bin: PathBuf,
+    pair: TrackerPair,
+    dir: TempDir,
+    pub file: PathBuf,
+    pub size: u64,
+    pub hashing: Vec<HashRun>,
+    downloads: usize,
+}
+
+impl Swarm {
+    /// Checks the client, starts a tracker pair and generates the file (then reads it once).
+    pub fn start(client_bin: &Path, tracker_bin: &Path, size: u64) -> Result<Swarm, Pending> {
+        client_works(client_bin).map_err(|why| {
+            Pending::Pending(format!("measured by the transfer bench — pending: {why}"))
+        })?;
+        let fail = Pending::Failed;
+        let pair = TrackerPair::start(tracker_bin, "c1").map_err(fail)?;
+        let dir = TempDir::new("swarm").map_err(fail)?;
+        let src = dir.path().join("seed1");
+        std::fs::create_dir_all(&src).map_err(|e| fail(format!("mkdir: {e}")))?;
+        let file = src.join(FILE_NAME);
+        crate::clients::make_file(&file, size).map_err(fail)?;
+        crate::clients::read_through(&file).map_err(fail)?;
+        Ok(Swarm {
+            client_bin: client_bin.to_path_buf(),
+            pair,
+            dir,
+            file,
+            size,
+            seeders: Vec::new(),
+            hashing: Vec::new(),
+            downloads: 0,
+        })
+    }
+
+    fn info(&self) -> PathBuf {
+        self.pair.dir.path().join("tracker_info")
+    }
+
+    fn spawn(&self, name: &str) -> Result<ClientProc, String> {
+        ClientProc::spawn(
+            &self.client_bin,
+            name,
+            "127.0.0.1:0",
+            &self.info(),
+            &self.dir.path().join(format!("{name}-state")),
+        )
+    }
+
+    /// A new user `name` in a new client process, member of the group.
+    fn member(&mut self, name: &str) -> Result<ClientProc, String> {
+        let mut c = self.spawn(name)?;
+        c.cmd(&format!("create_user {name} pw-{name}"), "created user")?;
+        c.cmd(&format!("login {name} pw-{name}"), "logged in")?;
+        if self.seeders.is_empty() {
+            c.cmd(&format!("create_group {GROUP}"), "created group")?;
+        } else {
+            c.cmd(&format!("join_group {GROUP}"), "asked to join")?;
+            self.seeders[0].cmd(
+                &format!("accept_request {GROUP} {name}"),
+                &format!("{name} is now a member"),
+            )?;
+        }
+        Ok(c)
+    }
+
+    /// One more seeder: a new client that uploads the file from its own path (timed: C2).
+    pub fn add_seeder(&mut self) -> Result<(), String> {
+        let n = self.seeders.len() + 1;
+        let name = format!("seed{n}");
+        let path = if n == 1 {
+            self.file.clone()
+        } else {
+            let d = self.dir.path().join(&name);
+            std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+            let p = d.join(FILE_NAME);
+            std::fs::hard_link(&self.file, &p)
+                .map_err(|e| format!("hard link {}: {e}", p.display()))?;
+            p
+        };
+        let mut c = self.member(&name)?;
+        let resident = crate::clients::resident_fraction(&path)?;
+        let cpu0 = crate::clients::cpu_secs(c.pid())?;
+        let t0 = c.send(&format!("upload_file \"{}\" {GROUP}", path.display()))?;
+        let l = c.expect("the upload result", Duration::from_secs(300), |s, t| {
+            s == Stream::Out && t.starts_with("uploaded")
+        })?;
+        let cpu = crate::clients::cpu_secs(c.pid())? - cpu0;
+        self.hashing.push(HashRun {
+            rate: Rate {
+                bytes: self.size,
+                secs: l.at.duration_since(t0).as_secs_f64(),
+            },
+            cpu_secs: cpu,
+            resident,
+        });
+        self.seeders.push(c);
+        Ok(())
+    }
+
+    /// One download by a fresh user in a fresh client process, which then exits (logging out,
+    /// so it is no source for the next run) and whose copy is deleted.
+    pub fn download(&mut self) -> Result<DownloadRun, String> {
+        self.downloads += 1;
+        let name = format!("dl{}", self.downloads);
+        let dest = self.dir.path().join(&name);
+        std::fs::create_dir_all(&dest).map_err(|e| format!("mkdir {}: {e}", dest.display()))?;
+        let mut c = self.member(&name)?;
+        let pid = c.pid();
+        let seeder_cpu = |s: &Swarm| -> Result<f64, String> {
+            s.seeders
+                .iter()
+                .map(|c| crate::clients::cpu_secs(c.pid()))
+                .sum()
+        };
+        let scpu0 = seeder_cpu(self)?;
+        let cpu0 = crate::clients::cpu_secs(pid)?;
+        let t0 = c.send(&format!(
+            "download_file {GROUP} {FILE_NAME} \"{}\"",
+            dest.display()
+        ))?;
+        let prefix = format!("note: download of {FILE_NAME} complete");
+        let done = c.expect(
+            "the download's completion",
+            Duration::from_secs(600),
+            |s, t| {
+                (s == Stream::Err && (t.starts_with(&prefix) || t.starts_with("warning: download")))
+                    || (s == Stream::Out && t.starts_with("[F]"))
+            },
+        )?;
+        let cpu = crate::clients::cpu_secs(pid)? - cpu0;
+        let scpu = seeder_cpu(self)? - scpu0;
+        let peak = crate::clients::peak_rss(pid)?;
+        if !done.text.starts_with(&prefix) {
+            return Err(format!("{name}: {}", done.text));
+        }
+        c.send("show_downloads")?;
+        let shown = c.expect(
+            "the show_downloads line",
+            Duration::from_secs(30),
+            |s, t| s == Stream::Out && t.starts_with('['),
+        )?;
+        let got = std::fs::metadata(dest.join(FILE_NAME))
+            .map(|m| m.len())
+            .map_err(|e| format!("{name}: the downloaded file: {e}"))?;
+        if got != self.size {
+            return Err(format!(
+                "{name}: downloaded {got} bytes, expected {}",
+                self.size
+            ));
+        }
+        c.exit(Duration::from_secs(20));
+        let _ = std::fs::remove_dir_all(&dest);
+        Ok(DownloadRun {
+            rate: Rate {
+                bytes: self.size,
+                secs: done.at.duration_since(t0).as_secs_f64(),
+            },
+            cpu_secs: cpu,
+            peak_rss: peak,
+            seeders_cpu_secs: scpu,
+            shown_complete: shown.text.starts_with("[C]"),
+        })
+    }
+
+    pub fn seeder_count(&self) -> usize {
+        self.seeders.len()
+    }
+}
+
+/// C1: `runs` downloads of the file from `seeders` seeding clients (seeders are added to the
+/// swarm as needed), each right after a measurement of the download bound, each timed from `download_file` until the client's `note: download of …
+/// complete` line (the moment it would show `[C]`).
 pub fn download_from_seeders(
-    client_bin: &Path,
-    _tracker_bin: &Path,
+    swarm: &mut Swarm,
     seeders: usize,
-    _size: u64,
-) -> Result<Rate, Pending> {
-    client_works(client_bin).map_err(|why| {
-        Pending::Pending(format!(
-            "measured by the transfer bench — pending ({seeders} seeder(s)): {why}"
-        ))
-    })?;
-    Err(Pending::Pending(
-        "measured by the transfer bench — pending: the client case is not written yet".into(),
-    ))
+    runs: usize,
+) -> Result<DownloadCase, Pending> {
+    while swarm.seeder_count() < seeders {
+        swarm.add_seeder().map_err(Pending::Failed)?;
+    }
+    let source_resident =
+        crate::clients::resident_fraction(&swarm.file).map_err(Pending::Failed)?;
+    let mut out = Vec::new();
+    let mut bounds = Vec::new();
+    for _ in 0..runs {
+        let (rate, cpu, path) = download_bound(&swarm.dir, swarm.size).map_err(Pending::Failed)?;
+        let _ = std::fs::remove_file(&path);
+        bounds.push((rate, cpu));
+        out.push(swarm.download().map_err(Pending::Failed)?);
+    }
+    Ok(DownloadCase {
+        runs: out,
+        bounds,
+        source_resident,
+    })
 }
 
-/// C2: the client's `upload_file` hashing of a 1 GiB file in the page cache.
-pub fn client_hashing(client_bin: &Path, _tracker_bin: &Path) -> Result<Rate, Pending> {
+/// C2: the client's `upload_file` hashing of the file in the page cache — the seeders'
+/// uploads (each a fresh process), plus more seeders until there are `runs` of them.
+pub fn client_hashing(swarm: &mut Swarm, runs: usize) -> Result<Vec<HashRun>, Pending> {
+    while swarm.hashing.len() < runs {
+        swarm.add_seeder().map_err(Pending::Failed)?;
+    }
+    Ok(swarm.hashing.clone())
+}
+
+/// C5, client side: a client that names tracker T (the paired leader) as its address, i.e.
+/// "prefer T", is logged in there; T is SIGKILLed and `list_groups` sent at once; the time is
+/// from the kill to the listing's first line on the client's standard output. T is restarted
+/// and the pair re-forms between rounds.
+pub fn client_failover(
+    client_bin: &Path,
+    tracker_bin: &Path,
+    rounds: usize,
+) -> Result<ClientFailover, Pending> {
     client_works(client_bin).map_err(|why| {
         Pending::Pending(format!("measured by the transfer bench — pending: {why}"))
     })?;
-    Err(Pending::Pending(
-        "measured by the transfer bench — pending: the client case is not written yet".into(),
-    ))
+    let mut pair = TrackerPair::start(tracker_bin, "c5c").map_err(Pending::Failed)?;
+    let states = TempDir::new("c5c-state").map_err(Pending::Failed)?;
+    let mut res = ClientFailover {
+        secs: Vec::new(),
+        switched_notes: 0,
+    };
+    for r in 0..rounds {
+        let (secs, switched) = failover_round(client_bin, tracker_bin, &mut pair, &states, r)
+            .map_err(|e| Pending::Failed(format!("round {}: {e}\n{}", r + 1, pair.log_tail())))?;
+        res.secs.push(secs);
+        res.switched_notes += usize::from(switched);
+    }
+    Ok(res)
 }
 
-/// C5: client-visible failover: kill the tracker a client is attached to and time until its
-/// next command succeeds at the other one.
-pub fn client_failover(client_bin: &Path, _tracker_bin: &Path) -> Result<f64, Pending> {
-    client_works(client_bin).map_err(|why| {
-        Pending::Pending(format!("measured by the transfer bench — pending: {why}"))
+fn failover_round(
+    client_bin: &Path,
+    tracker_bin: &Path,
+    pair: &mut TrackerPair,
+    states: &TempDir,
+    r: usize,
+) -> Result<(f64, bool), String> {
+    let lead = wait_for("a paired leader", Duration::from_secs(30), || {
+        pair.paired_leader()
     })?;
-    Err(Pending::Pending(
-        "measured by the transfer bench — pending: the client case is not written yet".into(),
-    ))
+    let other = 3 - lead;
+    let name = format!("fo{r}");
+    let mut c = ClientProc::spawn(
+        client_bin,
+        &name,
+        &pair.addrs[lead - 1].to_string(),
+        &pair.dir.path().join("tracker_info"),
+        &states.path().join(&name),
+    )?;
+    c.cmd(&format!("create_user {name} pw-{name}"), "created user")?;
+    c.cmd(&format!("login {name} pw-{name}"), "logged in")?;
+    c.cmd(&format!("create_group fg{r}"), "created group")?;
+
+    let t0 = Instant::now();
+    pair.procs[lead - 1].kill();
+    c.send("list_groups")?;
+    let answer = c.expect(
+        "list_groups after the kill",
+        Duration::from_secs(30),
+        |s, t| s == Stream::Out && t.starts_with("fg"),
+    )?;
+    let secs = answer.at.duration_since(t0).as_secs_f64();
+    // The switch note normally precedes the answer; give a late one a moment.
+    let want = format!("switched to tracker {other}");
+    let mut switched = c.seen.iter().any(|l| l.text.contains(&want));
+    if !switched {
+        switched = c
+            .expect("the switch note", Duration::from_millis(300), |_, t| {
+                t.contains(&want)
+            })
+            .is_ok();
+    }
+    c.exit(Duration::from_secs(10));
+    let g = spawn_tracker(tracker_bin, pair.dir.path(), lead)?;
+    pair.procs[lead - 1] = g;
+    wait_for("the pair to re-form", Duration::from_secs(30), || {
+        pair.paired_leader()
+    })?;
+    Ok((secs, switched))
 }
