@@ -267,7 +267,9 @@ impl App {
                     STDIN_TOKEN => self.input.on_ready(),
                     SIGNAL_TOKEN if self.signals.take() => self.on_signal(now),
                     TRACKER_TOKEN => self.link.handle_event(self.poll.registry(), event, now),
-                    t if PeerSide::owns(t) => self.peers.handle_event(self.poll.registry(), event, now),
+                    t if PeerSide::owns(t) => {
+                        self.peers.handle_event(self.poll.registry(), event, now)
+                    }
                     _ => {}
                 }
             }
@@ -1288,7 +1290,9 @@ impl App {
         }
         let line = format!("peers {} {}", d.group, d.file);
         d.last_peers = Some(now);
-        let tag = self.link.send(self.poll.registry(), Kind::Read, line, vec![], now);
+        let tag = self
+            .link
+            .send(self.poll.registry(), Kind::Read, line, vec![], now);
         if let Some(d) = self.downloads.get_mut(&id) {
             d.peers_tag = Some(tag);
         }

@@ -284,7 +284,42 @@ fn part_a(
         None => None,
     };
     let mut pair = servers::TrackerPair::start(tracker_bin, "a")?;
-    part_a_tracker(s, &mut pair, redis.as_mut(), r).map_err(|e| format!("{e}\n{}", pair.log_tail()))
+    part_a_tracker(s, &mut pair, redis.as_mut(), r)
+        .map_err(|e| format!("{e}\n{}", pair.log_tail()))?;
+    drop(pair);
+    let mut single = servers::TrackerPair::start_single(tracker_bin, "a1")?;
+    part_a_single(s, &mut single, redis.as_mut(), r)
+        .map_err(|e| format!("{e}\n{}", single.log_tail()))
+}
+
+/// Durable writes on one tracker alone: what replication costs (for information, no target).
+fn part_a_single(
+    s: &Settings,
+    single: &mut servers::TrackerPair,
+    mut redis: Option<&mut RedisSide>,
+    r: &mut Results,
+) -> Result<(), String> {
+    let mut conns = Conns::new(single.logged_in(1, "s", s.conns)?, 4)?;
+    for depth in [1, 16] {
+        let name = "durable write (`create_group`), single tracker (no replication)";
+        eprintln!("bench:   {name}, depth {depth}");
+        let st = conns.run(Proto::Tracker, s.plan(depth), |c, tag, out| {
+            out.extend_from_slice(format!("{tag} create_group s{c}t{tag}\n").as_bytes())
+        })?;
+        single.check_alive()?;
+        let red = match redis.as_deref_mut() {
+            Some(side) => Some(side.run(s.plan(depth), true)?),
+            None => None,
+        };
+        r.load.push(LoadRow {
+            name: name.to_string(),
+            depth,
+            write: true,
+            tracker: st,
+            redis: red,
+        });
+    }
+    Ok(())
 }
 
 fn part_a_tracker(

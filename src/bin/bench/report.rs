@@ -86,7 +86,12 @@ fn targets(o: &mut String, r: &Results) {
         "| target | measured | bound (same run) | ratio | verdict |"
     );
     let _ = writeln!(o, "| --- | --- | --- | --- | --- |");
-    for row in &r.load {
+    // The single-tracker rows are for information (what replication costs), not targets.
+    for row in r
+        .load
+        .iter()
+        .filter(|row| !row.name.contains("single tracker"))
+    {
         let what = if row.write {
             format!(
                 "{}, depth {}: ≥ Redis `SET` with `appendfsync always`",

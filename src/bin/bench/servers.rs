@@ -139,6 +139,32 @@ impl TrackerPair {
         Ok(pair)
     }
 
+    /// One tracker alone (a one-line tracker_info): the same code without replication, to
+    /// show what the second tracker costs a durable write.
+    pub fn start_single(tracker_bin: &Path, tag: &str) -> Result<TrackerPair, String> {
+        let dir = TempDir::new(tag)?;
+        let addrs: Vec<SocketAddr> = free_ports(1)?
+            .into_iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let info = dir.path().join("tracker_info");
+        std::fs::write(&info, format!("{}\n", addrs[0]))
+            .map_err(|e| format!("cannot write {}: {e}", info.display()))?;
+        let procs = vec![spawn_tracker(tracker_bin, dir.path(), 1)?];
+        let single = TrackerPair {
+            addrs,
+            procs,
+            dir,
+            leader: 1,
+        };
+        wait_for(
+            "the single tracker to serve",
+            Duration::from_secs(20),
+            || (single.role(1).as_deref() == Some("leader-solo")).then_some(()),
+        )?;
+        Ok(single)
+    }
+
     pub fn pid(&self, n: usize) -> u32 {
         self.procs[n - 1].pid()
     }
