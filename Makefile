@@ -1,4 +1,5 @@
 # groupshare — see README.md. `make` builds tracker.out and client.out.
+SHELL := /bin/bash
 CARGO ?= cargo
 INFO  ?= tracker_info.txt
 KEY   ?= .cluster.key
@@ -26,9 +27,12 @@ run-tracker2: build $(KEY)
 run-client: build
 	./client.out 127.0.0.1:0 $(INFO)
 
+# Every test; the last line sums up every test binary's result ("N passed, N failed").
 test:
 	$(CARGO) build --bins
-	$(CARGO) test -- --test-threads=2
+	@set -o pipefail; status=0; $(CARGO) test -- --test-threads=2 2>&1 | tee target/test.log || status=$$?; \
+	  awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log; \
+	  exit $$status
 
 demo: build
 	$(CARGO) run --release --quiet --bin demo
