@@ -327,3 +327,79 @@ fn no_plaintext_password_on_the_peer_link() {
         "a password crossed the peer link"
     );
 }
+
+/// Journals compacted into snapshots many times over (a small threshold), then both trackers
+/// killed: everything comes back from snapshot + journal at both.
+#[test]
+fn compacted_journals_recover_everything() {
+    let mut cl = Cluster::new(2);
+    for n in 1..=2 {
+        cl.spawn_with(n, &["--compact-bytes", "4096"]);
+    }
+    cl.wait_serving(1);
+    cl.wait_serving(2);
+    cl.wait_paired();
+    let mut a = cl.conn(1);
+    a.user("compactor");
+    for i in 0..300 {
+        a.ok(&format!("create_group cg{i}"));
+    }
+    let before = cl.wait_same_digest();
+    for n in 1..=2 {
+        assert!(
+            cl.data_dir(n).join("snapshot").exists(),
+            "tracker {n} wrote a snapshot"
+        );
+        let journal = std::fs::metadata(cl.data_dir(n).join("journal")).expect("journal");
+        assert!(
+            journal.len() < 64 * 1024,
+            "tracker {n}'s journal was compacted"
+        );
+    }
+    drop(a);
+    cl.kill(1);
+    cl.kill(2);
+    for n in 1..=2 {
+        cl.spawn_with(n, &["--compact-bytes", "4096"]);
+    }
+    cl.wait_serving(1);
+    cl.wait_serving(2);
+    cl.wait_paired();
+    let mut b = cl.conn(2);
+    b.login("compactor");
+    assert_eq!(b.req("list_groups").len(), 301);
+    let after = cl.wait_same_digest();
+    assert!(!before.is_empty() && !after.is_empty());
+}
+
+/// A 64 GiB file has 131,072 piece hashes: they travel as 128 hash lines from the client, as
+/// one entry on the peer link and in the journal, and back as 128 lines from either tracker.
+#[test]
+fn the_hashes_of_a_64_gib_file_cross_the_pair_intact() {
+    let cl = Cluster::start(2);
+    let mut a = cl.conn(1);
+    a.user("big");
+    a.ok("create_group huge");
+    let size: u64 = 64 << 30;
+    assert_eq!(a.upload("huge", "disk.img", size, 5)[0], "ok new");
+    let mut b = cl.conn(2);
+    b.user("reader");
+    b.ok("join_group huge");
+    a.ok("accept_request huge reader");
+    let d = b.req("download_file huge disk.img");
+    assert_eq!(d[0], format!("list 129 {size} 131072"));
+    let hash_lines: Vec<&String> = d.iter().filter(|l| l.starts_with("h ")).collect();
+    assert_eq!(hash_lines.len(), 128);
+    assert!(hash_lines.iter().all(|l| l.len() == 2 + 1024 * 40));
+    // Piece i's made-up hash is the byte (i ^ seed) repeated: spot-check a few.
+    for i in [0usize, 1, 1023, 1024, 131_071] {
+        let line = hash_lines[i / 1024];
+        let at = 2 + (i % 1024) * 40;
+        assert_eq!(
+            &line[at..at + 40],
+            format!("{:02x}", (i as u8) ^ 5).repeat(20)
+        );
+    }
+    assert!(d.last().is_some_and(|l| l.starts_with("p big ")));
+    cl.wait_same_digest();
+}

@@ -27,6 +27,9 @@ struct Args {
     /// Refuse connections beyond this many [default: from the open-file limit]
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Journal size in bytes that triggers a snapshot [default: 64 MiB]
+    #[arg(long)]
+    compact_bytes: Option<u64>,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -91,6 +94,7 @@ fn run(args: Args) -> Result<(), String> {
         data_dir,
         cluster_key,
         max_connections: args.max_connections,
+        compact_bytes: args.compact_bytes,
     })?;
     server.run()
 }

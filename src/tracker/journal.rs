@@ -10,8 +10,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-/// Journal size that triggers compaction: large enough that compaction (which writes the whole
-/// state while the loop waits) is rare, small enough that replay at start stays quick.
+/// Default journal size that triggers compaction: large enough that compaction (which writes
+/// the whole state while the loop waits) is rare, small enough that replay at start stays
+/// quick. `--compact-bytes` overrides it.
 pub const COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 
 const SNAPSHOT: &str = "snapshot";
@@ -46,6 +47,8 @@ pub struct Journal {
     pub appended: u64,
     /// Last sequence number known to be on disk.
     pub durable: u64,
+    /// Journal size that triggers compaction.
+    pub compact_bytes: u64,
 }
 
 impl Journal {
@@ -118,6 +121,7 @@ impl Journal {
             size: good_len,
             appended: pos.seq,
             durable: pos.seq,
+            compact_bytes: COMPACT_BYTES,
         };
         Ok((journal, Recovered { state, pos, fresh }))
     }
@@ -151,7 +155,7 @@ impl Journal {
     }
 
     pub fn wants_compaction(&self) -> bool {
-        self.size >= COMPACT_BYTES
+        self.size >= self.compact_bytes
     }
 
     /// Writes `state` at `pos` as the snapshot and empties the journal. Call after `flush`.

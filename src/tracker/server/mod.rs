@@ -72,6 +72,8 @@ pub struct Config {
     pub cluster_key: Vec<u8>,
     /// Overrides the connection limit derived from the open-file limit (tests).
     pub max_connections: Option<usize>,
+    /// Journal size that triggers a snapshot (default `journal::COMPACT_BYTES`).
+    pub compact_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +220,10 @@ impl Server {
             .addrs
             .get(usize::from(cfg.me).wrapping_sub(1))
             .ok_or_else(|| format!("there is no tracker {} in the tracker_info file", cfg.me))?;
-        let (journal, recovered) = Journal::open(&cfg.data_dir)?;
+        let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
+        if let Some(b) = cfg.compact_bytes {
+            journal.compact_bytes = b;
+        }
         let poll = Poll::new().map_err(|e| format!("cannot create the poll: {e}"))?;
         let mut listener =
             TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
