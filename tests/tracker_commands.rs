@@ -204,3 +204,25 @@ fn no_plaintext_password_on_disk() {
         assert!(all.contains("pbkdf2-sha256$"), "tracker {n}");
     }
 }
+
+/// "A user whose client crashed or was killed can log in again at once": the old connection's
+/// close may still be unread when the new login arrives; it must not be refused.
+#[test]
+fn a_user_whose_connection_dropped_logs_in_again_at_once() {
+    let cl = Cluster::start(2);
+    let mut setup = cl.conn(1);
+    setup.ok("create_user phoenix pw");
+    for round in 0..40 {
+        let n = 1 + round % 2;
+        let mut old = cl.conn(n);
+        old.ok("login phoenix pw 127.0.0.1:1");
+        drop(old); // the socket closes: the tracker learns it asynchronously
+        let mut new = cl.conn(n);
+        let r = new.req("login phoenix pw 127.0.0.1:2");
+        assert!(
+            r[0].starts_with("ok "),
+            "round {round} at tracker {n}: {r:?}"
+        );
+        new.ok("logout");
+    }
+}

@@ -178,8 +178,13 @@ impl Server {
                 if session.is_some() {
                     return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
                 }
-                if let Err(r) = self.state.check_login(&user, &password) {
-                    return self.refuse(key, tag, &r);
+                match self.state.check_login(&user, &password) {
+                    Ok(()) => {}
+                    // (The password was right.) A client killed a moment ago may have its
+                    // close still unread in this batch: read it now. If it is gone, its logout
+                    // is proposed before this login and the log orders them so.
+                    Err(Refusal::AlreadyLoggedIn) if self.reap_dead_session_of(&user) => {}
+                    Err(r) => return self.refuse(key, tag, &r),
                 }
                 let token = new_token();
                 let tracker = self.cfg.me;
@@ -321,6 +326,33 @@ impl Server {
         }
         let seq = self.pos.seq;
         self.push_commit_reply(key, seq, ok_text(tag, &stored));
+    }
+
+    /// Whether `user`'s live session is in fact ending: its logout is forwarded and on its way,
+    /// or this tracker's connection holding it turns out closed when read now (it is then
+    /// dropped and its logout proposed). Only on the refusal path of
+    /// `login`, so a scan of the connections is fine.
+    pub(super) fn reap_dead_session_of(&mut self, user: &str) -> bool {
+        // At a follower the close may already be handled, its logout on its way to the leader.
+        let logout_in_flight = self.forwards.values().any(|w| {
+            matches!(&w.op, Op::Logout { token } if self.state.session_user(token) == Some(user))
+        });
+        if logout_in_flight {
+            return true;
+        }
+        let holder = self.conns.iter().find_map(|(k, c)| match &c.kind {
+            Kind::Client(cl) if !c.closing => cl
+                .session
+                .as_deref()
+                .filter(|t| self.state.session_user(t) == Some(user))
+                .map(|_| k),
+            _ => None,
+        });
+        let Some(k) = holder else {
+            return false;
+        };
+        self.on_readable(k, Instant::now(), false);
+        self.conns.get(k).is_none_or(|c| c.closing)
     }
 
     pub(super) fn reply_list(
