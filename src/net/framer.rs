@@ -102,22 +102,6 @@ impl LineFramer {
         })
     }
 
-    /// Spare capacity to read into directly: returns a slice of at most `max` bytes to fill;
-    /// report how many were filled with `filled`.
-    pub fn read_buf(&mut self, max: usize) -> &mut [u8] {
-        self.compact();
-        let n = max.min(self.room());
-        let len = self.buf.len();
-        self.buf.resize(len + n, 0);
-        &mut self.buf[len..]
-    }
-
-    /// Keeps `n` bytes of the slice returned by `read_buf`, dropping the rest.
-    pub fn filled(&mut self, offered: usize, n: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - offered + n);
-    }
-
     /// The next complete line, if any.
     pub fn next_line(&mut self) -> Frame<'_> {
         if self.overflowed {
@@ -249,14 +233,19 @@ mod tests {
     }
 
     #[test]
-    fn read_buf_never_exceeds_the_limit() {
+    fn read_from_never_exceeds_the_limit() {
         let mut f = LineFramer::new(10);
-        let b = f.read_buf(64);
-        assert_eq!(b.len(), 10);
-        b[..3].copy_from_slice(b"ab\n");
-        f.filled(10, 3);
+        let mut src: &[u8] = b"ab\ncdefghijklmnop";
+        assert_eq!(f.read_from(&mut src, 64).unwrap(), Some(10));
+        assert_eq!(f.pending(), 10);
         assert_eq!(lines(&mut f), ["ab"]);
-        assert_eq!(f.read_buf(64).len(), 10);
+        // The line was consumed: room for 3 more bytes only, the rest stays in the source.
+        assert_eq!(f.read_from(&mut src, 64).unwrap(), Some(3));
+        assert_eq!(f.pending(), 10);
+        assert_eq!(f.next_line(), Frame::TooLong);
+        let mut empty: &[u8] = b"";
+        let mut g = LineFramer::new(10);
+        assert_eq!(g.read_from(&mut empty, 64).unwrap(), Some(0), "end of input");
     }
 
     proptest::proptest! {

@@ -225,22 +225,10 @@ impl FetchConn {
                 Frame::TooLong => return Err(invalid("reply line too long")),
                 Frame::NeedMore => {}
             }
-            let buf = self.input.read_buf(HEADER_READ);
-            let offered = buf.len();
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    self.input.filled(offered, 0);
-                    return Ok(Incoming::Closed);
-                }
-                Ok(n) => self.input.filled(offered, n),
-                Err(e) => {
-                    self.input.filled(offered, 0);
-                    match e.kind() {
-                        ErrorKind::WouldBlock => return Ok(Incoming::Blocked),
-                        ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
+            match self.input.read_from(&mut self.stream, HEADER_READ)? {
+                Some(0) => return Ok(Incoming::Closed),
+                Some(_) => {}
+                None => return Ok(Incoming::Blocked),
             }
         }
     }

@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -156,22 +156,10 @@ impl UploadConn {
             if self.input.room() == 0 {
                 continue; // the framer reports the over-long line on the next pass
             }
-            let buf = self.input.read_buf(REQUEST_READ);
-            let offered = buf.len();
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    self.input.filled(offered, 0);
-                    self.eof = true;
-                }
-                Ok(n) => self.input.filled(offered, n),
-                Err(e) => {
-                    self.input.filled(offered, 0);
-                    match e.kind() {
-                        ErrorKind::WouldBlock => break,
-                        ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
+            match self.input.read_from(&mut self.stream, REQUEST_READ)? {
+                Some(0) => self.eof = true,
+                Some(_) => {}
+                None => break,
             }
         }
         let want_writable = !self.out.is_empty();
