@@ -288,12 +288,29 @@ fn wait_download(
             .find_map(|w| w.strip_suffix('%').and_then(|v| v.parse::<f64>().ok()))
             .unwrap_or(0.0);
         on_progress(pct)?;
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!(
         "{}: download did not finish in {timeout:?}",
         p.name
     ))
+}
+
+/// The client's `note: download of ... complete: ... (from ...)` line, which names the sources.
+fn completion_note(p: &mut Proc) -> Res<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(l) = p.err_seen.iter().find(|l| l.contains("complete:")) {
+            return Ok(l.clone());
+        }
+        match p.err.recv_timeout(Duration::from_millis(20)) {
+            Ok(l) => p.err_seen.push(l),
+            Err(_) if Instant::now() > deadline => {
+                return Err(format!("{}: no completion note on standard error", p.name))
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn run(size_mib: u64) -> Res<()> {
@@ -380,6 +397,7 @@ fn run(size_mib: u64) -> Res<()> {
         "bob downloaded data.bin from one seeder (alice) in {secs:.2} s: {:.0} MiB/s",
         size_mib as f64 / secs
     ));
+    say(&format!("bob was told: {}", completion_note(&mut bob)?));
 
     let carol_dir = d.join("carol-files");
     std::fs::create_dir_all(&carol_dir).map_err(|e| e.to_string())?;
@@ -413,6 +431,7 @@ fn run(size_mib: u64) -> Res<()> {
         "carol downloaded data.bin from two seeders (alice, bob) in {secs:.2} s: {:.0} MiB/s",
         size_mib as f64 / secs
     ));
+    say(&format!("carol was told: {}", completion_note(&mut carol)?));
     // Carol's session moved to tracker 1: her next command works without a new login.
     let t = Instant::now();
     carol.send("list_files demo")?;

@@ -245,7 +245,11 @@ mod tests {
         assert_eq!(f.next_line(), Frame::TooLong);
         let mut empty: &[u8] = b"";
         let mut g = LineFramer::new(10);
-        assert_eq!(g.read_from(&mut empty, 64).unwrap(), Some(0), "end of input");
+        assert_eq!(
+            g.read_from(&mut empty, 64).unwrap(),
+            Some(0),
+            "end of input"
+        );
     }
 
     proptest::proptest! {
