@@ -201,7 +201,7 @@ fn a_tracker_killed_mid_session_is_replaced_without_a_new_login() {
     a.run("create_user alice pw", "created user alice");
     a.run("login alice pw", "logged in as alice");
     a.run("create_group before", "created group before");
-    c.kill_tracker(0);
+    c.kill(1);
     a.run("create_group after", "created group after");
     a.run("list_groups", "after");
     let notes: Vec<_> = a
@@ -216,9 +216,9 @@ fn a_tracker_killed_mid_session_is_replaced_without_a_new_login() {
     );
     assert!(a.errors().is_empty(), "{:?}", a.errors());
     // Tracker 1 comes back; killing tracker 2 moves the client back, still logged in.
-    c.start_tracker(0);
+    c.restart(1);
     std::thread::sleep(Duration::from_millis(500));
-    c.kill_tracker(1);
+    c.kill(2);
     a.run("create_group again", "created group again");
     a.run("list_groups", "again");
     assert!(a.errors().is_empty(), "{:?}", a.errors());
@@ -232,10 +232,10 @@ fn a_command_in_flight_when_its_tracker_dies_is_carried_out_once() {
     a.run("create_user alice pw", "created user alice");
     a.run("login alice pw", "logged in as alice");
     // Freeze tracker 1 so the request is on the wire and unanswered, then kill it.
-    c.signal_tracker(0, libc::SIGSTOP);
+    c.signal(1, libc::SIGSTOP);
     a.send("create_group inflight");
     std::thread::sleep(Duration::from_millis(300));
-    c.kill_tracker(0);
+    c.kill(1);
     a.expect_out("created group inflight");
     a.run_err("create_group inflight", "already exists");
     a.run("list_groups", "inflight");

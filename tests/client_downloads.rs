@@ -333,7 +333,7 @@ fn the_downloaders_tracker_killed_mid_download() {
     let dir = downloads_dir(&c, "dave");
     start_download(&mut d, "far.bin", &dir);
     wait_for_progress(&mut d, "far.bin", 10, 70);
-    c.kill_tracker(1);
+    c.kill(2);
 
     d.expect_err("note: download of far.bin complete");
     assert_eq!(std::fs::read(dir.join("far.bin")).unwrap(), data);

@@ -9,166 +9,18 @@
 //! if that is impossible too it fails — it never passes without exercising a fault. Its own
 //! test binary, because the fallback limit is process-wide.
 
-use groupshare::client::peers::hasher::sha1;
+mod peer_support;
+
 use groupshare::client::peers::store::part_path;
-use groupshare::client::peers::{
-    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
-};
+use groupshare::client::peers::{DownloadState, PeerEvent};
 use groupshare::client::report::download_line;
-use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
-use mio::{Events, Poll};
-use std::collections::HashMap;
-use std::io::ErrorKind;
-use std::net::SocketAddr;
+use groupshare::pieces::PIECE_SIZE;
+use peer_support::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const GROUP: &str = "g";
-const LIMIT: Duration = Duration::from_secs(30);
 const SMALL: u64 = 2 * 1024 * 1024;
-
-struct Node {
-    name: String,
-    poll: Poll,
-    events: Events,
-    side: PeerSide,
-    addr: SocketAddr,
-    log: Vec<PeerEvent>,
-    sources: HashMap<DownloadId, Vec<PeerInfo>>,
-}
-
-impl Node {
-    fn new(name: &str) -> Node {
-        let poll = Poll::new().unwrap();
-        let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        Node {
-            name: name.to_string(),
-            poll,
-            events: Events::with_capacity(256),
-            side,
-            addr,
-            log: Vec::new(),
-            sources: HashMap::new(),
-        }
-    }
-
-    fn info(&self, n: usize) -> PeerInfo {
-        PeerInfo {
-            user: self.name.clone(),
-            addr: self.addr,
-            have: PieceSet::full(n),
-        }
-    }
-
-    fn turn(&mut self) {
-        let now = Instant::now();
-        let timeout = match self.side.next_deadline() {
-            Some(d) if d <= now => Duration::ZERO,
-            _ => Duration::from_millis(2),
-        };
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-        let now = Instant::now();
-        for ev in self.events.iter() {
-            self.side.handle_event(self.poll.registry(), ev, now);
-        }
-        let out = self.side.tick(self.poll.registry(), Instant::now());
-        for ev in &out {
-            if let PeerEvent::NeedPeers { id } = ev {
-                if let Some(peers) = self.sources.get(id) {
-                    self.side.add_peers(*id, peers.clone(), Instant::now());
-                }
-            }
-        }
-        self.log.extend(out);
-    }
-
-    fn status(&self, id: DownloadId) -> DownloadStatus {
-        self.side
-            .downloads()
-            .into_iter()
-            .find(|d| d.id == id)
-            .unwrap()
-    }
-
-    fn has(&self, ev: &PeerEvent) -> bool {
-        self.log.contains(ev)
-    }
-
-    fn failed(&self, id: DownloadId) -> Option<String> {
-        self.log.iter().find_map(|e| match e {
-            PeerEvent::Failed { id: i, reason } if *i == id => Some(reason.clone()),
-            _ => None,
-        })
-    }
-
-    fn verified(&self, id: DownloadId) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .log
-            .iter()
-            .filter_map(|e| match e {
-                PeerEvent::PiecesVerified { id: i, pieces } if *i == id => Some(pieces.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        v.sort_unstable();
-        v
-    }
-}
-
-fn drive(nodes: &mut [&mut Node], mut done: impl FnMut(&[&mut Node]) -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < LIMIT {
-        for n in nodes.iter_mut() {
-            n.turn();
-        }
-        if done(nodes) {
-            return true;
-        }
-    }
-    false
-}
-
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut r = groupshare::runtime::Rng::new(seed);
-    let mut v = Vec::with_capacity(size + 8);
-    while v.len() < size {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(size);
-    v
-}
-
-fn hashes_of(data: &[u8]) -> Arc<Vec<Hash>> {
-    Arc::new(data.chunks(PIECE_SIZE as usize).map(sha1).collect())
-}
-
-fn npieces(data: &[u8]) -> usize {
-    data.len().div_ceil(PIECE_SIZE as usize)
-}
-
-fn share(node: &mut Node, dir: &Path, file: &str, data: &[u8]) {
-    let path = dir.join(format!("{}-{file}", node.name));
-    std::fs::write(&path, data).unwrap();
-    node.side
-        .share(GROUP, file, path, data.len() as u64, hashes_of(data));
-}
-
-fn spec(file: &str, data: &[u8], dest: PathBuf) -> DownloadSpec {
-    DownloadSpec {
-        group: GROUP.into(),
-        file: file.into(),
-        size: data.len() as u64,
-        hashes: hashes_of(data),
-        dest,
-    }
-}
 
 /// The fault in force, and how to lift it.
 enum Fault {
@@ -274,8 +126,7 @@ fn a_full_disk_fails_one_download_keeps_the_part_and_a_restart_resumes() {
         .start_download(2, spec("other", &other, other_dest.clone()), Instant::now())
         .unwrap();
     for (id, n) in [(1, nb), (2, no)] {
-        d.sources.insert(id, vec![s.info(n)]);
-        d.side.add_peers(id, vec![s.info(n)], Instant::now());
+        d.add_sources(id, vec![s.full_info(n)]);
     }
     assert!(
         drive(&mut [&mut d, &mut s], |n| n[0].failed(1).is_some()
@@ -314,8 +165,7 @@ fn a_full_disk_fails_one_download_keeps_the_part_and_a_restart_resumes() {
         )
         .unwrap();
     for (id, n) in [(1, nm), (2, no)] {
-        t.sources.insert(id, vec![d.info(n)]);
-        t.side.add_peers(id, vec![d.info(n)], Instant::now());
+        t.add_sources(id, vec![d.full_info(n)]);
     }
     assert!(drive(&mut [&mut t, &mut d], |n| n[0]
         .has(&PeerEvent::Completed { id: 1 })
@@ -340,8 +190,7 @@ fn a_full_disk_fails_one_download_keeps_the_part_and_a_restart_resumes() {
     );
     assert_eq!(resumed, written_before, "exactly the pieces written before");
     assert_eq!(d.status(3).pieces_done, resumed.len());
-    d.sources.insert(3, vec![s.info(nb)]);
-    d.side.add_peers(3, vec![s.info(nb)], Instant::now());
+    d.add_sources(3, vec![s.full_info(nb)]);
     assert!(
         drive(&mut [&mut d, &mut s], |n| n[0]
             .has(&PeerEvent::Completed { id: 3 })),

@@ -5,136 +5,29 @@
 //! of it from the honest seeder. With only a bad peer, the destination never appears, the
 //! download stays alive, and it does not reconnect in a busy loop.
 
-use groupshare::client::peers::hasher::sha1;
+mod peer_support;
+
 use groupshare::client::peers::store::part_path;
-use groupshare::client::peers::{
-    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
-};
-use groupshare::pieces::{piece_len, Hash, PieceSet, PIECE_SIZE};
-use mio::{Events, Poll};
-use std::collections::HashMap;
+use groupshare::client::peers::{DownloadState, PeerInfo};
+use groupshare::pieces::{piece_len, PieceSet, PIECE_SIZE};
+use peer_support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const GROUP: &str = "g";
-/// Every wait gives up after this (a deadline against hanging, not a speed requirement).
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Node {
-    name: String,
-    poll: Poll,
-    events: Events,
-    side: PeerSide,
-    addr: SocketAddr,
-    log: Vec<PeerEvent>,
-    sources: HashMap<DownloadId, Vec<PeerInfo>>,
-}
-
-impl Node {
-    fn new(name: &str) -> Node {
-        let poll = Poll::new().unwrap();
-        let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        Node {
-            name: name.to_string(),
-            poll,
-            events: Events::with_capacity(256),
-            side,
-            addr,
-            log: Vec::new(),
-            sources: HashMap::new(),
-        }
-    }
-
-    fn info(&self, n: usize) -> PeerInfo {
-        PeerInfo {
-            user: self.name.clone(),
-            addr: self.addr,
-            have: PieceSet::full(n),
-        }
-    }
-
-    /// One loop turn as the app does it: sleep until the peer side's deadline (at most
-    /// `max_wait`), events, tick, answer NeedPeers. True if the turn did not sleep at all.
-    fn turn(&mut self, max_wait: Duration) -> bool {
-        let now = Instant::now();
-        let timeout = match self.side.next_deadline() {
-            Some(d) => d.saturating_duration_since(now).min(max_wait),
-            None => max_wait,
-        };
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-        let now = Instant::now();
-        for ev in self.events.iter() {
-            self.side.handle_event(self.poll.registry(), ev, now);
-        }
-        let out = self.side.tick(self.poll.registry(), Instant::now());
-        for ev in &out {
-            if let PeerEvent::NeedPeers { id } = ev {
-                if let Some(peers) = self.sources.get(id) {
-                    self.side.add_peers(*id, peers.clone(), Instant::now());
-                }
-            }
-        }
-        self.log.extend(out);
-        timeout.is_zero()
-    }
-
-    fn status(&self, id: DownloadId) -> DownloadStatus {
-        self.side
-            .downloads()
-            .into_iter()
-            .find(|d| d.id == id)
-            .unwrap()
-    }
-
-    fn completed(&self, id: DownloadId) -> bool {
-        self.log.contains(&PeerEvent::Completed { id })
-    }
-}
-
-fn drive(nodes: &mut [&mut Node], mut done: impl FnMut(&[&mut Node]) -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < LIMIT {
-        for n in nodes.iter_mut() {
-            n.turn(Duration::from_millis(2));
-        }
-        if done(nodes) {
-            return true;
-        }
-    }
-    false
-}
-
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut r = groupshare::runtime::Rng::new(seed);
-    let mut v = Vec::with_capacity(size + 8);
-    while v.len() < size {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(size);
-    v
-}
-
-fn hashes_of(data: &[u8]) -> Arc<Vec<Hash>> {
-    Arc::new(data.chunks(PIECE_SIZE as usize).map(sha1).collect())
-}
-
-fn spec(file: &str, data: &[u8], dest: PathBuf) -> DownloadSpec {
-    DownloadSpec {
-        group: GROUP.into(),
-        file: file.into(),
-        size: data.len() as u64,
-        hashes: hashes_of(data),
-        dest,
-    }
+/// Turns every node as the app's loop does, each turn sleeping until the peer side's next
+/// deadline (at most 2 ms), until `done` holds; false if `LIMIT` passed first.
+fn drive(nodes: &mut [&mut Node], done: impl FnMut(&[&mut Node]) -> bool) -> bool {
+    drive_with(
+        nodes,
+        |n| {
+            n.turn_paced(Duration::from_millis(2));
+        },
+        done,
+    )
 }
 
 /// How the fake peer breaks the protocol.
@@ -356,7 +249,7 @@ fn test_data(seed: u64) -> Arc<Vec<u8>> {
 fn bad_peer_then_good_seeder(bad: Bad, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let data = test_data(seed);
-    let n = data.len().div_ceil(PIECE_SIZE as usize);
+    let n = npieces(&data);
     let fake = FakePeer::start(bad, data.clone());
     let mut s = Node::new("good");
     let mut d = Node::new("d");
@@ -365,11 +258,7 @@ fn bad_peer_then_good_seeder(bad: Bad, seed: u64) {
     s.side
         .share(GROUP, "f", src, data.len() as u64, hashes_of(&data));
     let dest = dir.path().join("out");
-    d.side
-        .start_download(1, spec("f", &data, dest.clone()), Instant::now())
-        .unwrap();
-    d.sources.insert(1, vec![fake.info(n)]);
-    d.side.add_peers(1, vec![fake.info(n)], Instant::now());
+    start(&mut d, "f", &data, &dest, vec![fake.info(n)]);
     assert!(
         drive(&mut [&mut d], |_| fake.misbehaved.load(Ordering::SeqCst)
             > 0),
@@ -377,9 +266,7 @@ fn bad_peer_then_good_seeder(bad: Bad, seed: u64) {
     );
     assert_eq!(d.status(1).pieces_done, 0, "{bad:?}");
     assert!(!dest.exists(), "{bad:?}");
-    let both = vec![fake.info(n), s.info(n)];
-    d.sources.insert(1, both.clone());
-    d.side.add_peers(1, both, Instant::now());
+    d.add_sources(1, vec![fake.info(n), s.full_info(n)]);
     assert!(
         drive(&mut [&mut d, &mut s], |n| n[0].completed(1)),
         "{bad:?}: did not complete: {:?}",
@@ -465,22 +352,18 @@ fn with_only_a_bad_peer_nothing_is_produced_and_nothing_spins() {
     {
         let dir = tempfile::tempdir().unwrap();
         let data = test_data(20 + k as u64);
-        let n = data.len().div_ceil(PIECE_SIZE as usize);
+        let n = npieces(&data);
         let fake = FakePeer::start(bad, data.clone());
         let mut d = Node::new("d");
         let dest = dir.path().join("out");
-        d.side
-            .start_download(1, spec("f", &data, dest.clone()), Instant::now())
-            .unwrap();
-        d.sources.insert(1, vec![fake.info(n)]);
-        d.side.add_peers(1, vec![fake.info(n)], Instant::now());
+        start(&mut d, "f", &data, &dest, vec![fake.info(n)]);
         // A bounded number of turns, each sleeping until the next deadline (at most 50 ms):
         // a few seconds of a real client's life with this peer.
         let turns = 80;
         let mut busy = 0;
         let started = Instant::now();
         for _ in 0..turns {
-            if d.turn(Duration::from_millis(50)) {
+            if d.turn_paced(Duration::from_millis(50)) {
                 busy += 1;
             }
             assert!(!dest.exists(), "{bad:?}: a destination from a bad peer");

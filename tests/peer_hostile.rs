@@ -3,42 +3,17 @@
 //! stays usable (an over-long line: `err line_too_long`, then a clean close). A secret file
 //! lies beside the shared one, under a valid name; none of its bytes is ever sent.
 
-use groupshare::client::peers::hasher::sha1;
-use groupshare::client::peers::PeerSide;
+mod peer_support;
+
 use groupshare::pieces::PIECE_SIZE;
-use mio::{Events, Poll};
+use peer_support::*;
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Seeder {
-    poll: Poll,
-    events: Events,
-    side: PeerSide,
-    addr: SocketAddr,
-}
-
-impl Seeder {
-    fn turn(&mut self) {
-        match self
-            .poll
-            .poll(&mut self.events, Some(Duration::from_millis(2)))
-        {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-        for ev in self.events.iter() {
-            self.side
-                .handle_event(self.poll.registry(), ev, Instant::now());
-        }
-        self.side.tick(self.poll.registry(), Instant::now());
-    }
-}
+/// How long the seeder's loop polls in one turn (it ignores its deadlines: it only serves).
+const TURN: Duration = Duration::from_millis(2);
 
 /// A raw peer connection; every byte it receives is kept in `all`.
 struct Client {
@@ -60,7 +35,7 @@ impl Client {
         }
     }
 
-    fn send_raw(&mut self, bytes: &[u8], seeder: &mut Seeder) {
+    fn send_raw(&mut self, bytes: &[u8], seeder: &mut Node) {
         let mut off = 0;
         let start = Instant::now();
         while off < bytes.len() {
@@ -69,7 +44,7 @@ impl Client {
                 Ok(k) => off += k,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.pump();
-                    seeder.turn();
+                    seeder.turn_for(TURN);
                 }
                 Err(e) => panic!("send: {e}"),
             }
@@ -99,16 +74,16 @@ impl Client {
         }
     }
 
-    fn fill(&mut self, n: usize, seeder: &mut Seeder) -> bool {
+    fn fill(&mut self, n: usize, seeder: &mut Node) -> bool {
         let start = Instant::now();
         while self.buf.len() < n && !self.closed && start.elapsed() < LIMIT {
             self.pump();
-            seeder.turn();
+            seeder.turn_for(TURN);
         }
         self.buf.len() >= n
     }
 
-    fn line(&mut self, seeder: &mut Seeder) -> String {
+    fn line(&mut self, seeder: &mut Node) -> String {
         loop {
             if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=p).collect();
@@ -119,22 +94,12 @@ impl Client {
         }
     }
 
-    fn ask(&mut self, req: &[u8], seeder: &mut Seeder) -> String {
+    fn ask(&mut self, req: &[u8], seeder: &mut Node) -> String {
         let mut bytes = req.to_vec();
         bytes.push(b'\n');
         self.send_raw(&bytes, seeder);
         self.line(seeder)
     }
-}
-
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut r = groupshare::runtime::Rng::new(seed);
-    let mut v = Vec::with_capacity(size + 8);
-    while v.len() < size {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(size);
-    v
 }
 
 /// True if any 16 consecutive bytes of `secret` occur in `seen`.
@@ -155,17 +120,14 @@ fn hostile_requests_get_err_lines_and_never_a_byte_outside_the_shared_set() {
     // Beside the shared file, and one directory up, under valid names.
     std::fs::write(shared_dir.join("secret"), &secret).unwrap();
     std::fs::write(dir.path().join("secret"), &secret).unwrap();
-    let poll = Poll::new().unwrap();
-    let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let mut s = Seeder {
-        poll,
-        events: Events::with_capacity(64),
-        side,
-        addr,
-    };
-    let hashes = Arc::new(data.chunks(PIECE_SIZE as usize).map(sha1).collect());
-    s.side
-        .share("g", "f", shared.clone(), data.len() as u64, hashes);
+    let mut s = Node::new("s");
+    s.side.share(
+        GROUP,
+        "f",
+        shared.clone(),
+        data.len() as u64,
+        hashes_of(&data),
+    );
     let abs = dir.path().join("secret").display().to_string();
     let long_file = "a".repeat(256);
     let long_group = "g".repeat(65);
@@ -260,7 +222,7 @@ fn hostile_requests_get_err_lines_and_never_a_byte_outside_the_shared_set() {
     assert!(!c.fill(1, &mut s) && c.closed, "the connection closes");
     let start = Instant::now();
     while s.side.upload_connections() > 0 && start.elapsed() < LIMIT {
-        s.turn();
+        s.turn_for(TURN);
     }
     assert_eq!(s.side.upload_connections(), 0);
 

@@ -1,186 +1,16 @@
 //! The peer side in process: several `PeerSide`s, each with its own `mio::Poll`, driven in
 //! turn by one thread in bounded loops. They talk over real loopback sockets.
 
-use groupshare::client::peers::hasher::sha1;
+mod peer_support;
+
 use groupshare::client::peers::store::part_path;
-use groupshare::client::peers::{
-    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
-};
-use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
-use mio::{Events, Poll};
+use groupshare::client::peers::{DownloadState, PeerEvent, PeerInfo};
+use groupshare::pieces::{PieceSet, PIECE_SIZE};
+use peer_support::*;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const GROUP: &str = "g";
-/// Every wait gives up after this; the tests finish in well under a second each when right.
-const LIMIT: Duration = Duration::from_secs(30);
-
-struct Node {
-    name: String,
-    poll: Poll,
-    events: Events,
-    side: PeerSide,
-    addr: SocketAddr,
-    /// Everything `tick` returned, in order.
-    log: Vec<PeerEvent>,
-    /// What this node's "tracker" answers to NeedPeers, per download.
-    sources: HashMap<DownloadId, Vec<PeerInfo>>,
-}
-
-impl Node {
-    fn new(name: &str) -> Node {
-        let poll = Poll::new().unwrap();
-        let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        Node {
-            name: name.to_string(),
-            poll,
-            events: Events::with_capacity(256),
-            side,
-            addr,
-            log: Vec::new(),
-            sources: HashMap::new(),
-        }
-    }
-
-    fn info(&self, have: PieceSet) -> PeerInfo {
-        PeerInfo {
-            user: self.name.clone(),
-            addr: self.addr,
-            have,
-        }
-    }
-
-    /// One loop turn, as the app does it: poll (briefly), events, tick, act on NeedPeers.
-    fn turn(&mut self) {
-        let now = Instant::now();
-        let timeout = match self.side.next_deadline() {
-            Some(d) if d <= now => Duration::ZERO,
-            _ => Duration::from_millis(2),
-        };
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-        let now = Instant::now();
-        for ev in self.events.iter() {
-            assert!(PeerSide::owns(ev.token()));
-            self.side.handle_event(self.poll.registry(), ev, now);
-        }
-        let out = self.side.tick(self.poll.registry(), Instant::now());
-        for ev in &out {
-            if let PeerEvent::NeedPeers { id } = ev {
-                if let Some(peers) = self.sources.get(id) {
-                    self.side.add_peers(*id, peers.clone(), Instant::now());
-                }
-            }
-        }
-        self.log.extend(out);
-    }
-
-    fn status(&self, id: DownloadId) -> DownloadStatus {
-        self.side
-            .downloads()
-            .into_iter()
-            .find(|d| d.id == id)
-            .unwrap()
-    }
-
-    fn completed(&self, id: DownloadId) -> bool {
-        self.log.contains(&PeerEvent::Completed { id })
-    }
-
-    fn verified(&self, id: DownloadId) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .log
-            .iter()
-            .filter_map(|e| match e {
-                PeerEvent::PiecesVerified { id: i, pieces } if *i == id => Some(pieces.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        v.sort_unstable();
-        v
-    }
-}
-
-/// Turns every node until `done` holds; false if `LIMIT` passed first.
-fn drive(nodes: &mut [&mut Node], mut done: impl FnMut(&[&mut Node]) -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < LIMIT {
-        for n in nodes.iter_mut() {
-            n.turn();
-        }
-        if done(nodes) {
-            return true;
-        }
-    }
-    false
-}
-
-/// A fixed number of turns (to show that something does NOT happen).
-fn spin(nodes: &mut [&mut Node], turns: usize) {
-    for _ in 0..turns {
-        for n in nodes.iter_mut() {
-            n.turn();
-        }
-    }
-}
-
-fn content(size: usize, seed: u64) -> Vec<u8> {
-    let mut r = groupshare::runtime::Rng::new(seed);
-    let mut v = Vec::with_capacity(size + 8);
-    while v.len() < size {
-        v.extend_from_slice(&r.next_u64().to_le_bytes());
-    }
-    v.truncate(size);
-    v
-}
-
-fn hashes_of(data: &[u8]) -> Arc<Vec<Hash>> {
-    Arc::new(data.chunks(PIECE_SIZE as usize).map(sha1).collect())
-}
-
-fn share(node: &mut Node, dir: &Path, file: &str, data: &[u8]) -> PathBuf {
-    let path = dir.join(format!("{}-{file}", node.name));
-    std::fs::write(&path, data).unwrap();
-    node.side.share(
-        GROUP,
-        file,
-        path.clone(),
-        data.len() as u64,
-        hashes_of(data),
-    );
-    path
-}
-
-fn spec(file: &str, data: &[u8], dest: PathBuf) -> DownloadSpec {
-    DownloadSpec {
-        group: GROUP.into(),
-        file: file.into(),
-        size: data.len() as u64,
-        hashes: hashes_of(data),
-        dest,
-    }
-}
-
-fn npieces(data: &[u8]) -> usize {
-    data.len().div_ceil(PIECE_SIZE as usize)
-}
-
-/// Starts download 1 of `file` at `d` from `sources`.
-fn start(d: &mut Node, file: &str, data: &[u8], dest: &Path, sources: Vec<PeerInfo>) {
-    d.side
-        .start_download(1, spec(file, data, dest.to_path_buf()), Instant::now())
-        .unwrap();
-    d.sources.insert(1, sources.clone());
-    d.side.add_peers(1, sources, Instant::now());
-}
+use std::time::Instant;
 
 #[test]
 fn downloads_a_shared_file_with_an_odd_last_piece() {
@@ -688,8 +518,7 @@ fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
     }));
     assert_eq!(d.status(1).pieces_done, 0);
     let both = vec![liar_info, s.info(PieceSet::full(n))];
-    d.sources.insert(1, both.clone());
-    d.side.add_peers(1, both, Instant::now());
+    d.add_sources(1, both);
     assert!(drive(&mut [&mut d, &mut s], |n| {
         liar.step();
         n[0].completed(1)

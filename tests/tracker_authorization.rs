@@ -1,7 +1,7 @@
 //! The whole authorization matrix: every command × not logged in / non-member / member / owner.
 
-mod tracker_support;
-use tracker_support::*;
+mod common;
+use common::*;
 
 /// What a role must get for a command: `ok` or an error code.
 struct Row {

@@ -1,7 +1,7 @@
 //! Every client command and every refusal, over TCP against a real tracker.
 
-mod tracker_support;
-use tracker_support::*;
+mod common;
+use common::*;
 
 #[test]
 fn every_command_and_refusal_on_one_tracker() {

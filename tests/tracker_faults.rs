@@ -2,12 +2,12 @@
 //! moments: at the end both trackers hold the same state and every write a client was told
 //! succeeded is in it.
 
-mod tracker_support;
+mod common;
+use common::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracker_support::*;
 
 struct Rng(u64);
 impl Rng {

@@ -1,10 +1,10 @@
 //! Hostile and idle connections never stop the tracker from serving others.
 
-mod tracker_support;
+mod common;
+use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use tracker_support::*;
 
 #[test]
 fn garbage_overlong_and_half_lines_while_others_are_served() {

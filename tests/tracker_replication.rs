@@ -1,8 +1,8 @@
 //! The tracker pair: sync in both directions and start orders, kill -9 and catch-up, both
 //! killed, concurrent conflicting writes, the authenticated peer link.
 
-mod tracker_support;
-use tracker_support::*;
+mod common;
+use common::*;
 
 #[test]
 fn writes_at_either_tracker_are_visible_at_both() {
