@@ -6,7 +6,7 @@
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
 //! - `cluster`  — the tracker_info file
 //! - `runtime`  — logging, signals into the poll loop, fd limit, randomness
-//! - `protocol` — wire messages (client ↔ tracker replies, client ↔ client peer protocol)
+//! - `protocol` — the client ↔ client peer protocol (pure, fuzzable); the tracker protocols live in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop
 //! - `client`   — the terminal client: shell, tracker link, seeding, downloads
 pub mod client;

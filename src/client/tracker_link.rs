@@ -1,7 +1,7 @@
 //! The client's connection to the trackers, as an explicit state machine:
 //!
 //! ```text
-//! Waiting(backoff) → Connecting(non-blocking) → Hello → [Attaching] → Ready
+//! Waiting(backoff) → Connecting(non-blocking) → Hello → [Retrying] → [Attaching] → Ready
 //!        ↑__________________ on loss, refusal or timeout: the next tracker __|
 //! ```
 //!

@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// one tracker pair's load, and at ~100 bytes an entry the table stays under ~10 MiB.
 pub const MAX_DEDUP: usize = 65_536;
 
+/// Largest file whose partial sources are offered in peer lines: its bitfield (2 hex digits
+/// per 8 pieces) plus the user and address must stay inside a 64 KiB client line.
+pub const MAX_PARTIAL_PIECES: usize = 240 * 1024;
+
 /// Why an operation or query was refused. `code()` is the wire's error code; `message()` the
 /// sentence shown to a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -579,11 +583,14 @@ impl State {
         Ok((user, f))
     }
 
-    /// Online holders of pieces of `f`, `requester` excluded, by user name.
+    /// Online holders of pieces of `f`, `requester` excluded, by user name. A partial source's
+    /// bitfield must fit a client line (`MAX_LINE`): for files too large for that (over
+    /// ~250,000 pieces) only complete seeders are offered.
     fn peer_lines(&self, f: &File, requester: &str) -> Vec<String> {
         f.sharers
             .iter()
             .filter(|(u, _)| u.as_str() != requester)
+            .filter(|(_, set)| set.is_full() || set.len() <= MAX_PARTIAL_PIECES)
             .filter_map(|(u, set)| {
                 let s = self.sessions.get(self.user_sessions.get(u)?)?;
                 s.tracker?;
@@ -617,7 +624,7 @@ impl State {
 
     /// The canonical text form, one record a line, in a fixed order (maps by key, members and
     /// requests in their own order). Records that can be large are split so that every line
-    /// stays well below the peer link's 16 MiB: hashes go `HASHES_PER_LINE` to a line, and a
+    /// stays well below the peer link's 24 MiB: hashes go `HASHES_PER_LINE` to a line, and a
     /// piece set is at most 128 KiB of hex.
     ///
     /// ```text
@@ -1585,6 +1592,34 @@ mod tests {
             Ok(vec!["p bob 127.0.0.1:7002 all".to_string()])
         );
         assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], "f 1048577 2");
+    }
+
+    #[test]
+    fn partial_sources_of_huge_files_are_not_offered_but_seeders_are() {
+        let mut st = world();
+        let n = MAX_PARTIAL_PIECES + 1;
+        ok(
+            &mut st,
+            Op::Upload {
+                token: tok(1),
+                group: "g".into(),
+                file: "huge".into(),
+                size: n as u64 * crate::pieces::PIECE_SIZE,
+                hashes: vec![[7; 20]; n],
+            },
+        );
+        ok(&mut st, have(2, "g", "huge", &[0]));
+        let peers = st.peers(&tok(3), "g", "huge");
+        // carol is not a member: refused; alice (the seeder) is offered to bob, bob to no one.
+        assert!(peers.is_err());
+        let to_bob = st.peers(&tok(2), "g", "huge").unwrap();
+        assert_eq!(to_bob.len(), 1);
+        assert!(to_bob[0].starts_with("p alice ") && to_bob[0].ends_with(" all"));
+        let d = st.download(&tok(1), "g", "huge").unwrap();
+        assert!(
+            d.peers.is_empty(),
+            "bob's partial bitfield would not fit a line"
+        );
     }
 
     #[test]
