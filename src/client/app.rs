@@ -566,6 +566,18 @@ impl App {
             },
             Err(e) => return self.fail(&e),
         };
+        if let Some(d) = self
+            .downloads
+            .values()
+            .find(|d| !d.done && super::peers::store::part_path(&d.dest) == up.path)
+        {
+            return self.fail(&format!(
+                "{} is the unfinished download of {} from group {}; once complete it is shared by itself",
+                up.path.display(),
+                d.file,
+                d.group
+            ));
+        }
         if up.size > pieces::MAX_PIECES * pieces::PIECE_SIZE {
             return self.fail(&format!(
                 "{} is larger than the largest file that can be shared (256 GiB)",

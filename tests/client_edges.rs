@@ -1,0 +1,71 @@
+//! How client commands interact with each other and with downloads in progress, over the real
+//! binaries: an empty file, `upload_file` of a download's `.part`, `stop_share` and
+//! `leave_group` while a download of that file runs, another user logging in on the same
+//! client while a download runs. Seeders run with `--upload-limit` so a download lasts a few
+//! seconds; the tests wait on output, never on a clock.
+
+mod common;
+
+use common::{test_data, Client, Cluster};
+use std::path::PathBuf;
+
+const PIECE: usize = 512 * 1024;
+
+/// alice owns `g` (her client uses `alice_extra`); every name in `members` is a member with a
+/// client of its own, logged in.
+fn group(c: &Cluster, alice_extra: &[&str], members: &[&str]) -> (Client, Vec<Client>) {
+    let mut a = c.client_with("alice", &["127.0.0.1:0"], alice_extra);
+    a.run("create_user alice pw", "created user alice");
+    a.run("login alice pw", "logged in as alice");
+    a.run("create_group g", "created group g");
+    let mut out = Vec::new();
+    for name in members {
+        let mut m = c.client(name);
+        m.run(&format!("create_user {name} pw"), "created user");
+        m.run(&format!("login {name} pw"), "logged in as");
+        m.run("join_group g", "asked to join");
+        a.run(&format!("accept_request g {name}"), "now a member");
+        out.push(m);
+    }
+    (a, out)
+}
+
+/// Writes `data` as `name` in alice's own directory and shares it in `g`.
+fn share(c: &Cluster, a: &mut Client, name: &str, data: &[u8]) -> PathBuf {
+    let dir = c.path().join("files-alice");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    a.run(
+        &format!("upload_file {} g", path.display()),
+        &format!("uploaded {name} to g"),
+    );
+    path
+}
+
+fn dir(c: &Cluster, name: &str) -> PathBuf {
+    let d = c.path().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn the_part_file_of_a_running_download_cannot_be_uploaded() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &["--upload-limit", "256K"], &["bob"]);
+    let b = &mut ms[0];
+    share(&c, &mut a, "big.bin", &test_data(8 * PIECE, 1));
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g big.bin {}", down.display()),
+        "downloading big.bin",
+    );
+    b.run_err(
+        &format!("upload_file {} g", down.join("big.bin.part").display()),
+        "unfinished download of big.bin",
+    );
+    b.sync();
+    b.send("list_files g");
+    let files = b.sync();
+    assert_eq!(files.len(), 1, "nothing new was shared: {files:?}");
+}
