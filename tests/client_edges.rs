@@ -50,6 +50,26 @@ fn dir(c: &Cluster, name: &str) -> PathBuf {
 }
 
 #[test]
+fn an_empty_file_downloaded_makes_one_more_seeder() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &[], &["bob"]);
+    let b = &mut ms[0];
+    share(&c, &mut a, "empty.txt", b"");
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g empty.txt {}", down.display()),
+        "downloading empty.txt",
+    );
+    b.expect_err("note: download of empty.txt complete");
+    assert_eq!(std::fs::read(down.join("empty.txt")).unwrap(), b"");
+    b.run("list_files g", "empty.txt  0 B  2 seeders");
+    // Alice stops; bob's copy keeps the file in the group.
+    a.run("stop_share g empty.txt", "stopped sharing");
+    b.run("list_files g", "empty.txt  0 B  1 seeder");
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
+}
+
+#[test]
 fn the_part_file_of_a_running_download_cannot_be_uploaded() {
     let c = Cluster::start(2);
     let (mut a, mut ms) = group(&c, &["--upload-limit", "256K"], &["bob"]);

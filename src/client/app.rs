@@ -140,6 +140,9 @@ enum ResumeStep {
 enum Background {
     Peers(DownloadId),
     Have,
+    /// The `upload_file` that makes a finished download of an empty file (no pieces, so no
+    /// `have`) count as a seeder.
+    SeedEmpty,
     /// A request whose command was abandoned; its reply is dropped.
     Abandoned,
 }
@@ -1148,6 +1151,11 @@ impl App {
                     log::debug!("have refused: {code} {message}");
                 }
             }
+            Background::SeedEmpty => {
+                if let Reply::Err { code, message } = reply {
+                    log::info!("empty file not registered as seeded: {code} {message}");
+                }
+            }
             Background::Peers(id) => {
                 let Some(d) = self.downloads.get_mut(&id) else {
                     return;
@@ -1273,6 +1281,18 @@ impl App {
         });
         let (owner, hashes, expected) = (d.owner.clone(), d.hashes.clone(), d.size);
         self.flush_haves(now, true);
+        let current = self.user.as_ref().is_some_and(|u| u.name == owner);
+        if hashes.is_empty() && current && self.link.session().is_some() {
+            // No piece, so no `have`: the tracker learns of the new seeder this way (the
+            // same content under the same name adds a seeder).
+            let tag = self.send(
+                Kind::Write,
+                format!("upload_file {group} {file} 0 0"),
+                vec![],
+                now,
+            );
+            self.background.insert(tag, Background::SeedEmpty);
+        }
         if let Some(share) = share.filter(|s| s.size == expected) {
             let store = ShareStore::new(&self.config.state_dir, &owner);
             if let Err(e) = store.remember(&share, &hashes) {
