@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{test_data, Client, Cluster};
+use common::{test_data, Client, Cluster, WAIT};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 const PIECE: usize = 512 * 1024;
 
@@ -49,6 +50,28 @@ fn dir(c: &Cluster, name: &str) -> PathBuf {
     d
 }
 
+/// Polls `show_downloads` (bounded) until the line of `file` satisfies `ok`; returns it.
+fn wait_download(d: &mut Client, file: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = d.show_downloads();
+        if let Some(l) = lines.iter().find(|l| l.contains(&format!("] {file}"))) {
+            if ok(l) {
+                return l.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file}: no matching show_downloads line: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+fn running_with_pieces(l: &str) -> bool {
+    l.starts_with("[D]") && !l.contains(" 0/")
+}
+
 #[test]
 fn an_empty_file_downloaded_makes_one_more_seeder() {
     let c = Cluster::start(2);
@@ -88,4 +111,38 @@ fn the_part_file_of_a_running_download_cannot_be_uploaded() {
     b.send("list_files g");
     let files = b.sync();
     assert_eq!(files.len(), 1, "nothing new was shared: {files:?}");
+}
+
+#[test]
+fn leaving_a_group_stops_its_downloads_and_keeps_the_part() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &["--upload-limit", "1M"], &["bob"]);
+    let b = &mut ms[0];
+    let data = test_data(6 * PIECE, 3);
+    share(&c, &mut a, "f.bin", &data);
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    wait_download(b, "f.bin", running_with_pieces);
+    b.run(
+        "leave_group g",
+        "left group g (stopped downloading f.bin; the .part is kept)",
+    );
+    let l = wait_download(b, "f.bin", |l| l.starts_with("[F]"));
+    assert_eq!(l, "[F] [g] f.bin you left group g");
+    assert!(!down.join("f.bin").exists());
+    assert!(down.join("f.bin.part").exists());
+    // Back in the group, the same download resumes from the .part.
+    b.run("join_group g", "asked to join");
+    a.run("accept_request g bob", "now a member");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    let note = b.expect_err("note: download of f.bin complete");
+    assert!(note.contains("earlier:"), "{note}");
+    assert_eq!(std::fs::read(down.join("f.bin")).unwrap(), data);
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
 }

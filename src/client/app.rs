@@ -710,7 +710,7 @@ impl App {
             return;
         };
         match pending {
-            Pending::Simple { cmd, tag: t } if t == tag => self.on_simple_reply(cmd, reply),
+            Pending::Simple { cmd, tag: t } if t == tag => self.on_simple_reply(cmd, reply, now),
             Pending::Login {
                 cmd,
                 tag: t,
@@ -752,7 +752,7 @@ impl App {
         }
     }
 
-    fn on_simple_reply(&mut self, cmd: Command, reply: Reply) {
+    fn on_simple_reply(&mut self, cmd: Command, reply: Reply, now: Instant) {
         use Command::*;
         let (code, message) = match reply {
             Reply::Err { code, message } => (code, message),
@@ -763,7 +763,15 @@ impl App {
                     JoinGroup { group } => format!("asked to join group {group}"),
                     LeaveGroup { group } => {
                         self.drop_group_shares(group);
-                        format!("left group {group}")
+                        let stopped = self.cancel_group_downloads(group, now);
+                        if stopped.is_empty() {
+                            format!("left group {group}")
+                        } else {
+                            format!(
+                                "left group {group} (stopped downloading {}; the .part is kept)",
+                                stopped.join(", ")
+                            )
+                        }
                     }
                     AcceptRequest { group, user } => {
                         format!("{user} is now a member of group {group}")
@@ -1026,6 +1034,38 @@ impl App {
                 }
             }
         }
+    }
+
+    /// Cancels this user's running downloads from `group` (they left it); returns their file
+    /// names. Their unreported pieces are dropped.
+    fn cancel_group_downloads(&mut self, group: &str, now: Instant) -> Vec<String> {
+        let owner = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut ids: Vec<DownloadId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| !d.done && d.group == group && d.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let mut stopped = Vec::new();
+        for id in ids {
+            let reason = format!("you left group {group}");
+            if self
+                .peers
+                .cancel_download(self.poll.registry(), id, reason, now)
+            {
+                if let Some(d) = self.downloads.get_mut(&id) {
+                    d.done = true;
+                    stopped.push(d.file.clone());
+                }
+            }
+        }
+        self.haves.discard(|g, _| g == group);
+        stopped
     }
 
     fn on_upload_reply(&mut self, cmd: Command, up: Upload, hashes: Arc<Vec<Hash>>, reply: Reply) {
