@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{test_data, Client, Cluster, WAIT};
+use common::{test_data, Client, Cluster, Conn, WAIT};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,26 @@ fn dir(c: &Cluster, name: &str) -> PathBuf {
     let d = c.path().join(name);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A raw tracker connection of a fresh member `user` of `g` (admitted by `owner`), for asking
+/// the tracker what it knows (`peers`).
+fn observer(c: &Cluster, owner: &mut Client, user: &str) -> Conn {
+    let mut conn = c.conn(1);
+    conn.user(user);
+    conn.ok("join_group g");
+    owner.run(&format!("accept_request g {user}"), "now a member");
+    conn
+}
+
+/// The users the tracker names as sources of `file` in `g` (seeders and partial sources).
+fn sources(conn: &mut Conn, file: &str) -> Vec<String> {
+    let r = conn.req(&format!("peers g {file}"));
+    assert!(r[0].starts_with("list"), "peers: {r:?}");
+    r[1..]
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
 }
 
 /// Polls `show_downloads` (bounded) until the line of `file` satisfies `ok`; returns it.
@@ -111,6 +131,62 @@ fn the_part_file_of_a_running_download_cannot_be_uploaded() {
     b.send("list_files g");
     let files = b.sync();
     assert_eq!(files.len(), 1, "nothing new was shared: {files:?}");
+}
+
+#[test]
+fn stop_share_while_downloading_means_the_finished_file_is_not_shared() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &["--upload-limit", "1M"], &["bob"]);
+    let b = &mut ms[0];
+    let data = test_data(6 * PIECE, 2);
+    share(&c, &mut a, "f.bin", &data);
+    let mut eve = observer(&c, &mut a, "eve");
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    // Whether or not bob's first pieces were announced yet, this succeeds.
+    b.run("stop_share g f.bin", "stopped sharing f.bin in group g");
+    b.expect_err("note: download of f.bin complete");
+    assert_eq!(std::fs::read(down.join("f.bin")).unwrap(), data);
+    b.sync();
+    assert_eq!(sources(&mut eve, "f.bin"), ["alice"], "bob is not a source");
+    b.run("list_files g", "f.bin  3.0 MiB  1 seeder");
+    // Nor after a new login: the share was not remembered.
+    b.run("logout", "logged out");
+    let l = b.run("login bob pw", "logged in as bob");
+    assert_eq!(l, "logged in as bob");
+    b.run("list_files g", "f.bin  3.0 MiB  1 seeder");
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
+}
+
+#[test]
+fn stop_share_after_pieces_were_announced_keeps_the_tracker_right() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &["--upload-limit", "1M"], &["bob"]);
+    let b = &mut ms[0];
+    let data = test_data(6 * PIECE, 5);
+    share(&c, &mut a, "f.bin", &data);
+    let mut eve = observer(&c, &mut a, "eve");
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    // Bob is a partial source at the tracker, then stops sharing.
+    let deadline = Instant::now() + WAIT;
+    while !sources(&mut eve, "f.bin").contains(&"bob".to_string()) {
+        assert!(Instant::now() < deadline, "bob never became a source");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    b.run("stop_share g f.bin", "stopped sharing f.bin in group g");
+    b.expect_err("note: download of f.bin complete");
+    b.sync();
+    // Without the fix the later pieces were announced again: a partial source that no
+    // longer serves anything.
+    assert_eq!(sources(&mut eve, "f.bin"), ["alice"]);
+    assert!(b.errors().is_empty(), "{:?}", b.errors());
 }
 
 #[test]

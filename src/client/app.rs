@@ -71,6 +71,9 @@ struct Download {
     /// Asked for peers while one request was in flight: ask again when it returns.
     want_peers: bool,
     done: bool,
+    /// False once the user ran `stop_share` for this file while it was downloading: its pieces
+    /// are not announced and the finished file is not shared.
+    share: bool,
 }
 
 /// The command in progress.
@@ -778,6 +781,7 @@ impl App {
                     }
                     StopShare { group, file } => {
                         self.drop_share(group, file);
+                        self.unshare_downloads(group, file);
                         format!("stopped sharing {file} in group {group}")
                     }
                     _ => String::new(),
@@ -813,6 +817,12 @@ impl App {
                 .is_some_and(|u| u.active.contains(&(group.clone(), file.clone())));
             if known {
                 self.drop_share(group, file);
+            }
+            // A download that has not reported a piece yet is not a sharer at the tracker,
+            // but would become one: stopping that is what the user asked for.
+            if self.unshare_downloads(group, file) {
+                self.drop_share(group, file);
+                return self.done(&format!("stopped sharing {file} in group {group}"));
             }
         }
         self.fail(&report::tracker_error(&cmd, None, &code, &message));
@@ -1068,6 +1078,27 @@ impl App {
         stopped
     }
 
+    /// `stop_share` of a file this user is downloading: its pieces are no longer announced
+    /// and the finished file will not be shared. True if there was such a download.
+    fn unshare_downloads(&mut self, group: &str, file: &str) -> bool {
+        let owner = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut any = false;
+        for d in self.downloads.values_mut() {
+            if !d.done && d.group == group && d.file == file && d.owner == owner {
+                d.share = false;
+                any = true;
+            }
+        }
+        if any {
+            self.haves.discard(|g, f| g == group && f == file);
+        }
+        any
+    }
+
     fn on_upload_reply(&mut self, cmd: Command, up: Upload, hashes: Arc<Vec<Hash>>, reply: Reply) {
         match reply {
             Reply::Ok(words) => {
@@ -1174,6 +1205,7 @@ impl App {
                 last_peers: Some(now),
                 want_peers: false,
                 done: false,
+                share: true,
             },
         );
         self.peers.add_peers(id, peers, now);
@@ -1229,7 +1261,10 @@ impl App {
         match ev {
             PeerEvent::PiecesVerified { id, pieces } => {
                 if let Some(d) = self.downloads.get(&id) {
-                    self.haves.add(&d.group, &d.file, &pieces, now);
+                    // Not announced once the user stopped sharing it.
+                    if d.share {
+                        self.haves.add(&d.group, &d.file, &pieces, now);
+                    }
                 }
             }
             PeerEvent::NeedPeers { id } => self.ask_peers(id, now),
@@ -1320,6 +1355,17 @@ impl App {
             path: d.dest.clone(),
         });
         let (owner, hashes, expected) = (d.owner.clone(), d.hashes.clone(), d.size);
+        if !d.share {
+            // stop_share while it was downloading: the finished file is not shared.
+            let shared_otherwise = self
+                .user
+                .as_ref()
+                .is_some_and(|u| u.active.contains(&(group.clone(), file.clone())));
+            if !shared_otherwise {
+                self.peers.unshare(&group, &file);
+            }
+            return;
+        }
         self.flush_haves(now, true);
         let current = self.user.as_ref().is_some_and(|u| u.name == owner);
         if hashes.is_empty() && current && self.link.session().is_some() {
