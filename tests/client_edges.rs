@@ -222,3 +222,28 @@ fn leaving_a_group_stops_its_downloads_and_keeps_the_part() {
     assert_eq!(std::fs::read(down.join("f.bin")).unwrap(), data);
     assert!(b.errors().is_empty(), "{:?}", b.errors());
 }
+
+#[test]
+fn pieces_of_a_download_are_never_announced_for_another_user() {
+    let c = Cluster::start(2);
+    let (mut a, mut ms) = group(&c, &["--upload-limit", "1M"], &["bob", "dave"]);
+    let mut dave = ms.pop().unwrap();
+    dave.run("logout", "logged out");
+    let b = &mut ms[0];
+    let mut eve = observer(&c, &mut a, "eve");
+    let data = test_data(6 * PIECE, 4);
+    share(&c, &mut a, "f.bin", &data);
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    // Bob logs out while it runs and dave logs in on the same client.
+    b.run("logout", "logged out");
+    wait_download(b, "f.bin", running_with_pieces);
+    b.run("login dave pw", "logged in as dave");
+    b.expect_err("note: download of f.bin complete");
+    b.sync();
+    let srcs = sources(&mut eve, "f.bin");
+    assert!(!srcs.contains(&"dave".to_string()), "{srcs:?}");
+}

@@ -850,6 +850,16 @@ impl App {
             password,
             token,
         }));
+        // Pieces of another user's downloads, verified while logged out, are not this
+        // user's to announce.
+        let others: BTreeSet<(String, String)> = self
+            .downloads
+            .values()
+            .filter(|d| d.owner != user)
+            .map(|d| (d.group.clone(), d.file.clone()))
+            .collect();
+        self.haves
+            .discard(|g, f| others.contains(&(g.to_string(), f.to_string())));
         let store = ShareStore::new(&self.config.state_dir, &user);
         let remembered = match store.load() {
             Ok(s) => s,
@@ -1260,9 +1270,11 @@ impl App {
     fn on_peer_event(&mut self, ev: PeerEvent, now: Instant) {
         match ev {
             PeerEvent::PiecesVerified { id, pieces } => {
+                let user = self.user.as_ref().map(|u| u.name.as_str());
                 if let Some(d) = self.downloads.get(&id) {
-                    // Not announced once the user stopped sharing it.
-                    if d.share {
+                    // Announced only for the user who started it (another may log in
+                    // meanwhile) and only while it is shared.
+                    if d.share && user.is_none_or(|u| u == d.owner) {
                         self.haves.add(&d.group, &d.file, &pieces, now);
                     }
                 }
