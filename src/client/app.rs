@@ -71,6 +71,9 @@ struct Download {
     /// Asked for peers while one request was in flight: ask again when it returns.
     want_peers: bool,
     done: bool,
+    /// False once the user ran `stop_share` for this file while it was downloading: its pieces
+    /// are not announced and the finished file is not shared.
+    share: bool,
 }
 
 /// The command in progress.
@@ -140,6 +143,9 @@ enum ResumeStep {
 enum Background {
     Peers(DownloadId),
     Have,
+    /// The `upload_file` that makes a finished download of an empty file (no pieces, so no
+    /// `have`) count as a seeder.
+    SeedEmpty,
     /// A request whose command was abandoned; its reply is dropped.
     Abandoned,
 }
@@ -566,6 +572,18 @@ impl App {
             },
             Err(e) => return self.fail(&e),
         };
+        if let Some(d) = self
+            .downloads
+            .values()
+            .find(|d| !d.done && super::peers::store::part_path(&d.dest) == up.path)
+        {
+            return self.fail(&format!(
+                "{} is the unfinished download of {} from group {}; once complete it is shared by itself",
+                up.path.display(),
+                d.file,
+                d.group
+            ));
+        }
         if up.size > pieces::MAX_PIECES * pieces::PIECE_SIZE {
             return self.fail(&format!(
                 "{} is larger than the largest file that can be shared (256 GiB)",
@@ -695,7 +713,7 @@ impl App {
             return;
         };
         match pending {
-            Pending::Simple { cmd, tag: t } if t == tag => self.on_simple_reply(cmd, reply),
+            Pending::Simple { cmd, tag: t } if t == tag => self.on_simple_reply(cmd, reply, now),
             Pending::Login {
                 cmd,
                 tag: t,
@@ -737,7 +755,7 @@ impl App {
         }
     }
 
-    fn on_simple_reply(&mut self, cmd: Command, reply: Reply) {
+    fn on_simple_reply(&mut self, cmd: Command, reply: Reply, now: Instant) {
         use Command::*;
         let (code, message) = match reply {
             Reply::Err { code, message } => (code, message),
@@ -748,13 +766,22 @@ impl App {
                     JoinGroup { group } => format!("asked to join group {group}"),
                     LeaveGroup { group } => {
                         self.drop_group_shares(group);
-                        format!("left group {group}")
+                        let stopped = self.cancel_group_downloads(group, now);
+                        if stopped.is_empty() {
+                            format!("left group {group}")
+                        } else {
+                            format!(
+                                "left group {group} (stopped downloading {}; the .part is kept)",
+                                stopped.join(", ")
+                            )
+                        }
                     }
                     AcceptRequest { group, user } => {
                         format!("{user} is now a member of group {group}")
                     }
                     StopShare { group, file } => {
                         self.drop_share(group, file);
+                        self.unshare_downloads(group, file);
                         format!("stopped sharing {file} in group {group}")
                     }
                     _ => String::new(),
@@ -791,6 +818,12 @@ impl App {
             if known {
                 self.drop_share(group, file);
             }
+            // A download that has not reported a piece yet is not a sharer at the tracker,
+            // but would become one: stopping that is what the user asked for.
+            if self.unshare_downloads(group, file) {
+                self.drop_share(group, file);
+                return self.done(&format!("stopped sharing {file} in group {group}"));
+            }
         }
         self.fail(&report::tracker_error(&cmd, None, &code, &message));
     }
@@ -817,6 +850,16 @@ impl App {
             password,
             token,
         }));
+        // Pieces of another user's downloads, verified while logged out, are not this
+        // user's to announce.
+        let others: BTreeSet<(String, String)> = self
+            .downloads
+            .values()
+            .filter(|d| d.owner != user)
+            .map(|d| (d.group.clone(), d.file.clone()))
+            .collect();
+        self.haves
+            .discard(|g, f| others.contains(&(g.to_string(), f.to_string())));
         let store = ShareStore::new(&self.config.state_dir, &user);
         let remembered = match store.load() {
             Ok(s) => s,
@@ -1013,6 +1056,59 @@ impl App {
         }
     }
 
+    /// Cancels this user's running downloads from `group` (they left it); returns their file
+    /// names. Their unreported pieces are dropped.
+    fn cancel_group_downloads(&mut self, group: &str, now: Instant) -> Vec<String> {
+        let owner = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut ids: Vec<DownloadId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| !d.done && d.group == group && d.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let mut stopped = Vec::new();
+        for id in ids {
+            let reason = format!("you left group {group}");
+            if self
+                .peers
+                .cancel_download(self.poll.registry(), id, reason, now)
+            {
+                if let Some(d) = self.downloads.get_mut(&id) {
+                    d.done = true;
+                    stopped.push(d.file.clone());
+                }
+            }
+        }
+        self.haves.discard(|g, _| g == group);
+        stopped
+    }
+
+    /// `stop_share` of a file this user is downloading: its pieces are no longer announced
+    /// and the finished file will not be shared. True if there was such a download.
+    fn unshare_downloads(&mut self, group: &str, file: &str) -> bool {
+        let owner = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let mut any = false;
+        for d in self.downloads.values_mut() {
+            if !d.done && d.group == group && d.file == file && d.owner == owner {
+                d.share = false;
+                any = true;
+            }
+        }
+        if any {
+            self.haves.discard(|g, f| g == group && f == file);
+        }
+        any
+    }
+
     fn on_upload_reply(&mut self, cmd: Command, up: Upload, hashes: Arc<Vec<Hash>>, reply: Reply) {
         match reply {
             Reply::Ok(words) => {
@@ -1119,6 +1215,7 @@ impl App {
                 last_peers: Some(now),
                 want_peers: false,
                 done: false,
+                share: true,
             },
         );
         self.peers.add_peers(id, peers, now);
@@ -1134,6 +1231,11 @@ impl App {
             Background::Have => {
                 if let Reply::Err { code, message } = reply {
                     log::debug!("have refused: {code} {message}");
+                }
+            }
+            Background::SeedEmpty => {
+                if let Reply::Err { code, message } = reply {
+                    log::info!("empty file not registered as seeded: {code} {message}");
                 }
             }
             Background::Peers(id) => {
@@ -1168,8 +1270,13 @@ impl App {
     fn on_peer_event(&mut self, ev: PeerEvent, now: Instant) {
         match ev {
             PeerEvent::PiecesVerified { id, pieces } => {
+                let user = self.user.as_ref().map(|u| u.name.as_str());
                 if let Some(d) = self.downloads.get(&id) {
-                    self.haves.add(&d.group, &d.file, &pieces, now);
+                    // Announced only for the user who started it (another may log in
+                    // meanwhile) and only while it is shared.
+                    if d.share && user.is_none_or(|u| u == d.owner) {
+                        self.haves.add(&d.group, &d.file, &pieces, now);
+                    }
                 }
             }
             PeerEvent::NeedPeers { id } => self.ask_peers(id, now),
@@ -1260,7 +1367,30 @@ impl App {
             path: d.dest.clone(),
         });
         let (owner, hashes, expected) = (d.owner.clone(), d.hashes.clone(), d.size);
+        if !d.share {
+            // stop_share while it was downloading: the finished file is not shared.
+            let shared_otherwise = self
+                .user
+                .as_ref()
+                .is_some_and(|u| u.active.contains(&(group.clone(), file.clone())));
+            if !shared_otherwise {
+                self.peers.unshare(&group, &file);
+            }
+            return;
+        }
         self.flush_haves(now, true);
+        let current = self.user.as_ref().is_some_and(|u| u.name == owner);
+        if hashes.is_empty() && current && self.link.session().is_some() {
+            // No piece, so no `have`: the tracker learns of the new seeder this way (the
+            // same content under the same name adds a seeder).
+            let tag = self.send(
+                Kind::Write,
+                format!("upload_file {group} {file} 0 0"),
+                vec![],
+                now,
+            );
+            self.background.insert(tag, Background::SeedEmpty);
+        }
         if let Some(share) = share.filter(|s| s.size == expected) {
             let store = ShareStore::new(&self.config.state_dir, &owner);
             if let Err(e) = store.remember(&share, &hashes) {

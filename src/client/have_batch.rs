@@ -41,6 +41,16 @@ impl HaveBatcher {
         self.since.get_or_insert(now);
     }
 
+    /// Drops the unreported pieces of every file for which `which(group, file)` holds: they
+    /// must not be announced (the user left the group or stopped sharing the file).
+    pub fn discard(&mut self, mut which: impl FnMut(&str, &str) -> bool) {
+        self.pending.retain(|(g, f), _| !which(g, f));
+        self.count = self.pending.values().map(BTreeSet::len).sum();
+        if self.count == 0 {
+            self.since = None;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -116,6 +126,26 @@ mod tests {
         let many: Vec<usize> = (0..FLUSH_COUNT).collect();
         b.add("g", "f", &many, t0);
         assert!(b.due(t0));
+    }
+
+    #[test]
+    fn discarded_files_are_not_reported() {
+        let t0 = Instant::now();
+        let mut b = HaveBatcher::default();
+        b.add("g", "f", &[1, 2], t0);
+        b.add("g", "other", &[5], t0);
+        b.add("h", "f", &[0], t0);
+        b.discard(|g, f| g == "g" && f == "f");
+        assert_eq!(
+            b.take(),
+            vec![
+                ("g".into(), "other".into(), "5".into()),
+                ("h".into(), "f".into(), "0".into())
+            ]
+        );
+        b.add("g", "f", &[1], t0);
+        b.discard(|g, _| g == "g");
+        assert!(b.is_empty() && b.deadline().is_none() && !b.due(t0 + FLUSH_DELAY));
     }
 
     #[test]

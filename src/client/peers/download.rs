@@ -591,6 +591,28 @@ impl Download {
         });
     }
 
+    /// Stops the download for good at the user's request (e.g. they left its group): its
+    /// connections close, its pieces are no longer served, the `.part` is kept for a later
+    /// resume. No event: the app asked for it. False if it was not running.
+    pub fn cancel(&mut self, ctx: &mut Ctx, reason: String) -> bool {
+        if !self.is_active() {
+            return false;
+        }
+        self.close_all(ctx, "download cancelled");
+        self.store = None;
+        self.verified.clear();
+        self.new_peers.clear();
+        if ctx
+            .catalog
+            .get(&self.group, &self.file)
+            .is_some_and(|e| e.path == self.part)
+        {
+            ctx.catalog.remove(&self.group, &self.file);
+        }
+        self.state = DownloadState::Failed(reason);
+        true
+    }
+
     /// Every piece verified: rename into place and serve the file from there.
     fn finish(&mut self, ctx: &mut Ctx) {
         self.close_all(ctx, "download complete");

@@ -432,6 +432,30 @@ impl PeerSide {
         Ok(())
     }
 
+    /// Cancels a running download (`show_downloads` then shows `[F]` with `reason`); its
+    /// `.part` is kept. False if it was not running.
+    pub fn cancel_download(
+        &mut self,
+        registry: &Registry,
+        id: DownloadId,
+        reason: String,
+        now: Instant,
+    ) -> bool {
+        let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
+            return false;
+        };
+        let mut ctx = Ctx {
+            registry,
+            slots: &mut self.slots,
+            catalog: &mut self.catalog,
+            events: &mut self.events,
+            rng: &mut self.rng,
+            scratch: &mut self.scratch,
+            now,
+        };
+        dl.cancel(&mut ctx, reason)
+    }
+
     /// Adds or refreshes the sources of a download (addresses may have changed). The
     /// connections are made by the next `tick` (which has the registry); `next_deadline` says
     /// so.
