@@ -403,3 +403,36 @@ fn the_hashes_of_a_64_gib_file_cross_the_pair_intact() {
     assert!(d.last().is_some_and(|l| l.starts_with("p big ")));
     cl.wait_same_digest();
 }
+
+/// Split brain, forced: the leader is frozen (SIGSTOP) until the follower gives up on it and
+/// leads alone, takes a write there, then the old leader resumes and leads alone too. When
+/// they meet again they must end with one state, whichever log wins.
+#[test]
+fn a_split_brain_heals_to_one_state() {
+    let cl = Cluster::start(2);
+    let leader = if cl.role(1) == "leader-paired" { 1 } else { 2 };
+    let follower = 3 - leader;
+    let mut setup = cl.conn(leader);
+    setup.ok("create_user before pw");
+    cl.wait_same_digest();
+    cl.signal(leader, libc::SIGSTOP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cl.role(follower) != "leader-solo" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never took over from a frozen leader"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut f = cl.conn(follower);
+    f.ok("create_user during_split pw");
+    cl.signal(leader, libc::SIGCONT);
+    cl.wait_paired();
+    cl.wait_same_digest();
+    // Both answer the same, and the write from before the split is everywhere.
+    for n in 1..=2 {
+        let mut c = cl.conn(n);
+        c.ok("login before pw 127.0.0.1:1");
+        c.ok("logout");
+    }
+}

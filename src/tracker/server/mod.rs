@@ -202,6 +202,9 @@ pub struct Server {
     closing: Vec<usize>,
     dial_at: Option<Instant>,
     dial_backoff: Duration,
+    /// Log position at which this tracker last began leading alone: writes after it exist
+    /// only here until a follower catches up.
+    solo_from: Option<u64>,
     /// A fresh tracker's deadline for serving alone if the other never shows up.
     solo_at: Option<Instant>,
     /// The position and digest this tracker announced on the link: the leader is chosen from
@@ -279,6 +282,7 @@ impl Server {
             },
             dial_backoff: DIAL_MIN,
             solo_at: None,
+            solo_from: None,
             announced: None,
             last_ping: now,
             shutdown: false,

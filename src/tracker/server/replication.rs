@@ -15,6 +15,7 @@ impl Server {
         let op = Op::Detach { tracker: stale };
         let _ = self.state.apply(None, &op);
         self.append(None, op, None);
+        self.solo_from = Some(self.pos.seq);
         log::info!(
             "tracker {} leads alone (term {term}, log at {})",
             self.cfg.me,
@@ -126,6 +127,7 @@ impl Server {
                 let op = Op::Detach { tracker: other };
                 let _ = self.state.apply(None, &op);
                 self.append(None, op, None);
+                self.solo_from = Some(self.pos.seq);
             }
             Role::Follower if !self.syncing => {
                 log::warn!("lost the leader, tracker {other}; taking over");
@@ -399,6 +401,13 @@ impl Server {
             );
             if self.role == Role::Leader {
                 // We served clients on a log the leader will overwrite: let them re-attach.
+                if !same && self.solo_from.is_some_and(|from| self.pos.seq > from) {
+                    log::error!(
+                        "both trackers led alone (the link broke while both were running); \
+                         tracker {other}'s longer log wins and replaces this tracker's writes \
+                         since the break"
+                    );
+                }
                 self.close_all_clients();
             }
             self.role = Role::Follower;
