@@ -7,6 +7,22 @@ use std::io::{self, ErrorKind, Read, Write};
 /// Largest read in one syscall: one piece plus its header line fits, fewer syscalls per piece.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Writes `buf[*pos..]` to a non-blocking stream until it is all written or the socket is
+/// full, advancing `*pos`. `Ok(true)` when everything was written. The one write loop every
+/// connection in both programs uses.
+pub fn write_pending<W: Write>(stream: &mut W, buf: &[u8], pos: &mut usize) -> io::Result<bool> {
+    while *pos < buf.len() {
+        match stream.write(&buf[*pos..]) {
+            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading")),
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// What a `fill` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadStatus {
@@ -98,15 +114,7 @@ impl<S: Read + Write> Conn<S> {
 
     /// Writes queued bytes until done or the socket is full. `Ok(true)` when nothing is left.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading")),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_pending(&mut self.stream, &self.out, &mut self.out_pos)?;
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;

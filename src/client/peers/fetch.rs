@@ -4,13 +4,14 @@
 //! same read as a header line are copied out of the line framer. What the replies mean for the
 //! download is decided in `download.rs`.
 
+use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
 use crate::protocol::peer::{Reply, Request};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::{HashSet, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -161,15 +162,7 @@ impl FetchConn {
 
     /// Writes what is queued; keeps WRITABLE interest only while bytes are left.
     pub fn flush(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading")),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        write_pending(&mut self.stream, &self.out, &mut self.out_pos)?;
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;

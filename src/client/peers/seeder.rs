@@ -8,6 +8,7 @@
 
 use super::catalog::Catalog;
 use super::limit::TokenBucket;
+use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PIECE_SIZE};
 use crate::protocol::peer::{reason, Reply, Request};
@@ -15,7 +16,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, ErrorKind, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -178,16 +179,8 @@ impl UploadConn {
     /// Writes queued replies until done or the socket is full. True when nothing is left.
     fn flush(&mut self) -> io::Result<bool> {
         while let Some(o) = self.out.front_mut() {
-            while o.start < o.end {
-                match self.stream.write(&o.data[o.start..o.end]) {
-                    Ok(0) => {
-                        return Err(io::Error::new(ErrorKind::WriteZero, "peer stopped reading"))
-                    }
-                    Ok(n) => o.start += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+            if !write_pending(&mut self.stream, &o.data[..o.end], &mut o.start)? {
+                return Ok(false);
             }
             if let Some(done) = self.out.pop_front() {
                 if done.piece && self.spare.len() < MAX_OUTPUT_REPLIES {
