@@ -247,3 +247,45 @@ fn pieces_of_a_download_are_never_announced_for_another_user() {
     let srcs = sources(&mut eve, "f.bin");
     assert!(!srcs.contains(&"dave".to_string()), "{srcs:?}");
 }
+
+#[test]
+fn a_part_file_this_client_did_not_create_is_left_untouched() {
+    let c = Cluster::start(1);
+    let (mut a, mut ms) = group(&c, &[], &["bob"]);
+    let b = &mut ms[0];
+    share(&c, &mut a, "movie.bin", &test_data(3 * PIECE, 4));
+    let down = dir(&c, "down");
+    // A browser's partial download under the same name.
+    let foreign = down.join("movie.bin.part");
+    std::fs::write(&foreign, b"someone else's partial download").unwrap();
+    b.run_err(
+        &format!("download_file g movie.bin {}", down.display()),
+        "this client did not create it",
+    );
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"someone else's partial download"
+    );
+    // A .part that is a symbolic link is never followed.
+    let precious = c.path().join("precious");
+    std::fs::write(&precious, b"keep me").unwrap();
+    let elsewhere = dir(&c, "elsewhere");
+    std::os::unix::fs::symlink(&precious, elsewhere.join("movie.bin.part")).unwrap();
+    b.run_err(
+        &format!("download_file g movie.bin {}", elsewhere.display()),
+        "symbolic link",
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+    // Moved away, the same download goes ahead and completes.
+    std::fs::remove_file(&foreign).unwrap();
+    b.run(
+        &format!("download_file g movie.bin {}", down.display()),
+        "downloading movie.bin",
+    );
+    b.expect_err("note: download of movie.bin complete");
+    assert_eq!(
+        std::fs::read(down.join("movie.bin")).unwrap(),
+        test_data(3 * PIECE, 4)
+    );
+    assert!(!foreign.exists());
+}

@@ -20,7 +20,7 @@ fn a_write_error_fails_the_download_and_keeps_the_part_file() {
     let dest = dir.path().join("dest");
     // A full-length .part made before the limit, so opening it needs no growth; every write
     // past the first piece then fails with EFBIG.
-    std::fs::write(part_path(&dest), vec![0u8; size]).unwrap();
+    leave_part(&dest, &vec![0u8; size]);
     // SAFETY: ignoring SIGXFSZ and lowering a resource limit affect only this test process.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);

@@ -159,7 +159,7 @@ fn resumes_from_an_existing_part_file() {
     part[..5 * PIECE_SIZE as usize].copy_from_slice(&data[..5 * PIECE_SIZE as usize]);
     part[10 * PIECE_SIZE as usize] = data[10 * PIECE_SIZE as usize];
     part[2 * PIECE_SIZE as usize] ^= 1;
-    std::fs::write(part_path(&dest), &part).unwrap();
+    leave_part(&dest, &part);
     let mut s = Node::new("s");
     let mut d = Node::new("d");
     share(&mut s, dir.path(), "f", &data);
@@ -196,7 +196,7 @@ fn a_partial_downloader_serves_its_verified_pieces_to_a_third_peer() {
         let r = i * PIECE_SIZE as usize..((i + 1) * PIECE_SIZE as usize).min(data.len());
         part[r.clone()].copy_from_slice(&data[r]);
     }
-    std::fs::write(part_path(&d_dest), &part).unwrap();
+    leave_part(&d_dest, &part);
     let mut d = Node::new("d");
     start(&mut d, "f", &data, &d_dest, vec![]);
     let mut t = Node::new("t");

@@ -124,6 +124,7 @@ fn one_download_from_two_seeders() {
             size: size as u64,
             hashes,
             dest: dest.clone(),
+            claims: groupshare::client::peers::PartClaims::new(dir.path().join("claims")),
         },
         t0,
     )

@@ -1187,12 +1187,16 @@ impl App {
         let id = self.next_download;
         self.next_download += 1;
         let hashes = Arc::new(hashes);
+        let Some(user) = self.user.as_ref() else {
+            return self.fail("you logged out before the download could start");
+        };
         let spec = DownloadSpec {
             group: group.clone(),
             file: file.clone(),
             size,
             hashes: hashes.clone(),
             dest: dest.clone(),
+            claims: user.store.part_claims(),
         };
         if let Err(e) = self.peers.start_download(id, spec, now) {
             return self.fail(&e);

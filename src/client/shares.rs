@@ -15,10 +15,11 @@
 //! leaves the old or the new version, never half of one. User, group and file names obey the
 //! naming rules, so they are safe path components.
 
+use super::peers::store::{write_durably, PartClaims};
 use crate::names::{self, NameKind};
 use crate::pieces::{piece_count, Hash};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -107,6 +108,11 @@ impl ShareStore {
         }
     }
 
+    /// Where this user's downloads record the `.part` files they created.
+    pub fn part_claims(&self) -> PartClaims {
+        PartClaims::new(self.dir.join("parts"))
+    }
+
     fn list_path(&self) -> PathBuf {
         self.dir.join("shares")
     }
@@ -174,24 +180,9 @@ impl ShareStore {
     }
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory and a rename.
+/// Writes `data` to `path` durably (see `store::write_durably`), with an error a person reads.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let fail = |e: io::Error| format!("cannot write {}: {e}", path.display());
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(fail)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
+    write_durably(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn escape_path(p: &Path) -> Vec<u8> {

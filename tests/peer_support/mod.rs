@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use groupshare::client::peers::hasher::sha1;
+use groupshare::client::peers::store::{part_path, PartClaims, PartFile};
 use groupshare::client::peers::{
     DownloadId, DownloadSpec, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
 };
@@ -227,8 +228,26 @@ pub fn spec(file: &str, data: &[u8], dest: PathBuf) -> DownloadSpec {
         file: file.into(),
         size: data.len() as u64,
         hashes: hashes_of(data),
+        claims: claims_for(&dest),
         dest,
     }
+}
+
+/// Where the test downloads record their `.part` files: beside the destination.
+pub fn claims_for(dest: &Path) -> PartClaims {
+    PartClaims::new(
+        dest.parent()
+            .expect("a destination in a directory")
+            .join(".claims"),
+    )
+}
+
+/// A `.part` left behind by an earlier run of this client: created (and so claimed) the way the
+/// client creates one, then filled with `bytes`.
+pub fn leave_part(dest: &Path, bytes: &[u8]) {
+    let part = part_path(dest);
+    drop(PartFile::open(&part, bytes.len() as u64, &claims_for(dest)).expect("create the .part"));
+    std::fs::write(&part, bytes).expect("fill the .part");
 }
 
 /// Starts download 1 of `file` at `d` from `sources`.

@@ -8,7 +8,7 @@ use super::fetch::{ConnState, FetchConn, Incoming, Pending};
 use super::hasher::sha1;
 use super::picker::Availability;
 use super::rate::RateMeter;
-use super::store::{part_path, PartFile};
+use super::store::{part_path, sync_dir, PartClaims, PartFile};
 use super::table::{PeerKey, PieceTable};
 use super::{
     DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, Slot, TOKEN_BASE,
@@ -20,6 +20,7 @@ use mio::event::Event;
 use mio::{Registry, Token};
 use slab::Slab;
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub struct Download {
     hashes: Arc<Vec<Hash>>,
     dest: PathBuf,
     part: PathBuf,
+    /// Where the claim on `part` is recorded; released once the file is in place.
+    claims: PartClaims,
     state: DownloadState,
     store: Option<PartFile>,
     table: PieceTable,
@@ -137,12 +140,16 @@ impl Download {
             return Err(format!("directory {} does not exist", dir.display()));
         }
         let part = part_path(&dest);
-        let (store, existed) = PartFile::open(&part, spec.size).map_err(|e| {
-            format!(
-                "cannot write {} (is {} writable?): {e}",
-                part.display(),
-                dir.display()
-            )
+        let (store, existed) = PartFile::open(&part, spec.size, &spec.claims).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                format!("will not write {}: {e}", part.display())
+            } else {
+                format!(
+                    "cannot write {} (is {} writable?): {e}",
+                    part.display(),
+                    dir.display()
+                )
+            }
         })?;
         let npieces = npieces as usize;
         if catalog.get(&spec.group, &spec.file).is_none() {
@@ -169,6 +176,7 @@ impl Download {
             } else {
                 DownloadState::Downloading
             },
+            claims: spec.claims,
             store: Some(store),
             table: PieceTable::new(npieces),
             avail: Availability::new(npieces),
@@ -613,10 +621,14 @@ impl Download {
         true
     }
 
-    /// Every piece verified: rename into place and serve the file from there.
+    /// Every piece verified: flush, rename into place, make the rename durable, and serve the
+    /// file from there. Writeback started as pieces landed, so the flush is short.
     fn finish(&mut self, ctx: &mut Ctx) {
         self.close_all(ctx, "download complete");
-        self.store = None;
+        if let Some(Err(e)) = self.store.take().map(|s| s.sync()) {
+            let reason = format!("cannot flush {} to disk: {e}", self.part.display());
+            return self.fail(ctx, reason);
+        }
         if self.dest.exists() {
             let reason = format!(
                 "{} was created by something else meanwhile; the data is in {}",
@@ -632,6 +644,14 @@ impl Download {
                 self.dest.display()
             );
             return self.fail(ctx, reason);
+        }
+        self.claims.release(&self.part);
+        if let Some(dir) = self.dest.parent() {
+            if let Err(e) = sync_dir(dir) {
+                // The file is complete and in place; only its survival of a power loss in the
+                // next few seconds is in doubt, which is no reason to fail the download.
+                log::warn!("cannot fsync {} after the rename: {e}", dir.display());
+            }
         }
         ctx.catalog.insert(
             &self.group,

@@ -52,6 +52,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+pub use store::PartClaims;
 
 /// Bytes of files being shared hashed per tick, across all jobs: 8 MiB is a few milliseconds
 /// of SHA-1, so the loop stays responsive while a large file is hashed.
@@ -83,6 +84,8 @@ pub struct DownloadSpec {
     pub hashes: Arc<Vec<Hash>>,
     /// Final path; the data goes to `<dest>.part` until every piece is verified.
     pub dest: PathBuf,
+    /// The `.part` files this user's downloads created (only those are ever resumed).
+    pub claims: PartClaims,
 }
 
 /// One line of `show_downloads`.
