@@ -1,6 +1,7 @@
 //! groupshare: peer-to-peer, group-based file sharing with a replicated pair of trackers.
 //!
 //! The map:
+//! - `auth`     — the password login (SCRAM-SHA-256): keys, verifiers, proofs
 //! - `net`      — line framing and the buffered non-blocking connection both loops drive
 //! - `names`    — the naming rules for users, groups and files
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
@@ -9,6 +10,7 @@
 //! - `protocol` — the client ↔ client peer protocol (pure, fuzzable); the tracker protocols live in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop
 //! - `client`   — the terminal client: shell, tracker link, seeding, downloads
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod names;
