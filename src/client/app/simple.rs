@@ -106,3 +106,35 @@ fn plural(n: &str) -> &'static str {
         "s"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn only_commands_answered_by_one_reply_have_a_simple_request() {
+        let leave = Command::LeaveGroup { group: "g".into() };
+        assert_eq!(request(&leave), Some((Kind::Write, "leave_group g".into())));
+        assert_eq!(
+            request(&Command::ListGroups),
+            Some((Kind::Read, "list_groups".into()))
+        );
+        let others = [
+            Command::Logout,
+            Command::Login {
+                user: "u".into(),
+                password: "p".into(),
+            },
+            Command::UploadFile {
+                path: PathBuf::from("x"),
+                group: "g".into(),
+            },
+            Command::ShowDownloads,
+            Command::Exit,
+        ];
+        for cmd in others {
+            assert_eq!(request(&cmd), None, "{cmd:?}");
+        }
+    }
+}

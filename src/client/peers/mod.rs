@@ -6,6 +6,9 @@
 //! event whose token is `>= TOKEN_BASE`, calls `tick` once per loop turn, and acts on the
 //! `PeerEvent`s that come back (reporting pieces to the tracker, fetching peers, printing notes).
 //! Nothing here talks to the tracker and nothing here blocks.
+//!
+//! The download registry is here and nowhere else: `DownloadRecord` keeps each download's
+//! engine with the app's facts about it, so the app holds no second map by `DownloadId`.
 
 //!
 //! Modules, one job each:
@@ -567,5 +570,60 @@ impl PeerSide {
     /// Pieces of download `id` found valid in its resumed `.part`; 0 for an unknown id.
     pub fn earlier_pieces(&self, id: DownloadId) -> u64 {
         self.download(id).map_or(0, |d| d.engine.earlier_pieces())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::Poll;
+
+    fn spec(owner: &str, dest: PathBuf) -> DownloadSpec {
+        DownloadSpec {
+            owner: owner.into(),
+            group: "g".into(),
+            file: "f".into(),
+            size: 10,
+            hashes: Arc::new(vec![[7; 20]]),
+            dest,
+        }
+    }
+
+    #[test]
+    fn the_registry_keeps_each_downloads_facts_and_knows_the_running_destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let poll = Poll::new().unwrap();
+        let registry = poll.registry();
+        let (mut side, _) = PeerSide::new(registry, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let now = Instant::now();
+        side.start_download(1, spec("alice", a.clone()), now)
+            .unwrap();
+        side.start_download(2, spec("bob", b.clone()), now).unwrap();
+        assert!(side.start_download(2, spec("bob", b.clone()), now).is_err());
+
+        let one = side.download(1).unwrap();
+        assert_eq!(
+            (one.id(), one.owner.as_str(), one.shared),
+            (1, "alice", true)
+        );
+        assert_eq!(
+            (one.group(), one.file(), one.dest()),
+            ("g", "f", a.as_path())
+        );
+        assert_eq!((one.size, one.hashes.len()), (10, 1));
+        let ids: Vec<DownloadId> = side.records().map(DownloadRecord::id).collect();
+        assert_eq!(ids, vec![1, 2], "in the order started");
+
+        side.download_mut(2).unwrap().shared = false;
+        assert!(!side.download(2).unwrap().shared);
+        assert_eq!(side.downloading_to(&b).map(DownloadRecord::id), Some(2));
+
+        // An ended download stays in the registry but no longer holds its destination.
+        assert!(side.cancel_download(registry, 2, "stopped".into(), now));
+        assert!(side.downloading_to(&b).is_none());
+        assert!(!side.download(2).unwrap().is_active());
+        assert_eq!(side.downloading_to(&a).map(DownloadRecord::id), Some(1));
+        assert!(side.download(3).is_none());
     }
 }
