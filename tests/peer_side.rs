@@ -511,7 +511,7 @@ fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
     d.side
         .start_download(1, spec("f", &data, dest.clone()), Instant::now())
         .unwrap();
-    d.side.add_peers(1, vec![liar_info.clone()], Instant::now());
+    d.side.add_peers(1, vec![liar_info.clone()]);
     assert!(drive(&mut [&mut d], |_| {
         liar.step();
         liar.gets > 0
@@ -550,7 +550,7 @@ fn a_seeder_found_at_a_new_address_is_reconnected() {
     d.side
         .start_download(1, spec("f", &data, dest.clone()), Instant::now())
         .unwrap();
-    d.side.add_peers(1, vec![old], Instant::now());
+    d.side.add_peers(1, vec![old]);
     // Once the source is found dead, NeedPeers asks again, and now the answer is right.
     d.sources.insert(1, vec![s.info(PieceSet::full(n))]);
     assert!(drive(&mut [&mut d, &mut s], |n| n[0].completed(1)));

@@ -119,6 +119,7 @@ fn one_download_from_two_seeders() {
     side.start_download(
         1,
         DownloadSpec {
+            owner: "me".into(),
             group: "g".into(),
             file: "f".into(),
             size: size as u64,
@@ -136,7 +137,7 @@ fn one_download_from_two_seeders() {
             have: PieceSet::full(n),
         })
         .collect();
-    side.add_peers(1, peers, t0);
+    side.add_peers(1, peers);
     let mut events = Events::with_capacity(256);
     let mut done = false;
     while !done && t0.elapsed() < Duration::from_secs(120) {

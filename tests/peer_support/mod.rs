@@ -104,7 +104,7 @@ impl Node {
         for ev in &out {
             if let PeerEvent::NeedPeers { id } = ev {
                 if let Some(peers) = self.sources.get(id) {
-                    self.side.add_peers(*id, peers.clone(), Instant::now());
+                    self.side.add_peers(*id, peers.clone());
                 }
             }
         }
@@ -115,7 +115,7 @@ impl Node {
     /// NeedPeers.
     pub fn add_sources(&mut self, id: DownloadId, peers: Vec<PeerInfo>) {
         self.sources.insert(id, peers.clone());
-        self.side.add_peers(id, peers, Instant::now());
+        self.side.add_peers(id, peers);
     }
 
     pub fn status(&self, id: DownloadId) -> DownloadStatus {
@@ -224,6 +224,7 @@ pub fn share(node: &mut Node, dir: &Path, file: &str, data: &[u8]) -> PathBuf {
 
 pub fn spec(file: &str, data: &[u8], dest: PathBuf) -> DownloadSpec {
     DownloadSpec {
+        owner: "me".into(),
         group: GROUP.into(),
         file: file.into(),
         size: data.len() as u64,

@@ -11,7 +11,8 @@ use super::rate::RateMeter;
 use super::store::{part_path, sync_dir, PartClaims, PartFile};
 use super::table::{PeerKey, PieceTable};
 use super::{
-    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, Slot, TOKEN_BASE,
+    DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, Socket,
+    TOKEN_BASE,
 };
 use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
 use crate::protocol::peer::Request;
@@ -54,7 +55,7 @@ pub const VERIFY_PIECES_PER_TICK: usize = 16;
 /// What the download needs from the peer side while it runs.
 pub struct Ctx<'a> {
     pub registry: &'a Registry,
-    pub slots: &'a mut Slab<Slot>,
+    pub slots: &'a mut Slab<Socket>,
     pub catalog: &'a mut Catalog,
     pub events: &'a mut Vec<PeerEvent>,
     pub rng: &'a mut Rng,
@@ -315,7 +316,7 @@ impl Download {
             ctx.now + CONNECT_TIMEOUT,
         ) {
             Ok(conn) => {
-                entry.insert(Slot::Fetch(self.id));
+                entry.insert(Socket::Fetch(self.id));
                 peer.conn = Some(key);
                 self.conns.insert(key, conn);
             }

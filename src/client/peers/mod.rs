@@ -6,6 +6,9 @@
 //! event whose token is `>= TOKEN_BASE`, calls `tick` once per loop turn, and acts on the
 //! `PeerEvent`s that come back (reporting pieces to the tracker, fetching peers, printing notes).
 //! Nothing here talks to the tracker and nothing here blocks.
+//!
+//! The download registry is here and nowhere else: `DownloadRecord` keeps each download's
+//! engine with the app's facts about it, so the app holds no second map by `DownloadId`.
 
 //!
 //! Modules, one job each:
@@ -49,7 +52,7 @@ use slab::Slab;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 pub use store::PartClaims;
@@ -78,6 +81,8 @@ pub struct PeerInfo {
 /// What the app needs to start a download (from the tracker's `download_file` reply).
 #[derive(Clone, Debug)]
 pub struct DownloadSpec {
+    /// The user whose session started it (see `DownloadRecord::owner`).
+    pub owner: String,
     pub group: String,
     pub file: String,
     pub size: u64,
@@ -135,8 +140,52 @@ pub enum PeerEvent {
     HashFailed { job: HashJobId, reason: String },
 }
 
-/// What a slab slot holds.
-pub enum Slot {
+/// One download in the registry: the engine that runs it and what the app decided when it
+/// started it.
+///
+/// This is the client's only download registry. The engine (`download::Download`) holds
+/// everything the transfer needs; the record adds the few facts the app acts on (who started
+/// it, whether it is still shared) and the description it was started with, so the app keeps
+/// no second map keyed by `DownloadId` that would have to agree with this one.
+pub struct DownloadRecord {
+    /// The user whose session started it: its verified pieces are announced only for that user
+    /// (another may log in meanwhile), and the finished file joins that user's shares.
+    pub owner: String,
+    /// False once the owner ran `stop_share` for the file while it was downloading: its
+    /// pieces are no longer announced and the finished file is not shared.
+    pub shared: bool,
+    /// From the tracker's description, kept to remember the finished file as a share.
+    pub size: u64,
+    pub hashes: Arc<Vec<Hash>>,
+    engine: Download,
+}
+
+impl DownloadRecord {
+    pub fn id(&self) -> DownloadId {
+        self.engine.id
+    }
+
+    pub fn group(&self) -> &str {
+        &self.engine.group
+    }
+
+    pub fn file(&self) -> &str {
+        &self.engine.file
+    }
+
+    /// The final path (the data is in `<dest>.part` until complete).
+    pub fn dest(&self) -> &Path {
+        self.engine.dest()
+    }
+
+    /// Verifying or downloading: not complete, not failed, not cancelled.
+    pub fn is_active(&self) -> bool {
+        self.engine.is_active()
+    }
+}
+
+/// What a slab entry holds: one socket of the peer side.
+pub enum Socket {
     Listener(TcpListener),
     Upload(Box<UploadConn>),
     /// A connection of this download; the download owns it.
@@ -145,10 +194,10 @@ pub enum Slot {
 
 /// The peer side. See the module documentation.
 pub struct PeerSide {
-    slots: Slab<Slot>,
+    slots: Slab<Socket>,
     catalog: Catalog,
-    /// In the order started.
-    downloads: Vec<Download>,
+    /// The download registry, in the order started (see `DownloadRecord`).
+    downloads: Vec<DownloadRecord>,
     hash_jobs: Vec<HashJob>,
     events: Vec<PeerEvent>,
     rng: Rng,
@@ -174,7 +223,7 @@ impl PeerSide {
             Token(TOKEN_BASE + entry.key()),
             Interest::READABLE,
         )?;
-        entry.insert(Slot::Listener(listener));
+        entry.insert(Socket::Listener(listener));
         let side = PeerSide {
             slots,
             catalog: Catalog::default(),
@@ -203,11 +252,11 @@ impl PeerSide {
         };
         match self.slots.get_mut(key) {
             None => {}
-            Some(Slot::Listener(_)) => self.accept(registry, key),
-            Some(Slot::Upload(_)) => self.service_upload(registry, key, now),
-            Some(Slot::Fetch(id)) => {
+            Some(Socket::Listener(_)) => self.accept(registry, key),
+            Some(Socket::Upload(_)) => self.service_upload(registry, key, now),
+            Some(Socket::Fetch(id)) => {
                 let id = *id;
-                let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
+                let Some(record) = self.downloads.iter_mut().find(|d| d.id() == id) else {
                     return;
                 };
                 let mut ctx = Ctx {
@@ -219,7 +268,7 @@ impl PeerSide {
                     scratch: &mut self.scratch,
                     now,
                 };
-                dl.on_event(&mut ctx, key, event);
+                record.engine.on_event(&mut ctx, key, event);
             }
         }
     }
@@ -227,7 +276,7 @@ impl PeerSide {
     /// Lets upload connection `key` read and answer; closes it when it is done; remembers it
     /// for `tick` if the upload limit deferred it.
     fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant) {
-        let Some(Slot::Upload(conn)) = self.slots.get_mut(key) else {
+        let Some(Socket::Upload(conn)) = self.slots.get_mut(key) else {
             return;
         };
         let token = Token(TOKEN_BASE + key);
@@ -245,7 +294,7 @@ impl PeerSide {
             }
         };
         if !keep {
-            if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
+            if let Some(Socket::Upload(mut conn)) = self.slots.try_remove(key) {
                 let _ = registry.deregister(conn.stream_mut());
             }
             self.uploads -= 1;
@@ -262,7 +311,7 @@ impl PeerSide {
     /// Accepts until the listener has no more; past `MAX_UPLOADS`, `err busy` and close.
     fn accept(&mut self, registry: &Registry, key: usize) {
         let mut accepted = Vec::new();
-        if let Some(Slot::Listener(listener)) = self.slots.get(key) {
+        if let Some(Socket::Listener(listener)) = self.slots.get(key) {
             loop {
                 match listener.accept() {
                     Ok((stream, _)) => accepted.push(stream),
@@ -294,7 +343,7 @@ impl PeerSide {
             log::warn!("cannot register a peer connection: {e}");
             return;
         }
-        entry.insert(Slot::Upload(Box::new(UploadConn::new(stream))));
+        entry.insert(Socket::Upload(Box::new(UploadConn::new(stream))));
         self.uploads += 1;
         // Requests may already be waiting; edge-triggered readiness reports them anyway, as
         // the registration happens after they arrived.
@@ -330,8 +379,8 @@ impl PeerSide {
             scratch: &mut self.scratch,
             now,
         };
-        for dl in &mut self.downloads {
-            dl.tick(&mut ctx);
+        for record in &mut self.downloads {
+            record.engine.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
         std::mem::take(&mut self.events)
@@ -365,7 +414,7 @@ impl PeerSide {
         };
         self.downloads
             .iter()
-            .filter_map(|d| d.next_deadline(now))
+            .filter_map(|d| d.engine.next_deadline(now))
             .chain(throttled)
             .min()
     }
@@ -410,29 +459,54 @@ impl PeerSide {
     }
 
     /// Starts (or resumes from `<dest>.part`) a download. Errors (destination exists, directory
-    /// not writable) are sentences for the user.
+    /// not writable) are sentences for the user. Whether another download already goes to
+    /// `spec.dest` is the caller's check, made once when the user names the destination (see
+    /// `downloading_to`).
     pub fn start_download(
         &mut self,
         id: DownloadId,
         spec: DownloadSpec,
         now: Instant,
     ) -> Result<(), String> {
-        if self.downloads.iter().any(|d| d.id == id) {
+        if self.download(id).is_some() {
             return Err(format!("download {id} already exists"));
         }
-        if self
-            .downloads
-            .iter()
-            .any(|d| d.is_active() && d.dest() == spec.dest)
-        {
-            return Err(format!(
-                "{} is already being downloaded",
-                spec.dest.display()
-            ));
-        }
-        let dl = Download::start(id, spec, now, &mut self.catalog)?;
-        self.downloads.push(dl);
+        let (owner, size, hashes) = (spec.owner.clone(), spec.size, spec.hashes.clone());
+        let engine = Download::start(id, spec, now, &mut self.catalog)?;
+        self.downloads.push(DownloadRecord {
+            owner,
+            shared: true,
+            size,
+            hashes,
+            engine,
+        });
         Ok(())
+    }
+
+    /// The download with this id, running or ended.
+    pub fn download(&self, id: DownloadId) -> Option<&DownloadRecord> {
+        self.downloads.iter().find(|d| d.id() == id)
+    }
+
+    pub fn download_mut(&mut self, id: DownloadId) -> Option<&mut DownloadRecord> {
+        self.downloads.iter_mut().find(|d| d.id() == id)
+    }
+
+    /// Every download, running or ended, in the order started.
+    pub fn records(&self) -> impl Iterator<Item = &DownloadRecord> {
+        self.downloads.iter()
+    }
+
+    /// The running download whose final path is `dest`, if any: a second one there would
+    /// share its `.part`.
+    pub fn downloading_to(&self, dest: &Path) -> Option<&DownloadRecord> {
+        self.downloads
+            .iter()
+            .find(|d| d.is_active() && d.dest() == dest)
+    }
+
+    fn engine_mut(&mut self, id: DownloadId) -> Option<&mut Download> {
+        self.download_mut(id).map(|d| &mut d.engine)
     }
 
     /// Cancels a running download (`show_downloads` then shows `[F]` with `reason`); its
@@ -444,7 +518,7 @@ impl PeerSide {
         reason: String,
         now: Instant,
     ) -> bool {
-        let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
+        let Some(dl) = self.downloads.iter_mut().find(|d| d.id() == id) else {
             return false;
         };
         let mut ctx = Ctx {
@@ -456,15 +530,14 @@ impl PeerSide {
             scratch: &mut self.scratch,
             now,
         };
-        dl.cancel(&mut ctx, reason)
+        dl.engine.cancel(&mut ctx, reason)
     }
 
     /// Adds or refreshes the sources of a download (addresses may have changed). The
     /// connections are made by the next `tick` (which has the registry); `next_deadline` says
     /// so.
-    pub fn add_peers(&mut self, id: DownloadId, peers: Vec<PeerInfo>, now: Instant) {
-        let _ = now;
-        if let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) {
+    pub fn add_peers(&mut self, id: DownloadId, peers: Vec<PeerInfo>) {
+        if let Some(dl) = self.engine_mut(id) {
             dl.queue_peers(peers);
         }
     }
@@ -472,12 +545,15 @@ impl PeerSide {
     /// Every download in the order started.
     pub fn downloads(&self) -> Vec<DownloadStatus> {
         let now = Instant::now();
-        self.downloads.iter().map(|d| d.status(now)).collect()
+        self.downloads
+            .iter()
+            .map(|d| d.engine.status(now))
+            .collect()
     }
 
     /// True while any download is still running (end of input waits for these).
     pub fn has_active_downloads(&self) -> bool {
-        self.downloads.iter().any(Download::is_active)
+        self.downloads.iter().any(DownloadRecord::is_active)
     }
 
     /// Upload connections currently open (at most `seeder::MAX_UPLOADS`); for tests and
@@ -489,18 +565,69 @@ impl PeerSide {
     /// Verified pieces each peer delivered to download `id`, by user (sorted); for tests and
     /// diagnostics. Empty for an unknown id.
     pub fn peer_piece_counts(&self, id: DownloadId) -> Vec<(String, u64)> {
-        self.downloads
-            .iter()
-            .find(|d| d.id == id)
-            .map(Download::peer_piece_counts)
+        self.download(id)
+            .map(|d| d.engine.peer_piece_counts())
             .unwrap_or_default()
     }
 
     /// Pieces of download `id` found valid in its resumed `.part`; 0 for an unknown id.
     pub fn earlier_pieces(&self, id: DownloadId) -> u64 {
-        self.downloads
-            .iter()
-            .find(|d| d.id == id)
-            .map_or(0, Download::earlier_pieces)
+        self.download(id).map_or(0, |d| d.engine.earlier_pieces())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::Poll;
+
+    fn spec(owner: &str, dest: PathBuf) -> DownloadSpec {
+        DownloadSpec {
+            owner: owner.into(),
+            group: "g".into(),
+            file: "f".into(),
+            size: 10,
+            hashes: Arc::new(vec![[7; 20]]),
+            claims: PartClaims::new(dest.with_extension("claims")),
+            dest,
+        }
+    }
+
+    #[test]
+    fn the_registry_keeps_each_downloads_facts_and_knows_the_running_destinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let poll = Poll::new().unwrap();
+        let registry = poll.registry();
+        let (mut side, _) = PeerSide::new(registry, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let now = Instant::now();
+        side.start_download(1, spec("alice", a.clone()), now)
+            .unwrap();
+        side.start_download(2, spec("bob", b.clone()), now).unwrap();
+        assert!(side.start_download(2, spec("bob", b.clone()), now).is_err());
+
+        let one = side.download(1).unwrap();
+        assert_eq!(
+            (one.id(), one.owner.as_str(), one.shared),
+            (1, "alice", true)
+        );
+        assert_eq!(
+            (one.group(), one.file(), one.dest()),
+            ("g", "f", a.as_path())
+        );
+        assert_eq!((one.size, one.hashes.len()), (10, 1));
+        let ids: Vec<DownloadId> = side.records().map(DownloadRecord::id).collect();
+        assert_eq!(ids, vec![1, 2], "in the order started");
+
+        side.download_mut(2).unwrap().shared = false;
+        assert!(!side.download(2).unwrap().shared);
+        assert_eq!(side.downloading_to(&b).map(DownloadRecord::id), Some(2));
+
+        // An ended download stays in the registry but no longer holds its destination.
+        assert!(side.cancel_download(registry, 2, "stopped".into(), now));
+        assert!(side.downloading_to(&b).is_none());
+        assert!(!side.download(2).unwrap().is_active());
+        assert_eq!(side.downloading_to(&a).map(DownloadRecord::id), Some(1));
+        assert!(side.download(3).is_none());
     }
 }

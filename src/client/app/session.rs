@@ -1,0 +1,327 @@
+//! The session: `login` and the resume of the user's remembered shares that completes it,
+//! `logout`, and the shares this session serves (paused at logout, dropped by `stop_share` or
+//! `leave_group`).
+
+use super::{App, InProgress};
+use crate::client::console;
+use crate::client::report;
+use crate::client::shares::{self, FileCheck, Share, ShareStore};
+use crate::client::shell::Command;
+use crate::client::tracker_link::{Kind, Reply, Session};
+use crate::pieces::{self, Hash};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The logged-in user.
+pub(super) struct User {
+    pub(super) name: String,
+    pub(super) store: ShareStore,
+    /// Shares being served for this session, to pause at logout.
+    pub(super) active: BTreeSet<(String, String)>,
+}
+
+/// The request in flight while remembered shares are resumed after a login.
+pub(super) enum ResumeStep {
+    Upload {
+        tag: u64,
+        share: Share,
+        hashes: Arc<Vec<Hash>>,
+    },
+    Stop {
+        tag: u64,
+    },
+}
+
+impl ResumeStep {
+    pub(super) fn tag(&self) -> u64 {
+        match self {
+            ResumeStep::Upload { tag, .. } | ResumeStep::Stop { tag } => *tag,
+        }
+    }
+}
+
+impl App {
+    pub(super) fn start_login(
+        &mut self,
+        cmd: Command,
+        user: String,
+        password: String,
+        now: Instant,
+    ) {
+        if let Some(u) = &self.user {
+            return self.fail(&format!(
+                "you are already logged in as {}; log out first",
+                u.name
+            ));
+        }
+        let line = format!("login {user} {password} {}", self.advertise);
+        let tag = self.send(Kind::Write, line, vec![], now);
+        self.set_command(
+            InProgress::Login {
+                cmd,
+                tag,
+                user,
+                password,
+            },
+            now,
+        );
+    }
+
+    pub(super) fn on_login_reply(
+        &mut self,
+        cmd: Command,
+        user: String,
+        password: String,
+        reply: Reply,
+        now: Instant,
+    ) {
+        let token = match reply {
+            Reply::Ok(words) if !words.is_empty() => words[0].clone(),
+            Reply::Ok(_) | Reply::List { .. } => {
+                return self.fail("the tracker sent an unexpected reply to login")
+            }
+            Reply::Err { code, message } => {
+                return self.fail(&report::tracker_error(&cmd, None, &code, &message))
+            }
+        };
+        self.link.set_session(Some(Session {
+            user: user.clone(),
+            password,
+            token,
+        }));
+        // Pieces of another user's downloads, verified while logged out, are not this
+        // user's to announce.
+        let others: BTreeSet<(String, String)> = self
+            .peers
+            .records()
+            .filter(|d| d.owner != user)
+            .map(|d| (d.group().to_string(), d.file().to_string()))
+            .collect();
+        self.haves
+            .discard(|g, f| others.contains(&(g.to_string(), f.to_string())));
+        let store = ShareStore::new(&self.config.state_dir, &user);
+        let remembered = match store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                console::err(&format!(
+                    "warning: your remembered shares cannot be resumed: {e}"
+                ));
+                Vec::new()
+            }
+        };
+        self.user = Some(User {
+            name: user,
+            store,
+            active: BTreeSet::new(),
+        });
+        self.resume_next(remembered.into(), 0, now);
+    }
+
+    /// Resumes the next remembered share, or finishes the login when none is left.
+    fn resume_next(&mut self, mut queue: VecDeque<Share>, resumed: usize, now: Instant) {
+        let Some(user) = self.user.as_ref() else {
+            return;
+        };
+        let store = user.store.clone();
+        if let Some(share) = queue.pop_front() {
+            let what = format!("{} in group {}", share.file, share.group);
+            let problem = match shares::check_file(&share) {
+                FileCheck::Unchanged => match store.load_hashes(&share) {
+                    Ok(hashes) => {
+                        let npieces = hashes.len();
+                        let extra: Vec<String> = pieces::hash_lines(&hashes).collect();
+                        let line = format!(
+                            "upload_file {} {} {} {npieces}",
+                            share.group, share.file, share.size
+                        );
+                        let tag = self.send(Kind::Write, line, extra, now);
+                        let step = ResumeStep::Upload {
+                            tag,
+                            share,
+                            hashes: Arc::new(hashes),
+                        };
+                        self.command = Some(InProgress::Resuming {
+                            queue,
+                            step: Some(step),
+                            resumed,
+                        });
+                        return;
+                    }
+                    Err(e) => e,
+                },
+                FileCheck::Changed => {
+                    format!("{} changed since it was shared", share.path.display())
+                }
+                FileCheck::Missing(why) => why,
+            };
+            console::err(&format!("warning: no longer sharing {what}: {problem}"));
+            let _ = store.forget(&share.group, &share.file);
+            let tag = self.send(
+                Kind::Write,
+                format!("stop_share {} {}", share.group, share.file),
+                vec![],
+                now,
+            );
+            self.command = Some(InProgress::Resuming {
+                queue,
+                step: Some(ResumeStep::Stop { tag }),
+                resumed,
+            });
+            return;
+        }
+        let name = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let result = match resumed {
+            0 => format!("logged in as {name}"),
+            1 => format!("logged in as {name} (resumed 1 share)"),
+            n => format!("logged in as {name} (resumed {n} shares)"),
+        };
+        // Pieces reported while logged out go out now.
+        self.flush_haves(now, true);
+        self.done(&result);
+    }
+
+    pub(super) fn on_resume_reply(
+        &mut self,
+        queue: VecDeque<Share>,
+        step: Option<ResumeStep>,
+        mut resumed: usize,
+        tag: u64,
+        reply: Reply,
+        now: Instant,
+    ) {
+        match step {
+            Some(ResumeStep::Upload {
+                tag: t,
+                share,
+                hashes,
+            }) if t == tag => match reply {
+                Reply::Ok(_) => {
+                    self.peers.share(
+                        &share.group,
+                        &share.file,
+                        share.path.clone(),
+                        share.size,
+                        hashes,
+                    );
+                    if let Some(u) = self.user.as_mut() {
+                        u.active.insert((share.group.clone(), share.file.clone()));
+                    }
+                    resumed += 1;
+                }
+                Reply::Err { code, message } => {
+                    let cmd = Command::UploadFile {
+                        path: share.path.clone(),
+                        group: share.group.clone(),
+                    };
+                    let why = report::tracker_error(&cmd, Some(&share.file), &code, &message);
+                    console::err(&format!(
+                        "warning: could not resume sharing {} in group {}: {why}",
+                        share.file, share.group
+                    ));
+                    if matches!(
+                        code.as_str(),
+                        "content_mismatch" | "no_such_group" | "not_member" | "invalid_name"
+                    ) {
+                        if let Some(u) = &self.user {
+                            let _ = u.store.forget(&share.group, &share.file);
+                        }
+                    }
+                }
+                Reply::List { .. } => {}
+            },
+            Some(ResumeStep::Stop { tag: t }) if t == tag => {}
+            other => {
+                self.command = Some(InProgress::Resuming {
+                    queue,
+                    step: other,
+                    resumed,
+                });
+                return;
+            }
+        }
+        self.resume_next(queue, resumed, now);
+    }
+
+    pub(super) fn start_logout(&mut self, cmd: Command, now: Instant) {
+        let tag = self.send(Kind::Write, "logout".into(), vec![], now);
+        self.set_command(InProgress::Logout { cmd, tag }, now);
+    }
+
+    pub(super) fn on_logout_reply(&mut self, cmd: Command, reply: Reply) {
+        match reply {
+            Reply::Ok(_) => self.after_logout("logged out"),
+            Reply::Err { code, .. } if code == "not_logged_in" => self.after_logout("logged out"),
+            Reply::Err { code, message } => {
+                self.fail(&report::tracker_error(&cmd, None, &code, &message))
+            }
+            Reply::List { .. } => self.fail("the tracker sent an unexpected reply"),
+        }
+    }
+
+    fn after_logout(&mut self, result: &str) {
+        self.end_session();
+        self.done(result);
+    }
+
+    /// The tracker confirmed the logout (asked for, or at exit): the shares pause until the
+    /// next login and the link forgets the credentials.
+    pub(super) fn end_session(&mut self) {
+        self.pause_shares();
+        self.user = None;
+        self.link.set_session(None);
+    }
+
+    /// Stops serving every share of the session (they resume at the next login).
+    pub(super) fn pause_shares(&mut self) {
+        if let Some(u) = self.user.as_mut() {
+            for (g, f) in std::mem::take(&mut u.active) {
+                self.peers.unshare(&g, &f);
+            }
+        }
+    }
+
+    /// Whether this session serves `(group, file)`.
+    pub(super) fn serves(&self, group: &str, file: &str) -> bool {
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.active.contains(&(group.to_string(), file.to_string())))
+    }
+
+    pub(super) fn drop_share(&mut self, group: &str, file: &str) {
+        self.peers.unshare(group, file);
+        if let Some(u) = self.user.as_mut() {
+            u.active.remove(&(group.to_string(), file.to_string()));
+            if let Err(e) = u.store.forget(group, file) {
+                console::err(&format!("warning: {e}"));
+            }
+        }
+    }
+
+    pub(super) fn drop_group_shares(&mut self, group: &str) {
+        let mine: Vec<String> = match &self.user {
+            Some(u) => u
+                .active
+                .iter()
+                .filter(|(g, _)| g == group)
+                .map(|(_, f)| f.clone())
+                .collect(),
+            None => return,
+        };
+        for f in mine {
+            self.drop_share(group, &f);
+        }
+        // Remembered but paused shares of the group end too.
+        if let Some(u) = &self.user {
+            if let Ok(all) = u.store.load() {
+                for s in all.iter().filter(|s| s.group == group) {
+                    let _ = u.store.forget(&s.group, &s.file);
+                }
+            }
+        }
+    }
+}

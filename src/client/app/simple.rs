@@ -1,0 +1,140 @@
+//! Commands whose result is the reply to one request (`create_user`, the group commands,
+//! `list_*`, `stop_share`): their request line, how each reply is shown, and what
+//! `leave_group` and `stop_share` change here once the tracker agrees.
+
+use super::App;
+use crate::client::console;
+use crate::client::report;
+use crate::client::shell::Command;
+use crate::client::tracker_link::{Kind, Reply};
+use std::time::Instant;
+
+/// The request line of a command answered by one reply; `None` for the other commands.
+pub(super) fn request(cmd: &Command) -> Option<(Kind, String)> {
+    use Command::*;
+    let request = match cmd {
+        CreateUser { user, password } => (Kind::Write, format!("create_user {user} {password}")),
+        CreateGroup { group } => (Kind::Write, format!("create_group {group}")),
+        JoinGroup { group } => (Kind::Write, format!("join_group {group}")),
+        LeaveGroup { group } => (Kind::Write, format!("leave_group {group}")),
+        ListRequests { group } => (Kind::Read, format!("list_requests {group}")),
+        AcceptRequest { group, user } => (Kind::Write, format!("accept_request {group} {user}")),
+        ListGroups => (Kind::Read, "list_groups".into()),
+        ListFiles { group } => (Kind::Read, format!("list_files {group}")),
+        StopShare { group, file } => (Kind::Write, format!("stop_share {group} {file}")),
+        Login { .. } | Logout | UploadFile { .. } | DownloadFile { .. } => return None,
+        ShowDownloads | Help | Exit => return None,
+    };
+    Some(request)
+}
+
+impl App {
+    pub(super) fn on_simple_reply(&mut self, cmd: Command, reply: Reply, now: Instant) {
+        use Command::*;
+        let (code, message) = match reply {
+            Reply::Err { code, message } => (code, message),
+            Reply::Ok(_) => {
+                let result = match &cmd {
+                    CreateUser { user, .. } => format!("created user {user}"),
+                    CreateGroup { group } => format!("created group {group}"),
+                    JoinGroup { group } => format!("asked to join group {group}"),
+                    LeaveGroup { group } => {
+                        self.drop_group_shares(group);
+                        let stopped = self.cancel_group_downloads(group, now);
+                        if stopped.is_empty() {
+                            format!("left group {group}")
+                        } else {
+                            format!(
+                                "left group {group} (stopped downloading {}; the .part is kept)",
+                                stopped.join(", ")
+                            )
+                        }
+                    }
+                    AcceptRequest { group, user } => {
+                        format!("{user} is now a member of group {group}")
+                    }
+                    StopShare { group, file } => {
+                        self.drop_share(group, file);
+                        self.unshare_downloads(group, file);
+                        format!("stopped sharing {file} in group {group}")
+                    }
+                    _ => String::new(),
+                };
+                return self.done(&result);
+            }
+            Reply::List { lines, .. } => {
+                for line in lines {
+                    let w: Vec<&str> = line.split_ascii_whitespace().collect();
+                    let out = match (&cmd, w.as_slice()) {
+                        (ListGroups, [g, members, owner]) => {
+                            format!("{g}  {members} member{}, owner {owner}", plural(members))
+                        }
+                        (ListFiles { .. }, [f, size, seeders]) => format!(
+                            "{f}  {}  {seeders} seeder{}",
+                            size.parse::<f64>()
+                                .map(report::human_bytes)
+                                .unwrap_or_else(|_| size.to_string()),
+                            plural(seeders)
+                        ),
+                        _ => line.clone(),
+                    };
+                    console::out(&out);
+                }
+                return self.done("");
+            }
+        };
+        // A stop_share of a share the tracker no longer has still stops it here.
+        if let (StopShare { group, file }, "not_seeder") = (&cmd, code.as_str()) {
+            if self.serves(group, file) {
+                self.drop_share(group, file);
+            }
+            // A download that has not reported a piece yet is not a sharer at the tracker,
+            // but would become one: stopping that is what the user asked for.
+            if self.unshare_downloads(group, file) {
+                self.drop_share(group, file);
+                return self.done(&format!("stopped sharing {file} in group {group}"));
+            }
+        }
+        self.fail(&report::tracker_error(&cmd, None, &code, &message));
+    }
+}
+
+fn plural(n: &str) -> &'static str {
+    if n == "1" {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn only_commands_answered_by_one_reply_have_a_simple_request() {
+        let leave = Command::LeaveGroup { group: "g".into() };
+        assert_eq!(request(&leave), Some((Kind::Write, "leave_group g".into())));
+        assert_eq!(
+            request(&Command::ListGroups),
+            Some((Kind::Read, "list_groups".into()))
+        );
+        let others = [
+            Command::Logout,
+            Command::Login {
+                user: "u".into(),
+                password: "p".into(),
+            },
+            Command::UploadFile {
+                path: PathBuf::from("x"),
+                group: "g".into(),
+            },
+            Command::ShowDownloads,
+            Command::Exit,
+        ];
+        for cmd in others {
+            assert_eq!(request(&cmd), None, "{cmd:?}");
+        }
+    }
+}
