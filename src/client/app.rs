@@ -12,6 +12,7 @@ use super::peers::{DownloadId, DownloadSpec, HashJobId, PeerEvent, PeerInfo, Pee
 use super::report;
 use super::shares::{self, FileCheck, Share, ShareStore};
 use super::shell::{self, Command};
+use super::term::status::Snapshot;
 use super::tracker_link::{Kind, LinkEvent, Reply, Session, TrackerLink, TRACKER_TOKEN};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet};
@@ -148,6 +149,8 @@ enum Background {
     SeedEmpty,
     /// A request whose command was abandoned; its reply is dropped.
     Abandoned,
+    /// `list_groups`/`list_files` refreshing the names Tab completes.
+    Names(Command),
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -228,7 +231,7 @@ impl App {
             bound,
             now,
         );
-        let input = Input::new(registry);
+        let input = Input::new(registry, !config.serve);
         Ok(App {
             poll,
             input,
@@ -300,12 +303,25 @@ impl App {
         self.check_timeouts(now);
         self.read_commands(now);
         self.check_end(now);
+        self.input.progress(now, || Snapshot {
+            downloads: self.peers.downloads(),
+            hashing: self.peers.hashing(),
+        });
+        if let Some(cmd) = self.input.take_refresh().filter(|_| self.logged_in()) {
+            let line = match &cmd {
+                Command::ListFiles { group } => format!("list_files {group}"),
+                _ => "list_groups".to_string(),
+            };
+            let tag = self.send(Kind::Read, line, vec![], now);
+            self.background.insert(tag, Background::Names(cmd));
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut d = [
             self.peers.next_deadline(),
             self.link.next_deadline(),
+            self.input.next_deadline(),
             self.haves.deadline().filter(|_| self.logged_in()),
             self.pending
                 .as_ref()
@@ -757,6 +773,11 @@ impl App {
 
     fn on_simple_reply(&mut self, cmd: Command, reply: Reply, now: Instant) {
         use Command::*;
+        match &reply {
+            Reply::List { lines, .. } => self.input.learn(&cmd, Some(lines)),
+            Reply::Ok(_) => self.input.learn(&cmd, None),
+            Reply::Err { .. } => {}
+        }
         let (code, message) = match reply {
             Reply::Err { code, message } => (code, message),
             Reply::Ok(_) => {
@@ -870,6 +891,7 @@ impl App {
                 Vec::new()
             }
         };
+        self.input.logged_in(&self.config.state_dir.join(&user));
         self.user = Some(User {
             name: user,
             store,
@@ -1008,6 +1030,7 @@ impl App {
     }
 
     fn after_logout(&mut self, result: &str) {
+        self.input.logged_out();
         self.pause_shares();
         self.user = None;
         self.link.set_session(None);
@@ -1228,6 +1251,11 @@ impl App {
     fn on_background_reply(&mut self, bg: Background, reply: Reply, now: Instant) {
         match bg {
             Background::Abandoned => {}
+            Background::Names(cmd) => {
+                if let Reply::List { lines, .. } = &reply {
+                    self.input.learn(&cmd, Some(lines));
+                }
+            }
             Background::Have => {
                 if let Reply::Err { code, message } = reply {
                     log::debug!("have refused: {code} {message}");
