@@ -160,7 +160,9 @@ fn paths(word: &str, list_dir: &dyn Fn(&Path) -> Vec<Entry>) -> Vec<String> {
     let listed = list_dir(Path::new(if dir.is_empty() { "." } else { dir }));
     listed
         .into_iter()
-        .filter(|(name, _)| name.starts_with(prefix) && (prefix.starts_with('.') || !name.starts_with('.')))
+        .filter(|(name, _)| {
+            name.starts_with(prefix) && (prefix.starts_with('.') || !name.starts_with('.'))
+        })
         .map(|(name, is_dir)| {
             let path = format!("{dir}{name}");
             let quote = word.starts_with('"') || path.contains(' ');
@@ -181,7 +183,11 @@ pub fn hint(line: &str) -> Option<String> {
     let args = arguments(&words[0])?;
     // The last word is the one being typed; empty after a space.
     let trailing = words.len() > 1 && words.last().is_some_and(|w| w.is_empty());
-    let next = if trailing { words.len() - 2 } else { words.len() - 1 };
+    let next = if trailing {
+        words.len() - 2
+    } else {
+        words.len() - 1
+    };
     let rest = args.get(next..).filter(|r| !r.is_empty())?;
     let sep = if trailing { "" } else { " " };
     Some(format!("{sep}{}", rest.join(" ")))
@@ -196,8 +202,10 @@ mod tests {
             groups: vec!["physics".into(), "photos".into(), "music".into()],
             ..Known::default()
         };
-        k.files
-            .insert("physics".into(), vec!["report.pdf".into(), "data.csv".into()]);
+        k.files.insert(
+            "physics".into(),
+            vec!["report.pdf".into(), "data.csv".into()],
+        );
         k.requests.insert("physics".into(), vec!["bob".into()]);
         k
     }

@@ -367,10 +367,15 @@ mod tests {
 
     #[test]
     fn ctrl_r_finds_older_matches_and_enter_submits_one() {
-        let h: Vec<String> = ["list_groups", "join_group physics", "list_files physics", "help"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let h: Vec<String> = [
+            "list_groups",
+            "join_group physics",
+            "list_files physics",
+            "help",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut e = Editor::new();
         e.key(Key::Ctrl('r'), &h);
         assert!(e.view("> ").prompt.starts_with("(reverse-i-search)"));

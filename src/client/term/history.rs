@@ -111,8 +111,7 @@ impl History {
         let tmp = path.with_extension("tmp");
         let _ = fs::remove_file(&tmp);
         append(&tmp, &self.entries)?;
-        fs::rename(&tmp, path)
-            .map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+        fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
         self.file_lines = self.entries.len();
         Ok(())
     }
@@ -144,7 +143,10 @@ mod tests {
 
     #[test]
     fn passwords_are_stripped() {
-        assert_eq!(sanitize("login alice s3cret").as_deref(), Some("login alice"));
+        assert_eq!(
+            sanitize("login alice s3cret").as_deref(),
+            Some("login alice")
+        );
         assert_eq!(
             sanitize("  create_user bob  pw extra").as_deref(),
             Some("create_user bob")

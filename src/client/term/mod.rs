@@ -211,10 +211,7 @@ impl Terminal {
             Outcome::Nothing => {}
         }
         if let Some(src) = complete::source(&line, cursor) {
-            let fresh = self
-                .learnt
-                .get(&src)
-                .is_some_and(|t| t.elapsed() < STALE);
+            let fresh = self.learnt.get(&src).is_some_and(|t| t.elapsed() < STALE);
             if !fresh {
                 self.refresh = Some(match src {
                     Source::Groups => Command::ListGroups,

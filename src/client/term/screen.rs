@@ -37,7 +37,11 @@ fn truncate(s: &str, n: usize) -> String {
 /// Draws the block from the first column of an empty row. `line`: the edit line and its
 /// hint; `status`: the status line. Returns the bytes and the row of the cursor within the
 /// block (for `erase`).
-pub fn draw(line: Option<(&View, Option<&str>)>, status: Option<&str>, cols: usize) -> (String, usize) {
+pub fn draw(
+    line: Option<(&View, Option<&str>)>,
+    status: Option<&str>,
+    cols: usize,
+) -> (String, usize) {
     let cols = cols.max(2);
     let mut out = String::new();
     let mut at_row = 0;

@@ -23,9 +23,16 @@ pub fn text(s: &Snapshot) -> Option<String> {
     let mut parts: Vec<String> = s
         .downloads
         .iter()
-        .filter(|d| matches!(d.state, DownloadState::Downloading | DownloadState::Verifying))
+        .filter(|d| {
+            matches!(
+                d.state,
+                DownloadState::Downloading | DownloadState::Verifying
+            )
+        })
         .map(|d| {
-            let pct = (d.pieces_done * 100).checked_div(d.pieces_total).unwrap_or(100);
+            let pct = (d.pieces_done * 100)
+                .checked_div(d.pieces_total)
+                .unwrap_or(100);
             let what = if d.state == DownloadState::Verifying {
                 "checking"
             } else {
