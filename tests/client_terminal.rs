@@ -26,6 +26,12 @@ struct TermClient {
 
 impl TermClient {
     fn spawn(c: &Cluster, name: &str, extra: &[&str]) -> TermClient {
+        Self::spawn_with(c, name, extra, false)
+    }
+
+    /// `output_piped`: standard output and error are pipes (read by `piped_output`), only
+    /// standard input is the terminal.
+    fn spawn_with(c: &Cluster, name: &str, extra: &[&str], output_piped: bool) -> TermClient {
         let (mut master, mut slave) = (-1, -1);
         // Wide enough that no line of these tests wraps.
         let ws = libc::winsize {
@@ -50,17 +56,19 @@ impl TermClient {
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let state = c.dir.path().join(format!("state-{name}"));
         let io = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup pty"));
-        let child = Command::new(CLIENT)
-            .arg("127.0.0.1:0")
+        let mut cmd = Command::new(CLIENT);
+        cmd.arg("127.0.0.1:0")
             .arg(&c.info)
             .arg("--state-dir")
             .arg(&state)
             .args(extra)
-            .stdin(io(&slave))
-            .stdout(io(&slave))
-            .stderr(io(&slave))
-            .spawn()
-            .expect("spawn client");
+            .stdin(io(&slave));
+        if output_piped {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(io(&slave)).stderr(io(&slave));
+        }
+        let child = cmd.spawn().expect("spawn client");
         let master = std::fs::File::from(master);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().expect("dup master");
@@ -346,6 +354,30 @@ fn a_download_shows_a_status_line_at_the_terminal_and_nothing_on_pipes() {
         no_escape(&who.name.clone(), &who.out_seen.clone());
         no_escape(&who.name.clone(), &who.err_seen.clone());
     }
+}
+
+#[test]
+fn with_output_to_a_pipe_the_terminal_is_not_edited() {
+    let c = Cluster::start(1);
+    let mut t = TermClient::spawn_with(&c, "pat", &[], true);
+    let cooked = t.lflag();
+    let mut out = t.child.stdout.take().expect("stdout");
+    let mut err = t.child.stderr.take().expect("stderr");
+    t.keys(b"list_gr\t\x1b[A\n");
+    t.keys(b"help\n");
+    t.keys(b"\x04");
+    assert!(t.wait_exit().success());
+    assert_eq!(t.lflag(), cooked, "the terminal's modes were never changed");
+    let (mut o, mut e) = (String::new(), String::new());
+    out.read_to_string(&mut o).unwrap();
+    err.read_to_string(&mut e).unwrap();
+    // The prompt is the plain `> ` of a terminal's standard input, the keys arrive as the
+    // line discipline passed them: an unknown command, then help.
+    assert!(o.starts_with("> "), "{o:?}");
+    assert!(o.contains("list_groups"), "{o:?}");
+    assert!(e.contains("error: unknown command"), "{e:?}");
+    no_escape("stdout", &[o]);
+    no_escape("stderr", &[e]);
 }
 
 #[test]

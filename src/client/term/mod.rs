@@ -57,6 +57,8 @@ pub struct Terminal {
     wanting: bool,
     /// Something is drawn; the cursor is on this row of it.
     drawn: Option<usize>,
+    /// The block drawn holds the prompt (not only the status line).
+    prompt_drawn: bool,
     status: Option<String>,
     throttle: status::Throttle,
     /// A status refresh was skipped (too soon): the next deadline must come back for it.
@@ -80,6 +82,7 @@ impl Terminal {
             eof: false,
             wanting: false,
             drawn: None,
+            prompt_drawn: false,
             status: None,
             throttle: status::Throttle::default(),
             status_owed: false,
@@ -126,7 +129,7 @@ impl Terminal {
             return None;
         }
         self.wanting = true;
-        let mut changed = self.drawn.is_none();
+        let mut changed = !self.prompt_drawn;
         while let Some(key) = self.keys.pop_front() {
             changed = true;
             if let Some(line) = self.key(key) {
@@ -145,7 +148,7 @@ impl Terminal {
     /// The app's prompt: shown by `next_line` already; drawn here if it is not.
     pub fn prompt(&mut self) {
         self.wanting = true;
-        if self.drawn.is_none() {
+        if !self.prompt_drawn {
             self.redraw();
         }
     }
@@ -326,6 +329,7 @@ impl Terminal {
             complete::hint(&view.text)
         };
         let line = self.wanting.then_some((&view, hint.as_deref()));
+        self.prompt_drawn = line.is_some();
         if line.is_some() || self.status.is_some() {
             let (bytes, row) = screen::draw(line, self.status.as_deref(), columns());
             out.push_str(&bytes);
