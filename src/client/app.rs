@@ -303,7 +303,8 @@ impl App {
         self.check_timeouts(now);
         self.read_commands(now);
         self.check_end(now);
-        self.input.progress(now, || Snapshot {
+        let busy = self.peers.has_active_downloads() || !self.peers.hashing().is_empty();
+        self.input.progress(now, busy, || Snapshot {
             downloads: self.peers.downloads(),
             hashing: self.peers.hashing(),
         });

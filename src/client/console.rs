@@ -265,9 +265,15 @@ impl Input {
         with_term(Terminal::take_refresh).flatten()
     }
 
-    /// Feeds the status line; `snapshot` is only called when a redraw is due.
-    pub fn progress(&mut self, now: Instant, snapshot: impl FnOnce() -> status::Snapshot) {
-        with_term(|t| t.progress(now, snapshot));
+    /// Feeds the status line; `busy`: a download or hashing runs. `snapshot` is only called
+    /// when a redraw is due.
+    pub fn progress(
+        &mut self,
+        now: Instant,
+        busy: bool,
+        snapshot: impl FnOnce() -> status::Snapshot,
+    ) {
+        with_term(|t| t.progress(now, busy, snapshot));
     }
 
     /// When the status line wants `progress` again.

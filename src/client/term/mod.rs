@@ -285,8 +285,18 @@ impl Terminal {
         }
     }
 
-    /// The status line from what is running now, at most every `status::REFRESH`.
-    pub fn progress(&mut self, now: Instant, snapshot: impl FnOnce() -> status::Snapshot) {
+    /// The status line from what is running now, at most every `status::REFRESH` — except
+    /// that it appears and goes at once when transfers start or end (`busy`), so a finished
+    /// download's line never lingers under its completion note.
+    pub fn progress(
+        &mut self,
+        now: Instant,
+        busy: bool,
+        snapshot: impl FnOnce() -> status::Snapshot,
+    ) {
+        if busy != self.status.is_some() {
+            self.throttle = status::Throttle::default();
+        }
         if !self.throttle.due(now) {
             self.status_owed = true;
             return;
