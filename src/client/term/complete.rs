@@ -1,7 +1,7 @@
 //! Tab completion and the argument hint. Pure: what the tracker last said is passed in as
 //! `Known`, and local directories are listed through a function the caller supplies.
 
-use crate::client::shell::USAGE;
+use crate::client::shell::{Command, USAGE};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -14,6 +14,43 @@ pub struct Known {
     pub files: HashMap<String, Vec<String>>,
     /// From the last `list_requests <group>`, by group.
     pub requests: HashMap<String, Vec<String>>,
+}
+
+impl Known {
+    /// Takes in the tracker's answer to `cmd`: a listing (`Some`, the tracker's lines, name
+    /// first) or a plain success (`None`). Returns the source refreshed, if one was.
+    pub fn learn(&mut self, cmd: &Command, list: Option<&[String]>) -> Option<Source> {
+        let names = |lines: &[String]| -> Vec<String> {
+            lines
+                .iter()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_string)
+                .collect()
+        };
+        match (cmd, list) {
+            (Command::ListGroups, Some(lines)) => {
+                self.groups = names(lines);
+                return Some(Source::Groups);
+            }
+            (Command::ListFiles { group }, Some(lines)) => {
+                self.files.insert(group.clone(), names(lines));
+                return Some(Source::Files(group.clone()));
+            }
+            (Command::ListRequests { group }, Some(lines)) => {
+                self.requests.insert(group.clone(), names(lines));
+            }
+            (Command::CreateGroup { group }, None) if !self.groups.contains(group) => {
+                self.groups.push(group.clone());
+            }
+            (Command::AcceptRequest { group, user }, None) => {
+                if let Some(users) = self.requests.get_mut(group) {
+                    users.retain(|u| u != user);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
 }
 
 /// A directory entry: name, and whether it is a directory.
@@ -277,6 +314,44 @@ mod tests {
         assert_eq!(c("download_file physics report.pdf do"), ["docs/"]);
         let docs = complete("upload_file do", 14, &known(), &dir);
         assert_eq!(docs.outcome("do"), Outcome::Insert("docs/".into()));
+    }
+
+    #[test]
+    fn replies_teach_names() {
+        let mut k = Known::default();
+        let lines = vec!["physics 2 alice".to_string(), "music 1 bob".to_string()];
+        assert_eq!(
+            k.learn(&Command::ListGroups, Some(&lines)),
+            Some(Source::Groups)
+        );
+        assert_eq!(k.groups, ["physics", "music"]);
+        k.learn(
+            &Command::CreateGroup {
+                group: "art".into(),
+            },
+            None,
+        );
+        assert_eq!(k.groups, ["physics", "music", "art"]);
+        let files = vec!["report.pdf 3000000 1".to_string()];
+        let cmd = Command::ListFiles {
+            group: "physics".into(),
+        };
+        assert_eq!(
+            k.learn(&cmd, Some(&files)),
+            Some(Source::Files("physics".into()))
+        );
+        assert_eq!(k.files["physics"], ["report.pdf"]);
+        let reqs = vec!["bob".to_string(), "carol".to_string()];
+        let cmd = Command::ListRequests {
+            group: "physics".into(),
+        };
+        assert_eq!(k.learn(&cmd, Some(&reqs)), None);
+        let accept = Command::AcceptRequest {
+            group: "physics".into(),
+            user: "bob".into(),
+        };
+        k.learn(&accept, None);
+        assert_eq!(k.requests["physics"], ["carol"]);
     }
 
     #[test]

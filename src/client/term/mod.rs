@@ -232,35 +232,8 @@ impl Terminal {
     /// What the tracker answered to `cmd`: a listing (`Some`, the tracker's lines, name
     /// first) or a plain success (`None`).
     pub fn learn(&mut self, cmd: &Command, list: Option<&[String]>) {
-        let names = |lines: &[String]| -> Vec<String> {
-            lines
-                .iter()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_string)
-                .collect()
-        };
-        let now = Instant::now();
-        match (cmd, list) {
-            (Command::ListGroups, Some(lines)) => {
-                self.known.groups = names(lines);
-                self.learnt.insert(Source::Groups, now);
-            }
-            (Command::ListFiles { group }, Some(lines)) => {
-                self.known.files.insert(group.clone(), names(lines));
-                self.learnt.insert(Source::Files(group.clone()), now);
-            }
-            (Command::ListRequests { group }, Some(lines)) => {
-                self.known.requests.insert(group.clone(), names(lines));
-            }
-            (Command::CreateGroup { group }, None) if !self.known.groups.contains(group) => {
-                self.known.groups.push(group.clone());
-            }
-            (Command::AcceptRequest { group, user }, None) => {
-                if let Some(users) = self.known.requests.get_mut(group) {
-                    users.retain(|u| u != user);
-                }
-            }
-            _ => {}
+        if let Some(src) = self.known.learn(cmd, list) {
+            self.learnt.insert(src, Instant::now());
         }
     }
 
