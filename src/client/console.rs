@@ -8,11 +8,23 @@
 //!
 //! Because a terminal's standard input and output are often one open file, O_NONBLOCK on one
 //! is O_NONBLOCK on both; output therefore waits for writability instead of failing.
+//!
+//! When standard input and output are both terminals (and the client is not `--serve`), lines
+//! are edited by `term::Terminal` instead: the keys read here are handed to it, lines come
+//! from it, and every output line passes through it so it can lift the prompt and status line
+//! out of the way first. It lives in a thread-local because output is written from everywhere
+//! (`out`, `err`) and the client has one thread. Otherwise nothing here writes a byte more
+//! than the line asked for.
 
+use super::shell::Command;
+use super::term::{status, Terminal};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
+use std::path::Path;
+use std::time::Instant;
 
 /// The poll token of standard input.
 pub const STDIN_TOKEN: Token = Token(0);
@@ -21,6 +33,16 @@ pub const MAX_INPUT_LINE: usize = 64 * 1024;
 /// Input read ahead and not yet handled, at most: a long script is read as it is consumed.
 const MAX_BUFFERED: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The line editor, while standard input and output are a terminal being edited.
+    static TERM: RefCell<Option<Terminal>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the line editor, if lines are being edited.
+fn with_term<R>(f: impl FnOnce(&mut Terminal) -> R) -> Option<R> {
+    TERM.with(|t| t.borrow_mut().as_mut().map(f))
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
@@ -42,6 +64,8 @@ pub struct Input {
     more: bool,
     /// The flags to restore, when they were changed.
     saved_flags: Option<libc::c_int>,
+    /// Lines are edited by the `Terminal` in `TERM`; `buf` only passes bytes on to it.
+    editing: bool,
 }
 
 /// What the next line is.
@@ -53,7 +77,9 @@ pub enum Line {
 }
 
 impl Input {
-    pub fn new(registry: &Registry) -> Self {
+    /// `edit`: line editing is allowed (not `--serve`); it is used if standard input and
+    /// output are both terminals.
+    pub fn new(registry: &Registry, edit: bool) -> Self {
         let fd: RawFd = 0;
         // SAFETY: isatty and fcntl only inspect or change the flags of descriptor 0.
         let terminal = unsafe { libc::isatty(fd) } == 1;
@@ -65,6 +91,7 @@ impl Input {
             eof: false,
             more: false,
             saved_flags: None,
+            editing: false,
         };
         if registry
             .register(&mut SourceFd(&fd), STDIN_TOKEN, Interest::READABLE)
@@ -89,7 +116,21 @@ impl Input {
                 let _ = registry.deregister(&mut SourceFd(&fd));
             }
         }
-        log::debug!("standard input: {:?}, terminal: {terminal}", input.mode);
+        // SAFETY: isatty only inspects descriptor 1.
+        if edit && terminal && input.mode == Mode::Polled && unsafe { libc::isatty(1) } == 1 {
+            match Terminal::new(fd) {
+                Ok(t) => {
+                    TERM.with(|cell| *cell.borrow_mut() = Some(t));
+                    input.editing = true;
+                }
+                Err(e) => log::warn!("no line editing: cannot set the terminal's modes: {e}"),
+            }
+        }
+        log::debug!(
+            "standard input: {:?}, terminal: {terminal}, editing: {}",
+            input.mode,
+            input.editing
+        );
         input
     }
 
@@ -101,13 +142,24 @@ impl Input {
     pub fn on_ready(&mut self) {
         self.more = true;
         self.read_available();
+        if self.editing {
+            let bytes = std::mem::take(&mut self.buf);
+            let eof = self.eof;
+            with_term(|t| {
+                t.feed(&bytes);
+                if eof {
+                    t.hang_up();
+                }
+            });
+        }
     }
 
     fn read_available(&mut self) {
         if self.mode != Mode::Polled {
             return;
         }
-        while self.more && !self.eof && self.buf.len() < MAX_BUFFERED {
+        // The editor takes every read at once (`on_ready`), so its reads are not held back.
+        while self.more && !self.eof && (self.editing || self.buf.len() < MAX_BUFFERED) {
             match read_chunk(&mut self.buf) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
@@ -124,6 +176,9 @@ impl Input {
     /// The next complete line, if one is available now (reading a script if needed). At end
     /// of input an unterminated last line counts as a line.
     pub fn next_line(&mut self) -> Option<Line> {
+        if self.editing {
+            return with_term(Terminal::next_line).flatten().map(Line::Text);
+        }
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
@@ -175,16 +230,62 @@ impl Input {
 
     /// True once the input has ended and every line was taken.
     pub fn finished(&self) -> bool {
+        if self.editing {
+            return with_term(|t| t.finished()).unwrap_or(true);
+        }
         self.eof && self.buf.is_empty()
     }
 
     /// True if a complete line is buffered (no prompt is due).
     pub fn has_line(&self) -> bool {
+        if self.editing {
+            return with_term(|t| t.has_line()).unwrap_or(false);
+        }
         self.buf.contains(&b'\n')
+    }
+
+    /// The tracker's answer to `cmd` (a listing, or `None` for a plain success): names for
+    /// Tab completion.
+    pub fn learn(&mut self, cmd: &Command, list: Option<&[String]>) {
+        with_term(|t| t.learn(cmd, list));
+    }
+
+    /// A user logged in (`user_dir`: their state directory, which keeps their history).
+    pub fn logged_in(&mut self, user_dir: &Path) {
+        with_term(|t| t.logged_in(user_dir));
+    }
+
+    pub fn logged_out(&mut self) {
+        with_term(Terminal::logged_out);
+    }
+
+    /// A `list_groups`/`list_files` to send in the background because completion names are
+    /// stale; its reply goes to `learn`.
+    pub fn take_refresh(&mut self) -> Option<Command> {
+        with_term(Terminal::take_refresh).flatten()
+    }
+
+    /// Feeds the status line; `busy`: a download or hashing runs. `snapshot` is only called
+    /// when a redraw is due.
+    pub fn progress(
+        &mut self,
+        now: Instant,
+        busy: bool,
+        snapshot: impl FnOnce() -> status::Snapshot,
+    ) {
+        with_term(|t| t.progress(now, busy, snapshot));
+    }
+
+    /// When the status line wants `progress` again.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        with_term(|t| t.next_deadline()).flatten()
     }
 
     /// Puts standard input back as it was.
     pub fn restore(&mut self) {
+        if let Some(mut t) = TERM.with(|cell| cell.borrow_mut().take()) {
+            t.restore();
+        }
         if let Some(flags) = self.saved_flags.take() {
             // SAFETY: restores the flags read in `new`.
             unsafe { libc::fcntl(0, libc::F_SETFL, flags) };
@@ -222,7 +323,7 @@ fn read_chunk(buf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// Writes all of `data` to `fd`, waiting for writability if the descriptor is non-blocking.
-fn write_all(fd: RawFd, mut data: &[u8]) {
+pub(crate) fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: writes from a valid slice.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -253,12 +354,16 @@ pub fn out(line: &str) {
     let mut s = String::with_capacity(line.len() + 1);
     s.push_str(line);
     s.push('\n');
-    write_all(1, s.as_bytes());
+    if with_term(|t| t.print(1, &s)).is_none() {
+        write_all(1, s.as_bytes());
+    }
 }
 
 /// The prompt, when standard input is a terminal.
 pub fn prompt() {
-    write_all(1, b"> ");
+    if with_term(Terminal::prompt).is_none() {
+        write_all(1, b"> ");
+    }
 }
 
 /// A line on standard error (`error: `, `note: ` and `warning: ` lines).
@@ -266,5 +371,7 @@ pub fn err(line: &str) {
     let mut s = String::with_capacity(line.len() + 1);
     s.push_str(line);
     s.push('\n');
-    write_all(2, s.as_bytes());
+    if with_term(|t| t.print(2, &s)).is_none() {
+        write_all(2, s.as_bytes());
+    }
 }

@@ -3,6 +3,7 @@
 //! - `shell`        — the command language: a line in, a checked `Command` out (pure)
 //! - `shares`       — remembered shares on disk, resumed at login
 //! - `peers`        — everything that talks to other clients: seeding, downloading, hashing, disk
+//! - `term`         — line editing, history, completion and the status line at a terminal
 pub mod app;
 pub mod console;
 pub mod have_batch;
@@ -10,4 +11,5 @@ pub mod peers;
 pub mod report;
 pub mod shares;
 pub mod shell;
+pub mod term;
 pub mod tracker_link;

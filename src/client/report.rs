@@ -3,6 +3,7 @@
 
 use super::peers::{DownloadState, DownloadStatus};
 use super::shell::Command;
+use crate::pieces::PIECE_SIZE;
 
 /// Names a command refers to, for error sentences.
 #[derive(Debug, Default)]
@@ -120,9 +121,27 @@ pub fn download_line(d: &DownloadStatus) -> String {
             } else if d.peers == 0 {
                 line.push_str(" (waiting for a source)");
             }
+            line.push_str(&format!(" ETA {} {}", eta_text(d), peers_text(d.peers)));
             line
         }
     }
+}
+
+/// Time left at the current rate: `h:mm:ss`, or `-` while it cannot be known (no source, no
+/// data in the last few seconds, or the resume check still running). The bytes left are
+/// counted in whole pieces, so the last, shorter piece makes it err on the long side.
+pub fn eta_text(d: &DownloadStatus) -> String {
+    let left = d.pieces_total.saturating_sub(d.pieces_done) as f64 * PIECE_SIZE as f64;
+    if d.state != DownloadState::Downloading || d.peers == 0 || d.rate < 1.0 {
+        return "-".to_string();
+    }
+    let secs = (left / d.rate).ceil() as u64;
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `1 peer`, `3 peers`: the connections a download is using now.
+pub fn peers_text(n: usize) -> String {
+    format!("{n} peer{}", if n == 1 { "" } else { "s" })
 }
 
 /// Where a completed download's pieces came from, for its `note:` line:
@@ -185,7 +204,7 @@ mod tests {
     fn download_lines_follow_the_contract() {
         assert_eq!(
             download_line(&status(DownloadState::Downloading)),
-            "[D] [g] f.bin  5/20 pieces 25% 12.3 MiB/s"
+            "[D] [g] f.bin  5/20 pieces 25% 12.3 MiB/s ETA 0:00:01 2 peers"
         );
         assert_eq!(
             download_line(&status(DownloadState::Complete)),
@@ -197,7 +216,23 @@ mod tests {
         );
         let mut waiting = status(DownloadState::Downloading);
         waiting.peers = 0;
-        assert!(download_line(&waiting).ends_with("(waiting for a source)"));
+        assert!(download_line(&waiting).ends_with("(waiting for a source) ETA - 0 peers"));
+    }
+
+    #[test]
+    fn eta_is_the_bytes_left_at_the_current_rate() {
+        let mut d = status(DownloadState::Downloading);
+        d.pieces_done = 0;
+        d.pieces_total = 7200;
+        d.rate = PIECE_SIZE as f64;
+        d.peers = 1;
+        assert!(download_line(&d).ends_with(" ETA 2:00:00 1 peer"));
+        d.rate = 0.0;
+        assert_eq!(eta_text(&d), "-");
+        d.rate = 1e9;
+        assert_eq!(eta_text(&d), "0:00:04");
+        d.state = DownloadState::Verifying;
+        assert!(download_line(&d).ends_with("(checking earlier data) ETA - 1 peer"));
     }
 
     #[test]

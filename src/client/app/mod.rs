@@ -31,6 +31,7 @@ use super::peers::{DownloadId, HashJobId, PeerEvent, PeerSide};
 use super::report;
 use super::shares::Share;
 use super::shell::{self, Command};
+use super::term::status::Snapshot;
 use super::tracker_link::{Kind, TrackerLink, TRACKER_TOKEN};
 use crate::pieces::Hash;
 use crate::runtime::{self, SignalPipe};
@@ -136,6 +137,8 @@ enum Background {
     SeedEmpty,
     /// A request whose command was abandoned; its reply is dropped.
     Abandoned,
+    /// `list_groups`/`list_files` refreshing the names Tab completes.
+    Names(Command),
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -215,7 +218,7 @@ impl App {
             bound,
             now,
         );
-        let input = Input::new(registry);
+        let input = Input::new(registry, !config.serve);
         Ok(App {
             poll,
             input,
@@ -286,12 +289,26 @@ impl App {
         self.check_timeouts(now);
         self.read_commands(now);
         self.check_end(now);
+        let busy = self.peers.has_active_downloads() || !self.peers.hashing().is_empty();
+        self.input.progress(now, busy, || Snapshot {
+            downloads: self.peers.downloads(),
+            hashing: self.peers.hashing(),
+        });
+        if let Some(cmd) = self.input.take_refresh().filter(|_| self.logged_in()) {
+            let line = match &cmd {
+                Command::ListFiles { group } => format!("list_files {group}"),
+                _ => "list_groups".to_string(),
+            };
+            let tag = self.send(Kind::Read, line, vec![], now);
+            self.background.insert(tag, Background::Names(cmd));
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut d = [
             self.peers.next_deadline(),
             self.link.next_deadline(),
+            self.input.next_deadline(),
             self.haves.deadline().filter(|_| self.logged_in()),
             self.command
                 .as_ref()

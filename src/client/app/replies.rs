@@ -89,6 +89,11 @@ impl App {
     fn on_background_reply(&mut self, bg: Background, reply: Reply) {
         match bg {
             Background::Abandoned => {}
+            Background::Names(cmd) => {
+                if let Reply::List { lines, .. } = &reply {
+                    self.input.learn(&cmd, Some(lines));
+                }
+            }
             Background::Have => {
                 if let Reply::Err { code, message } = reply {
                     log::debug!("have refused: {code} {message}");

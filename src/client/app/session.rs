@@ -110,6 +110,7 @@ impl App {
                 Vec::new()
             }
         };
+        self.input.logged_in(&self.config.state_dir.join(&user));
         self.user = Some(User {
             name: user,
             store,
@@ -271,6 +272,7 @@ impl App {
     /// The tracker confirmed the logout (asked for, or at exit): the shares pause until the
     /// next login and the link forgets the credentials.
     pub(super) fn end_session(&mut self) {
+        self.input.logged_out();
         self.pause_shares();
         self.user = None;
         self.link.set_session(None);

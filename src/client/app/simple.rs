@@ -31,6 +31,11 @@ pub(super) fn request(cmd: &Command) -> Option<(Kind, String)> {
 impl App {
     pub(super) fn on_simple_reply(&mut self, cmd: Command, reply: Reply, now: Instant) {
         use Command::*;
+        match &reply {
+            Reply::List { lines, .. } => self.input.learn(&cmd, Some(lines)),
+            Reply::Ok(_) => self.input.learn(&cmd, None),
+            Reply::Err { .. } => {}
+        }
         let (code, message) = match reply {
             Reply::Err { code, message } => (code, message),
             Reply::Ok(_) => {

@@ -58,6 +58,12 @@ impl HashJob {
         })
     }
 
+    /// The file, and how many of its bytes are hashed so far (for the terminal's status line).
+    pub fn progress(&self) -> (&std::path::Path, u64, u64) {
+        let done = (self.next * PIECE_SIZE).min(self.size);
+        (&self.path, done, self.size)
+    }
+
     /// Hashes pieces until about `budget` bytes were read, using `buf` as scratch space.
     pub fn step(&mut self, buf: &mut Vec<u8>, budget: u64) -> HashStep {
         let total = piece_count(self.size);

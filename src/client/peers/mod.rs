@@ -551,6 +551,18 @@ impl PeerSide {
             .collect()
     }
 
+    /// `upload_file` hashing in progress: file name, bytes hashed, bytes in all.
+    pub fn hashing(&self) -> Vec<(String, u64, u64)> {
+        self.hash_jobs
+            .iter()
+            .map(|j| {
+                let (path, done, size) = j.progress();
+                let name = path.file_name().unwrap_or(path.as_os_str());
+                (name.to_string_lossy().into_owned(), done, size)
+            })
+            .collect()
+    }
+
     /// True while any download is still running (end of input waits for these).
     pub fn has_active_downloads(&self) -> bool {
         self.downloads.iter().any(DownloadRecord::is_active)
