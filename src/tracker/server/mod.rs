@@ -672,7 +672,7 @@ impl Server {
                 Some(Kind::Peer(p)) if matches!(p.phase, Phase::Live)
             );
             if was_up {
-                self.link_lost(now);
+                self.link_lost();
             } else if self.cfg.me == 2 {
                 if self.role == Role::Waiting && self.solo_at.is_some() {
                     // Fresh, and tracker 1 is not running: nothing to wait for.
@@ -857,14 +857,7 @@ fn ok_text(tag: u64, reply: &str) -> String {
 }
 
 fn new_token() -> SessionToken {
-    let mut b = [0u8; 16];
-    if runtime::random_bytes(&mut b).is_err() {
-        let a = runtime::random_u64().to_le_bytes();
-        let c = runtime::random_u64().to_le_bytes();
-        b[..8].copy_from_slice(&a);
-        b[8..].copy_from_slice(&c);
-    }
-    pieces::to_hex(&b)
+    runtime::random_hex(16)
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {

@@ -110,7 +110,7 @@ impl Server {
         }
     }
 
-    pub(super) fn link_lost(&mut self, _now: Instant) {
+    pub(super) fn link_lost(&mut self) {
         let other = self.other();
         self.follower_ack = 0;
         self.sent_ack = 0;
