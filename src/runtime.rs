@@ -164,7 +164,7 @@ mod tests {
     fn random_hex_is_lowercase_hex_of_the_asked_length_and_differs() {
         let a = random_hex(16);
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(a.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
         assert_ne!(a, random_hex(16));
         assert_eq!(random_hex(3).len(), 6);
     }
