@@ -46,6 +46,7 @@ const OUTPUT_PAUSE: usize = 1 << 20;
 /// A client whose unread output exceeds this (one huge reply on top of a paused queue) is
 /// dropped.
 const OUTPUT_CAP: usize = 32 << 20;
+
 pub struct Config {
     pub addrs: Vec<SocketAddr>,
     /// This tracker's number, 1-based.
