@@ -8,6 +8,8 @@
 //! (replica.rs) with its invariant; `ordering.rs` moves writes and replies through the log,
 //! `replication.rs` runs the peer link, `requests.rs` answers clients.
 
+mod accept;
+mod connection;
 mod ordering;
 mod replica;
 mod replication;
@@ -21,13 +23,15 @@ use super::password;
 use super::state::{Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
-use crate::pieces::{self, Hash};
+use crate::pieces;
 use crate::runtime::{self, SignalPipe};
+use accept::Acceptor;
+use connection::{ClientConn, ConnRole, Connection, StagedUpload, UploadTarget};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use ordering::{ReplyQueue, ReplyTo};
+use ordering::ReplyTo;
 use replica::{LinkTimes, Replica, Start};
-use replication::{LinkConn, LinkPhase};
+use replication::LinkPhase;
 use slab::Slab;
 use std::io;
 use std::net::SocketAddr;
@@ -60,65 +64,14 @@ pub struct Config {
     pub compact_bytes: Option<u64>,
 }
 
-/// An `upload_file` whose hash lines are still arriving.
-struct StagedUpload {
-    tag: u64,
-    /// `None` when the request was refused: its hash lines are read and dropped.
-    target: Option<UploadTarget>,
-    hashes: Vec<Hash>,
-    lines_left: usize,
-    npieces: usize,
-    bad: Option<String>,
-}
-
-/// Where a staged upload goes once its hashes are in.
-struct UploadTarget {
-    group: String,
-    file: String,
-    size: u64,
-}
-
-/// A client connection's own state.
-struct ClientConn {
-    instance: Option<u64>,
-    /// The session this connection acts as once its `login`/`attach` is applied; a drop
-    /// before logout proposes the logout.
-    session: Option<SessionToken>,
-    /// Replies in request order; a write's waits for its commit or for its forward.
-    replies: ReplyQueue,
-    upload: Option<StagedUpload>,
-    /// A request line read but held back until forwarded writes return.
-    deferred: Option<Vec<u8>>,
-}
-
-/// What a connection is: a client, or the link to (or a handshake with) the other tracker.
-enum ConnRole {
-    Client(ClientConn),
-    Link(LinkConn),
-}
-
-struct Connection {
-    conn: Conn<TcpStream>,
-    /// Distinguishes this connection from a later one that reuses the slab key.
-    id: u64,
-    kind: ConnRole,
-    writable: bool,
-    paused: bool,
-    closing: bool,
-    last_heard: Instant,
-}
-
 pub struct Server {
     cfg: Config,
     poll: Poll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     signals: SignalPipe,
     conns: Slab<Connection>,
     next_conn_id: u64,
     max_connections: usize,
-    /// A spare descriptor released on EMFILE to accept and refuse one connection, so a full
-    /// descriptor table never leaves the edge-triggered listener stuck with a pending backlog.
-    spare_fd: Option<std::fs::File>,
 
     state: State,
     journal: Journal,
@@ -130,9 +83,6 @@ pub struct Server {
     resume: Vec<usize>,
     closing: Vec<usize>,
     shutdown: bool,
-    /// Accepting stopped for lack of descriptors: retry when connections close, since the
-    /// edge-triggered listener will not report the waiting backlog again.
-    accept_blocked: bool,
 }
 
 impl Server {
@@ -168,9 +118,8 @@ impl Server {
         let paired_config = cfg.addrs.len() > 1;
         let now = Instant::now();
         let mut server = Server {
-            spare_fd: std::fs::File::open("/dev/null").ok(),
             poll,
-            listener,
+            acceptor: Acceptor::new(listener),
             signals,
             conns: Slab::new(),
             next_conn_id: 1,
@@ -183,7 +132,6 @@ impl Server {
             resume: Vec::new(),
             closing: Vec::new(),
             shutdown: false,
-            accept_blocked: false,
             cfg,
         };
         match server.repl.start(recovered.fresh, pos.solo, now) {
@@ -284,56 +232,20 @@ impl Server {
     // ----- connections -------------------------------------------------------------------
 
     fn accept(&mut self, now: Instant) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if self.conns.len() >= self.max_connections {
-                        refuse(
-                            stream,
-                            "too many connections; try the other tracker or later",
-                        );
-                        continue;
-                    }
-                    self.add_conn(
-                        stream,
-                        ConnRole::Client(ClientConn::new()),
-                        Interest::READABLE,
-                        now,
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // Out of descriptors: free the spare, accept and refuse one, retry. Without a
-                    // spare left, stop; the next connection event (or a close) retries.
-                    // (accept reports EMFILE even with an empty backlog, so only the retry
-                    // tells whether anything is waiting.)
-                    let Some(spare) = self.spare_fd.take() else {
-                        log::warn!("out of file descriptors: {e}");
-                        self.accept_blocked = true;
-                        return;
-                    };
-                    drop(spare);
-                    let retry = self.listener.accept();
-                    if let Ok((stream, _)) = &retry {
-                        refuse_ref(stream, "too many connections; try the other tracker");
-                    }
-                    let drained = retry.is_err();
-                    drop(retry);
-                    self.spare_fd = std::fs::File::open("/dev/null").ok();
-                    if self.spare_fd.is_none() {
-                        self.accept_blocked = true;
-                        return;
-                    }
-                    if drained {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    return;
-                }
+        while let Some(stream) = self.acceptor.next() {
+            if self.conns.len() >= self.max_connections {
+                accept::refuse(
+                    &stream,
+                    "too many connections; try the other tracker or later",
+                );
+                continue;
             }
+            self.add_conn(
+                stream,
+                ConnRole::Client(ClientConn::new()),
+                Interest::READABLE,
+                now,
+            );
         }
     }
 
@@ -624,11 +536,7 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut c.conn.stream);
             }
         }
-        if closed && self.accept_blocked {
-            self.accept_blocked = false;
-            if self.spare_fd.is_none() {
-                self.spare_fd = std::fs::File::open("/dev/null").ok();
-            }
+        if closed && self.acceptor.retry_after_close() {
             self.accept(Instant::now());
         }
         // 6. Compaction.
@@ -694,39 +602,4 @@ fn ok_text(tag: u64, reply: &str) -> String {
 
 fn new_token() -> SessionToken {
     runtime::random_hex(16)
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// Tells a connection we cannot take it, without blocking: one short line into an empty socket
-/// buffer always fits.
-fn refuse(stream: TcpStream, why: &str) {
-    refuse_ref(&stream, why);
-}
-
-fn refuse_ref(stream: &TcpStream, why: &str) {
-    use std::io::Write;
-    let mut s = stream;
-    let _ = s.write(format!("0 err too_many_connections {why}\n").as_bytes());
-}
-
-impl Connection {
-    /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
-    fn has_deferred(&self) -> bool {
-        matches!(&self.kind, ConnRole::Client(cl) if cl.deferred.is_some())
-    }
-}
-
-impl ClientConn {
-    fn new() -> Self {
-        ClientConn {
-            instance: None,
-            session: None,
-            replies: ReplyQueue::default(),
-            upload: None,
-            deferred: None,
-        }
-    }
 }
