@@ -20,10 +20,11 @@
 //! - `link` is `Down`, `Pending(key)` (tracker 2's dial in progress, or a connection that has
 //!   proved the cluster key and awaits the other's `state`) or `Live(key)` once both states
 //!   were exchanged. One link at most; `key` is its slab key in the server.
-//! - Positions: `commit` only grows, except that an installed snapshot caps it at the
-//!   snapshot's seq. A leader's `commit` ≤ its durable seq, and ≤ `follower_ack` while paired;
-//!   `sent_commit` ≤ `commit`. A follower's `commit` ≤ min(durable, `leader_commit`);
-//!   `sent_ack` ≤ durable. `follower_ack` and `sent_commit` mean something to a leader only,
+//! - Positions: `commit` ≤ the durable seq, and only grows, except that an installed snapshot
+//!   caps it at the snapshot's seq. It starts at the recovered log's end; from there a paired
+//!   leader moves it only up to min(durable, `follower_ack`), a lone leader up to durable, a
+//!   follower up to min(durable, `leader_commit`). `sent_commit` ≤ `commit`; `sent_ack` ≤
+//!   durable. `follower_ack` and `sent_commit` mean something to a leader only,
 //!   `leader_commit` and `sent_ack` to a follower only; all four restart at 0 with each link.
 //! - `forwards` holds every write sent to the leader and not yet answered; whoever takes over
 //!   as leader re-orders all of them (`Forwards::take_all`).
@@ -32,6 +33,9 @@
 //! - Timers: `dial_at` is set only at tracker 2 of a pair and acted on only while `link` is
 //!   `Down`; `solo_at` is set only while fresh and `Waiting`, and cleared by leading or by the
 //!   link coming up; `solo_from` is the seq at which the current solo term began.
+//!
+//! `check_invariant` checks what the fields alone can show; the tests run it after every
+//! transition of random event sequences.
 
 use super::ordering::{CommitWaiters, Forwards, HeldFwdOks};
 use crate::tracker::journal::Position;
@@ -463,8 +467,34 @@ impl Replica {
 }
 
 #[cfg(test)]
+impl Replica {
+    /// The invariant above, as far as the fields show it; `durable` is the journal's durable
+    /// seq.
+    pub fn check_invariant(&self, durable: u64) -> bool {
+        let link_for_followers = !self.following() || self.link_live();
+        let positions = self.commit <= durable
+            && match self.role {
+                Role::Leader => self.sent_commit <= self.commit,
+                Role::Syncing | Role::Follower => self.sent_ack <= durable,
+                Role::Waiting => true,
+            };
+        let timers = (self.dial_at.is_none() || (self.me == 2 && self.paired))
+            && (self.solo_at.is_none() || self.role == Role::Waiting);
+        let reset_without_link = self.link_live()
+            || (
+                self.follower_ack,
+                self.sent_commit,
+                self.leader_commit,
+                self.sent_ack,
+            ) == (0, 0, 0, 0);
+        link_for_followers && positions && timers && reset_without_link
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn pos(term: u64, seq: u64) -> Position {
         Position {
@@ -703,5 +733,125 @@ mod tests {
         r.link_dialed(3);
         assert_eq!(r.next_deadline(None), None);
         assert!(!r.take_due_dial(now));
+    }
+
+    /// What can happen to a replica, in any order; each is applied only where the server
+    /// would report it (a `snapshot-end` only while syncing, and so on).
+    #[derive(Clone, Debug)]
+    enum Event {
+        Authenticated,
+        Up { ahead: bool, same: bool },
+        Closed,
+        SnapshotBegins,
+        SnapshotInstalled(u64),
+        Acked(u64),
+        LeaderCommitted(u64),
+        Durable(u64),
+        Tick(u64),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::Authenticated),
+            (any::<bool>(), any::<bool>()).prop_map(|(ahead, same)| Event::Up { ahead, same }),
+            Just(Event::Closed),
+            Just(Event::SnapshotBegins),
+            (0u64..50).prop_map(Event::SnapshotInstalled),
+            (0u64..50).prop_map(Event::Acked),
+            (0u64..50).prop_map(Event::LeaderCommitted),
+            (0u64..5).prop_map(Event::Durable),
+            (0u64..3000).prop_map(Event::Tick),
+        ]
+    }
+
+    /// The link's connection closes, and the server does what it is told.
+    fn close(r: &mut Replica, now: Instant) {
+        if r.link_key().is_some() {
+            match r.link_closed(now) {
+                AfterLinkClosed::TakeOver | AfterLinkClosed::ServeAloneNow => r.lead_alone(),
+                _ => {}
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_invariant_holds_after_every_transition(
+            me in 1u8..=2,
+            fresh in any::<bool>(),
+            solo_log in any::<bool>(),
+            events in proptest::collection::vec(event(), 0..60),
+        ) {
+            let mut now = Instant::now();
+            let mut durable = 10;
+            let mut r = Replica::new(me, true, durable, now);
+            if r.start(fresh, solo_log, now) == Start::LeadAlone {
+                r.lead_alone();
+            }
+            prop_assert!(r.check_invariant(durable));
+            let mut key = 0;
+            for ev in events {
+                let before = r.commit();
+                let mut snapshot = false;
+                match ev {
+                    Event::Authenticated => {
+                        // A newer link replaces the old one, which is closed first.
+                        close(&mut r, now);
+                        key += 1;
+                        let pos = Position { term: 1, seq: durable, solo: false };
+                        r.link_authenticated(key, Announced { pos, digest: "d".into() });
+                    }
+                    Event::Up { ahead, same } => {
+                        if matches!(r.link, Link::Pending(_)) {
+                            let mine = Position { term: 1, seq: durable, solo: false };
+                            let theirs = Position {
+                                term: 1,
+                                seq: if ahead { durable + 5 } else { durable },
+                                solo: false,
+                            };
+                            let digest = if same { "d" } else { "e" };
+                            r.link_up(theirs, digest, mine, now);
+                        }
+                    }
+                    Event::Closed => close(&mut r, now),
+                    Event::SnapshotBegins => {
+                        r.snapshot_begins();
+                    }
+                    Event::SnapshotInstalled(seq) => {
+                        if r.role() == Role::Syncing {
+                            r.snapshot_installed(seq);
+                            durable = seq;
+                            snapshot = true;
+                        }
+                    }
+                    Event::Acked(seq) => {
+                        if r.paired_leader() {
+                            r.acked(seq.min(durable));
+                        }
+                    }
+                    Event::LeaderCommitted(seq) => {
+                        if r.following() {
+                            r.leader_committed(seq);
+                        }
+                    }
+                    Event::Durable(n) => {
+                        durable += n;
+                        r.advance_commit(durable);
+                    }
+                    Event::Tick(ms) => {
+                        now += Duration::from_millis(ms);
+                        if r.take_due_solo(now) {
+                            r.lead_alone();
+                        }
+                        if r.take_due_dial(now) {
+                            key += 1;
+                            r.link_dialed(key);
+                        }
+                    }
+                }
+                prop_assert!(r.check_invariant(durable), "{:?} after {:?}", r.role(), ev);
+                prop_assert!(snapshot || r.commit() >= before, "commit went back");
+            }
+        }
     }
 }
