@@ -92,6 +92,19 @@ pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
+/// `n` random bytes as `2n` lowercase hex digits: session tokens and link nonces. Falls back
+/// to `random_u64` (time and pid) on a system without `/dev/urandom`, so values still differ.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    if random_bytes(&mut b).is_err() {
+        for chunk in b.chunks_mut(8) {
+            let r = random_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+    crate::pieces::to_hex(&b)
+}
+
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     if random_bytes(&mut b).is_err() {
@@ -145,6 +158,15 @@ mod tests {
             log::LevelFilter::Warn
         );
         assert!(log_level(0, 0, Some("loud")).is_err());
+    }
+
+    #[test]
+    fn random_hex_is_lowercase_hex_of_the_asked_length_and_differs() {
+        let a = random_hex(16);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_ne!(a, random_hex(16));
+        assert_eq!(random_hex(3).len(), 6);
     }
 
     #[test]

@@ -123,7 +123,8 @@ impl LinkMsg {
         }
     }
 
-    /// Decodes one line; `None` for a line that is not a link verb (a snapshot body line).
+    /// Decodes one line; an error naming the verb for anything that is not a well-formed link
+    /// message (snapshot body lines never get here: the receiver collects them first).
     pub fn decode(line: &str) -> Result<LinkMsg, String> {
         let (verb, rest) = split1(line);
         let words: Vec<&str> = rest.split(' ').filter(|w| !w.is_empty()).collect();
@@ -241,15 +242,7 @@ pub fn op_line(fid: Option<u64>, journal_line: &str) -> String {
 
 /// A fresh random nonce, 32 hex digits.
 pub fn nonce() -> String {
-    let mut b = [0u8; 16];
-    if crate::runtime::random_bytes(&mut b).is_err() {
-        b = crate::runtime::random_u64()
-            .to_le_bytes()
-            .repeat(2)
-            .try_into()
-            .unwrap_or([7; 16]);
-    }
-    to_hex(&b)
+    crate::runtime::random_hex(16)
 }
 
 /// The MAC a tracker proves itself with: HMAC-SHA256(key, "<who>|<theirs>|<mine>"). Each side's

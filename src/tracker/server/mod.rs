@@ -4,28 +4,35 @@
 //! replicated entries, fsync the journal once, advance the commit point, release the replies
 //! that waited for it, flush output.
 //!
-//! Replication roles (see ARCHITECTURE.md): `Waiting` (restarted after a paired term: may have
-//! missed writes, serves nobody until synced), `Leader` (orders every write; alone or with a
-//! follower) and `Follower` (forwards writes to the leader, applies its entries).
+//! The replication state (role, link, commit positions, forwards, timers) is `Replica`
+//! (replica.rs) with its invariant; `ordering.rs` moves writes and replies through the log,
+//! `replication.rs` runs the peer link, `requests.rs` answers clients.
 
+mod accept;
+mod connection;
 mod ordering;
+mod replica;
 mod replication;
 mod requests;
 
 use super::commands::{self, ParseError, Request, Verb};
 use super::journal::{Journal, Position};
-use super::link::{self, LinkMsg};
-use super::op::{Entry, Op, Origin, Token as SessionToken};
+use super::link::LinkMsg;
+use super::op::{Op, Origin, Token as SessionToken};
 use super::password;
 use super::state::{Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
-use crate::pieces::{self, Hash};
+use crate::pieces;
 use crate::runtime::{self, SignalPipe};
+use accept::Acceptor;
+use connection::{ClientConn, ConnRole, Connection, StagedUpload, UploadTarget};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use ordering::ReplyTo;
+use replica::{LinkTimes, Replica, Start};
+use replication::LinkPhase;
 use slab::Slab;
-use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,25 +50,6 @@ const OUTPUT_PAUSE: usize = 1 << 20;
 /// A client whose unread output exceeds this (one huge reply on top of a paused queue) is
 /// dropped.
 const OUTPUT_CAP: usize = 32 << 20;
-/// Output buffer the peer link keeps between turns: a turn of pipelined writes is ~100 KB of
-/// `op` lines, and regrowing that from nothing every turn showed up in profiles.
-const LINK_OUTPUT_KEEP: usize = 4 << 20;
-/// Keep-alive on the peer link; silence for `LINK_TIMEOUT` means the other tracker is gone even
-/// if its socket was not closed (a stopped process, a dead host).
-const LINK_PING: Duration = Duration::from_secs(1);
-const LINK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Tracker 2 redials tracker 1 with this backoff: fast enough for a restart to be noticed in
-/// well under a second, slow enough not to spin.
-const DIAL_MIN: Duration = Duration::from_millis(50);
-const DIAL_MAX: Duration = Duration::from_secs(1);
-/// The handshake must finish within this, or the half-open link is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A brand-new tracker of a pair waits this long for the other before it serves alone, so two
-/// trackers started together form a pair instead of two separate logs (tracker 2 redials
-/// at least every `DIAL_MAX`).
-const FRESH_GRACE: Duration = Duration::from_millis(1500);
-/// Largest staged snapshot accepted from the leader, in lines (a bound against a runaway link).
-const MAX_SNAPSHOT_LINES: usize = 50_000_000;
 
 pub struct Config {
     pub addrs: Vec<SocketAddr>,
@@ -76,145 +64,25 @@ pub struct Config {
     pub compact_bytes: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    Waiting,
-    Leader,
-    Follower,
-}
-
-/// A reply in a client's ordered reply queue.
-enum Slot {
-    Ready(String),
-    /// Sent once the commit point reaches `seq`.
-    Commit {
-        seq: u64,
-        text: String,
-    },
-    /// A write forwarded to the leader, waiting for its entry to come back.
-    Forward {
-        fid: u64,
-        tag: u64,
-    },
-}
-
-/// An `upload_file` whose hash lines are still arriving.
-struct Upload {
-    tag: u64,
-    /// `None` when the request was refused: its hash lines are read and dropped.
-    target: Option<(String, String, u64)>,
-    hashes: Vec<Hash>,
-    lines_left: usize,
-    npieces: usize,
-    bad: Option<String>,
-}
-
-struct Client {
-    instance: Option<u64>,
-    session: Option<SessionToken>,
-    /// The token of a `login`/`attach` in flight, so a drop before it completes is cleaned up.
-    replies: VecDeque<Slot>,
-    upload: Option<Upload>,
-    /// A request line read but held back until forwarded writes return.
-    deferred: Option<Vec<u8>>,
-}
-
-enum Phase {
-    /// Tracker 2's outgoing connect in progress.
-    Dialing,
-    AwaitChallenge {
-        mine: String,
-    },
-    AwaitAuth {
-        mine: String,
-        theirs: String,
-    },
-    /// Authenticated; waiting for the other's `state`.
-    AwaitState,
-    Live,
-}
-
-struct Peer {
-    phase: Phase,
-    other: u8,
-    since: Instant,
-    /// Snapshot lines being received from the leader.
-    snapshot: Option<(Position, Vec<String>)>,
-}
-
-enum Kind {
-    Client(Client),
-    Peer(Peer),
-}
-
-struct Connection {
-    conn: Conn<TcpStream>,
-    /// Distinguishes this connection from a later one that reuses the slab key.
-    id: u64,
-    kind: Kind,
-    writable: bool,
-    paused: bool,
-    closing: bool,
-    last_heard: Instant,
-}
-
-/// A write this follower forwarded to the leader.
-struct Forward {
-    client: Option<(usize, u64, u64)>, // key, connection id, tag
-    origin: Option<Origin>,
-    op: Op,
-}
-
 pub struct Server {
     cfg: Config,
     poll: Poll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     signals: SignalPipe,
     conns: Slab<Connection>,
     next_conn_id: u64,
     max_connections: usize,
-    /// A spare descriptor released on EMFILE to accept and refuse one connection, so a full
-    /// descriptor table never leaves the edge-triggered listener stuck with a pending backlog.
-    spare_fd: Option<std::fs::File>,
 
     state: State,
     journal: Journal,
     pos: Position,
-    role: Role,
-    /// The key of the live (or handshaking) peer link in `conns`.
-    link: Option<usize>,
-    /// Follower: a snapshot from the leader is expected before it may serve.
-    syncing: bool,
-    commit: u64,
-    follower_ack: u64,
-    leader_commit: u64,
-    sent_ack: u64,
-    sent_commit: u64,
-    next_fid: u64,
-    forwards: BTreeMap<u64, Forward>,
-    /// Client replies waiting for a commit, in sequence order.
-    waiters: VecDeque<(u64, usize, u64)>,
-    /// Leader: `fwd-ok` answers to deduplicated forwarded retries, released at commit.
-    fwd_waiters: VecDeque<(u64, u64, String)>,
+    /// Role, peer link, commit positions, forwards and waiters, dial and solo timers.
+    repl: Replica,
     dirty: Vec<usize>,
     /// Clients whose forwarded write came back: handle their buffered requests.
     resume: Vec<usize>,
     closing: Vec<usize>,
-    dial_at: Option<Instant>,
-    dial_backoff: Duration,
-    /// Log position at which this tracker last began leading alone: writes after it exist
-    /// only here until a follower catches up.
-    solo_from: Option<u64>,
-    /// A fresh tracker's deadline for serving alone if the other never shows up.
-    solo_at: Option<Instant>,
-    /// The position and digest this tracker announced on the link: the leader is chosen from
-    /// the announced values on both sides, so both reach the same verdict.
-    announced: Option<(Position, String)>,
-    last_ping: Instant,
     shutdown: bool,
-    /// Accepting stopped for lack of descriptors: retry when connections close, since the
-    /// edge-triggered listener will not report the waiting backlog again.
-    accept_blocked: bool,
 }
 
 impl Server {
@@ -250,9 +118,8 @@ impl Server {
         let paired_config = cfg.addrs.len() > 1;
         let now = Instant::now();
         let mut server = Server {
-            spare_fd: std::fs::File::open("/dev/null").ok(),
             poll,
-            listener,
+            acceptor: Acceptor::new(listener),
             signals,
             conns: Slab::new(),
             next_conn_id: 1,
@@ -260,73 +127,33 @@ impl Server {
             state: recovered.state,
             journal,
             pos,
-            role: Role::Waiting,
-            link: None,
-            syncing: false,
-            commit: pos.seq,
-            follower_ack: 0,
-            leader_commit: 0,
-            sent_ack: 0,
-            sent_commit: 0,
-            next_fid: 1,
-            forwards: BTreeMap::new(),
-            waiters: VecDeque::new(),
-            fwd_waiters: VecDeque::new(),
+            repl: Replica::new(cfg.me, paired_config, pos.seq, now),
             dirty: Vec::new(),
             resume: Vec::new(),
             closing: Vec::new(),
-            dial_at: if cfg.me == 2 && paired_config {
-                Some(now)
-            } else {
-                None
-            },
-            dial_backoff: DIAL_MIN,
-            solo_at: None,
-            solo_from: None,
-            announced: None,
-            last_ping: now,
             shutdown: false,
-            accept_blocked: false,
             cfg,
         };
-        if !paired_config || (pos.solo && !recovered.fresh) {
-            server.become_solo_leader(None);
-        } else if recovered.fresh {
-            server.solo_at = Some(now + FRESH_GRACE);
-        } else {
-            log::warn!(
+        match server.repl.start(recovered.fresh, pos.solo, now) {
+            Start::LeadAlone => server.become_solo_leader(None),
+            Start::Grace => {}
+            Start::WaitForOther => log::warn!(
                 "this tracker's log ends in a paired term: waiting for tracker {} before serving, \
                  because it may hold acknowledged writes this tracker has not seen",
-                server.other()
-            );
+                server.repl.other()
+            ),
         }
         Ok(server)
     }
 
-    fn other(&self) -> u8 {
-        if self.cfg.me == 1 {
-            2
-        } else {
-            1
-        }
-    }
-
     fn serving(&self) -> bool {
-        match self.role {
-            Role::Waiting => false,
-            Role::Leader => true,
-            Role::Follower => !self.syncing,
-        }
+        self.repl.serving()
     }
 
-    fn paired_leader(&self) -> bool {
-        self.role == Role::Leader && self.link_live()
-    }
-
-    fn link_live(&self) -> bool {
-        self.link
-            .and_then(|k| self.conns.get(k))
-            .is_some_and(|c| matches!(&c.kind, Kind::Peer(p) if matches!(p.phase, Phase::Live)))
+    /// The request `tag` on connection `key`, to be answered later (`None` if it is gone).
+    fn reply_to(&self, key: usize, tag: u64) -> Option<ReplyTo> {
+        let conn_id = self.conns.get(key)?.id;
+        Some(ReplyTo { key, conn_id, tag })
     }
 
     /// Runs until SIGINT/SIGTERM.
@@ -357,7 +184,8 @@ impl Server {
                         if c.closing {
                             continue;
                         }
-                        if matches!(&c.kind, Kind::Peer(p) if matches!(p.phase, Phase::Dialing)) {
+                        if matches!(&c.kind, ConnRole::Link(p) if matches!(p.phase, LinkPhase::Dialing))
+                        {
                             self.on_dialed(key, now);
                             continue;
                         }
@@ -381,73 +209,50 @@ impl Server {
         Ok(())
     }
 
+    /// Until the nearest timer (`Replica::next_deadline`); forever when nothing is timed.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.cfg.addrs.len() < 2 {
-            return None;
+        let deadline = self.repl.next_deadline(self.link_times())?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    fn link_times(&self) -> Option<LinkTimes> {
+        match self.conns.get(self.repl.link_key()?) {
+            Some(Connection {
+                last_heard,
+                kind: ConnRole::Link(p),
+                ..
+            }) => Some(LinkTimes {
+                heard: *last_heard,
+                since: p.since,
+            }),
+            _ => None,
         }
-        let now = Instant::now();
-        let mut t = LINK_PING;
-        for at in [self.dial_at, self.solo_at].into_iter().flatten() {
-            t = t.min(at.saturating_duration_since(now));
-        }
-        Some(t)
     }
 
     // ----- connections -------------------------------------------------------------------
 
     fn accept(&mut self, now: Instant) {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if self.conns.len() >= self.max_connections {
-                        refuse(
-                            stream,
-                            "too many connections; try the other tracker or later",
-                        );
-                        continue;
-                    }
-                    self.add_conn(stream, Kind::Client(Client::new()), Interest::READABLE, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // Out of descriptors: free the spare, accept and refuse one, retry. Without a
-                    // spare left, stop; the next connection event (or a close) retries.
-                    // (accept reports EMFILE even with an empty backlog, so only the retry
-                    // tells whether anything is waiting.)
-                    let Some(spare) = self.spare_fd.take() else {
-                        log::warn!("out of file descriptors: {e}");
-                        self.accept_blocked = true;
-                        return;
-                    };
-                    drop(spare);
-                    let retry = self.listener.accept();
-                    if let Ok((stream, _)) = &retry {
-                        refuse_ref(stream, "too many connections; try the other tracker");
-                    }
-                    let drained = retry.is_err();
-                    drop(retry);
-                    self.spare_fd = std::fs::File::open("/dev/null").ok();
-                    if self.spare_fd.is_none() {
-                        self.accept_blocked = true;
-                        return;
-                    }
-                    if drained {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    return;
-                }
+        while let Some(stream) = self.acceptor.next() {
+            if self.conns.len() >= self.max_connections {
+                accept::refuse(
+                    &stream,
+                    "too many connections; try the other tracker or later",
+                );
+                continue;
             }
+            self.add_conn(
+                stream,
+                ConnRole::Client(ClientConn::new()),
+                Interest::READABLE,
+                now,
+            );
         }
     }
 
     fn add_conn(
         &mut self,
         mut stream: TcpStream,
-        kind: Kind,
+        kind: ConnRole,
         interest: Interest,
         now: Instant,
     ) -> Option<usize> {
@@ -462,7 +267,7 @@ impl Server {
             log::warn!("cannot register a connection: {e}");
             return None;
         }
-        let limit = if matches!(kind, Kind::Peer(_)) {
+        let limit = if matches!(kind, ConnRole::Link(_)) {
             MAX_PEER_LINE
         } else {
             MAX_LINE
@@ -508,7 +313,7 @@ impl Server {
     }
 
     fn send_link(&mut self, msg: &LinkMsg) {
-        if let Some(k) = self.link {
+        if let Some(k) = self.repl.link_key() {
             let line = msg.encode();
             self.send(k, &line);
         }
@@ -555,37 +360,36 @@ impl Server {
                 return;
             }
             let deferred = match &mut c.kind {
-                Kind::Client(cl) => cl.deferred.take(),
-                Kind::Peer(_) => None,
+                ConnRole::Client(cl) => cl.deferred.take(),
+                ConnRole::Link(_) => None,
             };
-            let line = match deferred
-                .map(Ok)
-                .unwrap_or_else(|| match c.conn.input.next_line() {
-                    Frame::Line(l) => Ok(l.to_vec()),
-                    other => Err(other == Frame::NeedMore),
-                }) {
-                Ok(l) => l,
-                Err(true) => {
-                    c.conn.input.compact();
-                    return;
-                }
-                Err(false) => {
-                    let limit = if matches!(c.kind, Kind::Peer(_)) {
-                        MAX_PEER_LINE
-                    } else {
-                        MAX_LINE
-                    };
-                    let msg = format!("0 err line_too_long a line is longer than {limit} bytes");
-                    self.send(key, &msg);
-                    self.drop_conn(key, now);
-                    return;
-                }
+            let line = match deferred {
+                Some(l) => l,
+                None => match c.conn.input.next_line() {
+                    Frame::Line(l) => l.to_vec(),
+                    Frame::NeedMore => {
+                        c.conn.input.compact();
+                        return;
+                    }
+                    Frame::TooLong => {
+                        let limit = if matches!(c.kind, ConnRole::Link(_)) {
+                            MAX_PEER_LINE
+                        } else {
+                            MAX_LINE
+                        };
+                        let msg =
+                            format!("0 err line_too_long a line is longer than {limit} bytes");
+                        self.send(key, &msg);
+                        self.drop_conn(key, now);
+                        return;
+                    }
+                },
             };
             // While a client's forwarded write is away, only writes that cannot depend on it
             // go ahead; anything else waits, so that what a client asks next sees what it
             // wrote (a pipelined `create_user` then `login` works at the follower too).
             if !self.may_go_ahead(key, &line) {
-                if let Some(Kind::Client(cl)) = self.conns.get_mut(key).map(|c| &mut c.kind) {
+                if let Some(ConnRole::Client(cl)) = self.conns.get_mut(key).map(|c| &mut c.kind) {
                     cl.deferred = Some(line);
                 }
                 return;
@@ -593,7 +397,7 @@ impl Server {
             let Some(c) = self.conns.get(key) else {
                 return;
             };
-            let is_peer = matches!(c.kind, Kind::Peer(_));
+            let is_peer = matches!(c.kind, ConnRole::Link(_));
             if is_peer {
                 self.handle_peer_line(key, &line, now);
             } else {
@@ -608,26 +412,22 @@ impl Server {
     /// forwarded login, attach or logout, which changes the session the next one acts as.
     fn may_go_ahead(&self, key: usize, line: &[u8]) -> bool {
         let Some(Connection {
-            kind: Kind::Client(cl),
+            kind: ConnRole::Client(cl),
             ..
         }) = self.conns.get(key)
         else {
             return true;
         };
-        let pending: Vec<u64> = cl
-            .replies
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Forward { fid, .. } => Some(*fid),
-                _ => None,
-            })
-            .collect();
-        if pending.is_empty() || cl.upload.is_some() {
+        if cl.upload.is_some() {
             return true;
         }
-        let session_change = pending.iter().any(|f| {
+        let mut pending = cl.replies.forwarded().peekable();
+        if pending.peek().is_none() {
+            return true;
+        }
+        let session_change = pending.any(|f| {
             matches!(
-                self.forwards.get(f).map(|w| &w.op),
+                self.repl.forwards.get(f).map(|w| &w.op),
                 Some(Op::Login { .. } | Op::Attach { .. } | Op::Logout { .. })
             )
         });
@@ -658,63 +458,37 @@ impl Server {
             return;
         }
         let session = match &mut c.kind {
-            Kind::Client(cl) => cl.session.take(),
-            Kind::Peer(_) => None,
+            ConnRole::Client(cl) => cl.session.take(),
+            ConnRole::Link(_) => None,
         };
         self.close(key);
         if let Some(token) = session {
             self.propose(None, Op::Logout { token }, None);
         }
-        if self.link == Some(key) {
-            self.link = None;
-            let was_up = matches!(
-                self.conns.get(key).map(|c| &c.kind),
-                Some(Kind::Peer(p)) if matches!(p.phase, Phase::Live)
-            );
-            if was_up {
-                self.link_lost(now);
-            } else if self.cfg.me == 2 {
-                if self.role == Role::Waiting && self.solo_at.is_some() {
-                    // Fresh, and tracker 1 is not running: nothing to wait for.
-                    self.solo_at = None;
-                    self.become_solo_leader(None);
-                }
-                self.schedule_dial(now);
-            }
+        if self.repl.link_key() == Some(key) {
+            self.link_closed(now);
         }
     }
 
     fn timers(&mut self, now: Instant) {
-        if let Some(at) = self.solo_at {
-            if now >= at && self.role == Role::Waiting {
-                self.solo_at = None;
-                log::info!("tracker {} did not appear; serving alone", self.other());
-                self.become_solo_leader(None);
-            }
+        if self.repl.take_due_solo(now) {
+            log::info!(
+                "tracker {} did not appear; serving alone",
+                self.repl.other()
+            );
+            self.become_solo_leader(None);
         }
-        if let Some(at) = self.dial_at {
-            if now >= at && self.link.is_none() {
-                self.dial(now);
-            }
+        if self.repl.take_due_dial(now) {
+            self.dial(now);
         }
-        if let Some(k) = self.link {
-            let (heard, since, live) = match self.conns.get(k) {
-                Some(Connection {
-                    last_heard,
-                    kind: Kind::Peer(p),
-                    ..
-                }) => (*last_heard, p.since, matches!(p.phase, Phase::Live)),
-                _ => return,
-            };
-            if (!live && now.duration_since(since) > HANDSHAKE_TIMEOUT)
-                || now.duration_since(heard) > LINK_TIMEOUT
-            {
-                log::warn!("peer link silent for too long; dropping it");
-                self.drop_conn(k, now);
-            } else if live && now.duration_since(self.last_ping) >= LINK_PING {
-                self.last_ping = now;
-                self.send_link(&LinkMsg::Ping);
-            }
+        let (Some(k), Some(times)) = (self.repl.link_key(), self.link_times()) else {
+            return;
+        };
+        if self.repl.link_expired(times, now) {
+            log::warn!("peer link silent for too long; dropping it");
+            self.drop_conn(k, now);
+        } else if self.repl.take_due_ping(now) {
+            self.send_link(&LinkMsg::Ping);
         }
     }
 
@@ -728,7 +502,7 @@ impl Server {
             }
         }
         // 1. Entries go to the follower before our own fsync, so both disks work at once.
-        if let Some(k) = self.link {
+        if let Some(k) = self.repl.link_key() {
             self.flush_conn(k);
         }
         // 2. One fsync for everything appended this turn.
@@ -740,34 +514,8 @@ impl Server {
             return;
         }
         // 3. Commit point.
-        match self.role {
-            Role::Leader => {
-                let c = if self.link_live() {
-                    self.journal.durable.min(self.follower_ack)
-                } else {
-                    self.journal.durable
-                };
-                if c > self.commit {
-                    self.commit = c;
-                }
-                if self.link_live() && self.commit > self.sent_commit {
-                    self.sent_commit = self.commit;
-                    let seq = self.commit;
-                    self.send_link(&LinkMsg::Commit { seq });
-                }
-            }
-            Role::Follower => {
-                if self.journal.durable > self.sent_ack && !self.syncing {
-                    self.sent_ack = self.journal.durable;
-                    let seq = self.sent_ack;
-                    self.send_link(&LinkMsg::Ack { seq });
-                }
-                let c = self.journal.durable.min(self.leader_commit);
-                if c > self.commit {
-                    self.commit = c;
-                }
-            }
-            Role::Waiting => {}
+        if let Some(msg) = self.repl.advance_commit(self.journal.durable) {
+            self.send_link(&msg);
         }
         self.release();
         // 4. Output.
@@ -788,11 +536,7 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut c.conn.stream);
             }
         }
-        if closed && self.accept_blocked {
-            self.accept_blocked = false;
-            if self.spare_fd.is_none() {
-                self.spare_fd = std::fs::File::open("/dev/null").ok();
-            }
+        if closed && self.acceptor.retry_after_close() {
             self.accept(Instant::now());
         }
         // 6. Compaction.
@@ -807,7 +551,7 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if matches!(&c.kind, Kind::Peer(p) if matches!(p.phase, Phase::Dialing)) {
+        if matches!(&c.kind, ConnRole::Link(p) if matches!(p.phase, LinkPhase::Dialing)) {
             return;
         }
         let done = match c.conn.flush() {
@@ -857,47 +601,5 @@ fn ok_text(tag: u64, reply: &str) -> String {
 }
 
 fn new_token() -> SessionToken {
-    let mut b = [0u8; 16];
-    if runtime::random_bytes(&mut b).is_err() {
-        let a = runtime::random_u64().to_le_bytes();
-        let c = runtime::random_u64().to_le_bytes();
-        b[..8].copy_from_slice(&a);
-        b[8..].copy_from_slice(&c);
-    }
-    pieces::to_hex(&b)
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// Tells a connection we cannot take it, without blocking: one short line into an empty socket
-/// buffer always fits.
-fn refuse(stream: TcpStream, why: &str) {
-    refuse_ref(&stream, why);
-}
-
-fn refuse_ref(stream: &TcpStream, why: &str) {
-    use std::io::Write;
-    let mut s = stream;
-    let _ = s.write(format!("0 err too_many_connections {why}\n").as_bytes());
-}
-
-impl Connection {
-    /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
-    fn has_deferred(&self) -> bool {
-        matches!(&self.kind, Kind::Client(cl) if cl.deferred.is_some())
-    }
-}
-
-impl Client {
-    fn new() -> Self {
-        Client {
-            instance: None,
-            session: None,
-            replies: VecDeque::new(),
-            upload: None,
-            deferred: None,
-        }
-    }
+    runtime::random_hex(16)
 }

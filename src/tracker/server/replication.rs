@@ -1,41 +1,126 @@
-//! Replication roles and the peer link: dialing, the cluster-key handshake, choosing the
-//! leader, snapshots, entries, acks and commits, losing the other tracker.
+//! The peer link: dialing, the cluster-key handshake, exchanging positions, snapshots, entries,
+//! acks and commits, and what losing the other tracker means. The decisions (who leads, which
+//! role follows, what to tell the other side) are `Replica`'s (replica.rs); this file does the
+//! I/O they call for on the link's connection, the journal and the state.
 
-use super::*;
+use super::ordering::{ForwardedWrite, HeldFwdOk, QueuedReply, ReplyTo};
+use super::replica::{AfterLinkClosed, Announced, Role};
+use super::{ok_text, ConnRole, Connection, Server};
+use crate::net::framer::MAX_PEER_LINE;
+use crate::tracker::journal::Position;
+use crate::tracker::link::{self, LinkMsg};
+use crate::tracker::op::{Op, Origin};
+use crate::tracker::state::{Refusal, State};
+use mio::net::TcpStream;
+use mio::Interest;
+use std::io;
+use std::time::Instant;
+
+/// Output buffer the peer link keeps between turns: a turn of pipelined writes is ~100 KB of
+/// `op` lines, and regrowing that from nothing every turn showed up in profiles.
+const LINK_OUTPUT_KEEP: usize = 4 << 20;
+/// Largest staged snapshot accepted from the leader, in lines (a bound against a runaway link).
+const MAX_SNAPSHOT_LINES: usize = 50_000_000;
+
+/// Where a peer-link connection is in its handshake.
+pub(super) enum LinkPhase {
+    /// Tracker 2's outgoing connect in progress.
+    Dialing,
+    AwaitChallenge {
+        mine: String,
+    },
+    AwaitAuth {
+        mine: String,
+        theirs: String,
+    },
+    /// Authenticated; waiting for the other's `state`.
+    AwaitState,
+    Live,
+}
+
+/// Snapshot lines being received from the leader, and the log position they stand for.
+pub(super) struct IncomingSnapshot {
+    pos: Position,
+    lines: Vec<String>,
+}
+
+/// A connection to (or claiming to be) the other tracker.
+pub(super) struct LinkConn {
+    pub phase: LinkPhase,
+    /// The other tracker's number, as it claimed (and, past `AwaitState`, proved).
+    other: u8,
+    /// When the current phase began, for the handshake timeout.
+    pub since: Instant,
+    snapshot: Option<IncomingSnapshot>,
+}
+
+impl LinkConn {
+    pub fn dialing(other: u8, now: Instant) -> LinkConn {
+        LinkConn {
+            phase: LinkPhase::Dialing,
+            other,
+            since: now,
+            snapshot: None,
+        }
+    }
+}
+
+/// The outcome of a forwarded write at the leader, as its client's reply.
+fn forward_outcome(tag: u64, seq: u64, result: Result<String, Refusal>) -> QueuedReply {
+    match result {
+        Ok(reply) => QueuedReply::AfterCommit {
+            seq,
+            text: ok_text(tag, &reply),
+        },
+        Err(e) => QueuedReply::Ready(format!("{tag} err {} {}", e.code(), e.message())),
+    }
+}
 
 impl Server {
     /// This tracker starts ordering writes on its own. `other` is the tracker whose sessions
     /// are now stale (it died), or none at start-up, when our own old sessions are.
     pub(super) fn become_solo_leader(&mut self, other: Option<u8>) {
-        self.role = Role::Leader;
-        self.syncing = false;
-        let term = self.pos.term + 1;
-        self.append(None, Op::Term { term, solo: true }, None);
-        let stale = other.unwrap_or(self.cfg.me);
-        let op = Op::Detach { tracker: stale };
-        let _ = self.state.apply(None, &op);
-        self.append(None, op, None);
-        self.solo_from = Some(self.pos.seq);
+        self.repl.lead_alone();
+        self.open_solo_term(other.unwrap_or(self.repl.me()));
         log::info!(
-            "tracker {} leads alone (term {term}, log at {})",
-            self.cfg.me,
+            "tracker {} leads alone (term {}, log at {})",
+            self.repl.me(),
+            self.pos.term,
             self.pos.seq
         );
         // Writes forwarded to a leader that is gone: order them here. Deduplication answers
         // those the old leader had already applied (and replicated to us).
-        for (_, fwd) in std::mem::take(&mut self.forwards) {
+        let forwards: Vec<ForwardedWrite> = self.repl.forwards.take_all().collect();
+        for fwd in forwards {
             self.reproposed(fwd);
         }
     }
 
-    pub(super) fn reproposed(&mut self, fwd: Forward) {
-        // The client's queue holds a Forward slot for this write; replace it with the outcome.
-        let Forward { client, origin, op } = fwd;
+    /// A new solo term, and the sessions held at tracker `stale` orphaned.
+    fn open_solo_term(&mut self, stale: u8) {
+        let term = self.pos.term + 1;
+        self.append(None, Op::Term { term, solo: true }, None);
+        self.detach(stale);
+        self.repl.solo_term_began(self.pos.seq);
+    }
+
+    /// Sessions attached at tracker `tracker` lose their connection (orphaned, still valid
+    /// for `attach`).
+    fn detach(&mut self, tracker: u8) {
+        let op = Op::Detach { tracker };
+        let _ = self.state.apply(None, &op);
+        self.append(None, op, None);
+    }
+
+    fn reproposed(&mut self, fwd: ForwardedWrite) {
+        // The client's queue holds a Forwarded place for this write; replace it with the
+        // outcome.
+        let ForwardedWrite { to, origin, op } = fwd;
         if let Some(o) = origin {
             if let Some(reply) = self.state.dedup(&o).map(str::to_string) {
-                if let Some((key, id, tag)) = client {
+                if let Some(to) = to {
                     let seq = self.pos.seq;
-                    self.resolve_forward_to(key, id, tag, Ok((seq, reply)));
+                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply)));
                 }
                 return;
             }
@@ -43,57 +128,40 @@ impl Server {
         match self.state.apply(origin, &op) {
             Ok(reply) => {
                 let seq = self.append(origin, op.clone(), None);
-                self.bind_session(&op, client);
-                if let Some((key, id, tag)) = client {
-                    self.resolve_forward_to(key, id, tag, Ok((seq, reply)));
+                self.bind_session(&op, to);
+                if let Some(to) = to {
+                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply)));
                 }
             }
             Err(r) => {
-                if let Some((key, id, tag)) = client {
-                    self.resolve_forward_to(key, id, tag, Err(r));
+                if let Some(to) = to {
+                    self.resolve_forward_to(to, forward_outcome(to.tag, 0, Err(r)));
                 }
             }
         }
     }
 
-    pub(super) fn resolve_forward_to(
-        &mut self,
-        key: usize,
-        id: u64,
-        tag: u64,
-        r: Result<(u64, String), Refusal>,
-    ) {
-        // Find the fid of this client's forward slot with this tag.
-        let fid = match self.conns.get(key).map(|c| &c.kind) {
-            Some(Kind::Client(cl)) => cl.replies.iter().find_map(|s| match s {
-                Slot::Forward { fid, tag: t } if *t == tag => Some(*fid),
-                _ => None,
-            }),
+    /// Resolves the forwarded write of `to` (found by its tag) with `outcome`.
+    fn resolve_forward_to(&mut self, to: ReplyTo, outcome: QueuedReply) {
+        let fid = match self.conns.get(to.key).map(|c| &c.kind) {
+            Some(ConnRole::Client(cl)) => cl.replies.forwarded_tag(to.tag),
             _ => None,
         };
-        let Some(fid) = fid else {
-            return;
-        };
-        let slot = match r {
-            Ok((seq, reply)) => Slot::Commit {
-                seq,
-                text: ok_text(tag, &reply),
-            },
-            Err(e) => Slot::Ready(format!("{tag} err {} {}", e.code(), e.message())),
-        };
-        self.resolve_forward(key, id, fid, slot);
+        if let Some(fid) = fid {
+            self.resolve_forward(to, fid, outcome);
+        }
     }
 
-    pub(super) fn bind_session(&mut self, op: &Op, client: Option<(usize, u64, u64)>) {
+    pub(super) fn bind_session(&mut self, op: &Op, to: Option<ReplyTo>) {
         if let Op::Login { token, .. } | Op::Attach { token, .. } = op {
-            match client {
-                Some((key, id, _))
+            match to {
+                Some(to)
                     if self
                         .conns
-                        .get(key)
-                        .is_some_and(|c| c.id == id && !c.closing) =>
+                        .get(to.key)
+                        .is_some_and(|c| c.id == to.conn_id && !c.closing) =>
                 {
-                    if let Some(cl) = self.client(key) {
+                    if let Some(cl) = self.client(to.key) {
                         cl.session = Some(token.clone());
                     }
                 }
@@ -110,65 +178,44 @@ impl Server {
         }
     }
 
-    pub(super) fn link_lost(&mut self, _now: Instant) {
-        let other = self.other();
-        self.follower_ack = 0;
-        self.sent_ack = 0;
-        self.sent_commit = 0;
-        self.leader_commit = 0;
-        if self.cfg.me == 2 {
-            self.schedule_dial(Instant::now());
-        }
-        match self.role {
-            Role::Leader => {
+    /// The link's connection `key` is gone: act on what the replica decides.
+    pub(super) fn link_closed(&mut self, now: Instant) {
+        let other = self.repl.other();
+        match self.repl.link_closed(now) {
+            AfterLinkClosed::GoOnAlone => {
                 log::warn!("lost tracker {other}; going on alone");
-                let term = self.pos.term + 1;
-                self.append(None, Op::Term { term, solo: true }, None);
-                let op = Op::Detach { tracker: other };
-                let _ = self.state.apply(None, &op);
-                self.append(None, op, None);
-                self.solo_from = Some(self.pos.seq);
+                self.open_solo_term(other);
             }
-            Role::Follower if !self.syncing => {
+            AfterLinkClosed::TakeOver => {
                 log::warn!("lost the leader, tracker {other}; taking over");
                 self.become_solo_leader(Some(other));
             }
-            _ => {
-                self.role = Role::Waiting;
-                self.syncing = false;
+            AfterLinkClosed::Wait => {
                 log::warn!("lost tracker {other} before catching up; waiting for it");
             }
+            // Fresh, and tracker 1 is not running: nothing to wait for.
+            AfterLinkClosed::ServeAloneNow => self.become_solo_leader(None),
+            AfterLinkClosed::Nothing => {}
         }
     }
 
-    // ----- the peer link -------------------------------------------------------------------
+    // ----- the handshake -------------------------------------------------------------------
 
     pub(super) fn dial(&mut self, now: Instant) {
-        self.dial_at = None;
         let addr = self.cfg.addrs[0];
         match TcpStream::connect(addr) {
             Ok(stream) => {
-                let kind = Kind::Peer(Peer {
-                    phase: Phase::Dialing,
-                    other: 1,
-                    since: now,
-                    snapshot: None,
-                });
+                let kind = ConnRole::Link(LinkConn::dialing(1, now));
                 match self.add_conn(stream, kind, Interest::READABLE | Interest::WRITABLE, now) {
-                    Some(k) => self.link = Some(k),
-                    None => self.schedule_dial(now),
+                    Some(k) => self.repl.link_dialed(k),
+                    None => self.repl.schedule_dial(now),
                 }
             }
             Err(e) => {
                 log::debug!("cannot dial tracker 1 at {addr}: {e}");
-                self.schedule_dial(now);
+                self.repl.schedule_dial(now);
             }
         }
-    }
-
-    pub(super) fn schedule_dial(&mut self, now: Instant) {
-        self.dial_at = Some(now + self.dial_backoff);
-        self.dial_backoff = (self.dial_backoff * 2).min(DIAL_MAX);
     }
 
     pub(super) fn on_dialed(&mut self, key: usize, now: Instant) {
@@ -191,12 +238,12 @@ impl Server {
             }
         }
         let mine = link::nonce();
-        if let Kind::Peer(p) = &mut c.kind {
-            p.phase = Phase::AwaitChallenge { mine: mine.clone() };
+        if let ConnRole::Link(p) = &mut c.kind {
+            p.phase = LinkPhase::AwaitChallenge { mine: mine.clone() };
             p.since = now;
         }
         c.last_heard = now;
-        let me = self.cfg.me;
+        let me = self.repl.me();
         self.send(
             key,
             &LinkMsg::Hello {
@@ -214,10 +261,10 @@ impl Server {
         let msg = std::str::from_utf8(line).ok().map(LinkMsg::decode);
         let fresh =
             matches!(self.client(key), Some(cl) if cl.session.is_none() && cl.instance.is_none());
-        let other = self.other();
+        let other = self.repl.other();
         let theirs = match msg {
             Some(Ok(LinkMsg::Hello { tracker, nonce }))
-                if fresh && self.cfg.me == 1 && tracker == other && self.cfg.addrs.len() > 1 =>
+                if fresh && self.repl.me() == 1 && tracker == other && self.cfg.addrs.len() > 1 =>
             {
                 nonce
             }
@@ -232,10 +279,10 @@ impl Server {
             }
         };
         let mine = link::nonce();
-        let mac = link::handshake_mac(&self.cfg.cluster_key, self.cfg.me, &theirs, &mine);
+        let mac = link::handshake_mac(&self.cfg.cluster_key, self.repl.me(), &theirs, &mine);
         if let Some(c) = self.conns.get_mut(key) {
-            c.kind = Kind::Peer(Peer {
-                phase: Phase::AwaitAuth {
+            c.kind = ConnRole::Link(LinkConn {
+                phase: LinkPhase::AwaitAuth {
                     mine: mine.clone(),
                     theirs,
                 },
@@ -253,24 +300,23 @@ impl Server {
             return self.drop_conn(key, now);
         };
         // Snapshot body lines are not link messages.
-        let receiving = matches!(self.conns.get(key).map(|c| &c.kind), Some(Kind::Peer(p)) if p.snapshot.is_some());
-        if receiving && !text.starts_with("snapshot-end ") {
-            if let Some(Connection {
-                kind:
-                    Kind::Peer(Peer {
-                        snapshot: Some((_, lines)),
-                        ..
-                    }),
-                ..
-            }) = self.conns.get_mut(key)
-            {
-                if lines.len() < MAX_SNAPSHOT_LINES {
-                    lines.push(text.to_string());
+        if let Some(Connection {
+            kind:
+                ConnRole::Link(LinkConn {
+                    snapshot: Some(snap),
+                    ..
+                }),
+            ..
+        }) = self.conns.get_mut(key)
+        {
+            if !text.starts_with("snapshot-end ") {
+                if snap.lines.len() < MAX_SNAPSHOT_LINES {
+                    snap.lines.push(text.to_string());
                     return;
                 }
+                log::warn!("snapshot from the leader is too large; dropping the link");
+                return self.drop_conn(key, now);
             }
-            log::warn!("snapshot from the leader is too large; dropping the link");
-            return self.drop_conn(key, now);
         }
         let msg = match LinkMsg::decode(text) {
             Ok(m) => m,
@@ -280,7 +326,7 @@ impl Server {
             }
         };
         let Some(Connection {
-            kind: Kind::Peer(peer),
+            kind: ConnRole::Link(peer),
             ..
         }) = self.conns.get_mut(key)
         else {
@@ -288,7 +334,7 @@ impl Server {
         };
         let key_bytes = &self.cfg.cluster_key;
         match (&peer.phase, msg) {
-            (Phase::AwaitChallenge { mine }, LinkMsg::Challenge { nonce, mac }) => {
+            (LinkPhase::AwaitChallenge { mine }, LinkMsg::Challenge { nonce, mac }) => {
                 if !link::verify_mac(key_bytes, peer.other, mine, &nonce, &mac) {
                     log::error!(
                         "tracker {} failed the cluster-key check; check both use the same key file",
@@ -296,12 +342,12 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                let reply = link::handshake_mac(key_bytes, self.cfg.me, &nonce, mine);
-                peer.phase = Phase::AwaitState;
+                let reply = link::handshake_mac(key_bytes, self.repl.me(), &nonce, mine);
+                peer.phase = LinkPhase::AwaitState;
                 self.send(key, &LinkMsg::Auth { mac: reply }.encode());
                 self.authenticated(key);
             }
-            (Phase::AwaitAuth { mine, theirs }, LinkMsg::Auth { mac }) => {
+            (LinkPhase::AwaitAuth { mine, theirs }, LinkMsg::Auth { mac }) => {
                 if !link::verify_mac(key_bytes, peer.other, mine, theirs, &mac) {
                     log::error!(
                         "a connection claiming to be tracker {} failed the cluster-key check",
@@ -309,13 +355,13 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                peer.phase = Phase::AwaitState;
+                peer.phase = LinkPhase::AwaitState;
                 self.authenticated(key);
             }
-            (Phase::AwaitState, LinkMsg::State { pos, digest }) => {
+            (LinkPhase::AwaitState, LinkMsg::State { pos, digest }) => {
                 self.on_peer_state(key, pos, digest)
             }
-            (Phase::Live, msg) => self.on_link_msg(key, msg, now),
+            (LinkPhase::Live, msg) => self.on_link_msg(key, msg, now),
             (_, _) => {
                 log::warn!("peer link: unexpected message during the handshake; dropping it");
                 self.drop_conn(key, now);
@@ -324,52 +370,43 @@ impl Server {
     }
 
     /// The handshake succeeded: this connection is the peer link. Exchange log positions.
-    pub(super) fn authenticated(&mut self, key: usize) {
-        if let Some(old) = self.link.filter(|&k| k != key) {
+    fn authenticated(&mut self, key: usize) {
+        if let Some(old) = self.repl.link_key().filter(|&k| k != key) {
             // The other tracker restarted before we noticed its old link die.
             self.drop_conn(old, Instant::now());
         }
-        self.link = Some(key);
-        self.dial_backoff = DIAL_MIN;
         if let Some(c) = self.conns.get_mut(key) {
             c.conn.input.set_limit(MAX_PEER_LINE);
             c.conn.keep_output_capacity(LINK_OUTPUT_KEEP);
         }
         let digest = self.state.digest();
         let pos = self.pos;
-        self.announced = Some((pos, digest.clone()));
+        self.repl.link_authenticated(
+            key,
+            Announced {
+                pos,
+                digest: digest.clone(),
+            },
+        );
         self.send(key, &LinkMsg::State { pos, digest }.encode());
     }
 
-    pub(super) fn on_peer_state(&mut self, key: usize, theirs: Position, their_digest: String) {
-        let other = self.other();
-        self.solo_at = None;
-        let (announced, my_digest) = self.announced.take().unwrap_or_default();
-        let mine = (announced.term, announced.seq);
-        let i_lead = mine > (theirs.term, theirs.seq)
-            || (mine == (theirs.term, theirs.seq) && self.cfg.me == 1);
-        // Positions alone can coincide for different logs (two fresh trackers that each
-        // served alone): the digest tells.
-        let same =
-            mine == (theirs.term, theirs.seq) && my_digest == their_digest && self.pos == announced;
+    fn on_peer_state(&mut self, key: usize, theirs: Position, their_digest: String) {
+        let other = self.repl.other();
+        let me = self.repl.me();
         if let Some(Connection {
-            kind: Kind::Peer(p),
+            kind: ConnRole::Link(p),
             ..
         }) = self.conns.get_mut(key)
         {
-            p.phase = Phase::Live;
+            p.phase = LinkPhase::Live;
         }
-        self.last_ping = Instant::now();
-        if i_lead {
-            let was_waiting = self.role == Role::Waiting;
-            // A waiting tracker that turns out to hold the longer log leads.
-            self.role = Role::Leader;
-            log::info!(
-                "peer link up: tracker {} leads, tracker {other} follows",
-                self.cfg.me
-            );
-            self.follower_ack = 0;
-            if !same {
+        let v = self
+            .repl
+            .link_up(theirs, &their_digest, self.pos, Instant::now());
+        if v.lead {
+            log::info!("peer link up: tracker {me} leads, tracker {other} follows");
+            if !v.same {
                 let lines = self.state.snapshot_lines();
                 let pos = self.pos;
                 self.send(key, &LinkMsg::SnapshotBegin { pos }.encode());
@@ -378,45 +415,30 @@ impl Server {
                     self.send(key, &l);
                 }
                 self.send(key, &LinkMsg::SnapshotEnd { count }.encode());
-            } else {
-                self.follower_ack = self.pos.seq;
             }
             let term = self.pos.term + 1;
             self.append(None, Op::Term { term, solo: false }, None);
-            let op = Op::Detach { tracker: other };
-            let _ = self.state.apply(None, &op);
-            self.append(None, op, None);
-            if was_waiting {
+            self.detach(other);
+            if v.was == Role::Waiting {
                 // Sessions from before this tracker's restart have no connection any more.
-                let op = Op::Detach {
-                    tracker: self.cfg.me,
-                };
-                let _ = self.state.apply(None, &op);
-                self.append(None, op, None);
+                self.detach(me);
             }
         } else {
-            log::info!(
-                "peer link up: tracker {other} leads, tracker {} follows",
-                self.cfg.me
-            );
-            if self.role == Role::Leader {
+            log::info!("peer link up: tracker {other} leads, tracker {me} follows");
+            if v.loses_solo_writes {
+                log::error!(
+                    "both trackers led alone (the link broke while both were running); \
+                     tracker {other}'s longer log wins and replaces this tracker's writes \
+                     since the break"
+                );
+            }
+            if v.was == Role::Leader {
                 // We served clients on a log the leader will overwrite: let them re-attach.
-                if !same && self.solo_from.is_some_and(|from| self.pos.seq > from) {
-                    log::error!(
-                        "both trackers led alone (the link broke while both were running); \
-                         tracker {other}'s longer log wins and replaces this tracker's writes \
-                         since the break"
-                    );
-                }
                 self.close_all_clients();
             }
-            self.role = Role::Follower;
-            self.syncing = !same;
-            self.leader_commit = 0;
-            self.sent_ack = 0;
-            if !same {
+            if !v.same {
                 if let Some(Connection {
-                    kind: Kind::Peer(p),
+                    kind: ConnRole::Link(p),
                     ..
                 }) = self.conns.get_mut(key)
                 {
@@ -426,45 +448,50 @@ impl Server {
         }
     }
 
-    pub(super) fn close_all_clients(&mut self) {
+    fn close_all_clients(&mut self) {
         let keys: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c.kind, Kind::Client(_)))
+            .filter(|(_, c)| matches!(c.kind, ConnRole::Client(_)))
             .map(|(k, _)| k)
             .collect();
         for k in keys {
-            if let Some(Kind::Client(cl)) = self.conns.get_mut(k).map(|c| &mut c.kind) {
+            if let Some(ConnRole::Client(cl)) = self.conns.get_mut(k).map(|c| &mut c.kind) {
                 cl.session = None;
             }
             self.close(k);
         }
-        self.waiters.clear();
+        self.repl.waiters.clear();
     }
 
-    pub(super) fn on_link_msg(&mut self, key: usize, msg: LinkMsg, now: Instant) {
+    // ----- a live link ---------------------------------------------------------------------
+
+    fn on_link_msg(&mut self, key: usize, msg: LinkMsg, now: Instant) {
         match msg {
             LinkMsg::Ping => self.send(key, &LinkMsg::Pong.encode()),
             LinkMsg::Pong => {}
-            LinkMsg::SnapshotBegin { pos } if self.role == Role::Follower => {
+            LinkMsg::SnapshotBegin { pos } if self.repl.following() => {
                 if let Some(Connection {
-                    kind: Kind::Peer(p),
+                    kind: ConnRole::Link(p),
                     ..
                 }) = self.conns.get_mut(key)
                 {
-                    p.snapshot = Some((pos, Vec::new()));
-                    self.syncing = true;
+                    p.snapshot = Some(IncomingSnapshot {
+                        pos,
+                        lines: Vec::new(),
+                    });
+                    self.repl.snapshot_begins();
                 }
             }
-            LinkMsg::SnapshotEnd { count } if self.role == Role::Follower => {
+            LinkMsg::SnapshotEnd { count } if self.repl.following() => {
                 let taken = match self.conns.get_mut(key) {
                     Some(Connection {
-                        kind: Kind::Peer(p),
+                        kind: ConnRole::Link(p),
                         ..
                     }) => p.snapshot.take(),
                     _ => None,
                 };
-                let Some((pos, lines)) = taken else {
+                let Some(IncomingSnapshot { pos, lines }) = taken else {
                     return self.drop_conn(key, now);
                 };
                 if lines.len() != count {
@@ -474,30 +501,9 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                match State::from_snapshot_lines(lines.iter().map(String::as_str)) {
-                    Ok(state) => {
-                        if let Err(e) = self
-                            .journal
-                            .write_snapshot(lines.iter().map(String::as_str), pos)
-                        {
-                            log::error!("cannot store the leader's snapshot: {e}; stopping");
-                            self.shutdown = true;
-                            return;
-                        }
-                        self.state = state;
-                        self.pos = pos;
-                        self.commit = self.commit.min(pos.seq);
-                        self.syncing = false;
-                        self.sent_ack = 0;
-                        log::info!("caught up with the leader by snapshot at {}", pos.seq);
-                    }
-                    Err(e) => {
-                        log::error!("the leader's snapshot is invalid: {e}");
-                        self.drop_conn(key, now);
-                    }
-                }
+                self.install_snapshot(key, pos, &lines, now);
             }
-            LinkMsg::Op { fid, entry } if self.role == Role::Follower && !self.syncing => {
+            LinkMsg::Op { fid, entry } if self.repl.role() == Role::Follower => {
                 if entry.seq != self.pos.seq + 1 {
                     log::error!(
                         "leader sent entry {} after {}; resyncing",
@@ -515,67 +521,74 @@ impl Server {
                 self.pos.seq = entry.seq;
                 self.journal.append(&entry);
                 let seq = entry.seq;
-                if let Some(fwd) = fid.and_then(|f| self.forwards.remove(&f).map(|w| (f, w))) {
-                    let (fid, w) = fwd;
-                    self.bind_session(&entry.op, w.client);
-                    if let Some((ckey, id, tag)) = w.client {
-                        let slot = match result {
-                            Ok(reply) => Slot::Commit {
-                                seq,
-                                text: ok_text(tag, &reply),
-                            },
-                            Err(e) => {
-                                Slot::Ready(format!("{tag} err {} {}", e.code(), e.message()))
-                            }
-                        };
-                        self.resolve_forward(ckey, id, fid, slot);
+                if let Some((fid, w)) =
+                    fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
+                {
+                    self.bind_session(&entry.op, w.to);
+                    if let Some(to) = w.to {
+                        self.resolve_forward(to, fid, forward_outcome(to.tag, seq, result));
                     }
                 }
             }
-            LinkMsg::Commit { seq } if self.role == Role::Follower => {
-                self.leader_commit = self.leader_commit.max(seq);
-            }
-            LinkMsg::FwdErr { fid, code, message } if self.role == Role::Follower => {
-                if let Some(w) = self.forwards.remove(&fid) {
-                    if let Some((ckey, id, tag)) = w.client {
-                        self.resolve_forward(
-                            ckey,
-                            id,
-                            fid,
-                            Slot::Ready(format!("{tag} err {code} {message}")),
-                        );
-                    }
+            LinkMsg::Commit { seq } if self.repl.following() => self.repl.leader_committed(seq),
+            LinkMsg::FwdErr { fid, code, message } if self.repl.following() => {
+                if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
+                    let tag = to.tag;
+                    let outcome = QueuedReply::Ready(format!("{tag} err {code} {message}"));
+                    self.resolve_forward(to, fid, outcome);
                 }
             }
-            LinkMsg::FwdOk { fid, reply } if self.role == Role::Follower => {
-                if let Some(w) = self.forwards.remove(&fid) {
-                    if let Some((ckey, id, tag)) = w.client {
-                        self.resolve_forward(ckey, id, fid, Slot::Ready(ok_text(tag, &reply)));
-                    }
+            LinkMsg::FwdOk { fid, reply } if self.repl.following() => {
+                if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
+                    let outcome = QueuedReply::Ready(ok_text(to.tag, &reply));
+                    self.resolve_forward(to, fid, outcome);
                 }
             }
-            LinkMsg::Ack { seq } if self.role == Role::Leader => {
-                self.follower_ack = self.follower_ack.max(seq);
-            }
-            LinkMsg::Fwd { fid, origin, op } if self.role == Role::Leader => {
+            LinkMsg::Ack { seq } if self.repl.role() == Role::Leader => self.repl.acked(seq),
+            LinkMsg::Fwd { fid, origin, op } if self.repl.role() == Role::Leader => {
                 self.on_forwarded(fid, origin, op);
             }
             other => {
                 log::warn!(
                     "peer link: unexpected {:?} as {:?}; dropping it",
                     other.encode().split(' ').next(),
-                    self.role
+                    self.repl.role()
                 );
                 self.drop_conn(key, now);
             }
         }
     }
 
+    /// The leader's snapshot arrived whole: make it this tracker's state, durably.
+    fn install_snapshot(&mut self, key: usize, pos: Position, lines: &[String], now: Instant) {
+        match State::from_snapshot_lines(lines.iter().map(String::as_str)) {
+            Ok(state) => {
+                if let Err(e) = self
+                    .journal
+                    .write_snapshot(lines.iter().map(String::as_str), pos)
+                {
+                    log::error!("cannot store the leader's snapshot: {e}; stopping");
+                    self.shutdown = true;
+                    return;
+                }
+                self.state = state;
+                self.pos = pos;
+                self.repl.snapshot_installed(pos.seq);
+                log::info!("caught up with the leader by snapshot at {}", pos.seq);
+            }
+            Err(e) => {
+                log::error!("the leader's snapshot is invalid: {e}");
+                self.drop_conn(key, now);
+            }
+        }
+    }
+
     /// The leader orders a write its follower forwarded.
-    pub(super) fn on_forwarded(&mut self, fid: u64, origin: Option<Origin>, op: Op) {
+    fn on_forwarded(&mut self, fid: u64, origin: Option<Origin>, op: Op) {
         if let Some(o) = origin {
             if let Some(reply) = self.state.dedup(&o).map(str::to_string) {
-                self.fwd_waiters.push_back((self.pos.seq, fid, reply));
+                let seq = self.pos.seq;
+                self.repl.fwd_oks.push(HeldFwdOk { seq, fid, reply });
                 return;
             }
         }

@@ -1,26 +1,27 @@
 //! Client requests: parsing into actions, reads answered from the state, writes proposed,
 //! replies queued in request order.
 
+use super::ordering::QueuedReply;
 use super::*;
 
 impl Server {
-    pub(super) fn client(&mut self, key: usize) -> Option<&mut Client> {
+    pub(super) fn client(&mut self, key: usize) -> Option<&mut ClientConn> {
         match self.conns.get_mut(key).map(|c| &mut c.kind) {
-            Some(Kind::Client(cl)) => Some(cl),
+            Some(ConnRole::Client(cl)) => Some(cl),
             _ => None,
         }
     }
 
     /// Queues a reply in order: sent at once unless earlier replies still wait.
-    pub(super) fn push_reply(&mut self, key: usize, slot: Slot) {
+    pub(super) fn push_reply(&mut self, key: usize, slot: QueuedReply) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        let Kind::Client(cl) = &mut c.kind else {
+        let ConnRole::Client(cl) = &mut c.kind else {
             return;
         };
         match slot {
-            Slot::Ready(text) if cl.replies.is_empty() => {
+            QueuedReply::Ready(text) if cl.replies.is_empty() => {
                 let was_idle = c.conn.out_pending() == 0;
                 c.conn.send_line(&text);
                 if c.conn.out_pending() > OUTPUT_PAUSE {
@@ -35,7 +36,7 @@ impl Server {
     }
 
     pub(super) fn reply(&mut self, key: usize, text: String) {
-        self.push_reply(key, Slot::Ready(text));
+        self.push_reply(key, QueuedReply::Ready(text));
     }
 
     pub(super) fn reply_err(&mut self, key: usize, tag: u64, code: &str, message: &str) {
@@ -101,7 +102,7 @@ impl Server {
     pub(super) fn parse_error(&mut self, key: usize, e: ParseError) {
         if e.skip_lines > 0 {
             if let Some(cl) = self.client(key) {
-                cl.upload = Some(Upload {
+                cl.upload = Some(StagedUpload {
                     tag: e.tag,
                     target: None,
                     hashes: Vec::new(),
@@ -122,7 +123,7 @@ impl Server {
         let tag = req.tag;
         let origin = cl.instance.map(|instance| Origin { instance, tag });
         let session = cl.session.clone();
-        let from = self.conns.get(key).map(|c| (key, c.id, tag));
+        let from = self.reply_to(key, tag);
         // Everything but these needs a session.
         let needs_session = !matches!(
             req.verb,
@@ -155,12 +156,7 @@ impl Server {
             Verb::Ping => self.reply(key, format!("{tag} ok pong")),
             Verb::Digest => {
                 let d = self.state.digest();
-                let role = match self.role {
-                    Role::Leader if self.link_live() => "leader-paired",
-                    Role::Leader => "leader-solo",
-                    Role::Follower => "follower",
-                    Role::Waiting => "waiting",
-                };
+                let role = self.repl.describe();
                 self.reply(key, format!("{tag} ok {d} {} {role}", self.pos.seq));
             }
             Verb::CreateUser { user, password } => {
@@ -283,9 +279,9 @@ impl Server {
                 npieces,
             } => {
                 let lines = pieces::hash_line_count(npieces as usize);
-                let up = Upload {
+                let up = StagedUpload {
                     tag,
-                    target: Some((group, file, size)),
+                    target: Some(UploadTarget { group, file, size }),
                     hashes: Vec::with_capacity(npieces as usize),
                     lines_left: lines,
                     npieces: npieces as usize,
@@ -334,14 +330,14 @@ impl Server {
     /// `login`, so a scan of the connections is fine.
     pub(super) fn reap_dead_session_of(&mut self, user: &str) -> bool {
         // At a follower the close may already be handled, its logout on its way to the leader.
-        let logout_in_flight = self.forwards.values().any(|w| {
-            matches!(&w.op, Op::Logout { token } if self.state.session_user(token) == Some(user))
-        });
+        let logout_in_flight = self.repl.forwards.ops().any(
+            |op| matches!(op, Op::Logout { token } if self.state.session_user(token) == Some(user)),
+        );
         if logout_in_flight {
             return true;
         }
         let holder = self.conns.iter().find_map(|(k, c)| match &c.kind {
-            Kind::Client(cl) if !c.closing => cl
+            ConnRole::Client(cl) if !c.closing => cl
                 .session
                 .as_deref()
                 .filter(|t| self.state.session_user(t) == Some(user))
@@ -375,9 +371,9 @@ impl Server {
         }
     }
 
-    pub(super) fn finish_upload(&mut self, key: usize, up: Upload) {
+    pub(super) fn finish_upload(&mut self, key: usize, up: StagedUpload) {
         let tag = up.tag;
-        let Some((group, file, size)) = up.target else {
+        let Some(UploadTarget { group, file, size }) = up.target else {
             let bad = up.bad.unwrap_or_default();
             let (code, msg) = bad.split_once(' ').unwrap_or(("bad_request", ""));
             let code = code.to_string();
@@ -406,7 +402,7 @@ impl Server {
         let Some(token) = session else {
             return self.refuse(key, tag, &Refusal::NotLoggedIn);
         };
-        let from = self.conns.get(key).map(|c| (key, c.id, tag));
+        let from = self.reply_to(key, tag);
         self.propose(
             origin,
             Op::Upload {

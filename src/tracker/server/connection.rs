@@ -1,0 +1,78 @@
+//! What the loop holds per connection: the socket with its buffers and flags, and what the
+//! connection is (`ConnRole`): a client with its session, reply queue and staged upload, or
+//! the link to the other tracker.
+
+use super::ordering::ReplyQueue;
+use super::replication::LinkConn;
+use crate::net::conn::Conn;
+use crate::pieces::Hash;
+use crate::tracker::op::Token as SessionToken;
+use mio::net::TcpStream;
+use std::time::Instant;
+
+/// An `upload_file` whose hash lines are still arriving.
+pub(super) struct StagedUpload {
+    pub(super) tag: u64,
+    /// `None` when the request was refused: its hash lines are read and dropped.
+    pub(super) target: Option<UploadTarget>,
+    pub(super) hashes: Vec<Hash>,
+    pub(super) lines_left: usize,
+    pub(super) npieces: usize,
+    pub(super) bad: Option<String>,
+}
+
+/// Where a staged upload goes once its hashes are in.
+pub(super) struct UploadTarget {
+    pub(super) group: String,
+    pub(super) file: String,
+    pub(super) size: u64,
+}
+
+/// A client connection's own state.
+pub(super) struct ClientConn {
+    pub(super) instance: Option<u64>,
+    /// The session this connection acts as once its `login`/`attach` is applied; a drop
+    /// before logout proposes the logout.
+    pub(super) session: Option<SessionToken>,
+    /// Replies in request order; a write's waits for its commit or for its forward.
+    pub(super) replies: ReplyQueue,
+    pub(super) upload: Option<StagedUpload>,
+    /// A request line read but held back until forwarded writes return.
+    pub(super) deferred: Option<Vec<u8>>,
+}
+
+/// What a connection is: a client, or the link to (or a handshake with) the other tracker.
+pub(super) enum ConnRole {
+    Client(ClientConn),
+    Link(LinkConn),
+}
+
+pub(super) struct Connection {
+    pub(super) conn: Conn<TcpStream>,
+    /// Distinguishes this connection from a later one that reuses the slab key.
+    pub(super) id: u64,
+    pub(super) kind: ConnRole,
+    pub(super) writable: bool,
+    pub(super) paused: bool,
+    pub(super) closing: bool,
+    pub(super) last_heard: Instant,
+}
+
+impl Connection {
+    /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
+    pub(super) fn has_deferred(&self) -> bool {
+        matches!(&self.kind, ConnRole::Client(cl) if cl.deferred.is_some())
+    }
+}
+
+impl ClientConn {
+    pub(super) fn new() -> Self {
+        ClientConn {
+            instance: None,
+            session: None,
+            replies: ReplyQueue::default(),
+            upload: None,
+            deferred: None,
+        }
+    }
+}
