@@ -170,6 +170,72 @@ pub fn section(o: &mut String, r: &Results) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::net::TcpListener;
+
+    /// A stand-in for Redis on one connection: `+OK` (or `set_reply`) to each `SET`, `:1` to
+    /// each `WAIT`, until the client closes. Returns how many `WAIT`s it answered.
+    fn fake_redis(set_reply: &'static str) -> (std::net::SocketAddr, std::thread::JoinHandle<u64>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = l.local_addr().expect("local_addr");
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            let mut w = s.try_clone().expect("clone");
+            let mut waits = 0;
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { break };
+                let reply = if line.starts_with("WAIT") {
+                    waits += 1;
+                    ":1\r\n"
+                } else {
+                    set_reply
+                };
+                if w.write_all(reply.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            waits
+        });
+        (addr, h)
+    }
+
+    fn run_against(set_reply: &'static str) -> (Stats, u64) {
+        let (addr, server) = fake_redis(set_reply);
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        let mut conns = Conns::new(vec![stream], 1).expect("conns");
+        let plan = Plan {
+            depth: 4,
+            warmup: Duration::from_millis(20),
+            measure: Duration::from_millis(150),
+        };
+        let st = conns.run(Proto::RedisPairs, plan, |c, tag, out| {
+            out.extend_from_slice(format!("SET r{c}x{tag} 1\r\nWAIT 1 0\r\n").as_bytes())
+        });
+        drop(conns);
+        let waits = server.join().expect("fake server");
+        (st.expect("the run"), waits)
+    }
+
+    #[test]
+    fn a_set_and_its_wait_count_as_one_request() {
+        // Counting each reply as a request would pop a second send time that does not exist:
+        // the run would fail with "a reply nobody asked for".
+        let (st, waits) = run_against("+OK\r\n");
+        assert!(st.replies > 0);
+        assert!(
+            st.replies <= waits,
+            "{} replies for {waits} WAITs",
+            st.replies
+        );
+        assert_eq!(st.errors, 0);
+    }
+
+    #[test]
+    fn an_error_to_the_set_marks_the_pair_as_an_error() {
+        let (st, waits) = run_against("-ERR out of memory\r\n");
+        assert!(st.errors > 0 && st.errors <= waits);
+        assert!(st.first_error.unwrap_or_default().contains("out of memory"));
+    }
 
     #[test]
     fn replica_online_needs_the_online_state() {
