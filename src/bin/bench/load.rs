@@ -15,6 +15,8 @@ pub enum Proto {
     Tracker,
     /// `+...`, `-...`, `:...`, `$-1`, `$<n>` + n bytes + CRLF.
     Redis,
+    /// Redis, but each request is two commands (`SET` then `WAIT`): two replies make one.
+    RedisPairs,
 }
 
 /// How one case runs.
@@ -55,6 +57,8 @@ struct Parser {
     owed_lines: usize,
     /// Whether the reply being parsed is an error, and its text.
     err: Option<String>,
+    /// RedisPairs: the first reply of the current pair has arrived.
+    half: bool,
 }
 
 enum Parsed {
@@ -74,6 +78,18 @@ impl Parser {
         let line = &buf[..nl];
         let used = nl + 1;
         match proto {
+            Proto::RedisPairs => match self.step(Proto::Redis, buf)? {
+                Parsed::Reply(k, err) if !self.half => {
+                    self.half = true;
+                    self.err = err;
+                    Ok(Parsed::Partial(k))
+                }
+                Parsed::Reply(k, err) => {
+                    self.half = false;
+                    Ok(Parsed::Reply(k, self.err.take().or(err)))
+                }
+                other => Ok(other),
+            },
             Proto::Tracker => {
                 if self.owed_lines > 0 {
                     self.owed_lines -= 1;

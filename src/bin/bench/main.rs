@@ -6,13 +6,16 @@
 //!
 //! Helper mode (used by the bench itself): `bench --hold-idle <addr> <n> <mode>`.
 
+mod charts;
 mod clients;
 mod failover;
 mod idle;
 mod load;
 mod procs;
+mod redis_pair;
 mod report;
 mod servers;
+mod svg;
 mod transfer;
 
 use load::{Conns, Plan, Proto, Stats};
@@ -95,6 +98,12 @@ pub struct LoadRow {
 pub struct Results {
     pub redis_version: Option<String>,
     pub load: Vec<LoadRow>,
+    /// The replicated-write anchor (Redis primary + replica, `WAIT 1 0`), per depth.
+    pub redis_pair: Vec<redis_pair::AnchorRow>,
+    /// Flash-crowd completion times, for the chart (empty until that case is measured).
+    pub flash_crowd_times: Vec<charts::FlashCrowdTimes>,
+    /// The SVG figures written beside the report.
+    pub figures: Vec<charts::Figure>,
     pub idle: Vec<(String, Result<idle::IdleResult, String>)>,
     pub download_bound: Option<Result<transfer::Rate, String>>,
     /// CPU time of the bound's receiving thread, seconds.
@@ -218,11 +227,13 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
     part_c(&s, &tracker_bin, &client_bin, &mut r)?;
     r.elapsed = t_start.elapsed().as_secs_f64();
 
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    charts::write_all(&s, &mut r, dir)?;
     let text = report::render(&s, &r);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
     std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     print!("{text}");
     eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
@@ -283,10 +294,23 @@ fn part_a(
         Some(bin) => Some(RedisSide::start(s, bin)?),
         None => None,
     };
+    let mut anchor = match redis_bin {
+        Some(bin) => match redis_pair::RedisPair::start(s, bin) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                r.notes.push(format!(
+                    "the Redis primary + replica anchor could not start: {e}"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let mut pair = servers::TrackerPair::start(tracker_bin, "a")?;
-    part_a_tracker(s, &mut pair, redis.as_mut(), r)
+    part_a_tracker(s, &mut pair, redis.as_mut(), anchor.as_mut(), r)
         .map_err(|e| format!("{e}\n{}", pair.log_tail()))?;
     drop(pair);
+    drop(anchor);
     let mut single = servers::TrackerPair::start_single(tracker_bin, "a1")?;
     part_a_single(s, &mut single, redis.as_mut(), r)
         .map_err(|e| format!("{e}\n{}", single.log_tail()))
@@ -326,6 +350,7 @@ fn part_a_tracker(
     s: &Settings,
     pair: &mut servers::TrackerPair,
     mut redis: Option<&mut RedisSide>,
+    mut anchor: Option<&mut redis_pair::RedisPair>,
     r: &mut Results,
 ) -> Result<(), String> {
     // One group, so list_groups has a one-line answer (comparable to a small GET).
@@ -383,6 +408,11 @@ fn part_a_tracker(
             tracker: st,
             redis: red,
         });
+        if let Some(a) = anchor.as_deref_mut().filter(|_| write && at == lead) {
+            eprintln!("bench:   Redis primary + replica, SET + WAIT 1 0, depth {depth}");
+            let stats = a.run(s.plan(depth))?;
+            r.redis_pair.push(redis_pair::AnchorRow { depth, stats });
+        }
     }
     Ok(())
 }

@@ -50,6 +50,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     );
 
     targets(&mut o, r);
+    crate::charts::section(&mut o, r);
     part_a(&mut o, s, r);
     part_b(&mut o, r);
     part_c(&mut o, r);
@@ -71,7 +72,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     o
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
+pub fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "**met**",
         Some(false) => "**not met**",
@@ -122,6 +123,7 @@ fn targets(o: &mut String, r: &Results) {
             }
         }
     }
+    crate::redis_pair::target_rows(o, r);
     for (what, res) in r.idle.iter().filter(|(w, _)| w.starts_with("tracker")) {
         let redis = r
             .idle
@@ -345,6 +347,7 @@ fn part_a(o: &mut String, s: &Settings, r: &Results) {
         "\nEach Redis case runs right after its tracker case (same depth, same connection \
          count), so both see the same state of the shared machine.\n"
     );
+    crate::redis_pair::section(o, r);
 }
 
 fn part_b(o: &mut String, r: &Results) {
@@ -641,7 +644,7 @@ pub fn thousands(x: f64) -> String {
     out
 }
 
-fn us(x: f64) -> String {
+pub fn us(x: f64) -> String {
     if x.is_nan() {
         "–".into()
     } else if x < 1000.0 {
