@@ -209,7 +209,7 @@ impl App {
                 "warning: {bound} is not an address other peers can reach; give this machine's IP address"
             ));
         }
-        let instance = format!("{:016x}", runtime::random_u64());
+        let instance = runtime::random_hex(8);
         let now = Instant::now();
         let link = TrackerLink::new(
             config.trackers.clone(),
