@@ -12,7 +12,8 @@ use super::peers::{DownloadId, DownloadSpec, HashJobId, PeerEvent, PeerInfo, Pee
 use super::report;
 use super::shares::{self, FileCheck, Share, ShareStore};
 use super::shell::{self, Command};
-use super::tracker_link::{Kind, LinkEvent, Reply, Session, TrackerLink, TRACKER_TOKEN};
+use super::tracker_link::{LinkEvent, RequestClass, Session, TrackerLink, TRACKER_TOKEN};
+use crate::protocol::tracker::{ErrorCode, Reply};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet};
 use crate::runtime::{self, SignalPipe};
@@ -219,7 +220,7 @@ impl App {
                 "warning: {bound} is not an address other peers can reach; give this machine's IP address"
             ));
         }
-        let instance = format!("{:016x}", runtime::random_u64());
+        let instance = runtime::random_u64();
         let now = Instant::now();
         let link = TrackerLink::new(
             config.trackers.clone(),
@@ -334,8 +335,8 @@ impl App {
         }
     }
 
-    fn send(&mut self, kind: Kind, line: String, extra: Vec<String>, now: Instant) -> u64 {
-        self.link.send(self.poll.registry(), kind, line, extra, now)
+    fn send(&mut self, class: RequestClass, line: String, extra: Vec<String>, now: Instant) -> u64 {
+        self.link.send(self.poll.registry(), class, line, extra, now)
     }
 
     fn set_pending(&mut self, p: Pending, now: Instant) {
@@ -433,7 +434,7 @@ impl App {
     fn begin_closing(&mut self, now: Instant) {
         self.flush_haves(now, true);
         if self.user.is_some() && self.link.session().is_some() {
-            let tag = self.send(Kind::Write, "logout".into(), vec![], now);
+            let tag = self.send(RequestClass::Write, "logout".into(), vec![], now);
             self.closing_tag = Some(tag);
             self.stage = Stage::Closing {
                 deadline: now + LOGOUT_WAIT,
@@ -477,7 +478,7 @@ impl App {
             }
             CreateUser { user, password } => {
                 let tag = self.send(
-                    Kind::Write,
+                    RequestClass::Write,
                     format!("create_user {user} {password}"),
                     vec![],
                     now,
@@ -492,7 +493,7 @@ impl App {
                     ));
                 }
                 let line = format!("login {user} {password} {}", self.advertise);
-                let tag = self.send(Kind::Write, line, vec![], now);
+                let tag = self.send(RequestClass::Write, line, vec![], now);
                 let (user, password) = (user.clone(), password.clone());
                 self.set_pending(
                     Pending::Login {
@@ -505,44 +506,44 @@ impl App {
                 );
             }
             CreateGroup { group } => self.simple(
-                Kind::Write,
+                RequestClass::Write,
                 format!("create_group {group}"),
                 cmd.clone(),
                 now,
             ),
             JoinGroup { group } => {
-                self.simple(Kind::Write, format!("join_group {group}"), cmd.clone(), now)
+                self.simple(RequestClass::Write, format!("join_group {group}"), cmd.clone(), now)
             }
             LeaveGroup { group } => self.simple(
-                Kind::Write,
+                RequestClass::Write,
                 format!("leave_group {group}"),
                 cmd.clone(),
                 now,
             ),
             ListRequests { group } => self.simple(
-                Kind::Read,
+                RequestClass::Read,
                 format!("list_requests {group}"),
                 cmd.clone(),
                 now,
             ),
             AcceptRequest { group, user } => self.simple(
-                Kind::Write,
+                RequestClass::Write,
                 format!("accept_request {group} {user}"),
                 cmd.clone(),
                 now,
             ),
-            ListGroups => self.simple(Kind::Read, "list_groups".into(), cmd.clone(), now),
+            ListGroups => self.simple(RequestClass::Read, "list_groups".into(), cmd.clone(), now),
             ListFiles { group } => {
-                self.simple(Kind::Read, format!("list_files {group}"), cmd.clone(), now)
+                self.simple(RequestClass::Read, format!("list_files {group}"), cmd.clone(), now)
             }
             StopShare { group, file } => self.simple(
-                Kind::Write,
+                RequestClass::Write,
                 format!("stop_share {group} {file}"),
                 cmd.clone(),
                 now,
             ),
             Logout => {
-                let tag = self.send(Kind::Write, "logout".into(), vec![], now);
+                let tag = self.send(RequestClass::Write, "logout".into(), vec![], now);
                 self.set_pending(Pending::Logout { cmd, tag }, now);
             }
             UploadFile { path, group } => {
@@ -556,8 +557,8 @@ impl App {
         }
     }
 
-    fn simple(&mut self, kind: Kind, line: String, cmd: Command, now: Instant) {
-        let tag = self.send(kind, line, vec![], now);
+    fn simple(&mut self, class: RequestClass, line: String, cmd: Command, now: Instant) {
+        let tag = self.send(class, line, vec![], now);
         self.set_pending(Pending::Simple { cmd, tag }, now);
     }
 
@@ -618,7 +619,7 @@ impl App {
             ));
         }
         let tag = self.send(
-            Kind::Read,
+            RequestClass::Read,
             format!("download_file {group} {file}"),
             vec![],
             now,
@@ -722,11 +723,14 @@ impl App {
             } if t == tag => self.on_login_reply(cmd, user, password, reply, now),
             Pending::Logout { cmd, tag: t } if t == tag => match reply {
                 Reply::Ok(_) => self.after_logout("logged out"),
-                Reply::Err { code, .. } if code == "not_logged_in" => {
+                Reply::Err {
+                    code: ErrorCode::NotLoggedIn,
+                    ..
+                } => {
                     self.after_logout("logged out")
                 }
                 Reply::Err { code, message } => {
-                    self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                    self.fail(&report::tracker_error(&cmd, None, code, &message))
                 }
                 Reply::List { .. } => self.fail("the tracker sent an unexpected reply"),
             },
@@ -810,7 +814,7 @@ impl App {
             }
         };
         // A stop_share of a share the tracker no longer has still stops it here.
-        if let (StopShare { group, file }, "not_seeder") = (&cmd, code.as_str()) {
+        if let (StopShare { group, file }, ErrorCode::NotSeeder) = (&cmd, code) {
             let known = self
                 .user
                 .as_ref()
@@ -825,7 +829,7 @@ impl App {
                 return self.done(&format!("stopped sharing {file} in group {group}"));
             }
         }
-        self.fail(&report::tracker_error(&cmd, None, &code, &message));
+        self.fail(&report::tracker_error(&cmd, None, code, &message));
     }
 
     fn on_login_reply(
@@ -842,7 +846,7 @@ impl App {
                 return self.fail("the tracker sent an unexpected reply to login")
             }
             Reply::Err { code, message } => {
-                return self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                return self.fail(&report::tracker_error(&cmd, None, code, &message))
             }
         };
         self.link.set_session(Some(Session {
@@ -895,7 +899,7 @@ impl App {
                             "upload_file {} {} {} {npieces}",
                             share.group, share.file, share.size
                         );
-                        let tag = self.send(Kind::Write, line, extra, now);
+                        let tag = self.send(RequestClass::Write, line, extra, now);
                         let step = ResumeStep::Upload {
                             tag,
                             share,
@@ -918,7 +922,7 @@ impl App {
             console::err(&format!("warning: no longer sharing {what}: {problem}"));
             let _ = store.forget(&share.group, &share.file);
             let tag = self.send(
-                Kind::Write,
+                RequestClass::Write,
                 format!("stop_share {} {}", share.group, share.file),
                 vec![],
                 now,
@@ -978,14 +982,17 @@ impl App {
                         path: share.path.clone(),
                         group: share.group.clone(),
                     };
-                    let why = report::tracker_error(&cmd, Some(&share.file), &code, &message);
+                    let why = report::tracker_error(&cmd, Some(&share.file), code, &message);
                     console::err(&format!(
                         "warning: could not resume sharing {} in group {}: {why}",
                         share.file, share.group
                     ));
                     if matches!(
-                        code.as_str(),
-                        "content_mismatch" | "no_such_group" | "not_member" | "invalid_name"
+                        code,
+                        ErrorCode::ContentMismatch
+                            | ErrorCode::NoSuchGroup
+                            | ErrorCode::NotMember
+                            | ErrorCode::InvalidName
                     ) {
                         if let Some(u) = &self.user {
                             let _ = u.store.forget(&share.group, &share.file);
@@ -1151,7 +1158,7 @@ impl App {
             Reply::Err { code, message } => self.fail(&report::tracker_error(
                 &cmd,
                 Some(&up.file),
-                &code,
+                code,
                 &message,
             )),
             Reply::List { .. } => self.fail("the tracker sent an unexpected reply to upload_file"),
@@ -1170,7 +1177,7 @@ impl App {
         let (head, lines) = match reply {
             Reply::List { head, lines } => (head, lines),
             Reply::Err { code, message } => {
-                return self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                return self.fail(&report::tracker_error(&cmd, None, code, &message))
             }
             Reply::Ok(_) => {
                 return self.fail("the tracker sent an unexpected reply to download_file")
@@ -1330,7 +1337,7 @@ impl App {
             size,
             hashes.len()
         );
-        let tag = self.send(Kind::Write, line, extra, now);
+        let tag = self.send(RequestClass::Write, line, extra, now);
         self.set_pending(
             Pending::Uploading {
                 cmd,
@@ -1384,7 +1391,7 @@ impl App {
             // No piece, so no `have`: the tracker learns of the new seeder this way (the
             // same content under the same name adds a seeder).
             let tag = self.send(
-                Kind::Write,
+                RequestClass::Write,
                 format!("upload_file {group} {file} 0 0"),
                 vec![],
                 now,
@@ -1422,7 +1429,7 @@ impl App {
         d.last_peers = Some(now);
         let tag = self
             .link
-            .send(self.poll.registry(), Kind::Read, line, vec![], now);
+            .send(self.poll.registry(), RequestClass::Read, line, vec![], now);
         if let Some(d) = self.downloads.get_mut(&id) {
             d.peers_tag = Some(tag);
         }
@@ -1435,7 +1442,7 @@ impl App {
             return;
         }
         for (g, f, ranges) in self.haves.take() {
-            let tag = self.send(Kind::Have, format!("have {g} {f} {ranges}"), vec![], now);
+            let tag = self.send(RequestClass::Have, format!("have {g} {f} {ranges}"), vec![], now);
             self.background.insert(tag, Background::Have);
         }
     }

@@ -1,2 +1,3 @@
 //! Message formats that cross sockets, pure and fuzzable.
 pub mod peer;
+pub mod tracker;

@@ -12,7 +12,7 @@ mod ordering;
 mod replication;
 mod requests;
 
-use super::commands::{self, ParseError, Request, Verb};
+use crate::protocol::tracker::{self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb};
 use super::journal::{Journal, Position};
 use super::link::{self, LinkMsg};
 use super::op::{Entry, Op, Origin, Token as SessionToken};
@@ -106,7 +106,8 @@ struct Upload {
     hashes: Vec<Hash>,
     lines_left: usize,
     npieces: usize,
-    bad: Option<String>,
+    /// The refusal to answer once the hash lines are read.
+    bad: Option<ErrorReply>,
 }
 
 struct Client {
@@ -575,7 +576,11 @@ impl Server {
                     } else {
                         MAX_LINE
                     };
-                    let msg = format!("0 err line_too_long a line is longer than {limit} bytes");
+                    let msg = proto::encode_err(
+                        0,
+                        ErrorCode::LineTooLong,
+                        &format!("a line is longer than {limit} bytes"),
+                    );
                     self.send(key, &msg);
                     self.drop_conn(key, now);
                     return;
@@ -848,14 +853,6 @@ impl Server {
     }
 }
 
-fn ok_text(tag: u64, reply: &str) -> String {
-    if reply.is_empty() {
-        format!("{tag} ok")
-    } else {
-        format!("{tag} ok {reply}")
-    }
-}
-
 fn new_token() -> SessionToken {
     let mut b = [0u8; 16];
     if runtime::random_bytes(&mut b).is_err() {
@@ -880,7 +877,8 @@ fn refuse(stream: TcpStream, why: &str) {
 fn refuse_ref(stream: &TcpStream, why: &str) {
     use std::io::Write;
     let mut s = stream;
-    let _ = s.write(format!("0 err too_many_connections {why}\n").as_bytes());
+    let line = proto::encode_err(0, ErrorCode::TooManyConnections, why);
+    let _ = s.write(format!("{line}\n").as_bytes());
 }
 
 impl Connection {

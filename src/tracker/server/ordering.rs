@@ -48,7 +48,7 @@ impl Server {
                 // Not serving: only connection drops get here; their sessions do not exist in
                 // a state that has not synced yet.
                 if let Some((key, _, tag)) = from {
-                    self.reply_err(key, tag, "unavailable", "this tracker is not serving");
+                    self.reply_err(key, tag, ErrorCode::Unavailable, "this tracker is not serving");
                 }
             }
         }
@@ -99,7 +99,7 @@ impl Server {
         });
         if let Some((key, _, tag)) = alive {
             match result {
-                Ok(reply) => self.push_commit_reply(key, seq, ok_text(tag, &reply)),
+                Ok(reply) => self.push_commit_reply(key, seq, proto::encode_ok(tag, &reply)),
                 Err(r) => self.refuse(key, tag, &r),
             }
         }

@@ -77,9 +77,9 @@ impl Server {
         let slot = match r {
             Ok((seq, reply)) => Slot::Commit {
                 seq,
-                text: ok_text(tag, &reply),
+                text: proto::encode_ok(tag, &reply),
             },
-            Err(e) => Slot::Ready(format!("{tag} err {} {}", e.code(), e.message())),
+            Err(e) => Slot::Ready(proto::encode_err(tag, e.code(), &e.message())),
         };
         self.resolve_forward(key, id, fid, slot);
     }
@@ -225,7 +225,7 @@ impl Server {
                 self.reply_err(
                     key,
                     0,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "peer-link command on a client connection",
                 );
                 return;
@@ -522,10 +522,10 @@ impl Server {
                         let slot = match result {
                             Ok(reply) => Slot::Commit {
                                 seq,
-                                text: ok_text(tag, &reply),
+                                text: proto::encode_ok(tag, &reply),
                             },
                             Err(e) => {
-                                Slot::Ready(format!("{tag} err {} {}", e.code(), e.message()))
+                                Slot::Ready(proto::encode_err(tag, e.code(), &e.message()))
                             }
                         };
                         self.resolve_forward(ckey, id, fid, slot);
@@ -542,7 +542,7 @@ impl Server {
                             ckey,
                             id,
                             fid,
-                            Slot::Ready(format!("{tag} err {code} {message}")),
+                            Slot::Ready(proto::encode_err(tag, code, &message)),
                         );
                     }
                 }
@@ -550,7 +550,7 @@ impl Server {
             LinkMsg::FwdOk { fid, reply } if self.role == Role::Follower => {
                 if let Some(w) = self.forwards.remove(&fid) {
                     if let Some((ckey, id, tag)) = w.client {
-                        self.resolve_forward(ckey, id, fid, Slot::Ready(ok_text(tag, &reply)));
+                        self.resolve_forward(ckey, id, fid, Slot::Ready(proto::encode_ok(tag, &reply)));
                     }
                 }
             }
@@ -582,7 +582,7 @@ impl Server {
         if matches!(op, Op::Term { .. } | Op::Detach { .. }) {
             self.send_link(&LinkMsg::FwdErr {
                 fid,
-                code: "bad_request".into(),
+                code: ErrorCode::BadRequest,
                 message: "not a client operation".into(),
             });
             return;
@@ -593,7 +593,7 @@ impl Server {
             }
             Err(r) => self.send_link(&LinkMsg::FwdErr {
                 fid,
-                code: r.code().to_string(),
+                code: r.code(),
                 message: r.message(),
             }),
         }
