@@ -82,10 +82,10 @@ fn every_command_for_every_role() {
             cell += 1;
             // A fresh group per cell: owner o, member m, pending request from x, file f by o.
             let g = format!("g{cell}");
-            owner.ok(&format!("create_group {g}"));
-            member.ok(&format!("join_group {g}"));
-            owner.ok(&format!("accept_request {g} m"));
-            asker.ok(&format!("join_group {g}"));
+            owner.ok(&v::create_group(&g));
+            member.ok(&v::join_group(&g));
+            owner.ok(&v::accept_request(&g, "m"));
+            asker.ok(&v::join_group(&g));
             assert_eq!(owner.upload(&g, "f", 1000, 1)[0], "ok new");
             let who: &mut Conn = match role {
                 0 => &mut anon,
@@ -138,8 +138,8 @@ fn names_outside_the_rules_are_refused_with_a_clear_error() {
     let long = "g".repeat(65);
     a.err(&format!("create_group {long}"), "invalid_name");
     let long_file = "f".repeat(256);
-    a.ok("create_group ok_group");
+    a.ok(&v::create_group("ok_group"));
     let r = a.upload("ok_group", &long_file, 10, 1);
     assert!(r[0].starts_with("err invalid_name"), "{r:?}");
-    a.ok("ping");
+    a.ok(&Verb::Ping);
 }

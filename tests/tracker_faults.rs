@@ -39,7 +39,7 @@ fn writer(
                 if !hello[0].starts_with("ok") {
                     return None;
                 }
-                let r = c.try_req(&format!("login {name} pw 127.0.0.1:1")).ok()?;
+                let r = c.try_req(&v::login(&name, "pw", "127.0.0.1:1")).ok()?;
                 r[0].starts_with("ok").then_some(c)
             });
             if c.is_none() {
@@ -52,7 +52,7 @@ fn writer(
         n += 1;
         let group = format!("{name}-{n}");
         let Some(c) = conn.as_mut() else { continue };
-        match c.try_req(&format!("create_group {group}")) {
+        match c.try_req(&v::create_group(&group)) {
             Ok(r) if r[0] == "ok" => {
                 acked.lock().expect("lock").insert(group);
             }
@@ -70,8 +70,8 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
     let mut cl = Cluster::start(2);
     {
         let mut setup = cl.conn(1);
-        setup.ok("create_user w1 pw");
-        setup.ok("create_user w2 pw");
+        setup.ok(&v::create_user("w1", "pw"));
+        setup.ok(&v::create_user("w2", "pw"));
     }
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -110,8 +110,8 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
         c.ok("create_user checker{n} pw"
             .replace("{n}", &n.to_string())
             .as_str());
-        c.ok(&format!("login checker{n} pw 127.0.0.1:1"));
-        let groups: BTreeSet<String> = c.req("list_groups")[1..]
+        c.ok(&v::login(&format!("checker{n}"), "pw", "127.0.0.1:1"));
+        let groups: BTreeSet<String> = c.req(&Verb::ListGroups)[1..]
             .iter()
             .map(|l| l.split(' ').next().unwrap_or("").to_string())
             .collect();

@@ -13,9 +13,9 @@ use super::report;
 use super::shares::{self, FileCheck, Share, ShareStore};
 use super::shell::{self, Command};
 use super::tracker_link::{LinkEvent, RequestClass, Session, TrackerLink, TRACKER_TOKEN};
-use crate::protocol::tracker::{ErrorCode, Reply};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet};
+use crate::protocol::tracker::{ErrorCode, Reply};
 use crate::runtime::{self, SignalPipe};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -336,7 +336,8 @@ impl App {
     }
 
     fn send(&mut self, class: RequestClass, line: String, extra: Vec<String>, now: Instant) -> u64 {
-        self.link.send(self.poll.registry(), class, line, extra, now)
+        self.link
+            .send(self.poll.registry(), class, line, extra, now)
     }
 
     fn set_pending(&mut self, p: Pending, now: Instant) {
@@ -511,9 +512,12 @@ impl App {
                 cmd.clone(),
                 now,
             ),
-            JoinGroup { group } => {
-                self.simple(RequestClass::Write, format!("join_group {group}"), cmd.clone(), now)
-            }
+            JoinGroup { group } => self.simple(
+                RequestClass::Write,
+                format!("join_group {group}"),
+                cmd.clone(),
+                now,
+            ),
             LeaveGroup { group } => self.simple(
                 RequestClass::Write,
                 format!("leave_group {group}"),
@@ -533,9 +537,12 @@ impl App {
                 now,
             ),
             ListGroups => self.simple(RequestClass::Read, "list_groups".into(), cmd.clone(), now),
-            ListFiles { group } => {
-                self.simple(RequestClass::Read, format!("list_files {group}"), cmd.clone(), now)
-            }
+            ListFiles { group } => self.simple(
+                RequestClass::Read,
+                format!("list_files {group}"),
+                cmd.clone(),
+                now,
+            ),
             StopShare { group, file } => self.simple(
                 RequestClass::Write,
                 format!("stop_share {group} {file}"),
@@ -726,9 +733,7 @@ impl App {
                 Reply::Err {
                     code: ErrorCode::NotLoggedIn,
                     ..
-                } => {
-                    self.after_logout("logged out")
-                }
+                } => self.after_logout("logged out"),
                 Reply::Err { code, message } => {
                     self.fail(&report::tracker_error(&cmd, None, code, &message))
                 }
@@ -1155,12 +1160,9 @@ impl App {
                     if npieces == 1 { "" } else { "s" }
                 ));
             }
-            Reply::Err { code, message } => self.fail(&report::tracker_error(
-                &cmd,
-                Some(&up.file),
-                code,
-                &message,
-            )),
+            Reply::Err { code, message } => {
+                self.fail(&report::tracker_error(&cmd, Some(&up.file), code, &message))
+            }
             Reply::List { .. } => self.fail("the tracker sent an unexpected reply to upload_file"),
         }
     }
@@ -1442,7 +1444,12 @@ impl App {
             return;
         }
         for (g, f, ranges) in self.haves.take() {
-            let tag = self.send(RequestClass::Have, format!("have {g} {f} {ranges}"), vec![], now);
+            let tag = self.send(
+                RequestClass::Have,
+                format!("have {g} {f} {ranges}"),
+                vec![],
+                now,
+            );
             self.background.insert(tag, Background::Have);
         }
     }

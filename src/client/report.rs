@@ -221,7 +221,12 @@ mod tests {
             file: "a.txt".into(),
         };
         assert!(tracker_error(&c, None, ErrorCode::NotSeeder, "").contains("'a.txt'"));
-        let e = tracker_error(&Command::ListGroups, None, ErrorCode::Unknown, "something odd");
+        let e = tracker_error(
+            &Command::ListGroups,
+            None,
+            ErrorCode::Unknown,
+            "something odd",
+        );
         assert_eq!(e, "the tracker refused the request: something odd");
     }
 }

@@ -6,7 +6,6 @@ use crate::names::{self, NameKind};
 use crate::protocol::tracker::MAX_PASSWORD;
 use std::path::PathBuf;
 
-
 /// One command of the contract, arguments checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {

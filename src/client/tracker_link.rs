@@ -452,7 +452,8 @@ impl TrackerLink {
                 Reply::List { .. } => self.fail(registry, now, true),
             },
             LinkState::Retrying { tag: t, .. } if t == tag => {
-                let not_done = matches!(&reply, Reply::Err { code, .. } if *code == ErrorCode::NotLoggedIn);
+                let not_done =
+                    matches!(&reply, Reply::Err { code, .. } if *code == ErrorCode::NotLoggedIn);
                 if !not_done {
                     let line = self
                         .in_flight
@@ -518,7 +519,11 @@ impl TrackerLink {
     /// with `not_logged_in`, which sends it again after the attach.
     fn after_hello(&mut self, registry: &Registry, now: Instant) {
         if self.session.is_some() {
-            if let Some(w) = self.in_flight.iter().find(|r| r.class == RequestClass::Write) {
+            if let Some(w) = self
+                .in_flight
+                .iter()
+                .find(|r| r.class == RequestClass::Write)
+            {
                 let conn = self.conn.as_mut().expect("connected");
                 conn.send_line(&format!("{} {}", w.tag, w.line));
                 for x in &w.extra {
@@ -607,7 +612,12 @@ impl TrackerLink {
             return;
         };
         while let Some(front) = self.queue.front() {
-            if front.class == RequestClass::Write && self.in_flight.iter().any(|r| r.class == RequestClass::Write) {
+            if front.class == RequestClass::Write
+                && self
+                    .in_flight
+                    .iter()
+                    .any(|r| r.class == RequestClass::Write)
+            {
                 break;
             }
             let r = self.queue.pop_front().expect("front exists");
@@ -751,13 +761,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(16);
         let now = Instant::now();
-        let mut link = TrackerLink::new(
-            addrs,
-            0,
-            0xab,
-            "127.0.0.1:7000".parse().unwrap(),
-            now,
-        );
+        let mut link = TrackerLink::new(addrs, 0, 0xab, "127.0.0.1:7000".parse().unwrap(), now);
         let reg = poll.registry().try_clone().unwrap();
         let mut got = Vec::new();
         let mut step = |link: &mut TrackerLink, got: &mut Vec<LinkEvent>| {

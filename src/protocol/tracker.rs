@@ -605,7 +605,13 @@ impl Reply {
     /// `ok` followed by `words` as they are: the reply words a write stored for
     /// deduplication are kept as one string.
     pub fn ok(words: &str) -> Reply {
-        Reply::Ok(words.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect())
+        Reply::Ok(
+            words
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
     }
 
     pub fn err(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -641,6 +647,34 @@ impl Reply {
                 text
             }
             Reply::Err { code, message } => format!("{tag} err {code} {message}"),
+        }
+    }
+}
+
+/// What a successful write answers after `ok`. The trackers keep its words for
+/// deduplication (a retried write gets them again), so they are stored as text: `words`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteReply {
+    /// A plain `ok`.
+    Done,
+    /// `login`: the session token.
+    Token(String),
+    /// `attach`: the session's user.
+    User(String),
+    /// `upload_file` of a name new in the group: `ok new`.
+    NewFile,
+    /// `upload_file` of content already shared under that name: `ok seeder`.
+    Seeder,
+}
+
+impl WriteReply {
+    /// The words after `ok`, `""` for a plain one.
+    pub fn words(&self) -> &str {
+        match self {
+            WriteReply::Done => "",
+            WriteReply::Token(w) | WriteReply::User(w) => w,
+            WriteReply::NewFile => "new",
+            WriteReply::Seeder => "seeder",
         }
     }
 }
@@ -1088,21 +1122,26 @@ mod tests {
             (name(), name()).prop_map(|(group, user)| Verb::AcceptRequest { group, user }),
             Just(Verb::ListGroups),
             name().prop_map(|group| Verb::ListFiles { group }),
-            (name(), name(), 0u64..=MAX_PIECES * pieces::PIECE_SIZE).prop_map(|(group, file, size)| Verb::UploadFile {
-                group,
-                file,
-                size,
-                npieces: pieces::piece_count(size)
-            }),
+            (name(), name(), 0u64..=MAX_PIECES * pieces::PIECE_SIZE).prop_map(
+                |(group, file, size)| Verb::UploadFile {
+                    group,
+                    file,
+                    size,
+                    npieces: pieces::piece_count(size)
+                }
+            ),
             (name(), name()).prop_map(|(group, file)| Verb::DownloadFile { group, file }),
             (name(), name()).prop_map(|(group, file)| Verb::Peers { group, file }),
-            (name(), name(), proptest::collection::btree_set(0usize..5000, 1..40)).prop_map(
-                |(group, file, set)| Verb::Have {
+            (
+                name(),
+                name(),
+                proptest::collection::btree_set(0usize..5000, 1..40)
+            )
+                .prop_map(|(group, file, set)| Verb::Have {
                     group,
                     file,
                     pieces: set.into_iter().collect()
-                }
-            ),
+                }),
             (name(), name()).prop_map(|(group, file)| Verb::StopShare { group, file }),
             Just(Verb::Ping),
             Just(Verb::Digest),

@@ -5,7 +5,9 @@
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, HASHES_PER_LINE, MAX_PIECES};
-use crate::protocol::tracker::{DownloadReply, ErrorCode, FileLine, GroupLine, PeerLine};
+use crate::protocol::tracker::{
+    DownloadReply, ErrorCode, FileLine, GroupLine, PeerLine, WriteReply,
+};
 use crate::tracker::op::{self, Op, Origin, Token};
 use crate::tracker::password;
 use sha1::{Digest, Sha1};
@@ -227,15 +229,14 @@ impl State {
             .is_some_and(|s| s.tracker.is_some())
     }
 
-    /// Deterministic. On `Ok`, the reply words after `ok`: `""` for a plain ok, the token for
-    /// `login`, `new`/`seeder` for `upload`, the user for `attach`. A successful write with an
-    /// origin is recorded for deduplication; checking for a duplicate before applying is the
-    /// caller's job (`dedup`).
-    pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<String, Refusal> {
+    /// Deterministic. On `Ok`, what the write answers (its words are what a retry gets). A
+    /// successful write with an origin is recorded for deduplication; checking for a duplicate
+    /// before applying is the caller's job (`dedup`).
+    pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<WriteReply, Refusal> {
         let reply = self.apply_op(op)?;
         if let Some(o) = origin {
             if op.is_write_dedup() {
-                self.record_dedup(o, &reply);
+                self.record_dedup(o, reply.words());
             }
         }
         Ok(reply)
@@ -270,7 +271,7 @@ impl State {
             .map(|e| e.reply.as_str())
     }
 
-    fn apply_op(&mut self, op: &Op) -> Result<String, Refusal> {
+    fn apply_op(&mut self, op: &Op) -> Result<WriteReply, Refusal> {
         match op {
             Op::CreateUser { user, pw_hash } => {
                 check_name(NameKind::User, user)?;
@@ -283,7 +284,7 @@ impl State {
                     return Err(Refusal::UserExists);
                 }
                 self.users.insert(user.clone(), pw_hash.clone());
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Login {
                 token,
@@ -320,7 +321,7 @@ impl State {
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
-                Ok(token.clone())
+                Ok(WriteReply::Token(token.clone()))
             }
             Op::Attach {
                 token,
@@ -331,14 +332,14 @@ impl State {
                 let s = self.sessions.get_mut(token).ok_or(Refusal::NoSession)?;
                 s.addr = addr.clone();
                 s.tracker = Some(*tracker);
-                Ok(s.user.clone())
+                Ok(WriteReply::User(s.user.clone()))
             }
             Op::Logout { token } => {
                 // Also proposed when a connection drops, possibly after the session is gone.
                 if let Some(s) = self.sessions.remove(token) {
                     self.user_sessions.remove(&s.user);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Detach { tracker } => {
                 op::check_tracker(*tracker).map_err(Refusal::BadRequest)?;
@@ -347,7 +348,7 @@ impl State {
                         s.tracker = None;
                     }
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::CreateGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -364,7 +365,7 @@ impl State {
                         files: BTreeMap::new(),
                     },
                 );
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::JoinGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -380,7 +381,7 @@ impl State {
                     return Err(Refusal::AlreadyRequested(group.clone()));
                 }
                 g.requests.push(user);
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::LeaveGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -388,7 +389,7 @@ impl State {
                 g.members.retain(|m| *m != user);
                 if g.members.is_empty() {
                     self.groups.remove(group);
-                    return Ok(String::new());
+                    return Ok(WriteReply::Done);
                 }
                 if g.owner == user {
                     g.owner = g.members[0].clone();
@@ -398,7 +399,7 @@ impl State {
                 }
                 // Partial sources cannot serve a whole file, so they do not keep it listed.
                 g.files.retain(|_, f| f.seeders() > 0);
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::AcceptRequest { token, group, user } => {
                 let owner = self.actor(token)?;
@@ -421,7 +422,7 @@ impl State {
                     .ok_or_else(|| Refusal::NoSuchRequest(group.clone(), user.clone()))?;
                 g.requests.remove(pos);
                 g.members.push(user.clone());
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Upload {
                 token,
@@ -451,11 +452,11 @@ impl State {
                                 sharers: BTreeMap::from([(user, full)]),
                             },
                         );
-                        Ok("new".to_string())
+                        Ok(WriteReply::NewFile)
                     }
                     Some(f) if f.size == *size && f.hashes == *hashes => {
                         f.sharers.insert(user, full);
-                        Ok("seeder".to_string())
+                        Ok(WriteReply::Seeder)
                     }
                     Some(_) => Err(Refusal::ContentMismatch(group.clone(), file.clone())),
                 }
@@ -486,7 +487,7 @@ impl State {
                 for &i in pieces {
                     set.insert(i);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::StopShare { token, group, file } => {
                 let user = self.actor(token)?;
@@ -502,10 +503,10 @@ impl State {
                 if f.seeders() == 0 {
                     g.files.remove(file);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             // Terms are the replication layer's business; the state only carries them.
-            Op::Term { .. } => Ok(String::new()),
+            Op::Term { .. } => Ok(WriteReply::Done),
         }
     }
 
@@ -1026,11 +1027,12 @@ mod tests {
         format!("{n:032x}")
     }
 
+    /// Applies `op`, which must succeed; returns the reply's words.
     fn ok(st: &mut State, op: Op) -> String {
         match st.apply(None, &op) {
             Ok(r) => {
                 assert_eq!(st.check_invariants(), Ok(()), "after {}", op.encode());
-                r
+                r.words().to_string()
             }
             Err(e) => panic!("{} refused: {e:?}", op.encode()),
         }
@@ -1163,7 +1165,10 @@ mod tests {
             (Refusal::AlreadyMember(s()), ErrorCode::AlreadyMember),
             (Refusal::AlreadyRequested(s()), ErrorCode::AlreadyRequested),
             (Refusal::NotSeeder(s(), s()), ErrorCode::NotSeeder),
-            (Refusal::ContentMismatch(s(), s()), ErrorCode::ContentMismatch),
+            (
+                Refusal::ContentMismatch(s(), s()),
+                ErrorCode::ContentMismatch,
+            ),
             (Refusal::InvalidName(s()), ErrorCode::InvalidName),
             (Refusal::BadRequest(s()), ErrorCode::BadRequest),
         ];
@@ -1256,7 +1261,10 @@ mod tests {
             refused(&mut st, login(9, "dave", 1)),
             Refusal::BadCredentials
         );
-        assert_eq!(refused(&mut st, login(9, "a b", 1)).code(), ErrorCode::InvalidName);
+        assert_eq!(
+            refused(&mut st, login(9, "a b", 1)).code(),
+            ErrorCode::InvalidName
+        );
         let mut op = login(9, "dave", 3);
         assert_eq!(refused(&mut st, op.clone()).code(), ErrorCode::BadRequest);
         if let Op::Login { tracker, addr, .. } = &mut op {
@@ -1282,7 +1290,10 @@ mod tests {
     fn login_refuses_a_token_of_another_user() {
         let mut st = world();
         ok(&mut st, create_user("dave"));
-        assert_eq!(refused(&mut st, login(1, "dave", 1)).code(), ErrorCode::BadRequest);
+        assert_eq!(
+            refused(&mut st, login(1, "dave", 1)).code(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -1510,7 +1521,10 @@ mod tests {
         ok(&mut st, leave(1, "g"));
         assert_eq!(
             st.list_files(&tok(2), "g"),
-            Ok(vec![fl("bob_partial_of_alice 1048577 1"), fl("both 1048577 1")]),
+            Ok(vec![
+                fl("bob_partial_of_alice 1048577 1"),
+                fl("both 1048577 1")
+            ]),
             "a file whose only seeder left goes, even with a partial source"
         );
     }
@@ -1552,7 +1566,10 @@ mod tests {
             size: 2 * PIECE_SIZE + 2,
             hashes: vec![[1; 20], [2; 20], [3; 20]],
         };
-        assert_eq!(refused(&mut st, other_size).code(), ErrorCode::ContentMismatch);
+        assert_eq!(
+            refused(&mut st, other_size).code(),
+            ErrorCode::ContentMismatch
+        );
     }
 
     #[test]
@@ -1674,7 +1691,10 @@ mod tests {
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, upload(2, "g", "f", 1));
         ok(&mut st, stop(1, "g", "f"));
-        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec![fl("f 1048577 1")]);
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
         ok(&mut st, stop(2, "g", "f"));
         assert_eq!(st.list_files(&tok(1), "g"), Ok(vec![]));
     }
@@ -1686,7 +1706,10 @@ mod tests {
         ok(&mut st, have(2, "g", "f", &[1]));
         ok(&mut st, stop(2, "g", "f"));
         assert_eq!(st.peers(&tok(1), "g", "f"), Ok(vec![]));
-        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec![fl("f 1048577 1")]);
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
     }
 
     #[test]
@@ -1712,7 +1735,10 @@ mod tests {
         let mut st = world();
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, Op::Logout { token: tok(1) });
-        assert_eq!(st.list_files(&tok(2), "g").unwrap(), vec![fl("f 1048577 1")]);
+        assert_eq!(
+            st.list_files(&tok(2), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
         assert_eq!(st.peers(&tok(2), "g", "f"), Ok(vec![]));
         ok(&mut st, login(7, "alice", 2));
         assert_eq!(

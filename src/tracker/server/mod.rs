@@ -12,7 +12,6 @@ mod ordering;
 mod replication;
 mod requests;
 
-use crate::protocol::tracker::{self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb};
 use super::journal::{Journal, Position};
 use super::link::{self, LinkMsg};
 use super::op::{Entry, Op, Origin, Token as SessionToken};
@@ -21,6 +20,9 @@ use super::state::{Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
 use crate::pieces::{self, Hash};
+use crate::protocol::tracker::{
+    self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb,
+};
 use crate::runtime::{self, SignalPipe};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -636,11 +638,7 @@ impl Server {
                 Some(Op::Login { .. } | Op::Attach { .. } | Op::Logout { .. })
             )
         });
-        let verb = line
-            .split(|b| *b == b' ' || *b == b'\t')
-            .filter(|w| !w.is_empty())
-            .nth(1)
-            .unwrap_or(b"");
+        let verb = proto::verb_word(line);
         !session_change
             && matches!(
                 verb,

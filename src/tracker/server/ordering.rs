@@ -16,7 +16,7 @@ impl Server {
             Role::Leader => match self.state.apply(origin, &op) {
                 Ok(reply) => {
                     let seq = self.append(origin, op.clone(), None);
-                    self.after_apply(&op, from, seq, Ok(reply));
+                    self.after_apply(&op, from, seq, Ok(reply.words().to_string()));
                 }
                 Err(r) => {
                     if let Some((key, _, tag)) = from {
@@ -48,7 +48,12 @@ impl Server {
                 // Not serving: only connection drops get here; their sessions do not exist in
                 // a state that has not synced yet.
                 if let Some((key, _, tag)) = from {
-                    self.reply_err(key, tag, ErrorCode::Unavailable, "this tracker is not serving");
+                    self.reply_err(
+                        key,
+                        tag,
+                        ErrorCode::Unavailable,
+                        "this tracker is not serving",
+                    );
                 }
             }
         }

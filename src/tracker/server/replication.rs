@@ -45,7 +45,7 @@ impl Server {
                 let seq = self.append(origin, op.clone(), None);
                 self.bind_session(&op, client);
                 if let Some((key, id, tag)) = client {
-                    self.resolve_forward_to(key, id, tag, Ok((seq, reply)));
+                    self.resolve_forward_to(key, id, tag, Ok((seq, reply.words().to_string())));
                 }
             }
             Err(r) => {
@@ -522,11 +522,9 @@ impl Server {
                         let slot = match result {
                             Ok(reply) => Slot::Commit {
                                 seq,
-                                text: proto::encode_ok(tag, &reply),
+                                text: proto::encode_ok(tag, reply.words()),
                             },
-                            Err(e) => {
-                                Slot::Ready(proto::encode_err(tag, e.code(), &e.message()))
-                            }
+                            Err(e) => Slot::Ready(proto::encode_err(tag, e.code(), &e.message())),
                         };
                         self.resolve_forward(ckey, id, fid, slot);
                     }
@@ -550,7 +548,12 @@ impl Server {
             LinkMsg::FwdOk { fid, reply } if self.role == Role::Follower => {
                 if let Some(w) = self.forwards.remove(&fid) {
                     if let Some((ckey, id, tag)) = w.client {
-                        self.resolve_forward(ckey, id, fid, Slot::Ready(proto::encode_ok(tag, &reply)));
+                        self.resolve_forward(
+                            ckey,
+                            id,
+                            fid,
+                            Slot::Ready(proto::encode_ok(tag, &reply)),
+                        );
                     }
                 }
             }
