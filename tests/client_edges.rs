@@ -62,7 +62,7 @@ fn observer(c: &Cluster, owner: &mut Client, user: &str) -> Conn {
 
 /// The users the tracker names as sources of `file` in `g` (seeders and partial sources).
 fn sources(conn: &mut Conn, file: &str) -> Vec<String> {
-    let r = conn.req(&v::peers("g", &file));
+    let r = conn.req(&v::peers("g", file));
     assert!(r[0].starts_with("list"), "peers: {r:?}");
     r[1..]
         .iter()

@@ -35,7 +35,7 @@ fn writer(
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         if conn.is_none() {
             let c = Conn::connect(addrs[target]).ok().and_then(|mut c| {
-                let hello = c.try_req(&format!("hello {:016x} 1", rand_u64())).ok()?;
+                let hello = c.try_req(&v::hello(rand_u64())).ok()?;
                 if !hello[0].starts_with("ok") {
                     return None;
                 }
@@ -107,9 +107,7 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
     );
     for n in 1..=2 {
         let mut c = cl.conn(n);
-        c.ok("create_user checker{n} pw"
-            .replace("{n}", &n.to_string())
-            .as_str());
+        c.ok(&v::create_user(&format!("checker{n}"), "pw"));
         c.ok(&v::login(&format!("checker{n}"), "pw", "127.0.0.1:1"));
         let groups: BTreeSet<String> = c.req(&Verb::ListGroups)[1..]
             .iter()

@@ -112,8 +112,14 @@ fn the_same_user_created_at_both_at_once_succeeds_once() {
         let mut a = cl.conn(1);
         let mut b = cl.conn(2);
         let name = format!("race{round}");
-        let line_a = format!("1 create_user {name} pa\n");
-        let line_b = format!("1 create_user {name} pb\n");
+        let line_a = format!(
+            "{}\n",
+            Request::new(1, v::create_user(&name, "pa")).encode()
+        );
+        let line_b = format!(
+            "{}\n",
+            Request::new(1, v::create_user(&name, "pb")).encode()
+        );
         a.send_raw(line_a.as_bytes());
         b.send_raw(line_b.as_bytes());
         let ra = a.read_line().expect("reply a");
@@ -126,7 +132,7 @@ fn the_same_user_created_at_both_at_once_succeeds_once() {
         let pw = if ra.starts_with("1 ok") { "pa" } else { "pb" };
         for n in 1..=2 {
             let mut c = cl.conn(n);
-            c.ok(&v::login(&name, &pw, "127.0.0.1:1"));
+            c.ok(&v::login(&name, pw, "127.0.0.1:1"));
             c.ok(&Verb::Logout);
         }
     }
@@ -178,10 +184,7 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
         assert_eq!(b.req(&Verb::ListGroups).len(), 3);
         // A forged token is refused.
         let mut c = cl.conn(other);
-        c.err(
-            &format!("attach {} 127.0.0.1:9", "ab".repeat(16)),
-            "no_session",
-        );
+        c.err(&v::attach(&"ab".repeat(16), "127.0.0.1:9"), "no_session");
     }
 }
 

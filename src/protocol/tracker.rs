@@ -602,25 +602,6 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// `ok` followed by `words` as they are: the reply words a write stored for
-    /// deduplication are kept as one string.
-    pub fn ok(words: &str) -> Reply {
-        Reply::Ok(
-            words
-                .split(' ')
-                .filter(|w| !w.is_empty())
-                .map(str::to_string)
-                .collect(),
-        )
-    }
-
-    pub fn err(code: ErrorCode, message: impl Into<String>) -> Reply {
-        Reply::Err {
-            code,
-            message: message.into(),
-        }
-    }
-
     pub fn list(lines: Vec<String>) -> Reply {
         Reply::List {
             head: Vec::new(),

@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use groupshare::pieces;
-pub use groupshare::protocol::tracker::Verb;
-use groupshare::protocol::tracker::{Reply, ReplyReader, Request};
+use groupshare::protocol::tracker::ReplyReader;
+pub use groupshare::protocol::tracker::{Reply, Request, Verb};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
