@@ -49,6 +49,7 @@ pub enum RequestClass {
 }
 
 impl RequestClass {
+    /// The class of a request: `have` apart, writes are the verbs the trackers deduplicate.
     pub fn of(verb: &Verb) -> RequestClass {
         match verb {
             Verb::Have { .. } => RequestClass::Have,
@@ -124,7 +125,7 @@ pub struct TrackerLink {
     current: usize,
     /// Index of the tracker the link was last ready on, for the "switched" note.
     last_ready: Option<usize>,
-    phase: LinkState,
+    state: LinkState,
     conn: Option<Conn<TcpStream>>,
     reader: ReplyReader,
     /// Sent in `hello`: the trackers deduplicate writes per instance.
@@ -160,7 +161,7 @@ impl TrackerLink {
             current: preferred.min(trackers.len() - 1),
             trackers,
             last_ready: None,
-            phase: LinkState::Waiting { until: now },
+            state: LinkState::Waiting { until: now },
             conn: None,
             reader: ReplyReader::default(),
             instance,
@@ -177,7 +178,7 @@ impl TrackerLink {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.phase == LinkState::Ready
+        self.state == LinkState::Ready
     }
 
     /// The address of the tracker in use (or being tried).
@@ -246,7 +247,7 @@ impl TrackerLink {
 
     /// The next moment `tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
+        match self.state {
             LinkState::Waiting { until } => Some(until),
             LinkState::Connecting { since }
             | LinkState::Hello { since, .. }
@@ -258,7 +259,7 @@ impl TrackerLink {
 
     /// Runs the link's timers: connection attempts, handshake and reply timeouts.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
-        match self.phase {
+        match self.state {
             LinkState::Waiting { until } if now >= until => self.connect(registry, now),
             LinkState::Connecting { since }
             | LinkState::Hello { since, .. }
@@ -300,7 +301,7 @@ impl TrackerLink {
                 }
                 self.conn = Some(Conn::new(stream, MAX_LINE));
                 self.reader = ReplyReader::default();
-                self.phase = LinkState::Connecting { since: now };
+                self.state = LinkState::Connecting { since: now };
             }
             Err(e) => {
                 log::debug!("cannot connect to tracker {addr}: {e}");
@@ -333,7 +334,7 @@ impl TrackerLink {
             self.reported_unreachable = true;
             self.events.push(LinkEvent::Unreachable);
         }
-        self.phase = LinkState::Waiting { until: now + delay };
+        self.state = LinkState::Waiting { until: now + delay };
     }
 
     /// Handles a readiness event of the tracker connection.
@@ -341,7 +342,7 @@ impl TrackerLink {
         if event.token() != TRACKER_TOKEN || self.conn.is_none() {
             return;
         }
-        if let LinkState::Connecting { .. } = self.phase {
+        if let LinkState::Connecting { .. } = self.state {
             let conn = self.conn.as_mut().expect("checked above");
             match conn.stream.take_error() {
                 Ok(None) => {}
@@ -364,7 +365,7 @@ impl TrackerLink {
             };
             let hello = format!("{tag} {}", hello.encode());
             self.conn.as_mut().expect("checked").send_line(&hello);
-            self.phase = LinkState::Hello { tag, since: now };
+            self.state = LinkState::Hello { tag, since: now };
         }
         self.service(registry, now);
     }
@@ -435,7 +436,7 @@ impl TrackerLink {
     }
 
     fn on_reply(&mut self, registry: &Registry, tag: u64, reply: Reply, now: Instant) {
-        match self.phase {
+        match self.state {
             LinkState::Hello { tag: t, .. } if t == tag => match reply {
                 Reply::Ok(words) => {
                     log::debug!(
@@ -460,7 +461,9 @@ impl TrackerLink {
                         .iter()
                         .find(|r| r.tag == tag)
                         .map(|r| r.line.clone());
-                    if matches!(&reply, Reply::Ok(_)) && line.as_deref() == Some("logout") {
+                    if matches!(&reply, Reply::Ok(_))
+                        && line.as_deref() == Some(Verb::Logout.name())
+                    {
                         self.session = None;
                     }
                     if let Some(pos) = self.in_flight.iter().position(|r| r.tag == tag) {
@@ -529,7 +532,7 @@ impl TrackerLink {
                 for x in &w.extra {
                     conn.send_line(x);
                 }
-                self.phase = LinkState::Retrying {
+                self.state = LinkState::Retrying {
                     tag: w.tag,
                     since: now,
                 };
@@ -550,7 +553,7 @@ impl TrackerLink {
                 };
                 let line = format!("{tag} {}", attach.encode());
                 self.conn.as_mut().expect("connected").send_line(&line);
-                self.phase = LinkState::Attaching {
+                self.state = LinkState::Attaching {
                     tag,
                     via_login: false,
                     since: now,
@@ -571,7 +574,7 @@ impl TrackerLink {
         };
         let line = format!("{tag} {}", login.encode());
         self.conn.as_mut().expect("connected").send_line(&line);
-        self.phase = LinkState::Attaching {
+        self.state = LinkState::Attaching {
             tag,
             via_login: true,
             since: now,
@@ -579,7 +582,7 @@ impl TrackerLink {
     }
 
     fn become_ready(&mut self, registry: &Registry, now: Instant) {
-        self.phase = LinkState::Ready;
+        self.state = LinkState::Ready;
         self.failures = 0;
         self.reported_unreachable = false;
         let switched = self.last_ready.is_some_and(|i| i != self.current);
@@ -605,7 +608,7 @@ impl TrackerLink {
 
     /// Sends queued requests while the link is ready and no write is held back.
     fn pump(&mut self, registry: &Registry, now: Instant) {
-        if self.phase != LinkState::Ready {
+        if self.state != LinkState::Ready {
             return;
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -665,7 +668,7 @@ impl TrackerLink {
                 let _ = registry.deregister(&mut c.stream);
             }
             self.waiting_since = None;
-            self.phase = LinkState::Waiting { until: now };
+            self.state = LinkState::Waiting { until: now };
             return;
         }
         self.in_flight.remove(pos);
@@ -698,6 +701,28 @@ impl TrackerLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_class_follows_the_verb() {
+        let g = || "g".to_string();
+        let have = Verb::Have {
+            group: g(),
+            file: g(),
+            pieces: vec![0],
+        };
+        assert_eq!(RequestClass::of(&have), RequestClass::Have);
+        assert_eq!(
+            RequestClass::of(&Verb::JoinGroup { group: g() }),
+            RequestClass::Write
+        );
+        assert_eq!(RequestClass::of(&Verb::Logout), RequestClass::Write);
+        assert_eq!(RequestClass::of(&Verb::ListGroups), RequestClass::Read);
+        let download = Verb::DownloadFile {
+            group: g(),
+            file: g(),
+        };
+        assert_eq!(RequestClass::of(&download), RequestClass::Read);
+    }
 
     /// A link against a scripted tracker on loopback: checks the hello / attach / re-send
     /// sequence over a real socket, driven by a real poll.
