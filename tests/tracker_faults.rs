@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use groupshare::protocol::tracker::GroupLine;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,9 +110,12 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
         let mut c = cl.conn(n);
         c.ok(&v::create_user(&format!("checker{n}"), "pw"));
         c.ok(&v::login(&format!("checker{n}"), "pw", "127.0.0.1:1"));
-        let groups: BTreeSet<String> = c.req(&Verb::ListGroups)[1..]
+        let Reply::List { lines, .. } = c.typed(&Verb::ListGroups) else {
+            panic!("list_groups at tracker {n} was refused");
+        };
+        let groups: BTreeSet<String> = lines
             .iter()
-            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .map(|l| GroupLine::parse(l).map(|g| g.group).unwrap_or_default())
             .collect();
         let missing: Vec<&String> = acked.difference(&groups).collect();
         assert!(

@@ -172,8 +172,10 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
         let mut cl = Cluster::start(2);
         let mut a = cl.conn(victim);
         a.ok(&v::create_user("mover", "pw"));
-        let token = a.ok(&v::login("mover", "pw", "127.0.0.1:7"));
-        let token = token.split(' ').nth(1).expect("token").to_string();
+        let token = match a.typed(&v::login("mover", "pw", "127.0.0.1:7")) {
+            Reply::Ok(words) => words.first().cloned().expect("token"),
+            r => panic!("login refused: {r:?}"),
+        };
         a.ok(&v::create_group("home"));
         cl.kill(victim);
         let other = 3 - victim;

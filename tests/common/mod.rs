@@ -108,11 +108,11 @@ impl Cluster {
 
     /// The role word of tracker `n`'s `digest` reply.
     pub fn role(&self, n: usize) -> String {
-        Conn::connect(self.addrs[n - 1])
-            .and_then(|mut c| c.try_req("digest"))
-            .ok()
-            .and_then(|r| r[0].split(' ').nth(3).map(str::to_string))
-            .unwrap_or_default()
+        let reply = Conn::connect(self.addrs[n - 1]).and_then(|mut c| c.try_typed(&Verb::Digest));
+        match reply {
+            Ok(Reply::Ok(words)) => words.get(2).cloned().unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     /// Waits (bounded) until the two trackers are linked: one leads, the other follows.
@@ -216,15 +216,15 @@ impl Cluster {
     pub fn wait_same_digest(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let ds: Vec<String> = (1..=self.addrs.len())
-                .map(|n| {
-                    let mut c = self.conn(n);
-                    c.req(&Verb::Digest)[0].clone()
-                })
+            let ds: Vec<Reply> = (1..=self.addrs.len())
+                .map(|n| self.conn(n).typed(&Verb::Digest))
                 .collect();
             let firsts: Vec<&str> = ds
                 .iter()
-                .map(|d| d.split(' ').nth(1).unwrap_or(""))
+                .map(|d| match d {
+                    Reply::Ok(words) => words.first().map_or("", String::as_str),
+                    _ => "",
+                })
                 .collect();
             if firsts.windows(2).all(|w| w[0] == w[1]) {
                 return firsts[0].to_string();
@@ -406,6 +406,19 @@ impl Conn {
         let first = lines.next().unwrap_or_default();
         let first = first.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
         Ok(std::iter::once(first).chain(lines).collect())
+    }
+
+    /// Sends a request and returns its typed reply.
+    pub fn try_typed<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Reply> {
+        self.tag += 1;
+        let l = format!("{} {}\n", self.tag, req.text());
+        self.stream.write_all(l.as_bytes())?;
+        Ok(self.read_typed()?.1)
+    }
+
+    pub fn typed<R: RequestText + ?Sized>(&mut self, req: &R) -> Reply {
+        self.try_typed(req)
+            .unwrap_or_else(|e| panic!("request '{}' failed: {e}", req.text()))
     }
 
     pub fn try_req<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Vec<String>> {
