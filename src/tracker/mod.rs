@@ -6,6 +6,8 @@
 //! - `journal`     — snapshot + fsync'ed journal in the data directory; recovery at start
 //! - `link`        — peer-link messages and the cluster-key handshake
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
+//!
+//! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`.
 pub mod journal;
 pub mod link;
 pub mod op;
