@@ -7,7 +7,8 @@
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
 //! - `cluster`  — the tracker_info file
 //! - `runtime`  — logging, signals into the poll loop, fd limit, randomness
-//! - `protocol` — the client ↔ client peer protocol (pure, fuzzable); the tracker protocols live in `tracker`
+//! - `protocol` — the client ↔ tracker and client ↔ client protocols (pure, fuzzable); the
+//!   tracker ↔ tracker link lives in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop
 //! - `client`   — the terminal client: shell, tracker link, seeding, downloads
 pub mod auth;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{test_data, Client, Cluster, Conn, WAIT};
+use common::{test_data, v, Client, Cluster, Conn, WAIT};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,14 +55,14 @@ fn dir(c: &Cluster, name: &str) -> PathBuf {
 fn observer(c: &Cluster, owner: &mut Client, user: &str) -> Conn {
     let mut conn = c.conn(1);
     conn.user(user);
-    conn.ok("join_group g");
+    conn.ok(&v::join_group("g"));
     owner.run(&format!("accept_request g {user}"), "now a member");
     conn
 }
 
 /// The users the tracker names as sources of `file` in `g` (seeders and partial sources).
 fn sources(conn: &mut Conn, file: &str) -> Vec<String> {
-    let r = conn.req(&format!("peers g {file}"));
+    let r = conn.req(&v::peers("g", file));
     assert!(r[0].starts_with("list"), "peers: {r:?}");
     r[1..]
         .iter()

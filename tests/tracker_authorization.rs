@@ -5,61 +5,63 @@ use common::*;
 
 /// What a role must get for a command: `ok` or an error code.
 struct Row {
-    cmd: &'static str,
+    /// The request, given the cell's group and a fresh group name; `None` for the upload.
+    cmd: fn(&str, &str) -> Option<Verb>,
     expect: [&'static str; 4], // none, non-member, member, owner
 }
 
 const ROWS: &[Row] = &[
     Row {
-        cmd: "create_group {new}",
+        cmd: |_, new| Some(v::create_group(new)),
         expect: ["not_logged_in", "ok", "ok", "ok"],
     },
     Row {
-        cmd: "join_group {g}",
+        cmd: |g, _| Some(v::join_group(g)),
         expect: ["not_logged_in", "ok", "already_member", "already_member"],
     },
     Row {
-        cmd: "leave_group {g}",
+        cmd: |g, _| Some(v::leave_group(g)),
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "list_requests {g}",
+        cmd: |g, _| Some(v::list_requests(g)),
         expect: ["not_logged_in", "not_owner", "not_owner", "ok"],
     },
     Row {
-        cmd: "accept_request {g} x",
+        cmd: |g, _| Some(v::accept_request(g, "x")),
         expect: ["not_logged_in", "not_owner", "not_owner", "ok"],
     },
     Row {
-        cmd: "list_groups",
+        cmd: |_, _| Some(Verb::ListGroups),
         expect: ["not_logged_in", "ok", "ok", "ok"],
     },
     Row {
-        cmd: "list_files {g}",
+        cmd: |g, _| Some(v::list_files(g)),
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "download_file {g} f",
+        cmd: |g, _| Some(v::download_file(g, "f")),
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "peers {g} f",
+        cmd: |g, _| Some(v::peers(g, "f")),
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "have {g} f 0",
+        cmd: |g, _| Some(v::have(g, "f", &[0])),
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "stop_share {g} f",
+        cmd: |g, _| Some(v::stop_share(g, "f")),
         expect: ["not_logged_in", "not_member", "not_seeder", "ok"],
     },
+    // upload_file of f2 in the cell's group.
     Row {
-        cmd: "UPLOAD {g} f2",
+        cmd: |_, _| None,
         expect: ["not_logged_in", "not_member", "ok", "ok"],
     },
     Row {
-        cmd: "logout",
+        cmd: |_, _| Some(Verb::Logout),
         expect: ["not_logged_in", "ok", "ok", "ok"],
     },
 ];
@@ -82,10 +84,10 @@ fn every_command_for_every_role() {
             cell += 1;
             // A fresh group per cell: owner o, member m, pending request from x, file f by o.
             let g = format!("g{cell}");
-            owner.ok(&format!("create_group {g}"));
-            member.ok(&format!("join_group {g}"));
-            owner.ok(&format!("accept_request {g} m"));
-            asker.ok(&format!("join_group {g}"));
+            owner.ok(&v::create_group(&g));
+            member.ok(&v::join_group(&g));
+            owner.ok(&v::accept_request(&g, "m"));
+            asker.ok(&v::join_group(&g));
             assert_eq!(owner.upload(&g, "f", 1000, 1)[0], "ok new");
             let who: &mut Conn = match role {
                 0 => &mut anon,
@@ -93,15 +95,13 @@ fn every_command_for_every_role() {
                 2 => &mut member,
                 _ => &mut owner,
             };
-            let line = row
-                .cmd
-                .replace("{g}", &g)
-                .replace("{new}", &format!("new{cell}"));
-            let reply = if let Some(rest) = line.strip_prefix("UPLOAD ") {
-                let (grp, file) = rest.split_once(' ').expect("two words");
-                who.upload(grp, file, 10, 7)[0].clone()
-            } else {
-                who.req(&line)[0].clone()
+            let req = (row.cmd)(&g, &format!("new{cell}"));
+            let (line, reply) = match &req {
+                Some(verb) => (verb.encode(), who.req(verb)[0].clone()),
+                None => (
+                    format!("upload_file {g} f2"),
+                    who.upload(&g, "f2", 10, 7)[0].clone(),
+                ),
             };
             let ok = if *want == "ok" {
                 reply.starts_with("ok") || reply.starts_with("list")
@@ -109,7 +109,7 @@ fn every_command_for_every_role() {
                 reply.starts_with(&format!("err {want} "))
             };
             assert!(ok, "role {role} '{line}': got '{reply}', want {want}");
-            if line == "logout" && role > 0 {
+            if req == Some(Verb::Logout) && role > 0 {
                 let name = ["", "n", "m", "o"][role];
                 who.login(name);
             }
@@ -138,8 +138,8 @@ fn names_outside_the_rules_are_refused_with_a_clear_error() {
     let long = "g".repeat(65);
     a.err(&format!("create_group {long}"), "invalid_name");
     let long_file = "f".repeat(256);
-    a.ok("create_group ok_group");
+    a.ok(&v::create_group("ok_group"));
     let r = a.upload("ok_group", &long_file, 10, 1);
     assert!(r[0].starts_with("err invalid_name"), "{r:?}");
-    a.ok("ping");
+    a.ok(&Verb::Ping);
 }

@@ -33,94 +33,107 @@ fn every_command_and_refusal_on_one_tracker() {
     );
 
     // Users and sessions.
-    a.ok("create_user alice pw-alice");
-    a.err("create_user alice other", "user_exists");
+    a.ok(&v::create_user("alice", "pw-alice"));
+    a.err(&v::create_user("alice", "other"), "user_exists");
     a.err("create_user bad/name pw", "invalid_name");
-    a.err("login alice wrong 127.0.0.1:1", "bad_credentials");
-    a.err("login nobody pw 127.0.0.1:1", "bad_credentials");
+    a.err(
+        &v::login("alice", "wrong", "127.0.0.1:1"),
+        "bad_credentials",
+    );
+    a.err(&v::login("nobody", "pw", "127.0.0.1:1"), "bad_credentials");
     a.login("alice");
-    a.err("login alice pw-alice 127.0.0.1:1", "already_logged_in");
-    b.err("login alice pw-alice 127.0.0.1:2", "already_logged_in");
+    a.err(
+        &v::login("alice", "pw-alice", "127.0.0.1:1"),
+        "already_logged_in",
+    );
+    b.err(
+        &v::login("alice", "pw-alice", "127.0.0.1:2"),
+        "already_logged_in",
+    );
     b.user("bob");
     c.user("carol");
 
     // Groups.
-    a.ok("create_group g");
-    b.err("create_group g", "group_exists");
-    a.err("join_group g", "already_member");
-    b.err("join_group nope", "no_such_group");
-    b.ok("join_group g");
-    b.err("join_group g", "already_requested");
-    b.err("list_requests g", "not_owner");
-    assert_eq!(a.req("list_requests g"), vec!["list 1", "bob"]);
-    a.err("accept_request g carol", "no_such_request");
-    a.err("accept_request g zed", "no_such_user");
-    b.err("accept_request g bob", "not_owner");
-    a.ok("accept_request g bob");
-    assert_eq!(a.req("list_requests g"), vec!["list 0"]);
-    let groups = c.req("list_groups");
+    a.ok(&v::create_group("g"));
+    b.err(&v::create_group("g"), "group_exists");
+    a.err(&v::join_group("g"), "already_member");
+    b.err(&v::join_group("nope"), "no_such_group");
+    b.ok(&v::join_group("g"));
+    b.err(&v::join_group("g"), "already_requested");
+    b.err(&v::list_requests("g"), "not_owner");
+    assert_eq!(a.req(&v::list_requests("g")), vec!["list 1", "bob"]);
+    a.err(&v::accept_request("g", "carol"), "no_such_request");
+    a.err(&v::accept_request("g", "zed"), "no_such_user");
+    b.err(&v::accept_request("g", "bob"), "not_owner");
+    a.ok(&v::accept_request("g", "bob"));
+    assert_eq!(a.req(&v::list_requests("g")), vec!["list 0"]);
+    let groups = c.req(&Verb::ListGroups);
     assert_eq!(groups[0], "list 1");
     assert!(groups[1].starts_with("g "), "{groups:?}");
-    c.err("list_files g", "not_member");
+    c.err(&v::list_files("g"), "not_member");
 
     // Files.
     assert_eq!(a.upload("g", "f1", 1_000_000, 1)[0], "ok new");
     assert_eq!(b.upload("g", "f1", 1_000_000, 1)[0], "ok seeder");
     assert!(b.upload("g", "f1", 1_000_000, 2)[0].starts_with("err content_mismatch"));
     assert!(c.upload("g", "f2", 10, 1)[0].starts_with("err not_member"));
-    let files = a.req("list_files g");
+    let files = a.req(&v::list_files("g"));
     assert_eq!(files.len(), 2);
     assert!(files[1].starts_with("f1 1000000 2"), "{files:?}");
-    c.err("download_file g f1", "not_member");
-    a.err("download_file g nope", "no_such_file");
-    let d = a.req("download_file g f1");
+    c.err(&v::download_file("g", "f1"), "not_member");
+    a.err(&v::download_file("g", "nope"), "no_such_file");
+    let d = a.req(&v::download_file("g", "f1"));
     assert!(d[0].starts_with("list 2 1000000 2"), "{d:?}");
     assert!(d[1].starts_with("h ") && d[1].len() == 2 + 80, "{d:?}");
     assert!(d[2].starts_with("p bob 127.0.0.1:1 all"), "{d:?}");
     // carol joins and reports a piece: she becomes a partial source.
-    c.ok("join_group g");
-    a.ok("accept_request g carol");
-    c.ok("have g f1 0");
-    c.err("have g f1 5", "bad_request");
-    let p = a.req("peers g f1");
+    c.ok(&v::join_group("g"));
+    a.ok(&v::accept_request("g", "carol"));
+    c.ok(&v::have("g", "f1", &[0]));
+    c.err(&v::have("g", "f1", &[5]), "bad_request");
+    let p = a.req(&v::peers("g", "f1"));
     assert!(
         p.iter()
             .any(|l| l.starts_with("p carol ") && l.ends_with(" b80")),
         "{p:?}"
     );
-    c.ok("stop_share g f1");
-    c.err("stop_share g f1", "not_seeder");
-    c.err("stop_share g nope", "no_such_file");
-    a.ok("stop_share g f1");
-    b.ok("stop_share g f1");
+    c.ok(&v::stop_share("g", "f1"));
+    c.err(&v::stop_share("g", "f1"), "not_seeder");
+    c.err(&v::stop_share("g", "nope"), "no_such_file");
+    a.ok(&v::stop_share("g", "f1"));
+    b.ok(&v::stop_share("g", "f1"));
     assert_eq!(
-        a.req("list_files g"),
+        a.req(&v::list_files("g")),
         vec!["list 0"],
         "a file without seeders leaves the group"
     );
 
     // Leaving: ownership passes to the earliest-joined member; the last one deletes the group.
     assert_eq!(b.upload("g", "f3", 5, 3)[0], "ok new");
-    a.ok("leave_group g");
-    a.err("leave_group g", "not_member");
-    assert_eq!(b.req("list_requests g"), vec!["list 0"], "bob owns g now");
-    b.ok("leave_group g");
+    a.ok(&v::leave_group("g"));
+    a.err(&v::leave_group("g"), "not_member");
     assert_eq!(
-        c.req("list_files g"),
+        b.req(&v::list_requests("g")),
+        vec!["list 0"],
+        "bob owns g now"
+    );
+    b.ok(&v::leave_group("g"));
+    assert_eq!(
+        c.req(&v::list_files("g")),
         vec!["list 0"],
         "bob's share ended with his leaving"
     );
-    c.ok("leave_group g");
-    assert_eq!(c.req("list_groups"), vec!["list 0"]);
+    c.ok(&v::leave_group("g"));
+    assert_eq!(c.req(&Verb::ListGroups), vec!["list 0"]);
 
     // Logout and re-login; a dropped connection frees the user at once.
-    a.ok("logout");
-    a.err("list_groups", "not_logged_in");
+    a.ok(&Verb::Logout);
+    a.err(&Verb::ListGroups, "not_logged_in");
     a.login("alice");
     drop(b);
     let mut b2 = cl.conn(1);
     b2.login("bob");
-    b2.ok("ping");
+    b2.ok(&Verb::Ping);
 }
 
 #[test]
@@ -141,7 +154,7 @@ fn malformed_requests_get_clear_errors() {
         .read_line()
         .expect("reply")
         .starts_with("0 err bad_request"));
-    a.ok("ping");
+    a.ok(&Verb::Ping);
 }
 
 #[test]
@@ -160,24 +173,26 @@ fn pipelined_requests_at_the_follower_see_their_own_writes_in_order() {
 }
 
 fn pipeline_in_order(mut a: Conn) {
-    let mut text = String::from("1 create_user pipe pw\n2 login pipe pw 127.0.0.1:9\n");
-    for i in 0..200 {
-        text.push_str(&format!("{} create_group pg{i}\n", i + 3));
+    let mut reqs = vec![
+        v::create_user("pipe", "pw"),
+        v::login("pipe", "pw", "127.0.0.1:9"),
+    ];
+    reqs.extend((0..200).map(|i| v::create_group(&format!("pg{i}"))));
+    reqs.push(Verb::ListGroups);
+    let mut text = String::new();
+    for (i, verb) in reqs.into_iter().enumerate() {
+        text.push_str(&Request::new(i as u64 + 1, verb).encode());
+        text.push('\n');
     }
-    text.push_str("203 list_groups\n");
     a.send_raw(text.as_bytes());
     for want in 1..=203u64 {
-        let line = a.read_line().expect("reply");
-        let tag: u64 = line
-            .split(' ')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .expect("tag");
-        assert_eq!(tag, want, "{line}");
-        assert!(line.contains(" ok") || line.contains(" list 200"), "{line}");
-    }
-    for _ in 0..200 {
-        a.read_line().expect("group line");
+        let (tag, reply) = a.read_typed().expect("reply");
+        assert_eq!(tag, want, "{reply:?}");
+        match reply {
+            Reply::Ok(_) => {}
+            Reply::List { lines, .. } => assert_eq!(lines.len(), 200, "{lines:?}"),
+            r => panic!("request {tag} refused: {r:?}"),
+        }
     }
 }
 
@@ -185,9 +200,9 @@ fn pipeline_in_order(mut a: Conn) {
 fn no_plaintext_password_on_disk() {
     let cl = Cluster::start(2);
     let mut a = cl.conn(1);
-    a.ok("create_user secretive Sup3rSecretPassw0rd");
+    a.ok(&v::create_user("secretive", "Sup3rSecretPassw0rd"));
     let mut b = cl.conn(2);
-    b.ok("create_user other2 An0therSecretOne");
+    b.ok(&v::create_user("other2", "An0therSecretOne"));
     cl.wait_same_digest();
     for n in 1..=2 {
         let mut all = String::new();
@@ -211,18 +226,18 @@ fn no_plaintext_password_on_disk() {
 fn a_user_whose_connection_dropped_logs_in_again_at_once() {
     let cl = Cluster::start(2);
     let mut setup = cl.conn(1);
-    setup.ok("create_user phoenix pw");
+    setup.ok(&v::create_user("phoenix", "pw"));
     for round in 0..40 {
         let n = 1 + round % 2;
         let mut old = cl.conn(n);
-        old.ok("login phoenix pw 127.0.0.1:1");
+        old.ok(&v::login("phoenix", "pw", "127.0.0.1:1"));
         drop(old); // the socket closes: the tracker learns it asynchronously
         let mut new = cl.conn(n);
-        let r = new.req("login phoenix pw 127.0.0.1:2");
+        let r = new.req(&v::login("phoenix", "pw", "127.0.0.1:2"));
         assert!(
             r[0].starts_with("ok "),
             "round {round} at tracker {n}: {r:?}"
         );
-        new.ok("logout");
+        new.ok(&Verb::Logout);
     }
 }

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use groupshare::protocol::tracker::GroupLine;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,11 +36,11 @@ fn writer(
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         if conn.is_none() {
             let c = Conn::connect(addrs[target]).ok().and_then(|mut c| {
-                let hello = c.try_req(&format!("hello {:016x} 1", rand_u64())).ok()?;
+                let hello = c.try_req(&v::hello(rand_u64())).ok()?;
                 if !hello[0].starts_with("ok") {
                     return None;
                 }
-                let r = c.try_req(&format!("login {name} pw 127.0.0.1:1")).ok()?;
+                let r = c.try_req(&v::login(&name, "pw", "127.0.0.1:1")).ok()?;
                 r[0].starts_with("ok").then_some(c)
             });
             if c.is_none() {
@@ -52,7 +53,7 @@ fn writer(
         n += 1;
         let group = format!("{name}-{n}");
         let Some(c) = conn.as_mut() else { continue };
-        match c.try_req(&format!("create_group {group}")) {
+        match c.try_req(&v::create_group(&group)) {
             Ok(r) if r[0] == "ok" => {
                 acked.lock().expect("lock").insert(group);
             }
@@ -70,8 +71,8 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
     let mut cl = Cluster::start(2);
     {
         let mut setup = cl.conn(1);
-        setup.ok("create_user w1 pw");
-        setup.ok("create_user w2 pw");
+        setup.ok(&v::create_user("w1", "pw"));
+        setup.ok(&v::create_user("w2", "pw"));
     }
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -107,13 +108,14 @@ fn random_kills_lose_no_acknowledged_write_and_leave_identical_state() {
     );
     for n in 1..=2 {
         let mut c = cl.conn(n);
-        c.ok("create_user checker{n} pw"
-            .replace("{n}", &n.to_string())
-            .as_str());
-        c.ok(&format!("login checker{n} pw 127.0.0.1:1"));
-        let groups: BTreeSet<String> = c.req("list_groups")[1..]
+        c.ok(&v::create_user(&format!("checker{n}"), "pw"));
+        c.ok(&v::login(&format!("checker{n}"), "pw", "127.0.0.1:1"));
+        let Reply::List { lines, .. } = c.typed(&Verb::ListGroups) else {
+            panic!("list_groups at tracker {n} was refused");
+        };
+        let groups: BTreeSet<String> = lines
             .iter()
-            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .map(|l| GroupLine::parse(l).map(|g| g.group).unwrap_or_default())
             .collect();
         let missing: Vec<&String> = acked.difference(&groups).collect();
         assert!(

@@ -11,18 +11,18 @@ fn writes_at_either_tracker_are_visible_at_both() {
     let mut b = cl.conn(2);
     a.user("alice");
     b.user("bob");
-    a.ok("create_group from1");
-    b.ok("create_group from2");
+    a.ok(&v::create_group("from1"));
+    b.ok(&v::create_group("from2"));
     // Acknowledged means visible at once at the other tracker: no waiting here.
-    let ga = a.req("list_groups");
-    let gb = b.req("list_groups");
+    let ga = a.req(&Verb::ListGroups);
+    let gb = b.req(&Verb::ListGroups);
     assert_eq!(ga, gb);
     assert_eq!(ga.len(), 3, "{ga:?}");
-    b.ok("join_group from1");
-    assert_eq!(a.req("list_requests from1"), vec!["list 1", "bob"]);
-    a.ok("accept_request from1 bob");
+    b.ok(&v::join_group("from1"));
+    assert_eq!(a.req(&v::list_requests("from1")), vec!["list 1", "bob"]);
+    a.ok(&v::accept_request("from1", "bob"));
     assert_eq!(
-        b.req("list_files from1"),
+        b.req(&v::list_files("from1")),
         vec!["list 0"],
         "bob is a member at tracker 2 at once"
     );
@@ -38,15 +38,15 @@ fn either_start_order_syncs() {
         cl.wait_serving(first);
         let mut a = cl.conn(first);
         a.user("early");
-        a.ok("create_group early_group");
-        a.ok("logout");
+        a.ok(&v::create_group("early_group"));
+        a.ok(&Verb::Logout);
         cl.spawn(second);
         cl.wait_serving(second);
         cl.wait_paired();
         let mut b = cl.conn(second);
         b.login("early");
         assert_eq!(
-            b.req("list_groups").len(),
+            b.req(&Verb::ListGroups).len(),
             2,
             "start order {first} then {second}"
         );
@@ -61,24 +61,24 @@ fn a_killed_tracker_catches_up_on_restart() {
         let mut cl = Cluster::start(2);
         let mut s = cl.conn(survivor);
         s.user("u1");
-        s.ok("create_group before");
+        s.ok(&v::create_group("before"));
         cl.kill(victim);
         // Writes while the victim is down, at the survivor (which may have to take over).
-        s.ok("create_user u2 pw-u2");
-        s.ok("create_group during");
-        s.ok("logout");
+        s.ok(&v::create_user("u2", "pw-u2"));
+        s.ok(&v::create_group("during"));
+        s.ok(&Verb::Logout);
         cl.spawn(victim);
         cl.wait_serving(victim);
         cl.wait_paired();
         let mut v = cl.conn(victim);
         v.login("u2");
-        let groups = v.req("list_groups");
+        let groups = v.req(&Verb::ListGroups);
         assert_eq!(groups.len(), 3, "victim {victim}: {groups:?}");
         cl.wait_same_digest();
         // And writes still flow both ways afterwards.
-        v.ok("create_group after");
+        v.ok(&v::create_group("after"));
         s.login("u1");
-        assert_eq!(s.req("list_groups").len(), 4);
+        assert_eq!(s.req(&Verb::ListGroups).len(), 4);
     }
 }
 
@@ -88,7 +88,7 @@ fn both_killed_recover_from_their_journals() {
     let mut a = cl.conn(1);
     a.user("durable");
     for i in 0..20 {
-        a.ok(&format!("create_group dg{i}"));
+        a.ok(&v::create_group(&format!("dg{i}")));
     }
     let before = cl.wait_same_digest();
     cl.kill(1);
@@ -99,7 +99,7 @@ fn both_killed_recover_from_their_journals() {
     cl.wait_serving(2);
     let mut a = cl.conn(1);
     a.login("durable");
-    assert_eq!(a.req("list_groups").len(), 21);
+    assert_eq!(a.req(&Verb::ListGroups).len(), 21);
     let after = cl.wait_same_digest();
     // Restarting adds term and presence entries, but the groups and users are all there.
     assert_ne!(after, "", "{before}");
@@ -112,8 +112,14 @@ fn the_same_user_created_at_both_at_once_succeeds_once() {
         let mut a = cl.conn(1);
         let mut b = cl.conn(2);
         let name = format!("race{round}");
-        let line_a = format!("1 create_user {name} pa\n");
-        let line_b = format!("1 create_user {name} pb\n");
+        let line_a = format!(
+            "{}\n",
+            Request::new(1, v::create_user(&name, "pa")).encode()
+        );
+        let line_b = format!(
+            "{}\n",
+            Request::new(1, v::create_user(&name, "pb")).encode()
+        );
         a.send_raw(line_a.as_bytes());
         b.send_raw(line_b.as_bytes());
         let ra = a.read_line().expect("reply a");
@@ -126,8 +132,8 @@ fn the_same_user_created_at_both_at_once_succeeds_once() {
         let pw = if ra.starts_with("1 ok") { "pa" } else { "pb" };
         for n in 1..=2 {
             let mut c = cl.conn(n);
-            c.ok(&format!("login {name} {pw} 127.0.0.1:1"));
-            c.ok("logout");
+            c.ok(&v::login(&name, pw, "127.0.0.1:1"));
+            c.ok(&Verb::Logout);
         }
     }
     cl.wait_same_digest();
@@ -156,7 +162,7 @@ fn peer_link_commands_on_a_client_connection_change_nothing() {
     z.send_raw(b"peer-hello 2 00\n");
     assert!(z.read_line().expect("reply").contains("err bad_request"));
     let mut c = cl.conn(1);
-    c.err("login evil x 127.0.0.1:1", "bad_credentials");
+    c.err(&v::login("evil", "x", "127.0.0.1:1"), "bad_credentials");
     assert_eq!(cl.wait_same_digest(), before);
 }
 
@@ -165,23 +171,22 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
     for victim in [1usize, 2] {
         let mut cl = Cluster::start(2);
         let mut a = cl.conn(victim);
-        a.ok("create_user mover pw");
-        let token = a.ok("login mover pw 127.0.0.1:7");
-        let token = token.split(' ').nth(1).expect("token").to_string();
-        a.ok("create_group home");
+        a.ok(&v::create_user("mover", "pw"));
+        let token = match a.typed(&v::login("mover", "pw", "127.0.0.1:7")) {
+            Reply::Ok(words) => words.first().cloned().expect("token"),
+            r => panic!("login refused: {r:?}"),
+        };
+        a.ok(&v::create_group("home"));
         cl.kill(victim);
         let other = 3 - victim;
         cl.wait_serving(other);
         let mut b = cl.conn(other);
-        assert_eq!(b.ok(&format!("attach {token} 127.0.0.1:8")), "ok mover");
-        b.ok("create_group away");
-        assert_eq!(b.req("list_groups").len(), 3);
+        assert_eq!(b.ok(&v::attach(&token, "127.0.0.1:8")), "ok mover");
+        b.ok(&v::create_group("away"));
+        assert_eq!(b.req(&Verb::ListGroups).len(), 3);
         // A forged token is refused.
         let mut c = cl.conn(other);
-        c.err(
-            &format!("attach {} 127.0.0.1:9", "ab".repeat(16)),
-            "no_session",
-        );
+        c.err(&v::attach(&"ab".repeat(16), "127.0.0.1:9"), "no_session");
     }
 }
 
@@ -189,15 +194,15 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
 fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
     let cl = Cluster::start(2);
     let mut seeder = cl.conn(1);
-    seeder.ok("create_user s pw-s");
-    seeder.ok("login s pw-s 127.0.0.1:4001");
-    seeder.ok("create_group share");
+    seeder.ok(&v::create_user("s", "pw-s"));
+    seeder.ok(&v::login("s", "pw-s", "127.0.0.1:4001"));
+    seeder.ok(&v::create_group("share"));
     let mut leecher = cl.conn(2);
     leecher.user("l");
-    leecher.ok("join_group share");
-    seeder.ok("accept_request share l");
+    leecher.ok(&v::join_group("share"));
+    seeder.ok(&v::accept_request("share", "l"));
     assert_eq!(seeder.upload("share", "f", 2_000_000, 9)[0], "ok new");
-    let d = leecher.req("download_file share f");
+    let d = leecher.req(&v::download_file("share", "f"));
     assert!(
         d.iter().any(|l| l == "p s 127.0.0.1:4001 all"),
         "seeder at tracker 1 offered at tracker 2: {d:?}"
@@ -206,7 +211,7 @@ fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
     drop(seeder);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let p = leecher.req("peers share f");
+        let p = leecher.req(&v::peers("share", "f"));
         if p == vec!["list 0"] {
             break;
         }
@@ -214,7 +219,7 @@ fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The file is still listed: its seeder is offline, not gone.
-    assert_eq!(leecher.req("list_files share").len(), 2);
+    assert_eq!(leecher.req(&v::list_files("share")).len(), 2);
 }
 
 #[test]
@@ -222,13 +227,13 @@ fn sigterm_stops_a_tracker_cleanly_with_its_journal_flushed() {
     let mut cl = Cluster::start(1);
     let mut a = cl.conn(1);
     a.user("persist");
-    a.ok("create_group kept");
+    a.ok(&v::create_group("kept"));
     assert!(cl.terminate(1), "SIGTERM exits with status 0");
     cl.spawn(1);
     cl.wait_serving(1);
     let mut b = cl.conn(1);
     b.login("persist");
-    assert_eq!(b.req("list_groups").len(), 2);
+    assert_eq!(b.req(&Verb::ListGroups).len(), 2);
 }
 
 #[test]
@@ -312,9 +317,9 @@ fn no_plaintext_password_on_the_peer_link() {
     cl.procs[1] = Some(child);
     cl.wait_paired();
     let mut b = cl.conn(2);
-    b.ok("create_user sniffed Pl41nT3xtN0tHere");
-    b.ok("login sniffed Pl41nT3xtN0tHere 127.0.0.1:1");
-    b.ok("create_group g");
+    b.ok(&v::create_user("sniffed", "Pl41nT3xtN0tHere"));
+    b.ok(&v::login("sniffed", "Pl41nT3xtN0tHere", "127.0.0.1:1"));
+    b.ok(&v::create_group("g"));
     cl.wait_same_digest();
     let bytes = seen.lock().expect("lock").clone();
     let text = String::from_utf8_lossy(&bytes);
@@ -342,7 +347,7 @@ fn compacted_journals_recover_everything() {
     let mut a = cl.conn(1);
     a.user("compactor");
     for i in 0..300 {
-        a.ok(&format!("create_group cg{i}"));
+        a.ok(&v::create_group(&format!("cg{i}")));
     }
     let before = cl.wait_same_digest();
     for n in 1..=2 {
@@ -367,7 +372,7 @@ fn compacted_journals_recover_everything() {
     cl.wait_paired();
     let mut b = cl.conn(2);
     b.login("compactor");
-    assert_eq!(b.req("list_groups").len(), 301);
+    assert_eq!(b.req(&Verb::ListGroups).len(), 301);
     let after = cl.wait_same_digest();
     assert!(!before.is_empty() && !after.is_empty());
 }
@@ -379,14 +384,14 @@ fn the_hashes_of_a_64_gib_file_cross_the_pair_intact() {
     let cl = Cluster::start(2);
     let mut a = cl.conn(1);
     a.user("big");
-    a.ok("create_group huge");
+    a.ok(&v::create_group("huge"));
     let size: u64 = 64 << 30;
     assert_eq!(a.upload("huge", "disk.img", size, 5)[0], "ok new");
     let mut b = cl.conn(2);
     b.user("reader");
-    b.ok("join_group huge");
-    a.ok("accept_request huge reader");
-    let d = b.req("download_file huge disk.img");
+    b.ok(&v::join_group("huge"));
+    a.ok(&v::accept_request("huge", "reader"));
+    let d = b.req(&v::download_file("huge", "disk.img"));
     assert_eq!(d[0], format!("list 129 {size} 131072"));
     let hash_lines: Vec<&String> = d.iter().filter(|l| l.starts_with("h ")).collect();
     assert_eq!(hash_lines.len(), 128);
@@ -413,7 +418,7 @@ fn a_split_brain_heals_to_one_state() {
     let leader = if cl.role(1) == "leader-paired" { 1 } else { 2 };
     let follower = 3 - leader;
     let mut setup = cl.conn(leader);
-    setup.ok("create_user before pw");
+    setup.ok(&v::create_user("before", "pw"));
     cl.wait_same_digest();
     cl.signal(leader, libc::SIGSTOP);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -425,14 +430,14 @@ fn a_split_brain_heals_to_one_state() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let mut f = cl.conn(follower);
-    f.ok("create_user during_split pw");
+    f.ok(&v::create_user("during_split", "pw"));
     cl.signal(leader, libc::SIGCONT);
     cl.wait_paired();
     cl.wait_same_digest();
     // Both answer the same, and the write from before the split is everywhere.
     for n in 1..=2 {
         let mut c = cl.conn(n);
-        c.ok("login before pw 127.0.0.1:1");
-        c.ok("logout");
+        c.ok(&v::login("before", "pw", "127.0.0.1:1"));
+        c.ok(&Verb::Logout);
     }
 }

@@ -2,7 +2,7 @@
 //! into writes become operations applied to a state, whose invariants must hold after every
 //! step; operations also round-trip through their journal encoding.
 #![no_main]
-use groupshare::tracker::commands::{parse, Verb};
+use groupshare::protocol::tracker::{parse, Verb};
 use groupshare::tracker::op::{Entry, Op};
 use groupshare::tracker::state::State;
 use libfuzzer_sys::fuzz_target;

@@ -3,6 +3,7 @@
 //! one request per piece. Pure: the app supplies the clock.
 
 use crate::pieces::format_ranges;
+use crate::protocol::tracker::Verb;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -66,11 +67,15 @@ impl HaveBatcher {
 
     /// Takes every pending piece as `(group, file, ranges)` lines, each ranges list short
     /// enough for one request line.
-    pub fn take(&mut self) -> Vec<(String, String, String)> {
+    pub fn take(&mut self) -> Vec<Verb> {
         let mut out = Vec::new();
-        for ((g, f), set) in std::mem::take(&mut self.pending) {
-            for r in split_ranges(set.into_iter(), MAX_RANGES_LEN) {
-                out.push((g.clone(), f.clone(), r));
+        for ((group, file), set) in std::mem::take(&mut self.pending) {
+            for pieces in split_ranges(set.into_iter(), MAX_RANGES_LEN) {
+                out.push(Verb::Have {
+                    group: group.clone(),
+                    file: file.clone(),
+                    pieces,
+                });
             }
         }
         self.count = 0;
@@ -79,10 +84,12 @@ impl HaveBatcher {
     }
 }
 
-/// Formats ascending indices as range lists of at most `max_len` bytes each.
-pub fn split_ranges(indices: impl Iterator<Item = usize>, max_len: usize) -> Vec<String> {
+/// Splits ascending indices into runs of pieces whose range lists are at most `max_len` bytes
+/// each, so that every `have` line fits the protocol's line limit.
+pub fn split_ranges(indices: impl Iterator<Item = usize>, max_len: usize) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
-    let mut cur = String::new();
+    let mut cur = Vec::new();
+    let mut cur_len = 0;
     // Build greedily: whole runs are appended while they fit.
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for i in indices {
@@ -92,14 +99,13 @@ pub fn split_ranges(indices: impl Iterator<Item = usize>, max_len: usize) -> Vec
         }
     }
     for (a, b) in runs {
-        let piece = format_ranges(a..=b);
-        if !cur.is_empty() && cur.len() + 1 + piece.len() > max_len {
+        let len = format_ranges(a..=b).len();
+        if !cur.is_empty() && cur_len + 1 + len > max_len {
             out.push(std::mem::take(&mut cur));
+            cur_len = 0;
         }
-        if !cur.is_empty() {
-            cur.push(',');
-        }
-        cur.push_str(&piece);
+        cur_len += len + usize::from(cur_len > 0);
+        cur.extend(a..=b);
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -110,7 +116,14 @@ pub fn split_ranges(indices: impl Iterator<Item = usize>, max_len: usize) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pieces::parse_ranges;
+
+    fn have(group: &str, file: &str, pieces: &[usize]) -> Verb {
+        Verb::Have {
+            group: group.into(),
+            file: file.into(),
+            pieces: pieces.to_vec(),
+        }
+    }
 
     #[test]
     fn pieces_wait_for_the_delay_or_the_count() {
@@ -121,7 +134,7 @@ mod tests {
         b.add("g", "f", &[2, 7], t0 + Duration::from_millis(100));
         assert!(!b.due(t0 + Duration::from_millis(499)));
         assert!(b.due(t0 + FLUSH_DELAY));
-        assert_eq!(b.take(), vec![("g".into(), "f".into(), "1-3,7".into())]);
+        assert_eq!(b.take(), vec![have("g", "f", &[1, 2, 3, 7])]);
         assert!(b.is_empty() && b.deadline().is_none());
         let many: Vec<usize> = (0..FLUSH_COUNT).collect();
         b.add("g", "f", &many, t0);
@@ -138,10 +151,7 @@ mod tests {
         b.discard(|g, f| g == "g" && f == "f");
         assert_eq!(
             b.take(),
-            vec![
-                ("g".into(), "other".into(), "5".into()),
-                ("h".into(), "f".into(), "0".into())
-            ]
+            vec![have("g", "other", &[5]), have("h", "f", &[0])]
         );
         b.add("g", "f", &[1], t0);
         b.discard(|g, _| g == "g");
@@ -155,8 +165,8 @@ mod tests {
         assert!(lines.len() > 1);
         let mut all = Vec::new();
         for l in &lines {
-            assert!(l.len() <= MAX_RANGES_LEN);
-            all.extend(parse_ranges(l, 200_000).unwrap().iter());
+            assert!(format_ranges(l.iter().copied()).len() <= MAX_RANGES_LEN);
+            all.extend(l.iter().copied());
         }
         assert_eq!(all, idx);
     }

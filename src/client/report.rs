@@ -4,6 +4,7 @@
 use super::peers::{DownloadState, DownloadStatus};
 use super::shell::Command;
 use crate::pieces::PIECE_SIZE;
+use crate::protocol::tracker::ErrorCode;
 
 /// Names a command refers to, for error sentences.
 #[derive(Debug, Default)]
@@ -48,31 +49,31 @@ fn names_of(cmd: &Command) -> Names<'_> {
 
 /// A tracker's refusal of `cmd` as a sentence (without the `error: ` prefix). `file` names the
 /// file for commands whose file name is not an argument (upload_file).
-pub fn tracker_error(cmd: &Command, file: Option<&str>, code: &str, message: &str) -> String {
+pub fn tracker_error(cmd: &Command, file: Option<&str>, code: ErrorCode, message: &str) -> String {
     let n = names_of(cmd);
     let user = n.user.unwrap_or("that user");
     let group = n.group.unwrap_or("?");
     let file = file.or(n.file).unwrap_or("?");
     match code {
-        "not_logged_in" => "you are not logged in (use: login <user_id> <password>)".to_string(),
-        "already_logged_in" => format!("{user} is already logged in from another client"),
-        "bad_credentials" => "wrong user id or password".to_string(),
-        "user_exists" => format!("the user id '{user}' is already taken"),
-        "group_exists" => format!("a group named '{group}' already exists"),
-        "no_such_group" => format!("there is no group named '{group}'"),
-        "no_such_user" => format!("there is no user named '{user}'"),
-        "no_such_file" => format!("there is no file named '{file}' in group '{group}'"),
-        "no_such_request" => format!("{user} has not asked to join group '{group}'"),
-        "not_member" => format!("you are not a member of group '{group}'"),
-        "not_owner" => format!("only the owner of group '{group}' can do that"),
-        "already_member" => format!("you are already a member of group '{group}'"),
-        "already_requested" => format!("you have already asked to join group '{group}'"),
-        "not_seeder" => format!("you do not share '{file}' in group '{group}'"),
-        "content_mismatch" => format!(
+        ErrorCode::NotLoggedIn => "you are not logged in (use: login <user_id> <password>)".to_string(),
+        ErrorCode::AlreadyLoggedIn => format!("{user} is already logged in from another client"),
+        ErrorCode::BadCredentials => "wrong user id or password".to_string(),
+        ErrorCode::UserExists => format!("the user id '{user}' is already taken"),
+        ErrorCode::GroupExists => format!("a group named '{group}' already exists"),
+        ErrorCode::NoSuchGroup => format!("there is no group named '{group}'"),
+        ErrorCode::NoSuchUser => format!("there is no user named '{user}'"),
+        ErrorCode::NoSuchFile => format!("there is no file named '{file}' in group '{group}'"),
+        ErrorCode::NoSuchRequest => format!("{user} has not asked to join group '{group}'"),
+        ErrorCode::NotMember => format!("you are not a member of group '{group}'"),
+        ErrorCode::NotOwner => format!("only the owner of group '{group}' can do that"),
+        ErrorCode::AlreadyMember => format!("you are already a member of group '{group}'"),
+        ErrorCode::AlreadyRequested => format!("you have already asked to join group '{group}'"),
+        ErrorCode::NotSeeder => format!("you do not share '{file}' in group '{group}'"),
+        ErrorCode::ContentMismatch => format!(
             "a different file named '{file}' is already shared in group '{group}' (rename yours to share it)"
         ),
-        "unavailable" => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
-        "invalid_name" if !message.is_empty() => message.to_string(),
+        ErrorCode::Unavailable => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
+        ErrorCode::InvalidName if !message.is_empty() => message.to_string(),
         _ if message.is_empty() => format!("the tracker refused the request ({code})"),
         _ => format!("the tracker refused the request: {message}"),
     }
@@ -247,15 +248,20 @@ mod tests {
     fn tracker_errors_become_sentences_with_names() {
         let c = Command::JoinGroup { group: "g1".into() };
         assert_eq!(
-            tracker_error(&c, None, "no_such_group", "x"),
+            tracker_error(&c, None, ErrorCode::NoSuchGroup, "x"),
             "there is no group named 'g1'"
         );
         let c = Command::StopShare {
             group: "g".into(),
             file: "a.txt".into(),
         };
-        assert!(tracker_error(&c, None, "not_seeder", "").contains("'a.txt'"));
-        let e = tracker_error(&Command::ListGroups, None, "weird", "something odd");
+        assert!(tracker_error(&c, None, ErrorCode::NotSeeder, "").contains("'a.txt'"));
+        let e = tracker_error(
+            &Command::ListGroups,
+            None,
+            ErrorCode::Unknown,
+            "something odd",
+        );
         assert_eq!(e, "the tracker refused the request: something odd");
     }
 }

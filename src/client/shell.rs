@@ -3,11 +3,8 @@
 //! is refused before anything crosses the wire.
 
 use crate::names::{self, NameKind};
+use crate::protocol::tracker::MAX_PASSWORD;
 use std::path::PathBuf;
-
-/// Longest password accepted: it travels as one word of a request line and is hashed by the
-/// tracker; 128 bytes is far beyond any memorable password and keeps lines small.
-pub const MAX_PASSWORD_LEN: usize = 128;
 
 /// One command of the contract, arguments checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,9 +192,9 @@ fn password(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("the password must not be empty".to_string());
     }
-    if s.len() > MAX_PASSWORD_LEN {
+    if s.len() > MAX_PASSWORD {
         return Err(format!(
-            "the password is {} bytes long; at most {MAX_PASSWORD_LEN} are allowed",
+            "the password is {} bytes long; at most {MAX_PASSWORD} are allowed",
             s.len()
         ));
     }

@@ -16,6 +16,7 @@
 
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
+use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -25,8 +26,6 @@ use std::time::{Duration, Instant};
 
 /// The poll token of the tracker connection (the peer side uses tokens ≥ `peers::TOKEN_BASE`).
 pub const TRACKER_TOKEN: Token = Token(1);
-/// Protocol version sent in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
 /// A connection attempt, `hello` or re-attach that takes longer than this is given up and the
 /// other tracker tried: on loopback or a LAN a live tracker answers in milliseconds.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,9 +37,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// How a request relates to deduplication and ordering.
+/// How a request relates to deduplication and ordering on the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum RequestClass {
     /// Changes nothing: may be pipelined freely.
     Read,
     /// Changes state: at most one on the wire at a time.
@@ -49,74 +48,13 @@ pub enum Kind {
     Have,
 }
 
-/// A reply from the tracker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// `ok [words...]`
-    Ok(Vec<String>),
-    /// `list <n> [words...]` and its n data lines.
-    List {
-        head: Vec<String>,
-        lines: Vec<String>,
-    },
-    /// `err <code> <message...>`
-    Err { code: String, message: String },
-}
-
-/// Assembles replies from lines: most replies are one line, `list` collects its data lines.
-#[derive(Debug, Default)]
-pub struct ReplyReader {
-    /// A `list` reply still collecting: tag, head words, lines expected in all, lines so far.
-    partial: Option<(u64, Vec<String>, usize, Vec<String>)>,
-}
-
-/// Largest `list` the reader accepts; a bigger count is a protocol error rather than a reason
-/// to reserve memory. (A group of a million files is far past what the tracker holds.)
-const MAX_LIST_LINES: usize = 1 << 20;
-
-impl ReplyReader {
-    /// Feeds one line; returns a complete reply when there is one.
-    pub fn feed(&mut self, line: &str) -> Result<Option<(u64, Reply)>, String> {
-        if let Some((tag, head, n, mut lines)) = self.partial.take() {
-            lines.push(line.to_string());
-            if lines.len() == n {
-                return Ok(Some((tag, Reply::List { head, lines })));
-            }
-            self.partial = Some((tag, head, n, lines));
-            return Ok(None);
-        }
-        let mut words = line.split_ascii_whitespace();
-        let tag: u64 = words
-            .next()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| format!("reply without a tag: {line:?}"))?;
-        match words.next() {
-            Some("ok") => Ok(Some((tag, Reply::Ok(words.map(str::to_string).collect())))),
-            Some("err") => {
-                let code = words.next().unwrap_or("unknown").to_string();
-                let message = words.collect::<Vec<_>>().join(" ");
-                Ok(Some((tag, Reply::Err { code, message })))
-            }
-            Some("list") => {
-                let n: usize = words
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n <= MAX_LIST_LINES)
-                    .ok_or_else(|| format!("bad list count: {line:?}"))?;
-                let head = words.map(str::to_string).collect();
-                if n == 0 {
-                    return Ok(Some((
-                        tag,
-                        Reply::List {
-                            head,
-                            lines: Vec::new(),
-                        },
-                    )));
-                }
-                self.partial = Some((tag, head, n, Vec::with_capacity(n.min(1024))));
-                Ok(None)
-            }
-            _ => Err(format!("unknown reply: {line:?}")),
+impl RequestClass {
+    /// The class of a request: `have` apart, writes are the verbs the trackers deduplicate.
+    pub fn of(verb: &Verb) -> RequestClass {
+        match verb {
+            Verb::Have { .. } => RequestClass::Have,
+            v if v.is_write() => RequestClass::Write,
+            _ => RequestClass::Read,
         }
     }
 }
@@ -148,9 +86,9 @@ pub enum LinkEvent {
 }
 
 #[derive(Clone, Debug)]
-struct Request {
+struct QueuedRequest {
     tag: u64,
-    kind: Kind,
+    class: RequestClass,
     /// `verb args...` without the tag.
     line: String,
     /// Data lines that follow the request (upload_file's hash lines).
@@ -160,7 +98,7 @@ struct Request {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+enum LinkState {
     /// No connection; the next attempt at `until`.
     Waiting { until: Instant },
     /// Non-blocking connect in progress.
@@ -187,17 +125,18 @@ pub struct TrackerLink {
     current: usize,
     /// Index of the tracker the link was last ready on, for the "switched" note.
     last_ready: Option<usize>,
-    phase: Phase,
+    state: LinkState,
     conn: Option<Conn<TcpStream>>,
     reader: ReplyReader,
-    instance: String,
+    /// Sent in `hello`: the trackers deduplicate writes per instance.
+    instance: u64,
     /// Address this client serves pieces at, sent with `login` and `attach`.
     advertise: SocketAddr,
     next_tag: u64,
     /// Sent on the current connection (or to re-send on the next), unanswered, in tag order.
-    in_flight: VecDeque<Request>,
+    in_flight: VecDeque<QueuedRequest>,
     /// Not sent yet: held while a write is in flight or the link is not ready.
-    queue: VecDeque<Request>,
+    queue: VecDeque<QueuedRequest>,
     session: Option<Session>,
     /// Failed attempts since the link was last ready (drives the backoff).
     failures: u32,
@@ -213,7 +152,7 @@ impl TrackerLink {
     pub fn new(
         trackers: Vec<SocketAddr>,
         preferred: usize,
-        instance: String,
+        instance: u64,
         advertise: SocketAddr,
         now: Instant,
     ) -> Self {
@@ -222,7 +161,7 @@ impl TrackerLink {
             current: preferred.min(trackers.len() - 1),
             trackers,
             last_ready: None,
-            phase: Phase::Waiting { until: now },
+            state: LinkState::Waiting { until: now },
             conn: None,
             reader: ReplyReader::default(),
             instance,
@@ -239,7 +178,7 @@ impl TrackerLink {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.phase == Phase::Ready
+        self.state == LinkState::Ready
     }
 
     /// The address of the tracker in use (or being tried).
@@ -256,24 +195,19 @@ impl TrackerLink {
         self.session = session;
     }
 
-    /// True if requests are unanswered or waiting to be sent.
-    pub fn busy(&self) -> bool {
-        !self.in_flight.is_empty() || !self.queue.is_empty()
-    }
-
-    /// Queues a request `verb args...` (plus data lines) and returns its tag.
+    /// Queues a request (plus data lines: `upload_file`'s hash lines) and returns its tag.
     pub fn send(
         &mut self,
         registry: &Registry,
-        kind: Kind,
-        line: String,
+        verb: &Verb,
         extra: Vec<String>,
         now: Instant,
     ) -> u64 {
+        let (class, line) = (RequestClass::of(verb), verb.encode());
         let tag = self.take_tag();
-        self.queue.push_back(Request {
+        self.queue.push_back(QueuedRequest {
             tag,
-            kind,
+            class,
             line,
             extra,
             retried_session: false,
@@ -302,33 +236,33 @@ impl TrackerLink {
 
     /// The next moment `tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Waiting { until } => Some(until),
-            Phase::Connecting { since }
-            | Phase::Hello { since, .. }
-            | Phase::Attaching { since, .. } => Some(since + HANDSHAKE_TIMEOUT),
-            Phase::Retrying { since, .. } => Some(since + REPLY_TIMEOUT),
-            Phase::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
+        match self.state {
+            LinkState::Waiting { until } => Some(until),
+            LinkState::Connecting { since }
+            | LinkState::Hello { since, .. }
+            | LinkState::Attaching { since, .. } => Some(since + HANDSHAKE_TIMEOUT),
+            LinkState::Retrying { since, .. } => Some(since + REPLY_TIMEOUT),
+            LinkState::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
         }
     }
 
     /// Runs the link's timers: connection attempts, handshake and reply timeouts.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
-        match self.phase {
-            Phase::Waiting { until } if now >= until => self.connect(registry, now),
-            Phase::Connecting { since }
-            | Phase::Hello { since, .. }
-            | Phase::Attaching { since, .. }
+        match self.state {
+            LinkState::Waiting { until } if now >= until => self.connect(registry, now),
+            LinkState::Connecting { since }
+            | LinkState::Hello { since, .. }
+            | LinkState::Attaching { since, .. }
                 if now >= since + HANDSHAKE_TIMEOUT =>
             {
                 log::info!("tracker {} did not answer in time", self.tracker_addr());
                 self.fail(registry, now, true);
             }
-            Phase::Retrying { since, .. } if now >= since + REPLY_TIMEOUT => {
+            LinkState::Retrying { since, .. } if now >= since + REPLY_TIMEOUT => {
                 log::info!("tracker {} did not answer in time", self.tracker_addr());
                 self.fail(registry, now, true);
             }
-            Phase::Ready => {
+            LinkState::Ready => {
                 if let Some(t) = self.waiting_since {
                     if now >= t + REPLY_TIMEOUT {
                         log::warn!("tracker {} stopped answering", self.tracker_addr());
@@ -356,7 +290,7 @@ impl TrackerLink {
                 }
                 self.conn = Some(Conn::new(stream, MAX_LINE));
                 self.reader = ReplyReader::default();
-                self.phase = Phase::Connecting { since: now };
+                self.state = LinkState::Connecting { since: now };
             }
             Err(e) => {
                 log::debug!("cannot connect to tracker {addr}: {e}");
@@ -389,7 +323,7 @@ impl TrackerLink {
             self.reported_unreachable = true;
             self.events.push(LinkEvent::Unreachable);
         }
-        self.phase = Phase::Waiting { until: now + delay };
+        self.state = LinkState::Waiting { until: now + delay };
     }
 
     /// Handles a readiness event of the tracker connection.
@@ -397,7 +331,7 @@ impl TrackerLink {
         if event.token() != TRACKER_TOKEN || self.conn.is_none() {
             return;
         }
-        if let Phase::Connecting { .. } = self.phase {
+        if let LinkState::Connecting { .. } = self.state {
             let conn = self.conn.as_mut().expect("checked above");
             match conn.stream.take_error() {
                 Ok(None) => {}
@@ -415,9 +349,12 @@ impl TrackerLink {
                 }
             }
             let tag = self.take_tag();
-            let hello = format!("{tag} hello {} {PROTOCOL_VERSION}", self.instance);
+            let hello = Verb::Hello {
+                instance: self.instance,
+            };
+            let hello = request_line(tag, &hello.encode());
             self.conn.as_mut().expect("checked").send_line(&hello);
-            self.phase = Phase::Hello { tag, since: now };
+            self.state = LinkState::Hello { tag, since: now };
         }
         self.service(registry, now);
     }
@@ -488,8 +425,8 @@ impl TrackerLink {
     }
 
     fn on_reply(&mut self, registry: &Registry, tag: u64, reply: Reply, now: Instant) {
-        match self.phase {
-            Phase::Hello { tag: t, .. } if t == tag => match reply {
+        match self.state {
+            LinkState::Hello { tag: t, .. } if t == tag => match reply {
                 Reply::Ok(words) => {
                     log::debug!(
                         "tracker {} is tracker {}",
@@ -504,15 +441,18 @@ impl TrackerLink {
                 }
                 Reply::List { .. } => self.fail(registry, now, true),
             },
-            Phase::Retrying { tag: t, .. } if t == tag => {
-                let not_done = matches!(&reply, Reply::Err { code, .. } if code == "not_logged_in");
+            LinkState::Retrying { tag: t, .. } if t == tag => {
+                let not_done =
+                    matches!(&reply, Reply::Err { code, .. } if *code == ErrorCode::NotLoggedIn);
                 if !not_done {
                     let line = self
                         .in_flight
                         .iter()
                         .find(|r| r.tag == tag)
                         .map(|r| r.line.clone());
-                    if matches!(&reply, Reply::Ok(_)) && line.as_deref() == Some("logout") {
+                    if matches!(&reply, Reply::Ok(_))
+                        && line.as_deref() == Some(Verb::Logout.name())
+                    {
                         self.session = None;
                     }
                     if let Some(pos) = self.in_flight.iter().position(|r| r.tag == tag) {
@@ -522,7 +462,7 @@ impl TrackerLink {
                 }
                 self.attach_or_ready(registry, now);
             }
-            Phase::Attaching {
+            LinkState::Attaching {
                 tag: t, via_login, ..
             } if t == tag => match reply {
                 Reply::Ok(words) => {
@@ -533,14 +473,19 @@ impl TrackerLink {
                     }
                     self.become_ready(registry, now);
                 }
-                Reply::Err { code, .. } if code == "no_session" && !via_login => {
+                Reply::Err {
+                    code: ErrorCode::NoSession,
+                    ..
+                } if !via_login => {
                     self.send_login(now);
                 }
                 Reply::Err { code, message } => {
                     let user = self.session.take().map(|s| s.user).unwrap_or_default();
-                    let reason = match code.as_str() {
-                        "already_logged_in" => format!("{user} is logged in from another client"),
-                        "bad_credentials" => {
+                    let reason = match code {
+                        ErrorCode::AlreadyLoggedIn => {
+                            format!("{user} is logged in from another client")
+                        }
+                        ErrorCode::BadCredentials => {
                             format!("the tracker no longer accepts the password of {user}")
                         }
                         _ => message,
@@ -550,7 +495,7 @@ impl TrackerLink {
                 }
                 Reply::List { .. } => self.fail(registry, now, true),
             },
-            Phase::Ready => self.deliver(registry, tag, reply, now),
+            LinkState::Ready => self.deliver(registry, tag, reply, now),
             _ => log::debug!(
                 "unexpected reply {tag} from tracker {}",
                 self.tracker_addr()
@@ -566,13 +511,17 @@ impl TrackerLink {
     /// with `not_logged_in`, which sends it again after the attach.
     fn after_hello(&mut self, registry: &Registry, now: Instant) {
         if self.session.is_some() {
-            if let Some(w) = self.in_flight.iter().find(|r| r.kind == Kind::Write) {
+            if let Some(w) = self
+                .in_flight
+                .iter()
+                .find(|r| r.class == RequestClass::Write)
+            {
                 let conn = self.conn.as_mut().expect("connected");
-                conn.send_line(&format!("{} {}", w.tag, w.line));
+                conn.send_line(&request_line(w.tag, &w.line));
                 for x in &w.extra {
                     conn.send_line(x);
                 }
-                self.phase = Phase::Retrying {
+                self.state = LinkState::Retrying {
                     tag: w.tag,
                     since: now,
                 };
@@ -587,9 +536,13 @@ impl TrackerLink {
         match self.session.clone() {
             Some(s) => {
                 let tag = self.take_tag();
-                let line = format!("{tag} attach {} {}", s.token, self.advertise);
+                let attach = Verb::Attach {
+                    token: s.token,
+                    addr: self.advertise.to_string(),
+                };
+                let line = request_line(tag, &attach.encode());
                 self.conn.as_mut().expect("connected").send_line(&line);
-                self.phase = Phase::Attaching {
+                self.state = LinkState::Attaching {
                     tag,
                     via_login: false,
                     since: now,
@@ -603,9 +556,14 @@ impl TrackerLink {
     fn send_login(&mut self, now: Instant) {
         let s = self.session.clone().expect("attaching has a session");
         let tag = self.take_tag();
-        let line = format!("{tag} login {} {} {}", s.user, s.password, self.advertise);
+        let login = Verb::Login {
+            user: s.user,
+            password: s.password,
+            addr: self.advertise.to_string(),
+        };
+        let line = request_line(tag, &login.encode());
         self.conn.as_mut().expect("connected").send_line(&line);
-        self.phase = Phase::Attaching {
+        self.state = LinkState::Attaching {
             tag,
             via_login: true,
             since: now,
@@ -613,7 +571,7 @@ impl TrackerLink {
     }
 
     fn become_ready(&mut self, registry: &Registry, now: Instant) {
-        self.phase = Phase::Ready;
+        self.state = LinkState::Ready;
         self.failures = 0;
         self.reported_unreachable = false;
         let switched = self.last_ready.is_some_and(|i| i != self.current);
@@ -626,7 +584,7 @@ impl TrackerLink {
         // Re-send what was unanswered on the previous connection, same tags, same order.
         let conn = self.conn.as_mut().expect("connected");
         for r in &self.in_flight {
-            conn.send_line(&format!("{} {}", r.tag, r.line));
+            conn.send_line(&request_line(r.tag, &r.line));
             for x in &r.extra {
                 conn.send_line(x);
             }
@@ -639,18 +597,23 @@ impl TrackerLink {
 
     /// Sends queued requests while the link is ready and no write is held back.
     fn pump(&mut self, registry: &Registry, now: Instant) {
-        if self.phase != Phase::Ready {
+        if self.state != LinkState::Ready {
             return;
         }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         while let Some(front) = self.queue.front() {
-            if front.kind == Kind::Write && self.in_flight.iter().any(|r| r.kind == Kind::Write) {
+            if front.class == RequestClass::Write
+                && self
+                    .in_flight
+                    .iter()
+                    .any(|r| r.class == RequestClass::Write)
+            {
                 break;
             }
             let r = self.queue.pop_front().expect("front exists");
-            conn.send_line(&format!("{} {}", r.tag, r.line));
+            conn.send_line(&request_line(r.tag, &r.line));
             for x in &r.extra {
                 conn.send_line(x);
             }
@@ -678,7 +641,7 @@ impl TrackerLink {
         }
         // A session the link believed attached is unknown on this connection (a login answered
         // from the deduplication record after a failover): attach again and re-send, once.
-        if matches!(&reply, Reply::Err { code, .. } if code == "not_logged_in")
+        if matches!(&reply, Reply::Err { code, .. } if *code == ErrorCode::NotLoggedIn)
             && self.session.is_some()
             && !self.in_flight[pos].retried_session
         {
@@ -694,7 +657,7 @@ impl TrackerLink {
                 let _ = registry.deregister(&mut c.stream);
             }
             self.waiting_since = None;
-            self.phase = Phase::Waiting { until: now };
+            self.state = LinkState::Waiting { until: now };
             return;
         }
         self.in_flight.remove(pos);
@@ -728,62 +691,26 @@ impl TrackerLink {
 mod tests {
     use super::*;
 
-    fn feed_all(r: &mut ReplyReader, lines: &[&str]) -> Vec<(u64, Reply)> {
-        lines.iter().filter_map(|l| r.feed(l).unwrap()).collect()
-    }
-
     #[test]
-    fn reads_ok_err_and_list_replies() {
-        let mut r = ReplyReader::default();
-        let got = feed_all(
-            &mut r,
-            &[
-                "1 ok",
-                "2 ok abc",
-                "3 err no_such_group the group g does not exist",
-                "4 list 2 x",
-                "a 1",
-                "b 2",
-                "5 list 0",
-            ],
-        );
+    fn the_request_class_follows_the_verb() {
+        let g = || "g".to_string();
+        let have = Verb::Have {
+            group: g(),
+            file: g(),
+            pieces: vec![0],
+        };
+        assert_eq!(RequestClass::of(&have), RequestClass::Have);
         assert_eq!(
-            got,
-            vec![
-                (1, Reply::Ok(vec![])),
-                (2, Reply::Ok(vec!["abc".into()])),
-                (
-                    3,
-                    Reply::Err {
-                        code: "no_such_group".into(),
-                        message: "the group g does not exist".into()
-                    }
-                ),
-                (
-                    4,
-                    Reply::List {
-                        head: vec!["x".into()],
-                        lines: vec!["a 1".into(), "b 2".into()]
-                    }
-                ),
-                (
-                    5,
-                    Reply::List {
-                        head: vec![],
-                        lines: vec![]
-                    }
-                ),
-            ]
+            RequestClass::of(&Verb::JoinGroup { group: g() }),
+            RequestClass::Write
         );
-    }
-
-    #[test]
-    fn malformed_replies_are_errors() {
-        let mut r = ReplyReader::default();
-        assert!(r.feed("ok").is_err());
-        assert!(r.feed("1 what").is_err());
-        assert!(r.feed("1 list x").is_err());
-        assert!(r.feed("1 list 99999999999").is_err());
+        assert_eq!(RequestClass::of(&Verb::Logout), RequestClass::Write);
+        assert_eq!(RequestClass::of(&Verb::ListGroups), RequestClass::Read);
+        let download = Verb::DownloadFile {
+            group: g(),
+            file: g(),
+        };
+        assert_eq!(RequestClass::of(&download), RequestClass::Read);
     }
 
     /// A link against a scripted tracker on loopback: checks the hello / attach / re-send
@@ -848,13 +775,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let mut events = mio::Events::with_capacity(16);
         let now = Instant::now();
-        let mut link = TrackerLink::new(
-            addrs,
-            0,
-            "00000000000000ab".into(),
-            "127.0.0.1:7000".parse().unwrap(),
-            now,
-        );
+        let mut link = TrackerLink::new(addrs, 0, 0xab, "127.0.0.1:7000".parse().unwrap(), now);
         let reg = poll.registry().try_clone().unwrap();
         let mut got = Vec::new();
         let mut step = |link: &mut TrackerLink, got: &mut Vec<LinkEvent>| {
@@ -874,8 +795,11 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         let login = link.send(
             &reg.try_clone().unwrap(),
-            Kind::Write,
-            "login alice pw 127.0.0.1:7000".into(),
+            &Verb::Login {
+                user: "alice".into(),
+                password: "pw".into(),
+                addr: "127.0.0.1:7000".into(),
+            },
             vec![],
             now,
         );
@@ -893,8 +817,7 @@ mod tests {
         }));
         let tag = link.send(
             &reg.try_clone().unwrap(),
-            Kind::Write,
-            "create_group g".into(),
+            &Verb::CreateGroup { group: "g".into() },
             vec![],
             Instant::now(),
         );
@@ -996,7 +919,7 @@ mod tests {
         let mut link = TrackerLink::new(
             addrs,
             0,
-            "00000000000000cd".into(),
+            0xcd,
             "127.0.0.1:7000".parse().unwrap(),
             Instant::now(),
         );
@@ -1008,18 +931,11 @@ mod tests {
         let mut got = Vec::new();
         let w = link.send(
             &reg,
-            Kind::Write,
-            "create_group g".into(),
+            &Verb::CreateGroup { group: "g".into() },
             vec![],
             Instant::now(),
         );
-        let r = link.send(
-            &reg,
-            Kind::Read,
-            "list_groups".into(),
-            vec![],
-            Instant::now(),
-        );
+        let r = link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
         drive(&mut link, &mut poll, &mut got, |g| {
             g.iter()
                 .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == r))

@@ -4,6 +4,7 @@
 use super::journal::Position;
 use super::op::{Entry, Op, Origin};
 use crate::pieces::{from_hex, to_hex};
+use crate::protocol::tracker::ErrorCode;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -48,7 +49,7 @@ pub enum LinkMsg {
     },
     FwdErr {
         fid: u64,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     FwdOk {
@@ -208,7 +209,8 @@ impl LinkMsg {
                 let (code, message) = split1(rest);
                 LinkMsg::FwdErr {
                     fid: num(fid, "forward id")?,
-                    code: code.to_string(),
+                    code: ErrorCode::parse(code)
+                        .ok_or_else(|| format!("unknown error code {:?} on the peer link", code))?,
                     message: message.to_string(),
                 }
             }
@@ -331,7 +333,7 @@ mod tests {
             },
             LinkMsg::FwdErr {
                 fid: 6,
-                code: "not_member".into(),
+                code: ErrorCode::NotMember,
                 message: "you are not a member".into(),
             },
             LinkMsg::FwdOk {

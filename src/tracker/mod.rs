@@ -3,11 +3,11 @@
 //! - `password`    — salted, iterated password hashes
 //! - `op`          — replicated operations and journal entries, their text encoding
 //! - `state`       — the state as plain data; `apply(op) -> outcome`, queries, snapshots
-//! - `commands`    — client request lines parsed and validated into `Request`s
 //! - `journal`     — snapshot + fsync'ed journal in the data directory; recovery at start
 //! - `link`        — peer-link messages and the cluster-key handshake
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
-pub mod commands;
+//!
+//! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`.
 pub mod journal;
 pub mod link;
 pub mod op;

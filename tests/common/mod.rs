@@ -1,10 +1,13 @@
 //! Test harness for end-to-end tests over the real binaries: a cluster of trackers on free
 //! loopback ports in a temporary directory (each logging to `t<n>.log` there, printed when a
-//! test fails), the raw tracker protocol (`Conn`), and clients driven through their standard
+//! test fails), the tracker protocol (`Conn`, typed requests from `v`, raw bytes for hostile tests), and clients driven through their standard
 //! input with bounded waits for expected output. Everything spawned is killed on drop, also
 //! when a test panics. Trackers are numbered from 1, as on their command line.
 #![allow(dead_code)]
 
+use groupshare::pieces;
+use groupshare::protocol::tracker::ReplyReader;
+pub use groupshare::protocol::tracker::{Reply, Request, Verb};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -105,11 +108,11 @@ impl Cluster {
 
     /// The role word of tracker `n`'s `digest` reply.
     pub fn role(&self, n: usize) -> String {
-        Conn::connect(self.addrs[n - 1])
-            .and_then(|mut c| c.try_req("digest"))
-            .ok()
-            .and_then(|r| r[0].split(' ').nth(3).map(str::to_string))
-            .unwrap_or_default()
+        let reply = Conn::connect(self.addrs[n - 1]).and_then(|mut c| c.try_typed(&Verb::Digest));
+        match reply {
+            Ok(Reply::Ok(words)) => words.get(2).cloned().unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     /// Waits (bounded) until the two trackers are linked: one leads, the other follows.
@@ -204,8 +207,7 @@ impl Cluster {
 
     pub fn conn(&self, n: usize) -> Conn {
         let mut c = Conn::connect(self.addrs[n - 1]).expect("connect to tracker");
-        let instance = format!("{:016x}", rand_u64());
-        let r = c.req(&format!("hello {instance} 1"));
+        let r = c.req(&v::hello(rand_u64()));
         assert!(r[0].starts_with("ok"), "hello: {r:?}");
         c
     }
@@ -214,15 +216,15 @@ impl Cluster {
     pub fn wait_same_digest(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let ds: Vec<String> = (1..=self.addrs.len())
-                .map(|n| {
-                    let mut c = self.conn(n);
-                    c.req("digest")[0].clone()
-                })
+            let ds: Vec<Reply> = (1..=self.addrs.len())
+                .map(|n| self.conn(n).typed(&Verb::Digest))
                 .collect();
             let firsts: Vec<&str> = ds
                 .iter()
-                .map(|d| d.split(' ').nth(1).unwrap_or(""))
+                .map(|d| match d {
+                    Reply::Ok(words) => words.first().map_or("", String::as_str),
+                    _ => "",
+                })
                 .collect();
             if firsts.windows(2).all(|w| w[0] == w[1]) {
                 return firsts[0].to_string();
@@ -324,10 +326,35 @@ pub fn rand_u64() -> u64 {
     h.finish() | 1
 }
 
-/// A raw protocol connection: tags requests and reads whole replies.
+/// What a `Conn` sends after the tag: a typed request (`Verb`), or raw text for tests whose
+/// point is a malformed or hostile request.
+pub trait RequestText {
+    fn text(&self) -> String;
+}
+
+impl RequestText for str {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl RequestText for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+}
+
+impl RequestText for Verb {
+    fn text(&self) -> String {
+        self.encode()
+    }
+}
+
+/// A protocol connection: tags requests and reads whole replies with the protocol's reader.
 pub struct Conn {
     pub stream: TcpStream,
     reader: BufReader<TcpStream>,
+    replies: ReplyReader,
     tag: u64,
 }
 
@@ -339,6 +366,7 @@ impl Conn {
         Ok(Conn {
             stream,
             reader,
+            replies: ReplyReader::default(),
             tag: 0,
         })
     }
@@ -356,76 +384,178 @@ impl Conn {
         Ok(l.trim_end_matches(['\n', '\r']).to_string())
     }
 
-    /// Reads one reply: its first line (tag removed) and, for `list`, its data lines.
-    pub fn read_reply(&mut self) -> std::io::Result<Vec<String>> {
-        let first = self.read_line()?;
-        let rest = first.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
-        let mut out = vec![rest.clone()];
-        if let Some(n) = rest.strip_prefix("list ") {
-            let n: usize = n
-                .split(' ')
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-            for _ in 0..n {
-                out.push(self.read_line()?);
+    /// Reads one whole reply with its tag.
+    pub fn read_typed(&mut self) -> std::io::Result<(u64, Reply)> {
+        loop {
+            let line = self.read_line()?;
+            let got = self
+                .replies
+                .feed(&line)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if let Some(r) = got {
+                return Ok(r);
             }
         }
-        Ok(out)
     }
 
-    pub fn try_req(&mut self, line: &str) -> std::io::Result<Vec<String>> {
+    /// Reads one reply: its first line (tag removed) and, for `list`, its data lines.
+    pub fn read_reply(&mut self) -> std::io::Result<Vec<String>> {
+        let (tag, reply) = self.read_typed()?;
+        let text = reply.encode(tag);
+        let mut lines = text.split('\n').map(str::to_string);
+        let first = lines.next().unwrap_or_default();
+        let first = first.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
+        Ok(std::iter::once(first).chain(lines).collect())
+    }
+
+    /// Sends a request and returns its typed reply.
+    pub fn try_typed<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Reply> {
         self.tag += 1;
-        let l = format!("{} {line}\n", self.tag);
+        let l = format!("{} {}\n", self.tag, req.text());
+        self.stream.write_all(l.as_bytes())?;
+        Ok(self.read_typed()?.1)
+    }
+
+    pub fn typed<R: RequestText + ?Sized>(&mut self, req: &R) -> Reply {
+        self.try_typed(req)
+            .unwrap_or_else(|e| panic!("request '{}' failed: {e}", req.text()))
+    }
+
+    pub fn try_req<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Vec<String>> {
+        self.tag += 1;
+        let l = format!("{} {}\n", self.tag, req.text());
         self.stream.write_all(l.as_bytes())?;
         self.read_reply()
     }
 
     /// Sends a request and returns the reply: `[first line without tag, data lines...]`.
-    pub fn req(&mut self, line: &str) -> Vec<String> {
-        self.try_req(line)
-            .unwrap_or_else(|e| panic!("request '{line}' failed: {e}"))
+    pub fn req<R: RequestText + ?Sized>(&mut self, req: &R) -> Vec<String> {
+        self.try_req(req)
+            .unwrap_or_else(|e| panic!("request '{}' failed: {e}", req.text()))
     }
 
     /// Asserts the reply is `ok...` and returns its first line.
-    pub fn ok(&mut self, line: &str) -> String {
-        let r = self.req(line);
-        assert!(r[0].starts_with("ok"), "'{line}' → {r:?}");
+    pub fn ok<R: RequestText + ?Sized>(&mut self, req: &R) -> String {
+        let r = self.req(req);
+        assert!(r[0].starts_with("ok"), "'{}' → {r:?}", req.text());
         r[0].clone()
     }
 
     /// Asserts the reply is an error with this code.
-    pub fn err(&mut self, line: &str, code: &str) {
-        let r = self.req(line);
+    pub fn err<R: RequestText + ?Sized>(&mut self, req: &R, code: &str) {
+        let r = self.req(req);
         assert!(
             r[0].starts_with(&format!("err {code} ")),
-            "'{line}' → {r:?}, expected err {code}"
+            "'{}' → {r:?}, expected err {code}",
+            req.text()
         );
     }
 
     pub fn login(&mut self, user: &str) {
-        self.ok(&format!("login {user} pw-{user} 127.0.0.1:1"));
+        self.ok(&v::login(user, &format!("pw-{user}"), "127.0.0.1:1"));
     }
 
     pub fn user(&mut self, user: &str) {
-        self.ok(&format!("create_user {user} pw-{user}"));
+        self.ok(&v::create_user(user, &format!("pw-{user}")));
         self.login(user);
     }
 
     /// `upload_file` with made-up hashes for a file of `size` bytes.
     pub fn upload(&mut self, group: &str, file: &str, size: u64, seed: u8) -> Vec<String> {
-        let n = size.div_ceil(512 * 1024);
+        let npieces = size.div_ceil(512 * 1024);
         self.tag += 1;
-        let mut text = format!("{} upload_file {group} {file} {size} {n}\n", self.tag);
-        let hashes: String = (0..n)
-            .map(|i| format!("{:02x}", (i as u8) ^ seed).repeat(20))
-            .collect();
-        for chunk in hashes.as_bytes().chunks(40 * 1024) {
-            text.push_str(std::str::from_utf8(chunk).expect("hex"));
+        let verb = Verb::UploadFile {
+            group: group.to_string(),
+            file: file.to_string(),
+            size,
+            npieces,
+        };
+        let mut text = format!("{}\n", Request::new(self.tag, verb).encode());
+        let hashes: Vec<[u8; 20]> = (0..npieces).map(|i| [(i as u8) ^ seed; 20]).collect();
+        for line in pieces::hash_lines(&hashes) {
+            text.push_str(&line);
             text.push('\n');
         }
         self.stream.write_all(text.as_bytes()).expect("send upload");
         self.read_reply().expect("upload reply")
+    }
+}
+
+/// Short constructors of the requests tests send most, so a test reads like the protocol.
+pub mod v {
+    use groupshare::protocol::tracker::Verb;
+
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    pub fn hello(instance: u64) -> Verb {
+        Verb::Hello { instance }
+    }
+    pub fn create_user(user: &str, password: &str) -> Verb {
+        Verb::CreateUser {
+            user: s(user),
+            password: s(password),
+        }
+    }
+    pub fn login(user: &str, password: &str, addr: &str) -> Verb {
+        Verb::Login {
+            user: s(user),
+            password: s(password),
+            addr: s(addr),
+        }
+    }
+    pub fn attach(token: &str, addr: &str) -> Verb {
+        Verb::Attach {
+            token: s(token),
+            addr: s(addr),
+        }
+    }
+    pub fn create_group(group: &str) -> Verb {
+        Verb::CreateGroup { group: s(group) }
+    }
+    pub fn join_group(group: &str) -> Verb {
+        Verb::JoinGroup { group: s(group) }
+    }
+    pub fn leave_group(group: &str) -> Verb {
+        Verb::LeaveGroup { group: s(group) }
+    }
+    pub fn list_requests(group: &str) -> Verb {
+        Verb::ListRequests { group: s(group) }
+    }
+    pub fn accept_request(group: &str, user: &str) -> Verb {
+        Verb::AcceptRequest {
+            group: s(group),
+            user: s(user),
+        }
+    }
+    pub fn list_files(group: &str) -> Verb {
+        Verb::ListFiles { group: s(group) }
+    }
+    pub fn download_file(group: &str, file: &str) -> Verb {
+        Verb::DownloadFile {
+            group: s(group),
+            file: s(file),
+        }
+    }
+    pub fn peers(group: &str, file: &str) -> Verb {
+        Verb::Peers {
+            group: s(group),
+            file: s(file),
+        }
+    }
+    pub fn have(group: &str, file: &str, pieces: &[usize]) -> Verb {
+        Verb::Have {
+            group: s(group),
+            file: s(file),
+            pieces: pieces.to_vec(),
+        }
+    }
+    pub fn stop_share(group: &str, file: &str) -> Verb {
+        Verb::StopShare {
+            group: s(group),
+            file: s(file),
+        }
     }
 }
 

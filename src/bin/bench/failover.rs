@@ -5,6 +5,7 @@
 
 use crate::procs::{wait_for, Guard};
 use crate::servers::{instance_id, spawn_tracker, LineConn, TrackerPair};
+use groupshare::protocol::tracker::{Reply, Verb};
 use std::time::{Duration, Instant};
 
 /// One round: returns seconds from SIGKILL of the leader to the first committed write at the
@@ -17,14 +18,22 @@ fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Res
     let inst = instance_id();
     let user = format!("fo{r}x{:x}", groupshare::runtime::random_u64() & 0xffff);
     let mut c = LineConn::connect(pair.addrs[lead - 1])?;
-    c.ok(&format!("hello {inst} 1"))?;
-    c.ok(&format!("create_user {user} pw"))?;
-    let token = c
-        .ok(&format!("login {user} pw 127.0.0.1:1"))?
-        .split(' ')
-        .nth(1)
-        .map(str::to_string)
-        .ok_or("login gave no token")?;
+    let hello = Verb::Hello { instance: inst };
+    c.ok(&hello)?;
+    c.ok(&Verb::CreateUser {
+        user: user.clone(),
+        password: "pw".into(),
+    })?;
+    let login = Verb::Login {
+        user: user.clone(),
+        password: "pw".into(),
+        addr: "127.0.0.1:1".into(),
+    };
+    let token = match c.ok(&login)? {
+        Reply::Ok(words) => words.first().cloned(),
+        _ => None,
+    }
+    .ok_or("login gave no token")?;
     let mut tag = c.tag;
 
     let t0 = Instant::now();
@@ -40,21 +49,22 @@ fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Res
         let attempt = (|| -> Result<bool, String> {
             let mut c = LineConn::connect(pair.addrs[other - 1])?;
             c.tag = tag;
-            if !c.req(&format!("hello {inst} 1"))?.starts_with("ok") {
+            if !matches!(c.req(&hello)?, Reply::Ok(_)) {
                 return Ok(false);
             }
-            if !c
-                .req(&format!("attach {token} 127.0.0.1:1"))?
-                .starts_with("ok")
-            {
+            let attach = Verb::Attach {
+                token: token.clone(),
+                addr: "127.0.0.1:1".into(),
+            };
+            if !matches!(c.req(&attach)?, Reply::Ok(_)) {
                 return Ok(false);
             }
-            let r = c.req(&format!("create_group fg{r}{user}"))?;
+            let group = format!("fg{r}{user}");
+            let reply = c.req(&Verb::CreateGroup { group })?;
             tag = c.tag;
-            if r.starts_with("ok") {
-                Ok(true)
-            } else {
-                Err(format!("write after failover refused: {r}"))
+            match reply {
+                Reply::Ok(_) => Ok(true),
+                r => Err(format!("write after failover refused: {r:?}")),
             }
         })();
         match attempt {

@@ -5,6 +5,7 @@
 use crate::load::percentile;
 use crate::procs::{open_fds, piped, rss_bytes, wait_for, Guard};
 use crate::servers::LineConn;
+use groupshare::protocol::tracker::{Reply, Verb};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -169,12 +170,12 @@ pub fn ping_latency(addr: SocketAddr, redis: bool, count: usize) -> Result<(f64,
         }
     } else {
         let mut c = LineConn::connect(addr)?;
-        c.ok(&format!("hello {} 1", crate::servers::instance_id()))?;
+        c.ok(&crate::servers::hello())?;
         for _ in 0..count {
             let t0 = Instant::now();
-            let r = c.req("ping")?;
+            let r = c.req(&Verb::Ping)?;
             samples.push(t0.elapsed().as_nanos() as u64);
-            if r != "ok pong" {
+            if r != Reply::Ok(vec!["pong".to_string()]) {
                 return Err(format!("ping answered {r:?}"));
             }
         }

@@ -3,6 +3,7 @@
 //! replies (requests to Redis are inline commands). Latency is measured per request, from the
 //! moment it is queued to the moment its whole reply has been parsed.
 
+use groupshare::protocol::tracker::{Reply, ReplyReader};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -53,9 +54,9 @@ impl Stats {
 /// Incremental reply parser for one connection.
 #[derive(Default)]
 struct Parser {
-    /// Tracker: data lines still owed by the current `list` reply.
-    owed_lines: usize,
-    /// Whether the reply being parsed is an error, and its text.
+    /// Tracker: the protocol's own reply reader (a `list` collects its data lines).
+    tracker: ReplyReader,
+    /// RedisPairs: the error of the pair's first reply, if any.
     err: Option<String>,
     /// RedisPairs: the first reply of the current pair has arrived.
     half: bool,
@@ -91,32 +92,15 @@ impl Parser {
                 other => Ok(other),
             },
             Proto::Tracker => {
-                if self.owed_lines > 0 {
-                    self.owed_lines -= 1;
-                    return Ok(if self.owed_lines == 0 {
-                        Parsed::Reply(used, self.err.take())
-                    } else {
-                        Parsed::Partial(used)
-                    });
-                }
                 let text = String::from_utf8_lossy(line);
-                let mut w = text.split_whitespace();
-                let _tag = w.next();
-                match w.next() {
-                    Some("ok") => Ok(Parsed::Reply(used, None)),
-                    Some("err") => Ok(Parsed::Reply(used, Some(text.trim_end().to_string()))),
-                    Some("list") => {
-                        let n: usize = w.next().and_then(|n| n.parse().ok()).ok_or_else(|| {
-                            format!("tracker sent a malformed list header: {text:?}")
-                        })?;
-                        if n == 0 {
-                            Ok(Parsed::Reply(used, None))
-                        } else {
-                            self.owed_lines = n;
-                            Ok(Parsed::Partial(used))
-                        }
+                let text = text.strip_suffix('\r').unwrap_or(&text);
+                match self.tracker.feed(text) {
+                    Ok(None) => Ok(Parsed::Partial(used)),
+                    Ok(Some((tag, r @ Reply::Err { .. }))) => {
+                        Ok(Parsed::Reply(used, Some(r.encode(tag))))
                     }
-                    _ => Err(format!("unexpected tracker reply line: {text:?}")),
+                    Ok(Some(_)) => Ok(Parsed::Reply(used, None)),
+                    Err(e) => Err(format!("unexpected tracker reply: {e}")),
                 }
             }
             Proto::Redis => match line.first() {

@@ -18,6 +18,7 @@ mod servers;
 mod svg;
 mod transfer;
 
+use groupshare::protocol::tracker::{Request, Verb};
 use load::{Conns, Plan, Proto, Stats};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -241,7 +242,17 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
 }
 
 fn tracker_read(_: usize, tag: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("{tag} list_groups\n").as_bytes());
+    tracker_line(out, Request::new(tag, Verb::ListGroups));
+}
+
+/// `create_group <group>` with this tag, the write of the load cases.
+fn tracker_write(out: &mut Vec<u8>, tag: u64, group: String) {
+    tracker_line(out, Request::new(tag, Verb::CreateGroup { group }));
+}
+
+fn tracker_line(out: &mut Vec<u8>, req: Request) {
+    out.extend_from_slice(req.encode().as_bytes());
+    out.push(b'\n');
 }
 
 /// Redis' side of part A: a plain instance for reads, an AOF-always one for writes, with their
@@ -328,7 +339,7 @@ fn part_a_single(
         let name = "durable write (`create_group`), single tracker (no replication)";
         eprintln!("bench:   {name}, depth {depth}");
         let st = conns.run(Proto::Tracker, s.plan(depth), |c, tag, out| {
-            out.extend_from_slice(format!("{tag} create_group s{c}t{tag}\n").as_bytes())
+            tracker_write(out, tag, format!("s{c}t{tag}"))
         })?;
         single.check_alive()?;
         let red = match redis.as_deref_mut() {
@@ -360,10 +371,12 @@ fn part_a_tracker(
          its first dial is refused: it then serves alone at once and its log is longer)."
     ));
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
-    owner.ok(&format!("hello {} 1", servers::instance_id()))?;
-    owner.ok("create_user owner pw-owner")?;
-    owner.ok("login owner pw-owner 127.0.0.1:1")?;
-    owner.ok("create_group bench")?;
+    owner.ok(&servers::hello())?;
+    owner.ok(&servers::create_user("owner"))?;
+    owner.ok(&servers::login("owner"))?;
+    owner.ok(&Verb::CreateGroup {
+        group: "bench".into(),
+    })?;
 
     let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
     let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, 4)?;
@@ -384,7 +397,7 @@ fn part_a_tracker(
         };
         let st = if write {
             conns.run(Proto::Tracker, s.plan(depth), |c, tag, out| {
-                out.extend_from_slice(format!("{tag} create_group g{i}c{c}t{tag}\n").as_bytes())
+                tracker_write(out, tag, format!("g{i}c{c}t{tag}"))
             })?
         } else {
             conns.run(Proto::Tracker, s.plan(depth), tracker_read)?
@@ -429,10 +442,12 @@ fn profile_load(args: &[String]) -> Result<(), String> {
     let pair = servers::TrackerPair::start(&tracker_bin, "profile")?;
     let lead = pair.leader;
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
-    owner.ok(&format!("hello {} 1", servers::instance_id()))?;
-    owner.ok("create_user owner pw-owner")?;
-    owner.ok("login owner pw-owner 127.0.0.1:1")?;
-    owner.ok("create_group bench")?;
+    owner.ok(&servers::hello())?;
+    owner.ok(&servers::create_user("owner"))?;
+    owner.ok(&servers::login("owner"))?;
+    owner.ok(&Verb::CreateGroup {
+        group: "bench".into(),
+    })?;
     let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, 4)?;
     eprintln!(
         "leader pid {} follower pid {}",
@@ -446,7 +461,7 @@ fn profile_load(args: &[String]) -> Result<(), String> {
     };
     let st = if kind == "write" {
         conns.run(Proto::Tracker, plan, |c, tag, out| {
-            out.extend_from_slice(format!("{tag} create_group p{c}t{tag}\n").as_bytes())
+            tracker_write(out, tag, format!("p{c}t{tag}"))
         })?
     } else {
         conns.run(Proto::Tracker, plan, tracker_read)?

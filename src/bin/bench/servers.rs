@@ -2,6 +2,7 @@
 //! and Redis instances. Each is a `Guard`, so it dies with the bench.
 
 use crate::procs::{free_ports, wait_for, wait_listening, Guard, TempDir};
+use groupshare::protocol::tracker::{Reply, ReplyReader, Request, Verb};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 pub struct LineConn {
     pub stream: TcpStream,
     reader: BufReader<TcpStream>,
+    replies: ReplyReader,
     pub tag: u64,
 }
 
@@ -31,6 +33,7 @@ impl LineConn {
         Ok(LineConn {
             stream,
             reader,
+            replies: ReplyReader::default(),
             tag: 0,
         })
     }
@@ -44,43 +47,36 @@ impl LineConn {
         }
     }
 
-    /// Reads one tracker reply; returns its first line without the tag (data lines skipped).
-    pub fn read_reply(&mut self) -> Result<String, String> {
-        let first = self.read_line()?;
-        let rest = first.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
-        if let Some(n) = rest.strip_prefix("list ") {
-            let n: usize = n
-                .split(' ')
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-            for _ in 0..n {
-                self.read_line()?;
+    /// Reads one whole tracker reply (a `list` with its data lines).
+    pub fn read_reply(&mut self) -> Result<Reply, String> {
+        loop {
+            let line = self.read_line()?;
+            if let Some((_, reply)) = self.replies.feed(&line)? {
+                return Ok(reply);
             }
         }
-        Ok(rest)
     }
 
-    pub fn send(&mut self, line: &str) -> Result<(), String> {
+    pub fn send(&mut self, verb: &Verb) -> Result<(), String> {
         self.tag += 1;
-        let l = format!("{} {line}\n", self.tag);
+        let l = format!("{}\n", Request::new(self.tag, verb.clone()).encode());
         self.stream
             .write_all(l.as_bytes())
-            .map_err(|e| format!("sending {line:?}: {e}"))
+            .map_err(|e| format!("sending {}: {e}", verb.name()))
     }
 
-    pub fn req(&mut self, line: &str) -> Result<String, String> {
-        self.send(line)?;
+    pub fn req(&mut self, verb: &Verb) -> Result<Reply, String> {
+        self.send(verb)?;
         self.read_reply()
     }
 
     /// A request that must succeed.
-    pub fn ok(&mut self, line: &str) -> Result<String, String> {
-        let r = self.req(line)?;
-        if r.starts_with("ok") || r.starts_with("list") {
-            Ok(r)
-        } else {
-            Err(format!("{line:?} was refused: {r}"))
+    pub fn ok(&mut self, verb: &Verb) -> Result<Reply, String> {
+        match self.req(verb)? {
+            Reply::Err { code, message } => {
+                Err(format!("{} was refused: {code} {message}", verb.name()))
+            }
+            r => Ok(r),
         }
     }
 
@@ -93,8 +89,33 @@ impl LineConn {
     }
 }
 
-pub fn instance_id() -> String {
-    format!("{:016x}", groupshare::runtime::random_u64() | 1)
+/// A fresh client instance id, as `hello` carries it.
+pub fn instance_id() -> u64 {
+    groupshare::runtime::random_u64() | 1
+}
+
+/// `hello` with a fresh instance id.
+pub fn hello() -> Verb {
+    Verb::Hello {
+        instance: instance_id(),
+    }
+}
+
+/// `create_user <u> pw-<u>`, the password every bench user gets.
+pub fn create_user(u: &str) -> Verb {
+    Verb::CreateUser {
+        user: u.to_string(),
+        password: format!("pw-{u}"),
+    }
+}
+
+/// `login <u> pw-<u> 127.0.0.1:1`: bench users serve no pieces.
+pub fn login(u: &str) -> Verb {
+    Verb::Login {
+        user: u.to_string(),
+        password: format!("pw-{u}"),
+        addr: "127.0.0.1:1".to_string(),
+    }
 }
 
 /// A running tracker pair.
@@ -171,8 +192,10 @@ impl TrackerPair {
 
     pub fn role(&self, n: usize) -> Option<String> {
         let mut c = LineConn::connect(self.addrs[n - 1]).ok()?;
-        let r = c.req("digest").ok()?;
-        r.split(' ').nth(3).map(str::to_string)
+        match c.req(&Verb::Digest).ok()? {
+            Reply::Ok(words) => words.get(2).cloned(),
+            _ => None,
+        }
     }
 
     /// Which tracker leads the paired set, once both agree.
@@ -208,17 +231,17 @@ impl TrackerPair {
         for i in 0..n {
             let mut c = LineConn::connect(self.addrs[t - 1])?;
             let u = format!("{prefix}{i}");
-            c.send(&format!("hello {} 1", instance_id()))?;
-            c.send(&format!("create_user {u} pw-{u}"))?;
-            c.send(&format!("login {u} pw-{u} 127.0.0.1:1"))?;
+            c.send(&hello())?;
+            c.send(&create_user(&u))?;
+            c.send(&login(&u))?;
             conns.push(c);
         }
         let mut out = Vec::with_capacity(n);
         for mut c in conns {
             for what in ["hello", "create_user", "login"] {
                 let r = c.read_reply()?;
-                if !r.starts_with("ok") {
-                    return Err(format!("set-up {what} at tracker {t} refused: {r}"));
+                if !matches!(r, Reply::Ok(_)) {
+                    return Err(format!("set-up {what} at tracker {t} refused: {r:?}"));
                 }
             }
             out.push(c.into_stream()?);

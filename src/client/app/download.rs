@@ -12,12 +12,11 @@
 use super::paths::resolve_destination;
 use super::{App, Background, InProgress};
 use crate::client::console;
-use crate::client::peers::{DownloadId, DownloadSpec, PeerInfo};
+use crate::client::peers::{DownloadId, DownloadSpec};
 use crate::client::report;
 use crate::client::shares::{self, Share, ShareStore};
 use crate::client::shell::Command;
-use crate::client::tracker_link::{Kind, Reply};
-use crate::pieces::{self, Hash, PieceSet};
+use crate::protocol::tracker::{DownloadReply, PeerLine, Reply, Verb};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,12 +43,11 @@ impl App {
                 dest.display()
             ));
         }
-        let tag = self.send(
-            Kind::Read,
-            format!("download_file {group} {file}"),
-            vec![],
-            now,
-        );
+        let verb = Verb::DownloadFile {
+            group: group.clone(),
+            file: file.clone(),
+        };
+        let tag = self.send(&verb, vec![], now);
         self.set_command(
             InProgress::Downloading {
                 cmd,
@@ -74,13 +72,17 @@ impl App {
         let (head, lines) = match reply {
             Reply::List { head, lines } => (head, lines),
             Reply::Err { code, message } => {
-                return self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                return self.fail(&report::tracker_error(&cmd, None, code, &message))
             }
             Reply::Ok(_) => {
                 return self.fail("the tracker sent an unexpected reply to download_file")
             }
         };
-        let (size, hashes, peers) = match parse_download_reply(&head, &lines) {
+        let DownloadReply {
+            size,
+            hashes,
+            peers,
+        } = match DownloadReply::parse(&head, &lines) {
             Ok(x) => x,
             Err(e) => {
                 return self.fail(&format!(
@@ -98,7 +100,7 @@ impl App {
             group: group.clone(),
             file: file.clone(),
             size,
-            hashes: Arc::new(hashes),
+            hashes: Arc::new(hashes.into_owned()),
             dest: dest.clone(),
             claims: user.store.part_claims(),
         };
@@ -125,8 +127,11 @@ impl App {
         if self.background.values().any(|b| *b == waiting) {
             return;
         }
-        let line = format!("peers {} {}", d.group(), d.file());
-        let tag = self.send(Kind::Read, line, vec![], now);
+        let verb = Verb::Peers {
+            group: d.group().to_string(),
+            file: d.file().to_string(),
+        };
+        let tag = self.send(&verb, vec![], now);
         self.background.insert(tag, waiting);
     }
 
@@ -137,9 +142,9 @@ impl App {
         let npieces = d.hashes.len();
         match reply {
             Reply::List { lines, .. } => {
-                let peers: Vec<PeerInfo> = lines
+                let peers: Vec<PeerLine> = lines
                     .iter()
-                    .filter_map(|l| parse_peer_line(l, npieces))
+                    .filter_map(|l| PeerLine::parse(l, npieces))
                     .collect();
                 log::debug!("{} peers for {}/{}", peers.len(), d.group(), d.file());
                 self.peers.add_peers(id, peers);
@@ -208,12 +213,13 @@ impl App {
         if hashes.is_empty() && current && self.link.session().is_some() {
             // No piece, so no `have`: the tracker learns of the new seeder this way (the
             // same content under the same name adds a seeder).
-            let tag = self.send(
-                Kind::Write,
-                format!("upload_file {group} {file} 0 0"),
-                vec![],
-                now,
-            );
+            let verb = Verb::UploadFile {
+                group: group.clone(),
+                file: file.clone(),
+                size: 0,
+                npieces: 0,
+            };
+            let tag = self.send(&verb, vec![], now);
             self.background.insert(tag, Background::SeedEmpty);
         }
         if let Some(share) = share.filter(|s| s.size == expected) {
@@ -282,78 +288,5 @@ impl App {
             self.haves.discard(|g, f| g == group && f == file);
         }
         !ids.is_empty()
-    }
-}
-
-/// Parses `download_file`'s reply: head `<size> <npieces>`, data lines `h <hex>` (hashes) and
-/// `p <user> <addr> <have>` (peers).
-pub fn parse_download_reply(
-    head: &[String],
-    lines: &[String],
-) -> Result<(u64, Vec<Hash>, Vec<PeerInfo>), String> {
-    let (size, npieces): (u64, usize) = match head {
-        [s, n] => (
-            s.parse().map_err(|_| "bad size")?,
-            n.parse().map_err(|_| "bad piece count")?,
-        ),
-        _ => return Err("bad header".into()),
-    };
-    if pieces::piece_count(size) != npieces as u64 {
-        return Err("piece count does not match the size".into());
-    }
-    let mut hashes = Vec::with_capacity(npieces);
-    let mut peers = Vec::new();
-    for l in lines {
-        if let Some(hex) = l.strip_prefix("h ") {
-            hashes.extend(pieces::hashes_from_hex(hex.trim()).ok_or("bad hash line")?);
-        } else if l.starts_with("p ") {
-            if let Some(p) = parse_peer_line(l, npieces) {
-                peers.push(p);
-            }
-        } else {
-            return Err(format!("unexpected line {l:?}"));
-        }
-    }
-    if hashes.len() != npieces {
-        return Err(format!("{} hashes for {npieces} pieces", hashes.len()));
-    }
-    Ok((size, hashes, peers))
-}
-
-/// Parses `p <user> <addr> <have>`; `None` if malformed.
-pub fn parse_peer_line(line: &str, npieces: usize) -> Option<PeerInfo> {
-    let w: Vec<&str> = line.split_ascii_whitespace().collect();
-    match w.as_slice() {
-        ["p", user, addr, have] => Some(PeerInfo {
-            user: user.to_string(),
-            addr: addr.parse().ok()?,
-            have: PieceSet::from_wire(have, npieces)?,
-        }),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn download_replies_are_parsed() {
-        let hashes: Vec<Hash> = vec![[1; 20], [2; 20]];
-        let head = vec![(pieces::PIECE_SIZE + 1).to_string(), "2".to_string()];
-        let lines = vec![
-            format!("h {}", pieces::hashes_to_hex(&hashes)),
-            "p bob 127.0.0.1:5000 all".to_string(),
-            "p carol 127.0.0.1:5001 b80".to_string(),
-            "p broken".to_string(),
-        ];
-        let (size, h, peers) = parse_download_reply(&head, &lines).unwrap();
-        assert_eq!(size, pieces::PIECE_SIZE + 1);
-        assert_eq!(h, hashes);
-        assert_eq!(peers.len(), 2);
-        assert!(peers[0].have.is_full());
-        assert_eq!(peers[1].have.count(), 1);
-        assert!(parse_download_reply(&["5".into(), "2".into()], &[]).is_err());
-        assert!(parse_download_reply(&head, &lines[1..]).is_err());
     }
 }

@@ -32,8 +32,9 @@ use super::report;
 use super::shares::Share;
 use super::shell::{self, Command};
 use super::term::status::Snapshot;
-use super::tracker_link::{Kind, TrackerLink, TRACKER_TOKEN};
+use super::tracker_link::{TrackerLink, TRACKER_TOKEN};
 use crate::pieces::Hash;
+use crate::protocol::tracker::Verb;
 use crate::runtime::{self, SignalPipe};
 use mio::{Events, Interest, Poll, Token};
 use session::{ResumeStep, User};
@@ -209,7 +210,7 @@ impl App {
                 "warning: {bound} is not an address other peers can reach; give this machine's IP address"
             ));
         }
-        let instance = runtime::random_hex(8);
+        let instance = runtime::random_u64();
         let now = Instant::now();
         let link = TrackerLink::new(
             config.trackers.clone(),
@@ -295,11 +296,13 @@ impl App {
             hashing: self.peers.hashing(),
         });
         if let Some(cmd) = self.input.take_refresh().filter(|_| self.logged_in()) {
-            let line = match &cmd {
-                Command::ListFiles { group } => format!("list_files {group}"),
-                _ => "list_groups".to_string(),
+            let verb = match &cmd {
+                Command::ListFiles { group } => Verb::ListFiles {
+                    group: group.clone(),
+                },
+                _ => Verb::ListGroups,
             };
-            let tag = self.send(Kind::Read, line, vec![], now);
+            let tag = self.send(&verb, vec![], now);
             self.background.insert(tag, Background::Names(cmd));
         }
     }
@@ -337,8 +340,9 @@ impl App {
         }
     }
 
-    fn send(&mut self, kind: Kind, line: String, extra: Vec<String>, now: Instant) -> u64 {
-        self.link.send(self.poll.registry(), kind, line, extra, now)
+    /// Sends one request (with `upload_file`'s hash lines in `extra`); returns its tag.
+    fn send(&mut self, verb: &Verb, extra: Vec<String>, now: Instant) -> u64 {
+        self.link.send(self.poll.registry(), verb, extra, now)
     }
 
     fn set_command(&mut self, c: InProgress, now: Instant) {
@@ -439,7 +443,7 @@ impl App {
     fn begin_closing(&mut self, now: Instant) {
         self.flush_haves(now, true);
         if self.user.is_some() && self.link.session().is_some() {
-            let tag = self.send(Kind::Write, "logout".into(), vec![], now);
+            let tag = self.send(&Verb::Logout, vec![], now);
             self.closing_tag = Some(tag);
             self.stage = Stage::Closing {
                 deadline: now + LOGOUT_WAIT,
@@ -460,8 +464,8 @@ impl App {
         if needs_login && !self.logged_in() {
             return self.fail("you are not logged in (use: login <user_id> <password>)");
         }
-        if let Some((kind, line)) = simple::request(&cmd) {
-            return self.simple(kind, line, cmd, now);
+        if let Some(verb) = simple::request(&cmd) {
+            return self.simple(&verb, cmd, now);
         }
         match &cmd {
             Help => {
@@ -501,8 +505,8 @@ impl App {
     }
 
     /// Sends a command answered by one reply (`simple::on_simple_reply` shows it).
-    fn simple(&mut self, kind: Kind, line: String, cmd: Command, now: Instant) {
-        let tag = self.send(kind, line, vec![], now);
+    fn simple(&mut self, verb: &Verb, cmd: Command, now: Instant) {
+        let tag = self.send(verb, vec![], now);
         self.set_command(InProgress::Simple { cmd, tag }, now);
     }
 
@@ -541,8 +545,8 @@ impl App {
         if self.haves.is_empty() || !self.logged_in() || !(force || self.haves.due(now)) {
             return;
         }
-        for (g, f, ranges) in self.haves.take() {
-            let tag = self.send(Kind::Have, format!("have {g} {f} {ranges}"), vec![], now);
+        for have in self.haves.take() {
+            let tag = self.send(&have, vec![], now);
             self.background.insert(tag, Background::Have);
         }
     }

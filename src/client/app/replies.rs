@@ -4,7 +4,8 @@
 
 use super::{App, Background, InProgress, Stage};
 use crate::client::console;
-use crate::client::tracker_link::{LinkEvent, Reply};
+use crate::client::tracker_link::LinkEvent;
+use crate::protocol::tracker::Reply;
 use std::time::Instant;
 
 impl App {

@@ -7,8 +7,9 @@ use crate::client::console;
 use crate::client::report;
 use crate::client::shares::{self, FileCheck, Share, ShareStore};
 use crate::client::shell::Command;
-use crate::client::tracker_link::{Kind, Reply, Session};
+use crate::client::tracker_link::Session;
 use crate::pieces::{self, Hash};
+use crate::protocol::tracker::{ErrorCode, Reply, Verb};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,8 +56,12 @@ impl App {
                 u.name
             ));
         }
-        let line = format!("login {user} {password} {}", self.advertise);
-        let tag = self.send(Kind::Write, line, vec![], now);
+        let verb = Verb::Login {
+            user: user.clone(),
+            password: password.clone(),
+            addr: self.advertise.to_string(),
+        };
+        let tag = self.send(&verb, vec![], now);
         self.set_command(
             InProgress::Login {
                 cmd,
@@ -82,7 +87,7 @@ impl App {
                 return self.fail("the tracker sent an unexpected reply to login")
             }
             Reply::Err { code, message } => {
-                return self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                return self.fail(&report::tracker_error(&cmd, None, code, &message))
             }
         };
         self.link.set_session(Some(Session {
@@ -130,13 +135,14 @@ impl App {
             let problem = match shares::check_file(&share) {
                 FileCheck::Unchanged => match store.load_hashes(&share) {
                     Ok(hashes) => {
-                        let npieces = hashes.len();
+                        let verb = Verb::UploadFile {
+                            group: share.group.clone(),
+                            file: share.file.clone(),
+                            size: share.size,
+                            npieces: hashes.len() as u64,
+                        };
                         let extra: Vec<String> = pieces::hash_lines(&hashes).collect();
-                        let line = format!(
-                            "upload_file {} {} {} {npieces}",
-                            share.group, share.file, share.size
-                        );
-                        let tag = self.send(Kind::Write, line, extra, now);
+                        let tag = self.send(&verb, extra, now);
                         let step = ResumeStep::Upload {
                             tag,
                             share,
@@ -158,12 +164,11 @@ impl App {
             };
             console::err(&format!("warning: no longer sharing {what}: {problem}"));
             let _ = store.forget(&share.group, &share.file);
-            let tag = self.send(
-                Kind::Write,
-                format!("stop_share {} {}", share.group, share.file),
-                vec![],
-                now,
-            );
+            let verb = Verb::StopShare {
+                group: share.group.clone(),
+                file: share.file.clone(),
+            };
+            let tag = self.send(&verb, vec![], now);
             self.command = Some(InProgress::Resuming {
                 queue,
                 step: Some(ResumeStep::Stop { tag }),
@@ -219,14 +224,17 @@ impl App {
                         path: share.path.clone(),
                         group: share.group.clone(),
                     };
-                    let why = report::tracker_error(&cmd, Some(&share.file), &code, &message);
+                    let why = report::tracker_error(&cmd, Some(&share.file), code, &message);
                     console::err(&format!(
                         "warning: could not resume sharing {} in group {}: {why}",
                         share.file, share.group
                     ));
                     if matches!(
-                        code.as_str(),
-                        "content_mismatch" | "no_such_group" | "not_member" | "invalid_name"
+                        code,
+                        ErrorCode::ContentMismatch
+                            | ErrorCode::NoSuchGroup
+                            | ErrorCode::NotMember
+                            | ErrorCode::InvalidName
                     ) {
                         if let Some(u) = &self.user {
                             let _ = u.store.forget(&share.group, &share.file);
@@ -249,16 +257,19 @@ impl App {
     }
 
     pub(super) fn start_logout(&mut self, cmd: Command, now: Instant) {
-        let tag = self.send(Kind::Write, "logout".into(), vec![], now);
+        let tag = self.send(&Verb::Logout, vec![], now);
         self.set_command(InProgress::Logout { cmd, tag }, now);
     }
 
     pub(super) fn on_logout_reply(&mut self, cmd: Command, reply: Reply) {
         match reply {
             Reply::Ok(_) => self.after_logout("logged out"),
-            Reply::Err { code, .. } if code == "not_logged_in" => self.after_logout("logged out"),
+            Reply::Err {
+                code: ErrorCode::NotLoggedIn,
+                ..
+            } => self.after_logout("logged out"),
             Reply::Err { code, message } => {
-                self.fail(&report::tracker_error(&cmd, None, &code, &message))
+                self.fail(&report::tracker_error(&cmd, None, code, &message))
             }
             Reply::List { .. } => self.fail("the tracker sent an unexpected reply"),
         }

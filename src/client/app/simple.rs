@@ -6,22 +6,22 @@ use super::App;
 use crate::client::console;
 use crate::client::report;
 use crate::client::shell::Command;
-use crate::client::tracker_link::{Kind, Reply};
+use crate::protocol::tracker::{ErrorCode, FileLine, GroupLine, Reply, Verb};
 use std::time::Instant;
 
-/// The request line of a command answered by one reply; `None` for the other commands.
-pub(super) fn request(cmd: &Command) -> Option<(Kind, String)> {
+/// The request of a command answered by one reply; `None` for the other commands.
+pub(super) fn request(cmd: &Command) -> Option<Verb> {
     use Command::*;
-    let request = match cmd {
-        CreateUser { user, password } => (Kind::Write, format!("create_user {user} {password}")),
-        CreateGroup { group } => (Kind::Write, format!("create_group {group}")),
-        JoinGroup { group } => (Kind::Write, format!("join_group {group}")),
-        LeaveGroup { group } => (Kind::Write, format!("leave_group {group}")),
-        ListRequests { group } => (Kind::Read, format!("list_requests {group}")),
-        AcceptRequest { group, user } => (Kind::Write, format!("accept_request {group} {user}")),
-        ListGroups => (Kind::Read, "list_groups".into()),
-        ListFiles { group } => (Kind::Read, format!("list_files {group}")),
-        StopShare { group, file } => (Kind::Write, format!("stop_share {group} {file}")),
+    let request = match cmd.clone() {
+        CreateUser { user, password } => Verb::CreateUser { user, password },
+        CreateGroup { group } => Verb::CreateGroup { group },
+        JoinGroup { group } => Verb::JoinGroup { group },
+        LeaveGroup { group } => Verb::LeaveGroup { group },
+        ListRequests { group } => Verb::ListRequests { group },
+        AcceptRequest { group, user } => Verb::AcceptRequest { group, user },
+        ListGroups => Verb::ListGroups,
+        ListFiles { group } => Verb::ListFiles { group },
+        StopShare { group, file } => Verb::StopShare { group, file },
         Login { .. } | Logout | UploadFile { .. } | DownloadFile { .. } => return None,
         ShowDownloads | Help | Exit => return None,
     };
@@ -69,27 +69,26 @@ impl App {
             }
             Reply::List { lines, .. } => {
                 for line in lines {
-                    let w: Vec<&str> = line.split_ascii_whitespace().collect();
-                    let out = match (&cmd, w.as_slice()) {
-                        (ListGroups, [g, members, owner]) => {
-                            format!("{g}  {members} member{}, owner {owner}", plural(members))
-                        }
-                        (ListFiles { .. }, [f, size, seeders]) => format!(
-                            "{f}  {}  {seeders} seeder{}",
-                            size.parse::<f64>()
-                                .map(report::human_bytes)
-                                .unwrap_or_else(|_| size.to_string()),
-                            plural(seeders)
-                        ),
-                        _ => line.clone(),
+                    let out = match &cmd {
+                        ListGroups => GroupLine::parse(&line).map(|l| {
+                            let (g, n, owner) = (l.group, l.members, l.owner);
+                            format!("{g}  {n} member{}, owner {owner}", plural(n))
+                        }),
+                        ListFiles { .. } => FileLine::parse(&line).map(|l| {
+                            let size = report::human_bytes(l.size as f64);
+                            let n = l.seeders;
+                            format!("{}  {size}  {n} seeder{}", l.file, plural(n))
+                        }),
+                        _ => None,
                     };
-                    console::out(&out);
+                    // A line this client cannot read is shown as the tracker sent it.
+                    console::out(&out.unwrap_or(line));
                 }
                 return self.done("");
             }
         };
         // A stop_share of a share the tracker no longer has still stops it here.
-        if let (StopShare { group, file }, "not_seeder") = (&cmd, code.as_str()) {
+        if let (StopShare { group, file }, ErrorCode::NotSeeder) = (&cmd, code) {
             if self.serves(group, file) {
                 self.drop_share(group, file);
             }
@@ -100,12 +99,12 @@ impl App {
                 return self.done(&format!("stopped sharing {file} in group {group}"));
             }
         }
-        self.fail(&report::tracker_error(&cmd, None, &code, &message));
+        self.fail(&report::tracker_error(&cmd, None, code, &message));
     }
 }
 
-fn plural(n: &str) -> &'static str {
-    if n == "1" {
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
         ""
     } else {
         "s"
@@ -120,11 +119,11 @@ mod tests {
     #[test]
     fn only_commands_answered_by_one_reply_have_a_simple_request() {
         let leave = Command::LeaveGroup { group: "g".into() };
-        assert_eq!(request(&leave), Some((Kind::Write, "leave_group g".into())));
         assert_eq!(
-            request(&Command::ListGroups),
-            Some((Kind::Read, "list_groups".into()))
+            request(&leave),
+            Some(Verb::LeaveGroup { group: "g".into() })
         );
+        assert_eq!(request(&Command::ListGroups), Some(Verb::ListGroups));
         let others = [
             Command::Logout,
             Command::Login {

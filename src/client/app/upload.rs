@@ -10,8 +10,8 @@ use crate::client::peers::HashJobId;
 use crate::client::report;
 use crate::client::shares::{self, Share};
 use crate::client::shell::Command;
-use crate::client::tracker_link::{Kind, Reply};
 use crate::pieces::{self, Hash};
+use crate::protocol::tracker::{Reply, Verb};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,14 +86,13 @@ impl App {
             ));
         }
         let extra: Vec<String> = pieces::hash_lines(&hashes).collect();
-        let line = format!(
-            "upload_file {} {} {} {}",
-            share.group,
-            share.file,
+        let verb = Verb::UploadFile {
+            group: share.group.clone(),
+            file: share.file.clone(),
             size,
-            hashes.len()
-        );
-        let tag = self.send(Kind::Write, line, extra, now);
+            npieces: hashes.len() as u64,
+        };
+        let tag = self.send(&verb, extra, now);
         self.set_command(
             InProgress::Uploading {
                 cmd,
@@ -155,7 +154,7 @@ impl App {
             Reply::Err { code, message } => self.fail(&report::tracker_error(
                 &cmd,
                 Some(&share.file),
-                &code,
+                code,
                 &message,
             )),
             Reply::List { .. } => self.fail("the tracker sent an unexpected reply to upload_file"),

@@ -69,14 +69,9 @@ pub type DownloadId = u64;
 /// Identifies a hashing job started by `upload_file`.
 pub type HashJobId = u64;
 
-/// A peer the tracker said holds pieces of a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerInfo {
-    pub user: String,
-    pub addr: SocketAddr,
-    /// The tracker's view of the peer's pieces: a hint, the peer's own `have` is the truth.
-    pub have: PieceSet,
-}
+/// A peer the tracker said holds pieces of a file: a peer line of `peers` or
+/// `download_file`, as the tracker protocol parses it.
+pub type PeerInfo = crate::protocol::tracker::PeerLine;
 
 /// What the app needs to start a download (from the tracker's `download_file` reply).
 #[derive(Clone, Debug)]

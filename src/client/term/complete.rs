@@ -2,6 +2,7 @@
 //! `Known`, and local directories are listed through a function the caller supplies.
 
 use crate::client::shell::{Command, USAGE};
+use crate::protocol::tracker::{FileLine, GroupLine};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -20,24 +21,26 @@ impl Known {
     /// Takes in the tracker's answer to `cmd`: a listing (`Some`, the tracker's lines, name
     /// first) or a plain success (`None`). Returns the source refreshed, if one was.
     pub fn learn(&mut self, cmd: &Command, list: Option<&[String]>) -> Option<Source> {
-        let names = |lines: &[String]| -> Vec<String> {
-            lines
-                .iter()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_string)
-                .collect()
-        };
         match (cmd, list) {
             (Command::ListGroups, Some(lines)) => {
-                self.groups = names(lines);
+                self.groups = lines
+                    .iter()
+                    .filter_map(|l| GroupLine::parse(l))
+                    .map(|g| g.group)
+                    .collect();
                 return Some(Source::Groups);
             }
             (Command::ListFiles { group }, Some(lines)) => {
-                self.files.insert(group.clone(), names(lines));
+                let files = lines
+                    .iter()
+                    .filter_map(|l| FileLine::parse(l))
+                    .map(|f| f.file);
+                self.files.insert(group.clone(), files.collect());
                 return Some(Source::Files(group.clone()));
             }
             (Command::ListRequests { group }, Some(lines)) => {
-                self.requests.insert(group.clone(), names(lines));
+                // `list_requests` lines are bare user ids.
+                self.requests.insert(group.clone(), lines.to_vec());
             }
             (Command::CreateGroup { group }, None) if !self.groups.contains(group) => {
                 self.groups.push(group.clone());

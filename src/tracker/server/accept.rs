@@ -2,6 +2,7 @@
 //! descriptors. The connection limit itself is the loop's (it knows how many it holds); this
 //! only hands out accepted sockets and refuses politely what cannot be held.
 
+use crate::protocol::tracker::ErrorCode;
 use mio::net::{TcpListener, TcpStream};
 use std::fs::File;
 use std::io;
@@ -93,5 +94,6 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 pub(super) fn refuse(stream: &TcpStream, why: &str) {
     use std::io::Write;
     let mut s = stream;
-    let _ = s.write(format!("0 err too_many_connections {why}\n").as_bytes());
+    let line = crate::protocol::tracker::encode_err(0, ErrorCode::TooManyConnections, why);
+    let _ = s.write(format!("{line}\n").as_bytes());
 }

@@ -6,6 +6,7 @@ use super::ordering::ReplyQueue;
 use super::replication::LinkConn;
 use crate::net::conn::Conn;
 use crate::pieces::Hash;
+use crate::protocol::tracker::ErrorReply;
 use crate::tracker::op::Token as SessionToken;
 use mio::net::TcpStream;
 use std::time::Instant;
@@ -18,7 +19,8 @@ pub(super) struct StagedUpload {
     pub(super) hashes: Vec<Hash>,
     pub(super) lines_left: usize,
     pub(super) npieces: usize,
-    pub(super) bad: Option<String>,
+    /// The refusal to answer once the hash lines are read.
+    pub(super) bad: Option<ErrorReply>,
 }
 
 /// Where a staged upload goes once its hashes are in.

@@ -15,7 +15,6 @@ mod replica;
 mod replication;
 mod requests;
 
-use super::commands::{self, ParseError, Request, Verb};
 use super::journal::{Journal, Position};
 use super::link::LinkMsg;
 use super::op::{Op, Origin, Token as SessionToken};
@@ -24,6 +23,9 @@ use super::state::{Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
 use crate::pieces;
+use crate::protocol::tracker::{
+    self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb,
+};
 use crate::runtime::{self, SignalPipe};
 use accept::Acceptor;
 use connection::{ClientConn, ConnRole, Connection, StagedUpload, UploadTarget};
@@ -377,8 +379,11 @@ impl Server {
                         } else {
                             MAX_LINE
                         };
-                        let msg =
-                            format!("0 err line_too_long a line is longer than {limit} bytes");
+                        let msg = proto::encode_err(
+                            0,
+                            ErrorCode::LineTooLong,
+                            &format!("a line is longer than {limit} bytes"),
+                        );
                         self.send(key, &msg);
                         self.drop_conn(key, now);
                         return;
@@ -431,11 +436,7 @@ impl Server {
                 Some(Op::Login { .. } | Op::Attach { .. } | Op::Logout { .. })
             )
         });
-        let verb = line
-            .split(|b| *b == b' ' || *b == b'\t')
-            .filter(|w| !w.is_empty())
-            .nth(1)
-            .unwrap_or(b"");
+        let verb = proto::verb_word(line);
         !session_change
             && matches!(
                 verb,
@@ -589,14 +590,6 @@ impl Server {
             // Edge-triggered: bytes that arrived while paused raise no new event.
             self.on_readable(key, Instant::now(), false);
         }
-    }
-}
-
-fn ok_text(tag: u64, reply: &str) -> String {
-    if reply.is_empty() {
-        format!("{tag} ok")
-    } else {
-        format!("{tag} ok {reply}")
     }
 }
 

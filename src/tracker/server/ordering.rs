@@ -6,7 +6,8 @@
 //! released when the commit point passes them. Then the `Server` steps that move entries and
 //! replies between them, the journal and the sockets.
 
-use super::{ok_text, ConnRole, Server, OUTPUT_PAUSE};
+use super::{ConnRole, Server, OUTPUT_PAUSE};
+use crate::protocol::tracker::{self as proto, ErrorCode};
 use crate::tracker::link::{self, LinkMsg};
 use crate::tracker::op::{Entry, Op, Origin};
 use crate::tracker::state::Refusal;
@@ -217,7 +218,7 @@ impl Server {
             Role::Leader => match self.state.apply(origin, &op) {
                 Ok(reply) => {
                     let seq = self.append(origin, op.clone(), None);
-                    self.after_apply(&op, to, seq, Ok(reply));
+                    self.after_apply(&op, to, seq, Ok(reply.words().to_string()));
                 }
                 Err(r) => {
                     if let Some(to) = to {
@@ -241,7 +242,12 @@ impl Server {
                 // Not serving: only connection drops get here; their sessions do not exist in
                 // a state that has not synced yet.
                 if let Some(to) = to {
-                    self.reply_err(to.key, to.tag, "unavailable", "this tracker is not serving");
+                    self.reply_err(
+                        to.key,
+                        to.tag,
+                        ErrorCode::Unavailable,
+                        "this tracker is not serving",
+                    );
                 }
             }
         }
@@ -292,7 +298,7 @@ impl Server {
         });
         if let Some(to) = alive {
             match result {
-                Ok(reply) => self.push_commit_reply(to.key, seq, ok_text(to.tag, &reply)),
+                Ok(reply) => self.push_commit_reply(to.key, seq, proto::encode_ok(to.tag, &reply)),
                 Err(r) => self.refuse(to.key, to.tag, &r),
             }
         }

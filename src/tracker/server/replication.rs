@@ -5,8 +5,9 @@
 
 use super::ordering::{ForwardedWrite, HeldFwdOk, QueuedReply, ReplyTo};
 use super::replica::{AfterLinkClosed, Announced, Role};
-use super::{ok_text, ConnRole, Connection, Server};
+use super::{ConnRole, Connection, Server};
 use crate::net::framer::MAX_PEER_LINE;
+use crate::protocol::tracker::{self as proto, ErrorCode, WriteReply};
 use crate::tracker::journal::Position;
 use crate::tracker::link::{self, LinkMsg};
 use crate::tracker::op::{Op, Origin};
@@ -66,13 +67,14 @@ impl LinkConn {
 }
 
 /// The outcome of a forwarded write at the leader, as its client's reply.
-fn forward_outcome(tag: u64, seq: u64, result: Result<String, Refusal>) -> QueuedReply {
+/// `words`: the `ok` reply's words (a fresh write's `WriteReply::words`, or a deduplicated one).
+fn forward_outcome(tag: u64, seq: u64, result: Result<&str, Refusal>) -> QueuedReply {
     match result {
-        Ok(reply) => QueuedReply::AfterCommit {
+        Ok(words) => QueuedReply::AfterCommit {
             seq,
-            text: ok_text(tag, &reply),
+            text: proto::encode_ok(tag, words),
         },
-        Err(e) => QueuedReply::Ready(format!("{tag} err {} {}", e.code(), e.message())),
+        Err(e) => QueuedReply::Ready(proto::encode_err(tag, e.code(), &e.message())),
     }
 }
 
@@ -120,7 +122,7 @@ impl Server {
             if let Some(reply) = self.state.dedup(&o).map(str::to_string) {
                 if let Some(to) = to {
                     let seq = self.pos.seq;
-                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply)));
+                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(&reply)));
                 }
                 return;
             }
@@ -130,7 +132,7 @@ impl Server {
                 let seq = self.append(origin, op.clone(), None);
                 self.bind_session(&op, to);
                 if let Some(to) = to {
-                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply)));
+                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply.words())));
                 }
             }
             Err(r) => {
@@ -272,7 +274,7 @@ impl Server {
                 self.reply_err(
                     key,
                     0,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "peer-link command on a client connection",
                 );
                 return;
@@ -526,21 +528,22 @@ impl Server {
                 {
                     self.bind_session(&entry.op, w.to);
                     if let Some(to) = w.to {
-                        self.resolve_forward(to, fid, forward_outcome(to.tag, seq, result));
+                        let words = result.as_ref().map(WriteReply::words);
+                        let outcome = forward_outcome(to.tag, seq, words.map_err(Clone::clone));
+                        self.resolve_forward(to, fid, outcome);
                     }
                 }
             }
             LinkMsg::Commit { seq } if self.repl.following() => self.repl.leader_committed(seq),
             LinkMsg::FwdErr { fid, code, message } if self.repl.following() => {
                 if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
-                    let tag = to.tag;
-                    let outcome = QueuedReply::Ready(format!("{tag} err {code} {message}"));
+                    let outcome = QueuedReply::Ready(proto::encode_err(to.tag, code, &message));
                     self.resolve_forward(to, fid, outcome);
                 }
             }
             LinkMsg::FwdOk { fid, reply } if self.repl.following() => {
                 if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
-                    let outcome = QueuedReply::Ready(ok_text(to.tag, &reply));
+                    let outcome = QueuedReply::Ready(proto::encode_ok(to.tag, &reply));
                     self.resolve_forward(to, fid, outcome);
                 }
             }
@@ -595,7 +598,7 @@ impl Server {
         if matches!(op, Op::Term { .. } | Op::Detach { .. }) {
             self.send_link(&LinkMsg::FwdErr {
                 fid,
-                code: "bad_request".into(),
+                code: ErrorCode::BadRequest,
                 message: "not a client operation".into(),
             });
             return;
@@ -606,7 +609,7 @@ impl Server {
             }
             Err(r) => self.send_link(&LinkMsg::FwdErr {
                 fid,
-                code: r.code().to_string(),
+                code: r.code(),
                 message: r.message(),
             }),
         }

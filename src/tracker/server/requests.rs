@@ -3,6 +3,7 @@
 
 use super::ordering::QueuedReply;
 use super::*;
+use crate::protocol::tracker::{FileLine, GroupLine, PeerLine};
 
 impl Server {
     pub(super) fn client(&mut self, key: usize) -> Option<&mut ClientConn> {
@@ -39,8 +40,8 @@ impl Server {
         self.push_reply(key, QueuedReply::Ready(text));
     }
 
-    pub(super) fn reply_err(&mut self, key: usize, tag: u64, code: &str, message: &str) {
-        self.reply(key, format!("{tag} err {code} {message}"));
+    pub(super) fn reply_err(&mut self, key: usize, tag: u64, code: ErrorCode, message: &str) {
+        self.reply(key, proto::encode_err(tag, code, message));
     }
 
     pub(super) fn refuse(&mut self, key: usize, tag: u64, r: &Refusal) {
@@ -58,7 +59,12 @@ impl Server {
                         .and_then(pieces::hashes_from_hex)
                     {
                         Some(h) if up.hashes.len() + h.len() <= up.npieces => up.hashes.extend(h),
-                        _ => up.bad = Some("malformed hash line".into()),
+                        _ => {
+                            up.bad = Some(ErrorReply {
+                                code: ErrorCode::BadRequest,
+                                message: "malformed hash line".into(),
+                            })
+                        }
                     }
                 }
                 if up.lines_left == 0 {
@@ -74,7 +80,7 @@ impl Server {
             self.peer_hello(key, line, now);
             return;
         }
-        let req = match commands::parse(line) {
+        let req = match proto::parse(line) {
             Ok(r) => r,
             Err(e) => {
                 self.parse_error(key, e);
@@ -88,13 +94,13 @@ impl Server {
                     key,
                     ParseError {
                         tag: req.tag,
-                        code: "unavailable",
+                        code: ErrorCode::Unavailable,
                         message: why.into(),
                         skip_lines: pieces::hash_line_count(npieces as usize),
                     },
                 );
             }
-            return self.reply_err(key, req.tag, "unavailable", why);
+            return self.reply_err(key, req.tag, ErrorCode::Unavailable, why);
         }
         self.handle_request(key, req);
     }
@@ -108,7 +114,7 @@ impl Server {
                     hashes: Vec::new(),
                     lines_left: e.skip_lines,
                     npieces: 0,
-                    bad: Some(format!("{} {}", e.code, e.message)),
+                    bad: Some(e.error()),
                 });
                 return;
             }
@@ -124,17 +130,7 @@ impl Server {
         let origin = cl.instance.map(|instance| Origin { instance, tag });
         let session = cl.session.clone();
         let from = self.reply_to(key, tag);
-        // Everything but these needs a session.
-        let needs_session = !matches!(
-            req.verb,
-            Verb::Hello { .. }
-                | Verb::CreateUser { .. }
-                | Verb::Login { .. }
-                | Verb::Attach { .. }
-                | Verb::UploadFile { .. }
-                | Verb::Ping
-                | Verb::Digest
-        );
+        let needs_session = req.verb.needs_session();
         // (An upload's retry is recognised after its hash lines, which must be read first.)
         if let Some(o) = origin.filter(|_| !matches!(req.verb, Verb::UploadFile { .. })) {
             if let Some(stored) = self.state.dedup(&o).map(str::to_string) {
@@ -151,13 +147,15 @@ impl Server {
                 if let Some(cl) = self.client(key) {
                     cl.instance = Some(instance);
                 }
-                self.reply(key, format!("{tag} ok {}", self.cfg.me));
+                let reply = Reply::Ok(vec![self.cfg.me.to_string()]);
+                self.reply(key, reply.encode(tag));
             }
-            Verb::Ping => self.reply(key, format!("{tag} ok pong")),
+            Verb::Ping => self.reply(key, Reply::Ok(vec!["pong".into()]).encode(tag)),
             Verb::Digest => {
                 let d = self.state.digest();
                 let role = self.repl.describe();
-                self.reply(key, format!("{tag} ok {d} {} {role}", self.pos.seq));
+                let words = vec![d, self.pos.seq.to_string(), role.to_string()];
+                self.reply(key, Reply::Ok(words).encode(tag));
             }
             Verb::CreateUser { user, password } => {
                 if self.state.user_exists(&user) {
@@ -245,32 +243,23 @@ impl Server {
             ),
             Verb::ListGroups => {
                 let r = self.state.list_groups(&token);
-                self.reply_list(key, tag, r, "");
+                self.answer(key, tag, r.map(|v| lines(&v, GroupLine::encode)));
             }
             Verb::ListRequests { group } => {
                 let r = self.state.list_requests(&token, &group);
-                self.reply_list(key, tag, r, "");
+                self.answer(key, tag, r.map(Reply::list));
             }
             Verb::ListFiles { group } => {
                 let r = self.state.list_files(&token, &group);
-                self.reply_list(key, tag, r, "");
+                self.answer(key, tag, r.map(|v| lines(&v, FileLine::encode)));
             }
             Verb::Peers { group, file } => {
                 let r = self.state.peers(&token, &group, &file);
-                self.reply_list(key, tag, r, "");
+                self.answer(key, tag, r.map(|v| lines(&v, PeerLine::encode)));
             }
             Verb::DownloadFile { group, file } => {
-                let r = self.state.download(&token, &group, &file).map(|d| {
-                    let mut lines: Vec<String> = pieces::hash_lines(d.hashes)
-                        .map(|h| format!("h {h}"))
-                        .collect();
-                    lines.extend(d.peers);
-                    (lines, format!(" {} {}", d.size, d.hashes.len()))
-                });
-                match r {
-                    Ok((lines, extra)) => self.reply_list(key, tag, Ok(lines), &extra),
-                    Err(e) => self.refuse(key, tag, &e),
-                }
+                let r = self.state.download(&token, &group, &file);
+                self.answer(key, tag, r.map(|d| d.to_reply()));
             }
             Verb::UploadFile {
                 group,
@@ -321,7 +310,7 @@ impl Server {
             );
         }
         let seq = self.pos.seq;
-        self.push_commit_reply(key, seq, ok_text(tag, &stored));
+        self.push_commit_reply(key, seq, proto::encode_ok(tag, &stored));
     }
 
     /// Whether `user`'s live session is in fact ending: its logout is forwarded and on its way,
@@ -351,22 +340,10 @@ impl Server {
         self.conns.get(k).is_none_or(|c| c.closing)
     }
 
-    pub(super) fn reply_list(
-        &mut self,
-        key: usize,
-        tag: u64,
-        r: Result<Vec<String>, Refusal>,
-        extra: &str,
-    ) {
+    /// A read's answer: its reply, or the refusal.
+    pub(super) fn answer(&mut self, key: usize, tag: u64, r: Result<Reply, Refusal>) {
         match r {
-            Ok(lines) => {
-                let mut text = format!("{tag} list {}{extra}", lines.len());
-                for l in lines {
-                    text.push('\n');
-                    text.push_str(&l);
-                }
-                self.reply(key, text);
-            }
+            Ok(reply) => self.reply(key, reply.encode(tag)),
             Err(e) => self.refuse(key, tag, &e),
         }
     }
@@ -374,19 +351,20 @@ impl Server {
     pub(super) fn finish_upload(&mut self, key: usize, up: StagedUpload) {
         let tag = up.tag;
         let Some(UploadTarget { group, file, size }) = up.target else {
-            let bad = up.bad.unwrap_or_default();
-            let (code, msg) = bad.split_once(' ').unwrap_or(("bad_request", ""));
-            let code = code.to_string();
-            return self.reply_err(key, tag, &code, msg);
+            let bad = up.bad.unwrap_or(ErrorReply {
+                code: ErrorCode::BadRequest,
+                message: String::new(),
+            });
+            return self.reply_err(key, tag, bad.code, &bad.message);
         };
         if let Some(bad) = up.bad {
-            return self.reply_err(key, tag, "bad_request", &bad);
+            return self.reply_err(key, tag, bad.code, &bad.message);
         }
         if up.hashes.len() != up.npieces {
             return self.reply_err(
                 key,
                 tag,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the hash lines hold too few hashes",
             );
         }
@@ -397,7 +375,7 @@ impl Server {
         let origin = cl.instance.map(|instance| Origin { instance, tag });
         if let Some(stored) = origin.and_then(|o| self.state.dedup(&o).map(str::to_string)) {
             let seq = self.pos.seq;
-            return self.push_commit_reply(key, seq, ok_text(tag, &stored));
+            return self.push_commit_reply(key, seq, proto::encode_ok(tag, &stored));
         }
         let Some(token) = session else {
             return self.refuse(key, tag, &Refusal::NotLoggedIn);
@@ -415,4 +393,9 @@ impl Server {
             from,
         );
     }
+}
+
+/// A `list` reply of typed data lines.
+fn lines<T>(items: &[T], encode: fn(&T) -> String) -> Reply {
+    Reply::list(items.iter().map(encode).collect())
 }

@@ -18,7 +18,7 @@ pub(super) fn ok(st: &mut State, op: Op) -> String {
     match st.apply(None, &op) {
         Ok(r) => {
             assert_eq!(st.check_invariants(), Ok(()), "after {}", op.encode());
-            r
+            r.words().to_string()
         }
         Err(e) => panic!("{} refused: {e:?}", op.encode()),
     }

@@ -19,9 +19,13 @@ pub use dedup::MAX_DEDUP;
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
+use crate::protocol::tracker::{
+    DownloadReply, ErrorCode, FileLine, GroupLine, PeerLine, WriteReply,
+};
 use crate::tracker::op::{self, Op, Origin, Token};
 use crate::tracker::password;
 use dedup::DedupTable;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Largest file whose partial sources are offered in peer lines: its bitfield (2 hex digits
@@ -64,26 +68,26 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Refusal::NotLoggedIn => "not_logged_in",
-            Refusal::AlreadyLoggedIn => "already_logged_in",
-            Refusal::BadCredentials => "bad_credentials",
-            Refusal::NoSession => "no_session",
-            Refusal::UserExists => "user_exists",
-            Refusal::GroupExists(_) => "group_exists",
-            Refusal::NoSuchGroup(_) => "no_such_group",
-            Refusal::NoSuchUser(_) => "no_such_user",
-            Refusal::NoSuchFile(..) => "no_such_file",
-            Refusal::NoSuchRequest(..) => "no_such_request",
-            Refusal::NotMember(_) => "not_member",
-            Refusal::NotOwner(_) => "not_owner",
-            Refusal::AlreadyMember(_) => "already_member",
-            Refusal::AlreadyRequested(_) => "already_requested",
-            Refusal::NotSeeder(..) => "not_seeder",
-            Refusal::ContentMismatch(..) => "content_mismatch",
-            Refusal::InvalidName(_) => "invalid_name",
-            Refusal::BadRequest(_) => "bad_request",
+            Refusal::NotLoggedIn => ErrorCode::NotLoggedIn,
+            Refusal::AlreadyLoggedIn => ErrorCode::AlreadyLoggedIn,
+            Refusal::BadCredentials => ErrorCode::BadCredentials,
+            Refusal::NoSession => ErrorCode::NoSession,
+            Refusal::UserExists => ErrorCode::UserExists,
+            Refusal::GroupExists(_) => ErrorCode::GroupExists,
+            Refusal::NoSuchGroup(_) => ErrorCode::NoSuchGroup,
+            Refusal::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            Refusal::NoSuchFile(..) => ErrorCode::NoSuchFile,
+            Refusal::NoSuchRequest(..) => ErrorCode::NoSuchRequest,
+            Refusal::NotMember(_) => ErrorCode::NotMember,
+            Refusal::NotOwner(_) => ErrorCode::NotOwner,
+            Refusal::AlreadyMember(_) => ErrorCode::AlreadyMember,
+            Refusal::AlreadyRequested(_) => ErrorCode::AlreadyRequested,
+            Refusal::NotSeeder(..) => ErrorCode::NotSeeder,
+            Refusal::ContentMismatch(..) => ErrorCode::ContentMismatch,
+            Refusal::InvalidName(_) => ErrorCode::InvalidName,
+            Refusal::BadRequest(_) => ErrorCode::BadRequest,
         }
     }
 
@@ -155,15 +159,6 @@ pub struct Session {
     pub tracker: Option<u8>,
 }
 
-/// What `download_file` answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Download<'a> {
-    pub size: u64,
-    pub hashes: &'a [Hash],
-    /// Wire peer lines `p <user> <addr> <have>`.
-    pub peers: Vec<String>,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// User → password hash.
@@ -229,15 +224,14 @@ impl State {
             .is_some_and(|s| s.tracker.is_some())
     }
 
-    /// Deterministic. On `Ok`, the reply words after `ok`: `""` for a plain ok, the token for
-    /// `login`, `new`/`seeder` for `upload`, the user for `attach`. A successful write with an
-    /// origin is recorded for deduplication; checking for a duplicate before applying is the
-    /// caller's job (`dedup`).
-    pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<String, Refusal> {
+    /// Deterministic. On `Ok`, what the write answers (its words are what a retry gets). A
+    /// successful write with an origin is recorded for deduplication; checking for a duplicate
+    /// before applying is the caller's job (`dedup`).
+    pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<WriteReply, Refusal> {
         let reply = self.apply_op(op)?;
         if let Some(o) = origin {
             if op.is_write_dedup() {
-                self.dedup.record(o, &reply);
+                self.dedup.record(o, reply.words());
             }
         }
         Ok(reply)
@@ -248,7 +242,7 @@ impl State {
         self.dedup.reply(origin)
     }
 
-    fn apply_op(&mut self, op: &Op) -> Result<String, Refusal> {
+    fn apply_op(&mut self, op: &Op) -> Result<WriteReply, Refusal> {
         match op {
             Op::CreateUser { user, pw_hash } => {
                 check_name(NameKind::User, user)?;
@@ -261,7 +255,7 @@ impl State {
                     return Err(Refusal::UserExists);
                 }
                 self.users.insert(user.clone(), pw_hash.clone());
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Login {
                 token,
@@ -298,7 +292,7 @@ impl State {
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
-                Ok(token.clone())
+                Ok(WriteReply::Token(token.clone()))
             }
             Op::Attach {
                 token,
@@ -309,14 +303,14 @@ impl State {
                 let s = self.sessions.get_mut(token).ok_or(Refusal::NoSession)?;
                 s.addr = addr.clone();
                 s.tracker = Some(*tracker);
-                Ok(s.user.clone())
+                Ok(WriteReply::User(s.user.clone()))
             }
             Op::Logout { token } => {
                 // Also proposed when a connection drops, possibly after the session is gone.
                 if let Some(s) = self.sessions.remove(token) {
                     self.user_sessions.remove(&s.user);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Detach { tracker } => {
                 op::check_tracker(*tracker).map_err(Refusal::BadRequest)?;
@@ -325,7 +319,7 @@ impl State {
                         s.tracker = None;
                     }
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::CreateGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -342,7 +336,7 @@ impl State {
                         files: BTreeMap::new(),
                     },
                 );
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::JoinGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -358,7 +352,7 @@ impl State {
                     return Err(Refusal::AlreadyRequested(group.clone()));
                 }
                 g.requests.push(user);
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::LeaveGroup { token, group } => {
                 let user = self.actor(token)?;
@@ -366,7 +360,7 @@ impl State {
                 g.members.retain(|m| *m != user);
                 if g.members.is_empty() {
                     self.groups.remove(group);
-                    return Ok(String::new());
+                    return Ok(WriteReply::Done);
                 }
                 if g.owner == user {
                     g.owner = g.members[0].clone();
@@ -376,7 +370,7 @@ impl State {
                 }
                 // Partial sources cannot serve a whole file, so they do not keep it listed.
                 g.files.retain(|_, f| f.seeders() > 0);
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::AcceptRequest { token, group, user } => {
                 let owner = self.actor(token)?;
@@ -399,7 +393,7 @@ impl State {
                     .ok_or_else(|| Refusal::NoSuchRequest(group.clone(), user.clone()))?;
                 g.requests.remove(pos);
                 g.members.push(user.clone());
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::Upload {
                 token,
@@ -429,11 +423,11 @@ impl State {
                                 sharers: BTreeMap::from([(user, full)]),
                             },
                         );
-                        Ok("new".to_string())
+                        Ok(WriteReply::NewFile)
                     }
                     Some(f) if f.size == *size && f.hashes == *hashes => {
                         f.sharers.insert(user, full);
-                        Ok("seeder".to_string())
+                        Ok(WriteReply::Seeder)
                     }
                     Some(_) => Err(Refusal::ContentMismatch(group.clone(), file.clone())),
                 }
@@ -464,7 +458,7 @@ impl State {
                 for &i in pieces {
                     set.insert(i);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             Op::StopShare { token, group, file } => {
                 let user = self.actor(token)?;
@@ -480,10 +474,10 @@ impl State {
                 if f.seeders() == 0 {
                     g.files.remove(file);
                 }
-                Ok(String::new())
+                Ok(WriteReply::Done)
             }
             // Terms are the replication layer's business; the state only carries them.
-            Op::Term { .. } => Ok(String::new()),
+            Op::Term { .. } => Ok(WriteReply::Done),
         }
     }
 
@@ -508,13 +502,17 @@ impl State {
         Ok(())
     }
 
-    /// Lines `<group> <members> <owner>`, by name.
-    pub fn list_groups(&self, token: &str) -> Result<Vec<String>, Refusal> {
+    /// Every group, by name.
+    pub fn list_groups(&self, token: &str) -> Result<Vec<GroupLine>, Refusal> {
         self.actor(token)?;
         Ok(self
             .groups
             .iter()
-            .map(|(name, g)| format!("{name} {} {}", g.members.len(), g.owner))
+            .map(|(name, g)| GroupLine {
+                group: name.clone(),
+                members: g.members.len(),
+                owner: g.owner.clone(),
+            })
             .collect())
     }
 
@@ -528,13 +526,17 @@ impl State {
         Ok(g.requests.clone())
     }
 
-    /// Lines `<file> <size> <seeders>`, by name; members only.
-    pub fn list_files(&self, token: &str, group: &str) -> Result<Vec<String>, Refusal> {
+    /// The group's files, by name; members only.
+    pub fn list_files(&self, token: &str, group: &str) -> Result<Vec<FileLine>, Refusal> {
         let user = self.actor(token)?;
         let g = self.member_group(&user, group)?;
         Ok(g.files
             .iter()
-            .map(|(name, f)| format!("{name} {} {}", f.size, f.seeders()))
+            .map(|(name, f)| FileLine {
+                file: name.clone(),
+                size: f.size,
+                seeders: f.seeders(),
+            })
             .collect())
     }
 
@@ -557,7 +559,7 @@ impl State {
     /// Online holders of pieces of `f`, `requester` excluded, by user name. A partial source's
     /// bitfield must fit a client line (`MAX_LINE`): for files too large for that (over
     /// ~250,000 pieces) only complete seeders are offered.
-    fn peer_lines(&self, f: &File, requester: &str) -> Vec<String> {
+    fn peer_lines(&self, f: &File, requester: &str) -> Vec<PeerLine> {
         f.sharers
             .iter()
             .filter(|(u, _)| u.as_str() != requester)
@@ -565,21 +567,31 @@ impl State {
             .filter_map(|(u, set)| {
                 let s = self.sessions.get(self.user_sessions.get(u)?)?;
                 s.tracker?;
-                Some(format!("p {u} {} {}", s.addr, set.to_wire()))
+                Some(PeerLine {
+                    user: u.clone(),
+                    // Checked when the session was made (`op::check_addr`).
+                    addr: s.addr.parse().ok()?,
+                    have: set.clone(),
+                })
             })
             .collect()
     }
 
-    pub fn download(&self, token: &str, group: &str, file: &str) -> Result<Download<'_>, Refusal> {
+    pub fn download(
+        &self,
+        token: &str,
+        group: &str,
+        file: &str,
+    ) -> Result<DownloadReply<'_>, Refusal> {
         let (user, f) = self.member_file(token, group, file)?;
-        Ok(Download {
+        Ok(DownloadReply {
             size: f.size,
-            hashes: &f.hashes,
+            hashes: Cow::Borrowed(&f.hashes),
             peers: self.peer_lines(f, &user),
         })
     }
 
-    pub fn peers(&self, token: &str, group: &str, file: &str) -> Result<Vec<String>, Refusal> {
+    pub fn peers(&self, token: &str, group: &str, file: &str) -> Result<Vec<PeerLine>, Refusal> {
         let (user, f) = self.member_file(token, group, file)?;
         Ok(self.peer_lines(f, &user))
     }
@@ -600,28 +612,45 @@ mod tests {
     use super::*;
     use crate::pieces::PIECE_SIZE;
 
+    /// The typed form of a data line as the wire shows it, so the expectations below read as
+    /// the client would see them.
+    fn gl(line: &str) -> GroupLine {
+        GroupLine::parse(line).expect("a group line")
+    }
+
+    fn fl(line: &str) -> FileLine {
+        FileLine::parse(line).expect("a file line")
+    }
+
+    fn pl(line: &str) -> PeerLine {
+        PeerLine::parse(line, 3).expect("a peer line of a 3-piece file")
+    }
+
     #[test]
     fn refusal_codes_match_the_protocol() {
         let s = String::new;
         let all = [
-            (Refusal::NotLoggedIn, "not_logged_in"),
-            (Refusal::AlreadyLoggedIn, "already_logged_in"),
-            (Refusal::BadCredentials, "bad_credentials"),
-            (Refusal::NoSession, "no_session"),
-            (Refusal::UserExists, "user_exists"),
-            (Refusal::GroupExists(s()), "group_exists"),
-            (Refusal::NoSuchGroup(s()), "no_such_group"),
-            (Refusal::NoSuchUser(s()), "no_such_user"),
-            (Refusal::NoSuchFile(s(), s()), "no_such_file"),
-            (Refusal::NoSuchRequest(s(), s()), "no_such_request"),
-            (Refusal::NotMember(s()), "not_member"),
-            (Refusal::NotOwner(s()), "not_owner"),
-            (Refusal::AlreadyMember(s()), "already_member"),
-            (Refusal::AlreadyRequested(s()), "already_requested"),
-            (Refusal::NotSeeder(s(), s()), "not_seeder"),
-            (Refusal::ContentMismatch(s(), s()), "content_mismatch"),
-            (Refusal::InvalidName(s()), "invalid_name"),
-            (Refusal::BadRequest(s()), "bad_request"),
+            (Refusal::NotLoggedIn, ErrorCode::NotLoggedIn),
+            (Refusal::AlreadyLoggedIn, ErrorCode::AlreadyLoggedIn),
+            (Refusal::BadCredentials, ErrorCode::BadCredentials),
+            (Refusal::NoSession, ErrorCode::NoSession),
+            (Refusal::UserExists, ErrorCode::UserExists),
+            (Refusal::GroupExists(s()), ErrorCode::GroupExists),
+            (Refusal::NoSuchGroup(s()), ErrorCode::NoSuchGroup),
+            (Refusal::NoSuchUser(s()), ErrorCode::NoSuchUser),
+            (Refusal::NoSuchFile(s(), s()), ErrorCode::NoSuchFile),
+            (Refusal::NoSuchRequest(s(), s()), ErrorCode::NoSuchRequest),
+            (Refusal::NotMember(s()), ErrorCode::NotMember),
+            (Refusal::NotOwner(s()), ErrorCode::NotOwner),
+            (Refusal::AlreadyMember(s()), ErrorCode::AlreadyMember),
+            (Refusal::AlreadyRequested(s()), ErrorCode::AlreadyRequested),
+            (Refusal::NotSeeder(s(), s()), ErrorCode::NotSeeder),
+            (
+                Refusal::ContentMismatch(s(), s()),
+                ErrorCode::ContentMismatch,
+            ),
+            (Refusal::InvalidName(s()), ErrorCode::InvalidName),
+            (Refusal::BadRequest(s()), ErrorCode::BadRequest),
         ];
         for (r, code) in all {
             assert_eq!(r.code(), code);
@@ -643,7 +672,7 @@ mod tests {
     fn create_user_refuses_bad_names_and_hashes() {
         let mut st = State::new();
         let e = refused(&mut st, create_user("a/b"));
-        assert_eq!(e.code(), "invalid_name");
+        assert_eq!(e.code(), ErrorCode::InvalidName);
         let e = refused(
             &mut st,
             Op::CreateUser {
@@ -651,7 +680,7 @@ mod tests {
                 pw_hash: "plain".into(),
             },
         );
-        assert_eq!(e.code(), "bad_request");
+        assert_eq!(e.code(), ErrorCode::BadRequest);
     }
 
     #[test]
@@ -712,14 +741,17 @@ mod tests {
             refused(&mut st, login(9, "dave", 1)),
             Refusal::BadCredentials
         );
-        assert_eq!(refused(&mut st, login(9, "a b", 1)).code(), "invalid_name");
+        assert_eq!(
+            refused(&mut st, login(9, "a b", 1)).code(),
+            ErrorCode::InvalidName
+        );
         let mut op = login(9, "dave", 3);
-        assert_eq!(refused(&mut st, op.clone()).code(), "bad_request");
+        assert_eq!(refused(&mut st, op.clone()).code(), ErrorCode::BadRequest);
         if let Op::Login { tracker, addr, .. } = &mut op {
             *tracker = 1;
             *addr = "nowhere".into();
         }
-        assert_eq!(refused(&mut st, op).code(), "bad_request");
+        assert_eq!(refused(&mut st, op).code(), ErrorCode::BadRequest);
         let mut st = State::new();
         ok(&mut st, create_user("dave"));
         let e = refused(
@@ -731,14 +763,17 @@ mod tests {
                 tracker: 1,
             },
         );
-        assert_eq!(e.code(), "bad_request");
+        assert_eq!(e.code(), ErrorCode::BadRequest);
     }
 
     #[test]
     fn login_refuses_a_token_of_another_user() {
         let mut st = world();
         ok(&mut st, create_user("dave"));
-        assert_eq!(refused(&mut st, login(1, "dave", 1)).code(), "bad_request");
+        assert_eq!(
+            refused(&mut st, login(1, "dave", 1)).code(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -827,7 +862,7 @@ mod tests {
     #[test]
     fn create_group_makes_the_creator_owner_and_member() {
         let st = world();
-        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 2 alice".to_string()]));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec![gl("g 2 alice")]));
     }
 
     #[test]
@@ -839,7 +874,7 @@ mod tests {
         );
         assert_eq!(
             refused(&mut st, create_group(3, "..")).code(),
-            "invalid_name"
+            ErrorCode::InvalidName
         );
     }
 
@@ -881,7 +916,7 @@ mod tests {
         ok(&mut st, accept(1, "g", "carol"));
         assert_eq!(st.list_requests(&tok(1), "g"), Ok(vec![]));
         assert_eq!(st.list_files(&tok(3), "g"), Ok(vec![]));
-        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 3 alice".to_string()]));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec![gl("g 3 alice")]));
     }
 
     #[test]
@@ -933,10 +968,10 @@ mod tests {
         ok(&mut st, join(3, "g"));
         ok(&mut st, accept(1, "g", "carol"));
         ok(&mut st, leave(1, "g"));
-        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 2 bob".to_string()]));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec![gl("g 2 bob")]));
         assert_eq!(st.list_requests(&tok(2), "g"), Ok(vec![]));
         ok(&mut st, leave(2, "g"));
-        assert_eq!(st.list_groups(&tok(3)), Ok(vec!["g 1 carol".to_string()]));
+        assert_eq!(st.list_groups(&tok(3)), Ok(vec![gl("g 1 carol")]));
     }
 
     #[test]
@@ -967,8 +1002,8 @@ mod tests {
         assert_eq!(
             st.list_files(&tok(2), "g"),
             Ok(vec![
-                "bob_partial_of_alice 1048577 1".to_string(),
-                "both 1048577 1".to_string()
+                fl("bob_partial_of_alice 1048577 1"),
+                fl("both 1048577 1")
             ]),
             "a file whose only seeder left goes, even with a partial source"
         );
@@ -980,7 +1015,7 @@ mod tests {
         assert_eq!(ok(&mut st, upload(1, "g", "f", 1)), "new");
         assert_eq!(
             st.list_files(&tok(2), "g"),
-            Ok(vec![format!("f {} 1", 2 * PIECE_SIZE + 1)])
+            Ok(vec![fl(&format!("f {} 1", 2 * PIECE_SIZE + 1))])
         );
     }
 
@@ -992,7 +1027,7 @@ mod tests {
         assert_eq!(ok(&mut st, upload(2, "g", "f", 1)), "seeder", "idempotent");
         assert_eq!(
             st.list_files(&tok(2), "g"),
-            Ok(vec![format!("f {} 2", 2 * PIECE_SIZE + 1)])
+            Ok(vec![fl(&format!("f {} 2", 2 * PIECE_SIZE + 1))])
         );
     }
 
@@ -1011,7 +1046,10 @@ mod tests {
             size: 2 * PIECE_SIZE + 2,
             hashes: vec![[1; 20], [2; 20], [3; 20]],
         };
-        assert_eq!(refused(&mut st, other_size).code(), "content_mismatch");
+        assert_eq!(
+            refused(&mut st, other_size).code(),
+            ErrorCode::ContentMismatch
+        );
     }
 
     #[test]
@@ -1027,7 +1065,7 @@ mod tests {
         );
         assert_eq!(
             refused(&mut st, upload(1, "g", "a/b", 1)).code(),
-            "invalid_name"
+            ErrorCode::InvalidName
         );
         let wrong_count = Op::Upload {
             token: tok(1),
@@ -1036,7 +1074,7 @@ mod tests {
             size: 1,
             hashes: vec![],
         };
-        assert_eq!(refused(&mut st, wrong_count).code(), "bad_request");
+        assert_eq!(refused(&mut st, wrong_count).code(), ErrorCode::BadRequest);
     }
 
     #[test]
@@ -1052,7 +1090,8 @@ mod tests {
         assert_eq!(ok(&mut st, op), "new");
         let d = st.download(&tok(2), "g", "empty").unwrap();
         assert_eq!((d.size, d.hashes.len()), (0, 0));
-        assert_eq!(d.peers, vec![format!("p alice 127.0.0.1:7001 all")]);
+        let seeder = PeerLine::parse("p alice 127.0.0.1:7001 all", 0);
+        assert_eq!(d.peers, vec![seeder.expect("a peer line of an empty file")]);
         let st2 = round_trip(&st);
         assert_eq!(st2.digest(), st.digest());
     }
@@ -1064,15 +1103,15 @@ mod tests {
         ok(&mut st, have(2, "g", "f", &[0, 2]));
         assert_eq!(
             st.peers(&tok(1), "g", "f"),
-            Ok(vec!["p bob 127.0.0.1:7002 ba0".to_string()])
+            Ok(vec![pl("p bob 127.0.0.1:7002 ba0")])
         );
-        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], "f 1048577 1");
+        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], fl("f 1048577 1"));
         ok(&mut st, have(2, "g", "f", &[1]));
         assert_eq!(
             st.peers(&tok(1), "g", "f"),
-            Ok(vec!["p bob 127.0.0.1:7002 all".to_string()])
+            Ok(vec![pl("p bob 127.0.0.1:7002 all")])
         );
-        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], "f 1048577 2");
+        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], fl("f 1048577 2"));
     }
 
     #[test]
@@ -1095,7 +1134,8 @@ mod tests {
         assert!(peers.is_err());
         let to_bob = st.peers(&tok(2), "g", "huge").unwrap();
         assert_eq!(to_bob.len(), 1);
-        assert!(to_bob[0].starts_with("p alice ") && to_bob[0].ends_with(" all"));
+        let line = to_bob[0].encode();
+        assert!(line.starts_with("p alice ") && line.ends_with(" all"));
         let d = st.download(&tok(1), "g", "huge").unwrap();
         assert!(
             d.peers.is_empty(),
@@ -1117,11 +1157,11 @@ mod tests {
         );
         assert_eq!(
             refused(&mut st, have(2, "g", "f", &[0, 3])).code(),
-            "bad_request"
+            ErrorCode::BadRequest
         );
         assert_eq!(
             refused(&mut st, have(2, "g", "f", &[])).code(),
-            "bad_request"
+            ErrorCode::BadRequest
         );
     }
 
@@ -1131,7 +1171,10 @@ mod tests {
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, upload(2, "g", "f", 1));
         ok(&mut st, stop(1, "g", "f"));
-        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec!["f 1048577 1"]);
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
         ok(&mut st, stop(2, "g", "f"));
         assert_eq!(st.list_files(&tok(1), "g"), Ok(vec![]));
     }
@@ -1143,7 +1186,10 @@ mod tests {
         ok(&mut st, have(2, "g", "f", &[1]));
         ok(&mut st, stop(2, "g", "f"));
         assert_eq!(st.peers(&tok(1), "g", "f"), Ok(vec![]));
-        assert_eq!(st.list_files(&tok(1), "g").unwrap(), vec!["f 1048577 1"]);
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
     }
 
     #[test]
@@ -1169,12 +1215,15 @@ mod tests {
         let mut st = world();
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, Op::Logout { token: tok(1) });
-        assert_eq!(st.list_files(&tok(2), "g").unwrap(), vec!["f 1048577 1"]);
+        assert_eq!(
+            st.list_files(&tok(2), "g").unwrap(),
+            vec![fl("f 1048577 1")]
+        );
         assert_eq!(st.peers(&tok(2), "g", "f"), Ok(vec![]));
         ok(&mut st, login(7, "alice", 2));
         assert_eq!(
             st.peers(&tok(2), "g", "f"),
-            Ok(vec!["p alice 127.0.0.1:7007 all".to_string()])
+            Ok(vec![pl("p alice 127.0.0.1:7007 all")])
         );
         ok(&mut st, Op::Detach { tracker: 2 });
         ok(&mut st, login(2, "bob", 1));
@@ -1192,8 +1241,8 @@ mod tests {
         ok(&mut st, upload(2, "g", "f", 1));
         let d = st.download(&tok(2), "g", "f").unwrap();
         assert_eq!(d.size, 2 * PIECE_SIZE + 1);
-        assert_eq!(d.hashes, &[[1; 20], [2; 20], [3; 20]]);
-        assert_eq!(d.peers, vec!["p alice 127.0.0.1:7001 all".to_string()]);
+        assert_eq!(&d.hashes[..], &[[1; 20], [2; 20], [3; 20]]);
+        assert_eq!(d.peers, vec![pl("p alice 127.0.0.1:7001 all")]);
         assert_eq!(
             st.download(&tok(3), "g", "f").map(|d| d.size),
             Err(Refusal::NotMember("g".into()))

@@ -1,13 +1,13 @@
-//! Client requests: one line `<tag> <verb> <args...>` parsed into a `Request`, with names and
-//! numbers validated here, at the edge. Pure.
+//! Requests: one line `<tag> <verb> <args...>`, parsed into a `Request` with names, numbers
+//! and addresses validated here, at the edge, and encoded from the same `Verb`.
 
+use super::error::{ErrorCode, ErrorReply};
+use super::{MAX_PASSWORD, PROTOCOL_VERSION};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, MAX_PIECES};
 use std::net::SocketAddr;
 
-/// The protocol version this tracker speaks (`hello <instance> <version>`).
-pub const PROTOCOL_VERSION: u32 = 1;
-
+/// A verb with its arguments, validated. The `tag` is in `Request`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
     Hello {
@@ -20,9 +20,11 @@ pub enum Verb {
     Login {
         user: String,
         password: String,
+        /// `IP:PORT` where the client serves pieces, in `SocketAddr`'s canonical form.
         addr: String,
     },
     Attach {
+        /// 32 lowercase hex digits.
         token: String,
         addr: String,
     },
@@ -47,7 +49,7 @@ pub enum Verb {
     ListFiles {
         group: String,
     },
-    /// Followed by `hash_line_count(npieces)` hash lines.
+    /// Followed by `hash_line_count(npieces)` hash lines (`pieces::hash_lines`).
     UploadFile {
         group: String,
         file: String,
@@ -65,6 +67,7 @@ pub enum Verb {
     Have {
         group: String,
         file: String,
+        /// Ascending piece indices.
         pieces: Vec<usize>,
     },
     StopShare {
@@ -85,7 +88,7 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
     pub tag: u64,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// For a malformed `upload_file` whose piece count could be read: the hash lines that
     /// follow it and must be skipped.
@@ -93,7 +96,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(tag: u64, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(tag: u64, code: ErrorCode, message: impl Into<String>) -> Self {
         ParseError {
             tag,
             code,
@@ -101,8 +104,17 @@ impl ParseError {
             skip_lines: 0,
         }
     }
+
+    /// The refusal without its tag and skip count.
+    pub fn error(&self) -> ErrorReply {
+        ErrorReply {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
 }
 
+/// Each verb's usage; the number of `<...>` words is its argument count.
 const USAGE: &[(&str, &str)] = &[
     ("hello", "hello <instance> <version>"),
     ("create_user", "create_user <user_id> <password>"),
@@ -132,32 +144,165 @@ fn usage(verb: &str) -> Option<&'static str> {
     USAGE.iter().find(|(v, _)| *v == verb).map(|(_, u)| *u)
 }
 
+impl Verb {
+    /// The verb's word on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verb::Hello { .. } => "hello",
+            Verb::CreateUser { .. } => "create_user",
+            Verb::Login { .. } => "login",
+            Verb::Attach { .. } => "attach",
+            Verb::Logout => "logout",
+            Verb::CreateGroup { .. } => "create_group",
+            Verb::JoinGroup { .. } => "join_group",
+            Verb::LeaveGroup { .. } => "leave_group",
+            Verb::ListRequests { .. } => "list_requests",
+            Verb::AcceptRequest { .. } => "accept_request",
+            Verb::ListGroups => "list_groups",
+            Verb::ListFiles { .. } => "list_files",
+            Verb::UploadFile { .. } => "upload_file",
+            Verb::DownloadFile { .. } => "download_file",
+            Verb::Peers { .. } => "peers",
+            Verb::Have { .. } => "have",
+            Verb::StopShare { .. } => "stop_share",
+            Verb::Ping => "ping",
+            Verb::Digest => "digest",
+        }
+    }
+
+    /// `verb args...`, without the tag (the client's tracker link adds tags itself).
+    pub fn encode(&self) -> String {
+        let name = self.name();
+        match self {
+            Verb::Hello { instance } => format!("{name} {instance:016x} {PROTOCOL_VERSION}"),
+            Verb::CreateUser { user, password } => format!("{name} {user} {password}"),
+            Verb::Login {
+                user,
+                password,
+                addr,
+            } => format!("{name} {user} {password} {addr}"),
+            Verb::Attach { token, addr } => format!("{name} {token} {addr}"),
+            Verb::CreateGroup { group }
+            | Verb::JoinGroup { group }
+            | Verb::LeaveGroup { group }
+            | Verb::ListRequests { group }
+            | Verb::ListFiles { group } => format!("{name} {group}"),
+            Verb::AcceptRequest { group, user } => format!("{name} {group} {user}"),
+            Verb::UploadFile {
+                group,
+                file,
+                size,
+                npieces,
+            } => format!("{name} {group} {file} {size} {npieces}"),
+            Verb::DownloadFile { group, file }
+            | Verb::Peers { group, file }
+            | Verb::StopShare { group, file } => format!("{name} {group} {file}"),
+            Verb::Have {
+                group,
+                file,
+                pieces,
+            } => format!(
+                "{name} {group} {file} {}",
+                pieces::format_ranges(pieces.iter().copied())
+            ),
+            Verb::Logout | Verb::ListGroups | Verb::Ping | Verb::Digest => name.to_string(),
+        }
+    }
+
+    /// Whether the verb changes the state and is deduplicated by `(instance, tag)`: a client
+    /// keeps at most one of these on the wire. `have` changes state too but is idempotent and
+    /// not deduplicated, so it is not a write in this sense.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Verb::CreateUser { .. }
+                | Verb::Login { .. }
+                | Verb::Attach { .. }
+                | Verb::Logout
+                | Verb::CreateGroup { .. }
+                | Verb::JoinGroup { .. }
+                | Verb::LeaveGroup { .. }
+                | Verb::AcceptRequest { .. }
+                | Verb::UploadFile { .. }
+                | Verb::StopShare { .. }
+        )
+    }
+
+    /// Whether the verb needs a session before anything else (`upload_file` needs one too,
+    /// but is checked after its hash lines).
+    pub fn needs_session(&self) -> bool {
+        !matches!(
+            self,
+            Verb::Hello { .. }
+                | Verb::CreateUser { .. }
+                | Verb::Login { .. }
+                | Verb::Attach { .. }
+                | Verb::UploadFile { .. }
+                | Verb::Ping
+                | Verb::Digest
+        )
+    }
+}
+
+/// A request line from its tag and an encoded verb (`Verb::encode`): for callers that keep the
+/// verb's words and choose the tag later (a client re-sending after a failover).
+pub fn line(tag: u64, verb_words: &str) -> String {
+    format!("{tag} {verb_words}")
+}
+
+impl Request {
+    pub fn new(tag: u64, verb: Verb) -> Self {
+        Request { tag, verb }
+    }
+
+    /// The request line `<tag> <verb> <args...>`, without the newline. An `upload_file`'s hash
+    /// lines follow it separately (`pieces::hash_lines`).
+    pub fn encode(&self) -> String {
+        line(self.tag, &self.verb.encode())
+    }
+
+    /// Parses one request line.
+    pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
+        parse(line)
+    }
+}
+
+/// The verb word of a request line, for decisions taken before the line is parsed (whether a
+/// request may overtake forwarded writes); `""` if there is none.
+pub fn verb_word(line: &[u8]) -> &[u8] {
+    line.split(|b| *b == b' ' || *b == b'\t')
+        .filter(|w| !w.is_empty())
+        .nth(1)
+        .unwrap_or(b"")
+}
+
 /// Parses one request line.
 pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
+    use ErrorCode::{BadRequest, InvalidName};
     let line = std::str::from_utf8(line)
-        .map_err(|_| ParseError::new(0, "bad_request", "the request is not valid UTF-8"))?;
+        .map_err(|_| ParseError::new(0, BadRequest, "the request is not valid UTF-8"))?;
     let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
     let tag: u64 = match words.next() {
         Some(t) => t.parse().map_err(|_| {
             ParseError::new(
                 0,
-                "bad_request",
+                BadRequest,
                 format!(
                     "a request starts with a numeric tag, not '{}'",
                     t.chars().take(40).collect::<String>().escape_debug()
                 ),
             )
         })?,
-        None => return Err(ParseError::new(0, "bad_request", "empty request")),
+        None => return Err(ParseError::new(0, BadRequest, "empty request")),
     };
     let verb = words
         .next()
-        .ok_or_else(|| ParseError::new(tag, "bad_request", "the request has no command"))?;
+        .ok_or_else(|| ParseError::new(tag, BadRequest, "the request has no command"))?;
     let args: Vec<&str> = words.collect();
     let Some(usage) = usage(verb) else {
         return Err(ParseError::new(
             tag,
-            "unknown_command",
+            ErrorCode::UnknownCommand,
             format!(
                 "unknown command '{}'",
                 verb.chars().take(64).collect::<String>().escape_debug()
@@ -172,7 +317,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
     if args.len() != expected {
         let mut e = ParseError::new(
             tag,
-            "bad_request",
+            BadRequest,
             format!("wrong number of arguments; usage: {usage}"),
         );
         if verb == "upload_file" && args.len() == 4 {
@@ -183,13 +328,13 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
     let name = |kind: NameKind, s: &str| -> Result<String, ParseError> {
         names::check(kind, s)
             .map(|_| s.to_string())
-            .map_err(|m| ParseError::new(tag, "invalid_name", m))
+            .map_err(|m| ParseError::new(tag, InvalidName, m))
     };
     let addr = |s: &str| -> Result<String, ParseError> {
         s.parse::<SocketAddr>().map(|a| a.to_string()).map_err(|_| {
             ParseError::new(
                 tag,
-                "bad_request",
+                BadRequest,
                 format!("'{}' is not an IP:PORT address", s.escape_debug()),
             )
         })
@@ -202,12 +347,12 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
                 .ok()
                 .filter(|_| args[0].len() == 16)
                 .ok_or_else(|| {
-                    ParseError::new(tag, "bad_request", "the instance id must be 16 hex digits")
+                    ParseError::new(tag, BadRequest, "the instance id must be 16 hex digits")
                 })?;
             if args[1] != PROTOCOL_VERSION.to_string() {
                 return Err(ParseError::new(
                     tag,
-                    "bad_request",
+                    BadRequest,
                     format!(
                         "protocol version {} is not supported; this tracker speaks {PROTOCOL_VERSION}",
                         args[1].escape_debug()
@@ -228,7 +373,11 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
         "attach" => {
             let token = args[0];
             if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ParseError::new(tag, "no_session", "unknown session token"));
+                return Err(ParseError::new(
+                    tag,
+                    ErrorCode::NoSession,
+                    "unknown session token",
+                ));
             }
             Verb::Attach {
                 token: token.to_ascii_lowercase(),
@@ -257,13 +406,13 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             let f = file(1).map_err(|e| fail(e.code, e.message))?;
             let size: u64 = args[2]
                 .parse()
-                .map_err(|_| fail("bad_request", "the size must be a number".into()))?;
+                .map_err(|_| fail(BadRequest, "the size must be a number".into()))?;
             let npieces: u64 = args[3]
                 .parse()
-                .map_err(|_| fail("bad_request", "the piece count must be a number".into()))?;
+                .map_err(|_| fail(BadRequest, "the piece count must be a number".into()))?;
             if npieces > MAX_PIECES {
                 return Err(fail(
-                    "bad_request",
+                    BadRequest,
                     format!(
                         "files of more than {MAX_PIECES} pieces ({} GiB) are not supported",
                         (MAX_PIECES * pieces::PIECE_SIZE) >> 30
@@ -272,7 +421,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             }
             if npieces != pieces::piece_count(size) {
                 return Err(fail(
-                    "bad_request",
+                    BadRequest,
                     format!(
                         "a file of {size} bytes has {} pieces, not {npieces}",
                         pieces::piece_count(size)
@@ -301,7 +450,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
                 .ok_or_else(|| {
                     ParseError::new(
                         tag,
-                        "bad_request",
+                        BadRequest,
                         "pieces must be ascending ranges such as 0-15,17",
                     )
                 })?
@@ -331,11 +480,10 @@ fn upload_skip(npieces: &str) -> usize {
 
 /// Passwords are single words (no whitespace can reach here) of bounded length.
 fn password(tag: u64, p: &str) -> Result<String, ParseError> {
-    const MAX_PASSWORD: usize = 256;
     if p.len() > MAX_PASSWORD {
         return Err(ParseError::new(
             tag,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!("passwords are at most {MAX_PASSWORD} bytes"),
         ));
     }
@@ -345,6 +493,8 @@ fn password(tag: u64, p: &str) -> Result<String, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::tracker::strategy::{addr, name};
+    use proptest::prelude::*;
 
     fn ok(line: &str) -> Verb {
         parse(line.as_bytes()).map(|r| r.verb).unwrap()
@@ -392,30 +542,97 @@ mod tests {
     #[test]
     fn refusals_carry_the_tag_and_a_reason() {
         let e = err("7 frobnicate x");
-        assert_eq!((e.tag, e.code), (7, "unknown_command"));
+        assert_eq!((e.tag, e.code), (7, ErrorCode::UnknownCommand));
         assert!(e.message.contains("frobnicate"));
         let e = err("8 join_group");
-        assert_eq!(e.code, "bad_request");
+        assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.contains("usage: join_group <group_id>"));
-        assert_eq!(err("9 create_group a/b").code, "invalid_name");
+        assert_eq!(err("9 create_group a/b").code, ErrorCode::InvalidName);
         assert_eq!(err("nope").tag, 0);
-        assert_eq!(err("").code, "bad_request");
-        assert_eq!(parse(b"1 \xff").unwrap_err().code, "bad_request");
-        assert_eq!(err("1 have g f 3-1").code, "bad_request");
-        assert_eq!(err("1 login a b notanaddr").code, "bad_request");
+        assert_eq!(err("").code, ErrorCode::BadRequest);
+        assert_eq!(parse(b"1 \xff").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(err("1 have g f 3-1").code, ErrorCode::BadRequest);
+        assert_eq!(err("1 login a b notanaddr").code, ErrorCode::BadRequest);
+        assert_eq!(err("1 attach xyz 127.0.0.1:1").code, ErrorCode::NoSession);
+        let long = format!("1 create_user a {}", "p".repeat(MAX_PASSWORD + 1));
+        assert_eq!(err(&long).code, ErrorCode::BadRequest);
+        let max = format!("1 create_user a {}", "p".repeat(MAX_PASSWORD));
+        assert!(parse(max.as_bytes()).is_ok());
     }
 
     #[test]
     fn a_bad_upload_says_how_many_hash_lines_to_skip() {
         let e = err("1 upload_file g f 10 3000");
-        assert_eq!((e.code, e.skip_lines), ("bad_request", 3));
+        assert_eq!((e.code, e.skip_lines), (ErrorCode::BadRequest, 3));
         let e = err("1 upload_file g/x f 10 1");
-        assert_eq!((e.code, e.skip_lines), ("invalid_name", 1));
+        assert_eq!((e.code, e.skip_lines), (ErrorCode::InvalidName, 1));
         assert_eq!(err("1 upload_file g f 10 x").skip_lines, 0);
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    #[test]
+    fn every_usage_names_a_verb_that_encodes_to_it() {
+        for (word, usage) in USAGE {
+            assert!(usage.starts_with(word));
+        }
+        let v = Verb::Have {
+            group: "g".into(),
+            file: "f".into(),
+            pieces: vec![0, 1, 2, 5],
+        };
+        assert_eq!(Request::new(9, v).encode(), "9 have g f 0-2,5");
+        assert_eq!(
+            Request::new(1, Verb::Hello { instance: 255 }).encode(),
+            "1 hello 00000000000000ff 1"
+        );
+    }
+
+    fn verb() -> impl Strategy<Value = Verb> {
+        let pw = "[!-~]{0,40}".prop_filter("non-empty", |s| !s.is_empty());
+        prop_oneof![
+            any::<u64>().prop_map(|instance| Verb::Hello { instance }),
+            (name(), pw.clone()).prop_map(|(user, password)| Verb::CreateUser { user, password }),
+            (name(), pw, addr()).prop_map(|(user, password, addr)| Verb::Login {
+                user,
+                password,
+                addr
+            }),
+            ("[0-9a-f]{32}", addr()).prop_map(|(token, addr)| Verb::Attach { token, addr }),
+            Just(Verb::Logout),
+            name().prop_map(|group| Verb::CreateGroup { group }),
+            name().prop_map(|group| Verb::JoinGroup { group }),
+            name().prop_map(|group| Verb::LeaveGroup { group }),
+            name().prop_map(|group| Verb::ListRequests { group }),
+            (name(), name()).prop_map(|(group, user)| Verb::AcceptRequest { group, user }),
+            Just(Verb::ListGroups),
+            name().prop_map(|group| Verb::ListFiles { group }),
+            (name(), name(), 0u64..=MAX_PIECES * pieces::PIECE_SIZE).prop_map(
+                |(group, file, size)| Verb::UploadFile {
+                    group,
+                    file,
+                    size,
+                    npieces: pieces::piece_count(size)
+                }
+            ),
+            (name(), name()).prop_map(|(group, file)| Verb::DownloadFile { group, file }),
+            (name(), name()).prop_map(|(group, file)| Verb::Peers { group, file }),
+            (
+                name(),
+                name(),
+                proptest::collection::btree_set(0usize..5000, 1..40)
+            )
+                .prop_map(|(group, file, set)| Verb::Have {
+                    group,
+                    file,
+                    pieces: set.into_iter().collect()
+                }),
+            (name(), name()).prop_map(|(group, file)| Verb::StopShare { group, file }),
+            Just(Verb::Ping),
+            Just(Verb::Digest),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
         fn arbitrary_lines_never_panic(line: Vec<u8>) {
             let _ = parse(&line);
@@ -426,5 +643,12 @@ mod tests {
             let line = format!("1 {verb} {}", args.join(" "));
             let _ = parse(line.as_bytes());
         }
+
+        #[test]
+        fn requests_round_trip(tag: u64, verb in verb()) {
+            let req = Request::new(tag, verb);
+            prop_assert_eq!(parse(req.encode().as_bytes()), Ok(req));
+        }
+
     }
 }

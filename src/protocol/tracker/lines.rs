@@ -1,0 +1,204 @@
+//! The data lines of `list` replies, typed: `list_groups`, `list_files`, peer lines of `peers`
+//! and `download_file`, and the whole `download_file` reply (size, hashes, peers).
+
+use super::reply::Reply;
+use crate::pieces::{self, Hash, PieceSet};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+/// One line of `list_groups`: `<group> <members> <owner>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLine {
+    pub group: String,
+    pub members: usize,
+    pub owner: String,
+}
+
+impl GroupLine {
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.group, self.members, self.owner)
+    }
+
+    pub fn parse(line: &str) -> Option<GroupLine> {
+        match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
+            [group, members, owner] => Some(GroupLine {
+                group: group.to_string(),
+                members: members.parse().ok()?,
+                owner: owner.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One line of `list_files`: `<file> <size> <seeders>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileLine {
+    pub file: String,
+    pub size: u64,
+    pub seeders: usize,
+}
+
+impl FileLine {
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.file, self.size, self.seeders)
+    }
+
+    pub fn parse(line: &str) -> Option<FileLine> {
+        match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
+            [file, size, seeders] => Some(FileLine {
+                file: file.to_string(),
+                size: size.parse().ok()?,
+                seeders: seeders.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A peer line of `peers` and `download_file`: `p <user> <addr> <have>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLine {
+    pub user: String,
+    pub addr: SocketAddr,
+    /// The tracker's view of the peer's pieces: a hint, the peer's own `have` is the truth.
+    pub have: PieceSet,
+}
+
+impl PeerLine {
+    pub fn encode(&self) -> String {
+        format!("p {} {} {}", self.user, self.addr, self.have.to_wire())
+    }
+
+    /// `None` if malformed or if the piece set does not fit a file of `npieces` pieces.
+    pub fn parse(line: &str, npieces: usize) -> Option<PeerLine> {
+        match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
+            ["p", user, addr, have] => Some(PeerLine {
+                user: user.to_string(),
+                addr: addr.parse().ok()?,
+                have: PieceSet::from_wire(have, npieces)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The reply to `download_file`: `list <n> <size> <npieces>`, the hash lines `h <hex>`, then
+/// the peer lines. Borrows the hashes when the tracker encodes it (up to 10 MiB of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadReply<'a> {
+    pub size: u64,
+    pub hashes: Cow<'a, [Hash]>,
+    pub peers: Vec<PeerLine>,
+}
+
+impl DownloadReply<'_> {
+    pub fn to_reply(&self) -> Reply {
+        let mut lines: Vec<String> = pieces::hash_lines(&self.hashes)
+            .map(|h| format!("h {h}"))
+            .collect();
+        lines.extend(self.peers.iter().map(PeerLine::encode));
+        Reply::List {
+            head: vec![self.size.to_string(), self.hashes.len().to_string()],
+            lines,
+        }
+    }
+
+    /// Parses the head words and data lines of the `list` reply. A malformed peer line is
+    /// skipped (the download can go on with the others); anything else malformed is an error.
+    pub fn parse(head: &[String], lines: &[String]) -> Result<DownloadReply<'static>, String> {
+        let (size, npieces): (u64, usize) = match head {
+            [s, n] => (
+                s.parse().map_err(|_| "bad size")?,
+                n.parse().map_err(|_| "bad piece count")?,
+            ),
+            _ => return Err("bad header".into()),
+        };
+        if pieces::piece_count(size) != npieces as u64 {
+            return Err("piece count does not match the size".into());
+        }
+        let mut hashes = Vec::with_capacity(npieces);
+        let mut peers = Vec::new();
+        for l in lines {
+            if let Some(hex) = l.strip_prefix("h ") {
+                hashes.extend(pieces::hashes_from_hex(hex.trim()).ok_or("bad hash line")?);
+            } else if l.starts_with("p ") {
+                if let Some(p) = PeerLine::parse(l, npieces) {
+                    peers.push(p);
+                }
+            } else {
+                return Err(format!("unexpected line {l:?}"));
+            }
+        }
+        if hashes.len() != npieces {
+            return Err(format!("{} hashes for {npieces} pieces", hashes.len()));
+        }
+        Ok(DownloadReply {
+            size,
+            hashes: Cow::Owned(hashes),
+            peers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tracker::strategy::name;
+    use proptest::prelude::*;
+
+    #[test]
+    fn download_replies_are_parsed() {
+        let hashes: Vec<Hash> = vec![[1; 20], [2; 20]];
+        let head = vec![(pieces::PIECE_SIZE + 1).to_string(), "2".to_string()];
+        let lines = vec![
+            format!("h {}", pieces::hashes_to_hex(&hashes)),
+            "p bob 127.0.0.1:5000 all".to_string(),
+            "p carol 127.0.0.1:5001 b80".to_string(),
+            "p broken".to_string(),
+        ];
+        let d = DownloadReply::parse(&head, &lines).unwrap();
+        assert_eq!(d.size, pieces::PIECE_SIZE + 1);
+        assert_eq!(&d.hashes[..], &hashes[..]);
+        assert_eq!(d.peers.len(), 2);
+        assert!(d.peers[0].have.is_full());
+        assert_eq!(d.peers[1].have.count(), 1);
+        assert!(DownloadReply::parse(&["5".into(), "2".into()], &[]).is_err());
+        assert!(DownloadReply::parse(&head, &lines[1..]).is_err());
+        assert!(DownloadReply::parse(&head, &["x".into()]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn data_lines_round_trip(
+            g in name(), f in name(), n: usize, size: u64, owner in name(),
+            ip: [u8; 4], port: u16, npieces in 0usize..2000, bits: Vec<bool>,
+        ) {
+            let gl = GroupLine { group: g.clone(), members: n, owner };
+            prop_assert_eq!(GroupLine::parse(&gl.encode()), Some(gl));
+            let fl = FileLine { file: f, size, seeders: n };
+            prop_assert_eq!(FileLine::parse(&fl.encode()), Some(fl));
+            let mut have = PieceSet::empty(npieces);
+            for (i, b) in bits.iter().enumerate().take(npieces) {
+                if *b { have.insert(i); }
+            }
+            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have };
+            prop_assert_eq!(PeerLine::parse(&pl.encode(), npieces), Some(pl));
+        }
+
+        #[test]
+        fn download_replies_round_trip(size in 0u64..(3000 * pieces::PIECE_SIZE), seed: u8, users in proptest::collection::btree_set(name(), 0..4)) {
+            let n = pieces::piece_count(size) as usize;
+            let hashes: Vec<Hash> = (0..n).map(|i| [(i as u8) ^ seed; 20]).collect();
+            let peers = users.into_iter().enumerate().map(|(i, user)| PeerLine {
+                user,
+                addr: SocketAddr::from(([127, 0, 0, 1], i as u16)),
+                have: PieceSet::full(n),
+            }).collect();
+            let d = DownloadReply { size, hashes: Cow::Owned(hashes), peers };
+            let Reply::List { head, lines } = d.to_reply() else { panic!("a list") };
+            prop_assert_eq!(DownloadReply::parse(&head, &lines), Ok(d));
+        }
+    }
+}
