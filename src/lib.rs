@@ -10,6 +10,7 @@
 //! - `protocol` — the client ↔ client peer protocol (pure, fuzzable); the tracker protocols live in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop
 //! - `client`   — the terminal client: shell, tracker link, seeding, downloads
+//! - `testkit`  — the process harness of the tests, the bench and the demo (not used by the programs)
 pub mod auth;
 pub mod client;
 pub mod cluster;
@@ -18,4 +19,5 @@ pub mod net;
 pub mod pieces;
 pub mod protocol;
 pub mod runtime;
+pub mod testkit;
 pub mod tracker;
