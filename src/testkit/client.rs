@@ -153,7 +153,7 @@ impl Client {
             let now = Instant::now();
             if now >= deadline {
                 return Err(format!(
-                    "{}: no {} line {what} within {limit:?}",
+                    "{}: no {what} on {} within {limit:?}",
                     self.name,
                     stream.name()
                 ));
@@ -185,7 +185,7 @@ impl Client {
     ) -> Result<String, String> {
         self.wait_line(
             stream,
-            &format!("containing {want:?}"),
+            &format!("line containing {want:?}"),
             limit,
             |l| l.contains(want),
             |_| false,
