@@ -11,6 +11,7 @@
 //!   tracker ↔ tracker link lives in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop
 //! - `client`   — the terminal client: shell, tracker link, seeding, downloads
+//! - `testkit`  — the process harness of the tests, the bench and the demo (not used by the programs)
 pub mod auth;
 pub mod client;
 pub mod cluster;
@@ -19,4 +20,5 @@ pub mod net;
 pub mod pieces;
 pub mod protocol;
 pub mod runtime;
+pub mod testkit;
 pub mod tracker;

@@ -3,9 +3,10 @@
 //! arrival, so a result's time is when the client printed it, not when the bench looked.
 //! Also /proc readings of a client (CPU time, peak RSS) and the page-cache residency of a file.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use groupshare::testkit::{client_command, forward_lines, spawn_child};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -34,18 +35,12 @@ pub struct ClientProc {
     pub seen: Vec<Line>,
 }
 
+/// Forwards the lines of one output, each stamped with the moment it arrived.
 fn reader(r: impl Read + Send + 'static, stream: Stream, tx: Sender<Line>) {
-    std::thread::spawn(move || {
-        for text in BufReader::new(r).lines().map_while(Result::ok) {
-            let line = Line {
-                at: Instant::now(),
-                stream,
-                text,
-            };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    forward_lines(r, tx, move |text| Line {
+        at: Instant::now(),
+        stream,
+        text,
     });
 }
 
@@ -58,26 +53,11 @@ impl ClientProc {
         tracker_info: &Path,
         state: &Path,
     ) -> Result<ClientProc, String> {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(bin);
-        cmd.arg(listen)
-            .arg(tracker_info)
-            .arg("--state-dir")
-            .arg(state)
-            .arg("-q")
-            .stdin(Stdio::piped())
+        let mut cmd = client_command(bin, &[listen], tracker_info, state, &["-q"]);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start client {name} ({}): {e}", bin.display()))?;
+        let mut child = spawn_child(&format!("client {name}"), &mut cmd)?;
         let (tx, rx) = channel();
         reader(
             child.stdout.take().ok_or("no stdout pipe")?,

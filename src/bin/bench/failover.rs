@@ -3,14 +3,14 @@
 //! `create_group`)? This is the protocol path a client follows; the client's own detection
 //! time comes on top and is measured by the transfer bench once the client exists.
 
-use crate::procs::{wait_for, Guard};
-use crate::servers::{instance_id, spawn_tracker, LineConn, TrackerPair};
+use crate::procs::wait_for;
+use crate::servers::{instance_id, LineConn, TrackerPair};
 use groupshare::protocol::tracker::{Reply, Verb};
 use std::time::{Duration, Instant};
 
 /// One round: returns seconds from SIGKILL of the leader to the first committed write at the
 /// survivor, then restarts the killed tracker and waits until the pair is whole again.
-fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Result<f64, String> {
+fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
     let lead = wait_for("a paired leader", Duration::from_secs(20), || {
         pair.paired_leader()
     })?;
@@ -37,7 +37,7 @@ fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Res
     let mut tag = c.tag;
 
     let t0 = Instant::now();
-    pair.procs[lead - 1].kill();
+    pair.kill(lead);
     drop(c);
     let deadline = t0 + Duration::from_secs(15);
     let elapsed = loop {
@@ -75,8 +75,7 @@ fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Res
         }
     };
     // Bring the dead one back and wait for the pair.
-    let g: Guard = spawn_tracker(tracker_bin, pair.dir.path(), lead)?;
-    pair.procs[lead - 1] = g;
+    pair.spawn(lead)?;
     wait_for("the pair to re-form", Duration::from_secs(30), || {
         pair.paired_leader()
     })?;
@@ -84,10 +83,6 @@ fn round(pair: &mut TrackerPair, tracker_bin: &std::path::Path, r: usize) -> Res
 }
 
 /// `rounds` failovers, alternating naturally (the survivor leads the re-formed pair).
-pub fn tracker_failover(
-    pair: &mut TrackerPair,
-    tracker_bin: &std::path::Path,
-    rounds: usize,
-) -> Result<Vec<f64>, String> {
-    (0..rounds).map(|r| round(pair, tracker_bin, r)).collect()
+pub fn tracker_failover(pair: &mut TrackerPair, rounds: usize) -> Result<Vec<f64>, String> {
+    (0..rounds).map(|r| round(pair, r)).collect()
 }

@@ -3,7 +3,7 @@
 //! from a fresh connection while they are open.
 
 use crate::load::percentile;
-use crate::procs::{open_fds, piped, rss_bytes, wait_for, Guard};
+use crate::procs::{open_fds, piped, rss_bytes, wait_for, Proc};
 use crate::servers::LineConn;
 use groupshare::protocol::tracker::{Reply, Verb};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -117,7 +117,7 @@ pub fn measure(
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = rss_bytes(pid)?;
     let fds_before = open_fds(pid)?;
-    let mut helper = Guard::spawn(
+    let mut helper = Proc::spawn(
         "idle-connection helper",
         piped(
             Command::new(exe)

@@ -181,20 +181,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn bin_beside_me(name: &str) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let p = me
-        .parent()
-        .ok_or("the bench binary has no directory")?
-        .join(name);
-    Ok(p)
-}
-
 fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
     let t_start = Instant::now();
     let fd_limit = groupshare::runtime::raise_fd_limit();
-    let tracker_bin = bin_beside_me("tracker")?;
-    let client_bin = bin_beside_me("client")?;
+    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
+    let client_bin = groupshare::testkit::sibling_bin("client")?;
     if !tracker_bin.is_file() {
         return Err(format!(
             "{} not found: build it first (cargo build --release --bins, or make bench)",
@@ -438,7 +429,7 @@ fn profile_load(args: &[String]) -> Result<(), String> {
     };
     let depth: usize = depth.parse().map_err(|e| format!("depth: {e}"))?;
     let secs: f64 = secs.parse().map_err(|e| format!("secs: {e}"))?;
-    let tracker_bin = bin_beside_me("tracker")?;
+    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
     let pair = servers::TrackerPair::start(&tracker_bin, "profile")?;
     let lead = pair.leader;
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
@@ -572,7 +563,7 @@ fn part_c(
         s.client_failover_rounds,
     ));
     let mut pair = servers::TrackerPair::start(tracker_bin, "c5")?;
-    let res = failover::tracker_failover(&mut pair, tracker_bin, s.failover_rounds)
+    let res = failover::tracker_failover(&mut pair, s.failover_rounds)
         .map_err(|e| format!("{e}\n{}", pair.log_tail()));
     r.tracker_failover = Some(res);
     Ok(())

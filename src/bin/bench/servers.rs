@@ -1,93 +1,17 @@
-//! The servers under test, started as real processes on free loopback ports: the tracker pair
-//! and Redis instances. Each is a `Guard`, so it dies with the bench.
+//! The servers under test, started as real processes on free loopback ports through the
+//! shared harness (`groupshare::testkit`), so each dies with the bench: the tracker pair and
+//! Redis instances. `LineConn` is the harness's raw tracker-protocol connection.
 
-use crate::procs::{free_ports, wait_for, wait_listening, Guard, TempDir};
-use groupshare::protocol::tracker::{Reply, ReplyReader, Request, Verb};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::procs::{wait_for, wait_listening, Proc, TempDir};
+use groupshare::protocol::tracker::{Reply, Verb};
+pub use groupshare::testkit::LineConn;
+use groupshare::testkit::{free_ports, Cluster, TrackerLog};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A blocking line connection for set-up and control requests (tracker protocol).
-pub struct LineConn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    replies: ReplyReader,
-    pub tag: u64,
-}
-
-impl LineConn {
-    pub fn connect(addr: SocketAddr) -> Result<LineConn, String> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| format!("set_read_timeout: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let reader = BufReader::new(
-            stream
-                .try_clone()
-                .map_err(|e| format!("cannot clone a socket: {e}"))?,
-        );
-        Ok(LineConn {
-            stream,
-            reader,
-            replies: ReplyReader::default(),
-            tag: 0,
-        })
-    }
-
-    pub fn read_line(&mut self) -> Result<String, String> {
-        let mut l = String::new();
-        match self.reader.read_line(&mut l) {
-            Ok(0) => Err("the server closed the connection".to_string()),
-            Ok(_) => Ok(l.trim_end().to_string()),
-            Err(e) => Err(format!("reading a reply: {e}")),
-        }
-    }
-
-    /// Reads one whole tracker reply (a `list` with its data lines).
-    pub fn read_reply(&mut self) -> Result<Reply, String> {
-        loop {
-            let line = self.read_line()?;
-            if let Some((_, reply)) = self.replies.feed(&line)? {
-                return Ok(reply);
-            }
-        }
-    }
-
-    pub fn send(&mut self, verb: &Verb) -> Result<(), String> {
-        self.tag += 1;
-        let l = format!("{}\n", Request::new(self.tag, verb.clone()).encode());
-        self.stream
-            .write_all(l.as_bytes())
-            .map_err(|e| format!("sending {}: {e}", verb.name()))
-    }
-
-    pub fn req(&mut self, verb: &Verb) -> Result<Reply, String> {
-        self.send(verb)?;
-        self.read_reply()
-    }
-
-    /// A request that must succeed.
-    pub fn ok(&mut self, verb: &Verb) -> Result<Reply, String> {
-        match self.req(verb)? {
-            Reply::Err { code, message } => {
-                Err(format!("{} was refused: {code} {message}", verb.name()))
-            }
-            r => Ok(r),
-        }
-    }
-
-    /// The std stream, for handing to the load generator; Err if replies are still buffered.
-    pub fn into_stream(self) -> Result<TcpStream, String> {
-        if !self.reader.buffer().is_empty() {
-            return Err("unexpected extra data from the server after set-up".to_string());
-        }
-        Ok(self.stream)
-    }
-}
 
 /// A fresh client instance id, as `hello` carries it.
 pub fn instance_id() -> u64 {
@@ -118,110 +42,46 @@ pub fn login(u: &str) -> Verb {
     }
 }
 
-/// A running tracker pair.
+/// A running tracker pair (or a single tracker): the harness's `Cluster`, whose fields and
+/// methods are reached through `Deref`, and which tracker led when the pair formed.
 pub struct TrackerPair {
-    pub addrs: Vec<SocketAddr>,
-    pub procs: Vec<Guard>,
-    pub dir: TempDir,
+    pub cluster: Cluster,
     /// Which tracker (1 or 2) leads; brand-new trackers started together may pick either
     /// (tracker 2 serves alone at once if its first dial is refused, and then its log is longer).
     pub leader: usize,
 }
 
+impl Deref for TrackerPair {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for TrackerPair {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
 impl TrackerPair {
     pub fn start(tracker_bin: &Path, tag: &str) -> Result<TrackerPair, String> {
-        let dir = TempDir::new(tag)?;
-        let addrs: Vec<SocketAddr> = free_ports(2)?
-            .into_iter()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .collect();
-        let info = dir.path().join("tracker_info");
-        let key = dir.path().join("cluster.key");
-        std::fs::write(
-            &info,
-            addrs.iter().map(|a| format!("{a}\n")).collect::<String>(),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", info.display()))?;
-        let mut k = [0u8; 32];
-        groupshare::runtime::random_bytes(&mut k).map_err(|e| format!("random: {e}"))?;
-        std::fs::write(&key, groupshare::pieces::to_hex(&k))
-            .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
-        let mut procs = Vec::new();
-        for n in 1..=2 {
-            procs.push(spawn_tracker(tracker_bin, dir.path(), n)?);
-        }
-        let mut pair = TrackerPair {
-            addrs,
-            procs,
-            dir,
-            leader: 1,
-        };
-        pair.leader = pair.wait_paired()?;
-        Ok(pair)
+        let cluster = Cluster::start(tracker_bin, 2, &format!("bench-{tag}"), TrackerLog::Quiet)?;
+        let leader = cluster.wait_paired()?;
+        Ok(TrackerPair { cluster, leader })
     }
 
     /// One tracker alone (a one-line tracker_info): the same code without replication, to
     /// show what the second tracker costs a durable write.
     pub fn start_single(tracker_bin: &Path, tag: &str) -> Result<TrackerPair, String> {
-        let dir = TempDir::new(tag)?;
-        let addrs: Vec<SocketAddr> = free_ports(1)?
-            .into_iter()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .collect();
-        let info = dir.path().join("tracker_info");
-        std::fs::write(&info, format!("{}\n", addrs[0]))
-            .map_err(|e| format!("cannot write {}: {e}", info.display()))?;
-        let procs = vec![spawn_tracker(tracker_bin, dir.path(), 1)?];
-        let single = TrackerPair {
-            addrs,
-            procs,
-            dir,
-            leader: 1,
-        };
+        let mut cluster = Cluster::new(tracker_bin, 1, &format!("bench-{tag}"), TrackerLog::Quiet)?;
+        cluster.spawn(1)?;
         wait_for(
             "the single tracker to serve",
             Duration::from_secs(20),
-            || (single.role(1).as_deref() == Some("leader-solo")).then_some(()),
+            || (cluster.role(1).as_deref() == Some("leader-solo")).then_some(()),
         )?;
-        Ok(single)
-    }
-
-    pub fn pid(&self, n: usize) -> u32 {
-        self.procs[n - 1].pid()
-    }
-
-    pub fn role(&self, n: usize) -> Option<String> {
-        let mut c = LineConn::connect(self.addrs[n - 1]).ok()?;
-        match c.req(&Verb::Digest).ok()? {
-            Reply::Ok(words) => words.get(2).cloned(),
-            _ => None,
-        }
-    }
-
-    /// Which tracker leads the paired set, once both agree.
-    pub fn paired_leader(&self) -> Option<usize> {
-        match (self.role(1).as_deref(), self.role(2).as_deref()) {
-            (Some("leader-paired"), Some("follower")) => Some(1),
-            (Some("follower"), Some("leader-paired")) => Some(2),
-            _ => None,
-        }
-    }
-
-    /// Waits until the two are paired; returns the leader's number.
-    pub fn wait_paired(&self) -> Result<usize, String> {
-        wait_for(
-            "the trackers to pair (leader-paired + follower)",
-            Duration::from_secs(20),
-            || self.paired_leader(),
-        )
-        .map_err(|e| format!("{e}; roles now {:?} {:?}", self.role(1), self.role(2)))
-    }
-
-    pub fn check_alive(&mut self) -> Result<(), String> {
-        for p in self.procs.iter_mut() {
-            p.check_alive()?;
-        }
-        Ok(())
+        Ok(TrackerPair { cluster, leader: 1 })
     }
 
     /// `n` connections to tracker `t`, each said hello, created user `<prefix><i>` and logged
@@ -248,41 +108,6 @@ impl TrackerPair {
         }
         Ok(out)
     }
-
-    pub fn log_tail(&self) -> String {
-        let mut s = String::new();
-        for n in 1..=2 {
-            let p = self.dir.path().join(format!("t{n}.log"));
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(10);
-            s.push_str(&format!("--- tracker {n} log (tail) ---\n"));
-            for l in &lines[from..] {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-}
-
-pub fn spawn_tracker(bin: &Path, dir: &Path, n: usize) -> Result<Guard, String> {
-    let log = std::fs::File::create(dir.join(format!("t{n}.log")))
-        .map_err(|e| format!("cannot create a log file: {e}"))?;
-    Guard::spawn(
-        &format!("tracker {n}"),
-        Command::new(bin)
-            .arg(dir.join("tracker_info"))
-            .arg(n.to_string())
-            .arg("--data-dir")
-            .arg(dir.join(format!("t{n}")))
-            .arg("--cluster-key")
-            .arg(dir.join("cluster.key"))
-            .arg("-q")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log)),
-    )
 }
 
 /// Where `redis-server` is, if it is on PATH.
@@ -306,13 +131,17 @@ pub fn redis_version(bin: &Path) -> String {
 /// the append-only file with an fsync before every reply.
 pub struct Redis {
     pub addr: SocketAddr,
-    pub proc: Guard,
+    pub proc: Proc,
     _dir: TempDir,
 }
 
 impl Redis {
     pub fn start(bin: &Path, durable: bool) -> Result<Redis, String> {
-        let dir = TempDir::new(if durable { "redis-aof" } else { "redis" })?;
+        let dir = TempDir::new(if durable {
+            "bench-redis-aof"
+        } else {
+            "bench-redis"
+        })?;
         let port = free_ports(1)?[0];
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = Command::new(bin);
@@ -338,7 +167,7 @@ impl Redis {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let proc = Guard::spawn("redis-server", &mut cmd)?;
+        let proc = Proc::spawn("redis-server", &mut cmd)?;
         let r = Redis {
             addr,
             proc,

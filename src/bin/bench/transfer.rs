@@ -4,7 +4,7 @@
 
 use crate::clients::{ClientProc, Stream};
 use crate::procs::{wait_for, TempDir};
-use crate::servers::{spawn_tracker, TrackerPair};
+use crate::servers::TrackerPair;
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -303,7 +303,7 @@ impl Swarm {
     }
 
     fn info(&self) -> PathBuf {
-        self.pair.dir.path().join("tracker_info")
+        self.pair.info.clone()
     }
 
     fn spawn(&self, name: &str) -> Result<ClientProc, String> {
@@ -493,7 +493,7 @@ pub fn client_failover(
         switched_notes: 0,
     };
     for r in 0..rounds {
-        let (secs, switched) = failover_round(client_bin, tracker_bin, &mut pair, &states, r)
+        let (secs, switched) = failover_round(client_bin, &mut pair, &states, r)
             .map_err(|e| Pending::Failed(format!("round {}: {e}\n{}", r + 1, pair.log_tail())))?;
         res.secs.push(secs);
         res.switched_notes += usize::from(switched);
@@ -503,7 +503,6 @@ pub fn client_failover(
 
 fn failover_round(
     client_bin: &Path,
-    tracker_bin: &Path,
     pair: &mut TrackerPair,
     states: &TempDir,
     r: usize,
@@ -517,7 +516,7 @@ fn failover_round(
         client_bin,
         &name,
         &pair.addrs[lead - 1].to_string(),
-        &pair.dir.path().join("tracker_info"),
+        &pair.info,
         &states.path().join(&name),
     )?;
     c.cmd(&format!("create_user {name} pw-{name}"), "created user")?;
@@ -525,7 +524,7 @@ fn failover_round(
     c.cmd(&format!("create_group fg{r}"), "created group")?;
 
     let t0 = Instant::now();
-    pair.procs[lead - 1].kill();
+    pair.kill(lead);
     c.send("list_groups")?;
     let answer = c.expect(
         "list_groups after the kill",
@@ -544,8 +543,7 @@ fn failover_round(
             .is_ok();
     }
     c.exit(Duration::from_secs(10));
-    let g = spawn_tracker(tracker_bin, pair.dir.path(), lead)?;
-    pair.procs[lead - 1] = g;
+    pair.spawn(lead)?;
     wait_for("the pair to re-form", Duration::from_secs(30), || {
         pair.paired_leader()
     })?;
