@@ -500,6 +500,7 @@ impl io::Read for SecureChannel {
     }
 }
 
+pub mod bench;
 mod resolver;
 #[cfg(test)]
 mod tests;
