@@ -34,7 +34,11 @@ pub fn parse_tracker_entries(text: &str, origin: &str) -> Result<Vec<TrackerEntr
                 addr_text.escape_debug()
             ))
         })?;
-        let pin = words.next().map(Fingerprint::parse).transpose().map_err(at)?;
+        let pin = words
+            .next()
+            .map(Fingerprint::parse)
+            .transpose()
+            .map_err(at)?;
         if let Some(extra) = words.next() {
             return Err(at(format!(
                 "unexpected '{}' after the address and fingerprint",
@@ -116,7 +120,10 @@ mod tests {
     fn a_malformed_fingerprint_names_the_file_and_line() {
         let text = format!("127.0.0.1:1\n127.0.0.1:2 {}\n", &FP[..FP.len() - 2]);
         let e = parse_tracker_entries(&text, "tracker_info.txt").unwrap_err();
-        assert!(e.contains("tracker_info.txt, line 2") && e.contains("not a key fingerprint"), "{e}");
+        assert!(
+            e.contains("tracker_info.txt, line 2") && e.contains("not a key fingerprint"),
+            "{e}"
+        );
         let e = parse_tracker_entries("127.0.0.1:1 md5:abc", "t").unwrap_err();
         assert!(e.contains("t, line 1") && e.contains("md5:abc"), "{e}");
         let e = parse_tracker_entries(&format!("127.0.0.1:1 {FP} extra"), "t").unwrap_err();

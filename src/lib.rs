@@ -1,10 +1,11 @@
 //! groupshare: peer-to-peer, group-based file sharing with a replicated pair of trackers.
 //!
 //! The map:
-//! - `net`      — line framing and the buffered non-blocking connection both loops drive
+//! - `net`      — line framing, the buffered non-blocking connection both loops drive, the
+//!                secure channel (Noise) and the key pairs it proves
 //! - `names`    — the naming rules for users, groups and files
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
-//! - `cluster`  — the tracker_info file
+//! - `cluster`  — the tracker_info file (addresses and pinned tracker keys)
 //! - `runtime`  — logging, signals into the poll loop, fd limit, randomness
 //! - `protocol` — the client ↔ client peer protocol (pure, fuzzable); the tracker protocols live in `tracker`
 //! - `tracker`  — the tracker: state, replication, journal, server loop

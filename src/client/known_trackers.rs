@@ -39,7 +39,9 @@ pub enum Decision {
     PinMismatch,
     Known,
     /// A different key is remembered for this address, on this line of the file.
-    Changed { line: usize },
+    Changed {
+        line: usize,
+    },
     FirstUse,
 }
 
@@ -249,7 +251,10 @@ mod tests {
         // A pin wins over a different remembered key.
         assert_eq!(decide(Some(&a), Some((&b, 1)), &a), Decision::Pinned);
         assert_eq!(decide(None, Some((&a, 4)), &a), Decision::Known);
-        assert_eq!(decide(None, Some((&a, 4)), &b), Decision::Changed { line: 4 });
+        assert_eq!(
+            decide(None, Some((&a, 4)), &b),
+            Decision::Changed { line: 4 }
+        );
         assert_eq!(decide(None, None, &a), Decision::FirstUse);
     }
 
@@ -271,7 +276,10 @@ mod tests {
         let e = known.verify(&t, "info.txt", &k2).unwrap_err();
         let file = state.join(FILE_NAME).display().to_string();
         assert!(e.contains(&file) && e.contains("line 3"), "{e}");
-        assert!(e.contains(&k1.to_string()) && e.contains(&k2.to_string()), "{e}");
+        assert!(
+            e.contains(&k1.to_string()) && e.contains(&k2.to_string()),
+            "{e}"
+        );
         // Refusing wrote nothing: the old key is still the one remembered.
         let mut known = KnownTrackers::load(&state).unwrap();
         assert_eq!(known.verify(&t, "info.txt", &k1).unwrap(), Trust::Known);
@@ -296,7 +304,10 @@ mod tests {
         let t = entry(7000, Some(k1));
         assert_eq!(known.verify(&t, "info.txt", &k1).unwrap(), Trust::Pinned);
         let e = known.verify(&t, "info.txt", &k2).unwrap_err();
-        assert!(e.contains("info.txt line 2") && e.contains(&k1.to_string()), "{e}");
+        assert!(
+            e.contains("info.txt line 2") && e.contains(&k1.to_string()),
+            "{e}"
+        );
         // Pinned trackers are not written to the file.
         assert!(!tmp.path().join(FILE_NAME).exists());
     }
@@ -307,7 +318,10 @@ mod tests {
         let path = tmp.path().join(FILE_NAME);
         std::fs::write(&path, "# ok\n127.0.0.1:1 SHA256:zz\n").unwrap();
         let e = KnownTrackers::load(tmp.path()).unwrap_err();
-        assert!(e.contains(&path.display().to_string()) && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("line 2"),
+            "{e}"
+        );
         std::fs::write(&path, "127.0.0.1:1\n").unwrap();
         let e = KnownTrackers::load(tmp.path()).unwrap_err();
         assert!(e.contains("line 1") && e.contains("expected"), "{e}");

@@ -248,7 +248,9 @@ impl SecureChannel {
         let given = bytes.len();
         let result = (|| {
             while !bytes.is_empty() {
-                if self.is_established() && self.plaintext().len() + MAX_RECORD_PLAINTEXT > MAX_PLAINTEXT_BUFFERED {
+                if self.is_established()
+                    && self.plaintext().len() + MAX_RECORD_PLAINTEXT > MAX_PLAINTEXT_BUFFERED
+                {
                     break;
                 }
                 // Whole records straight from the input, without copying them first.
@@ -318,11 +320,15 @@ impl SecureChannel {
                     ));
                 }
                 let mut payload = [0u8; MAX_HANDSHAKE_RECORD];
-                let n = hs
-                    .read_message(record, &mut payload)
-                    .map_err(|_| ChannelError::Authentication { during_handshake: true })?;
+                let n = hs.read_message(record, &mut payload).map_err(|_| {
+                    ChannelError::Authentication {
+                        during_handshake: true,
+                    }
+                })?;
                 if n != 0 {
-                    return Err(ChannelError::UnexpectedMessage("a handshake message with a payload"));
+                    return Err(ChannelError::UnexpectedMessage(
+                        "a handshake message with a payload",
+                    ));
                 }
                 self.advance_handshake()
             }
@@ -341,7 +347,9 @@ impl SecureChannel {
                     }
                     Err(_) => {
                         self.plain.truncate(at);
-                        Err(ChannelError::Authentication { during_handshake: false })
+                        Err(ChannelError::Authentication {
+                            during_handshake: false,
+                        })
                     }
                 }
             }
@@ -368,7 +376,9 @@ impl SecureChannel {
         let remote: [u8; KEY_LEN] = hs
             .get_remote_static()
             .and_then(|k| k.try_into().ok())
-            .ok_or(ChannelError::UnexpectedMessage("the handshake ended without the other side's key"))?;
+            .ok_or(ChannelError::UnexpectedMessage(
+                "the handshake ended without the other side's key",
+            ))?;
         self.handshake_hash = hs.get_handshake_hash().to_vec();
         let Phase::Handshaking(hs) = std::mem::replace(&mut self.phase, Phase::Failed) else {
             return Err(ChannelError::Closed);

@@ -7,7 +7,10 @@ use snow::types::{Cipher, Dh, Hash, Random};
 
 /// The resolver every channel uses: ring first, then X25519 here.
 pub(super) fn resolver() -> Box<dyn CryptoResolver + Send> {
-    Box::new(FallbackResolver::new(Box::new(RingResolver), Box::new(X25519Only)))
+    Box::new(FallbackResolver::new(
+        Box::new(RingResolver),
+        Box::new(X25519Only),
+    ))
 }
 
 struct X25519Only;

@@ -26,7 +26,10 @@ fn deliver(
         if rest.is_empty() {
             break;
         }
-        let size = cuts.get(i % cuts.len().max(1)).copied().unwrap_or(rest.len());
+        let size = cuts
+            .get(i % cuts.len().max(1))
+            .copied()
+            .unwrap_or(rest.len());
         let size = size.clamp(1, rest.len());
         i += 1;
         let n = to.receive(&rest[..size])?;
@@ -113,13 +116,18 @@ fn data_sent_before_the_handshake_ends_is_delivered_after_it() {
     assert_eq!(got, b"early\n");
     let too_much = vec![0u8; MAX_EARLY_PLAINTEXT + 1];
     let mut fresh = SecureChannel::new(Role::Initiator, keys(&a, None)).unwrap();
-    assert!(matches!(fresh.send(&too_much), Err(ChannelError::BufferFull { .. })));
+    assert!(matches!(
+        fresh.send(&too_much),
+        Err(ChannelError::BufferFull { .. })
+    ));
 }
 
 #[test]
 fn large_transfer_round_trips_in_records_no_longer_than_noise_allows() {
     let (mut i, mut r, _, _) = pair();
-    let data: Vec<u8> = (0..5_000_003u32).map(|x| (x.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..5_000_003u32)
+        .map(|x| (x.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     i.send(&data).unwrap();
     // Walk the records: every one within the limit, the last one short.
     let wire = i.output().to_vec();
@@ -177,13 +185,20 @@ fn a_tampered_byte_is_refused_in_transport_and_the_channel_stays_closed() {
         let res = r2.receive(&w);
         assert!(r2.plaintext().is_empty());
         if pos >= HEADER_LEN {
-            assert_eq!(res, Err(ChannelError::Authentication { during_handshake: false }));
+            assert_eq!(
+                res,
+                Err(ChannelError::Authentication {
+                    during_handshake: false
+                })
+            );
         }
     }
     wire[HEADER_LEN + 3] ^= 0x80;
     assert_eq!(
         r.receive(&wire),
-        Err(ChannelError::Authentication { during_handshake: false })
+        Err(ChannelError::Authentication {
+            during_handshake: false
+        })
     );
     assert_eq!(r.receive(b"\x00\x00"), Err(ChannelError::Closed));
     assert_eq!(r.send(b"x"), Err(ChannelError::Closed));
@@ -202,7 +217,9 @@ fn a_tampered_handshake_message_is_refused() {
     m2[HEADER_LEN + 40] ^= 0x04; // inside the encrypted static key
     assert_eq!(
         i.receive(&m2),
-        Err(ChannelError::Authentication { during_handshake: true })
+        Err(ChannelError::Authentication {
+            during_handshake: true
+        })
     );
     assert!(!i.is_established() && i.remote_static().is_none());
 }
@@ -217,7 +234,9 @@ fn a_replayed_or_reordered_record_is_refused() {
     assert_eq!(r.plaintext(), b"one\n");
     assert_eq!(
         r.receive(&first),
-        Err(ChannelError::Authentication { during_handshake: false })
+        Err(ChannelError::Authentication {
+            during_handshake: false
+        })
     );
 
     let (mut i, mut r, _, _) = pair();
@@ -228,7 +247,9 @@ fn a_replayed_or_reordered_record_is_refused() {
     let b = i.output().to_vec();
     assert_eq!(
         r.receive(&b),
-        Err(ChannelError::Authentication { during_handshake: false })
+        Err(ChannelError::Authentication {
+            during_handshake: false
+        })
     );
 }
 
@@ -244,7 +265,9 @@ fn a_wrong_or_missing_psk_fails_the_handshake_and_the_right_one_works() {
     // psk0: the responder refuses the very first message.
     assert_eq!(
         pair_with(&a, &b, Some(&k1), Some(&k2), &[usize::MAX]).err(),
-        Some(ChannelError::Authentication { during_handshake: true })
+        Some(ChannelError::Authentication {
+            during_handshake: true
+        })
     );
     assert!(pair_with(&a, &b, None, Some(&k1), &[usize::MAX]).is_err());
     assert!(pair_with(&a, &b, Some(&k1), None, &[usize::MAX]).is_err());
@@ -268,7 +291,9 @@ fn a_handshake_for_another_conversation_fails() {
     deliver(&mut i, &mut r, &[usize::MAX], &mut sink).unwrap();
     assert_eq!(
         deliver(&mut r, &mut i, &[usize::MAX], &mut sink),
-        Err(ChannelError::Authentication { during_handshake: true })
+        Err(ChannelError::Authentication {
+            during_handshake: true
+        })
     );
 }
 
@@ -317,7 +342,9 @@ fn an_empty_send_sends_nothing_and_empty_records_are_refused() {
     assert!(i.output().is_empty());
     assert_eq!(
         r.receive(&[0, 0]),
-        Err(ChannelError::Authentication { during_handshake: false })
+        Err(ChannelError::Authentication {
+            during_handshake: false
+        })
     );
 }
 
