@@ -1,8 +1,7 @@
 //! groupshare: peer-to-peer, group-based file sharing with a replicated pair of trackers.
 //!
 //! The map:
-//! - `net`      — line framing, the buffered non-blocking connection both loops drive, the
-//!                secure channel (Noise) and the key pairs it proves
+//! - `net`      — line framing, the buffered connection both loops drive, the secure channel
 //! - `names`    — the naming rules for users, groups and files
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
 //! - `cluster`  — the tracker_info file (addresses and pinned tracker keys)

@@ -20,9 +20,8 @@ fn deliver(
     let wire = from.output().to_vec();
     from.consume_output(wire.len());
     let mut rest = &wire[..];
-    let mut i = 0;
     // Each round consumes at least one byte or drains the plaintext, so this ends.
-    for _ in 0..(wire.len() * 4 + 16) {
+    for i in 0..(wire.len() * 4 + 16) {
         if rest.is_empty() {
             break;
         }
@@ -31,7 +30,6 @@ fn deliver(
             .copied()
             .unwrap_or(rest.len());
         let size = size.clamp(1, rest.len());
-        i += 1;
         let n = to.receive(&rest[..size])?;
         rest = &rest[n..];
         sink.extend_from_slice(to.plaintext());
