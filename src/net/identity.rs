@@ -116,6 +116,8 @@ impl Identity {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(format!(".tmp{}", std::process::id()));
         let tmp = Path::new(&tmp_name);
+        // Left by a crashed process that had our pid; no live process shares it.
+        let _ = std::fs::remove_file(tmp);
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -167,7 +169,7 @@ impl Fingerprint {
     pub fn parse(text: &str) -> Result<Fingerprint, String> {
         let bad = || {
             format!(
-                "'{}' is not a key fingerprint (SHA256: and 64 hex digits, as `tracker --fingerprint` prints)",
+                "'{}' is not a key fingerprint (SHA256: and 64 hex digits)",
                 text.escape_debug()
             )
         };
@@ -247,6 +249,17 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_crash_does_not_block_making_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("k");
+        let stale = tmp.path().join(format!("k.tmp{}", std::process::id()));
+        std::fs::write(&stale, "half a key").unwrap();
+        Identity::load_or_create(&path).unwrap();
+        assert!(!stale.exists());
+        assert!(Identity::load_or_create(&path).is_ok());
     }
 
     #[test]

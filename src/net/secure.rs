@@ -79,11 +79,12 @@ impl Conversation {
 
 /// Derives the tracker pair's pre-shared key from the cluster key file's contents, so any
 /// length of key file gives a full-strength 32-byte PSK and the raw key is used for nothing else.
+/// Surrounding whitespace is ignored, so a trailing newline added by an editor changes nothing.
 pub fn psk_from_cluster_key(cluster_key: &[u8]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"groupshare tracker-link psk v1\0");
-    h.update(cluster_key);
+    h.update(cluster_key.trim_ascii());
     h.finalize().into()
 }
 

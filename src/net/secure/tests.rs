@@ -393,3 +393,13 @@ fn a_low_order_ephemeral_key_is_refused() {
     assert!(r.receive(&m1).is_err());
     assert!(r.output().is_empty());
 }
+
+#[test]
+fn the_cluster_psk_ignores_surrounding_whitespace_and_depends_on_the_key() {
+    assert_eq!(
+        psk_from_cluster_key(b"abc"),
+        psk_from_cluster_key(b" abc\n")
+    );
+    assert_ne!(psk_from_cluster_key(b"abc"), psk_from_cluster_key(b"abd"));
+    assert_ne!(psk_from_cluster_key(b"abc"), [0u8; 32]);
+}
