@@ -246,6 +246,9 @@ impl SecureChannel {
     /// Feeds ciphertext as it arrived. Returns how many bytes were consumed: fewer than given
     /// only when the plaintext buffer is full — take plaintext, then feed the rest again.
     pub fn receive(&mut self, mut bytes: &[u8]) -> Result<usize, ChannelError> {
+        if matches!(self.phase, Phase::Failed) {
+            return Err(ChannelError::Closed);
+        }
         let given = bytes.len();
         let result = (|| {
             while !bytes.is_empty() {

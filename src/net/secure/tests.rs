@@ -199,6 +199,9 @@ fn a_tampered_byte_is_refused_in_transport_and_the_channel_stays_closed() {
         })
     );
     assert_eq!(r.receive(b"\x00\x00"), Err(ChannelError::Closed));
+    // Even a byte too few to start a record, or none at all.
+    assert_eq!(r.receive(b"\x00"), Err(ChannelError::Closed));
+    assert_eq!(r.receive(b""), Err(ChannelError::Closed));
     assert_eq!(r.send(b"x"), Err(ChannelError::Closed));
 }
 
