@@ -68,6 +68,29 @@ pub fn parse_tracker_info(text: &str, origin: &str) -> Result<Vec<SocketAddr>, S
         .collect())
 }
 
+/// The file's text with `addr`'s line pinned to `key` (replacing any earlier pin), every other
+/// line kept byte for byte: how `make run-tracker1/2` record a tracker's fingerprint.
+pub fn set_pin(text: &str, addr: SocketAddr, key: &Fingerprint) -> Result<String, String> {
+    let mut found = false;
+    let mut out = String::with_capacity(text.len() + 80);
+    for raw in text.split_inclusive('\n') {
+        let body = raw.trim_end_matches(['\n', '\r']);
+        let first = body.split_whitespace().next().unwrap_or_default();
+        if !body.trim_start().starts_with('#') && first.parse::<SocketAddr>().ok() == Some(addr) {
+            found = true;
+            out.push_str(&format!("{addr} {key}"));
+            out.push_str(&raw[body.len()..]);
+        } else {
+            out.push_str(raw);
+        }
+    }
+    if found {
+        Ok(out)
+    } else {
+        Err(format!("no line for {addr} to pin"))
+    }
+}
+
 pub fn read_tracker_entries(path: &Path) -> Result<Vec<TrackerEntry>, String> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {origin}: {e}"))?;
@@ -114,6 +137,27 @@ mod tests {
         // Any amount of blank space between address and fingerprint.
         let e = parse_tracker_entries(&format!("  127.0.0.1:1 \t {FP}  "), "f").unwrap();
         assert!(e[0].pin.is_some());
+    }
+
+    #[test]
+    fn set_pin_rewrites_only_the_trackers_line() {
+        let fp = Fingerprint::parse(FP).unwrap();
+        let text = "# trackers\n127.0.0.1:1\n127.0.0.1:2 SHA256:00\r\n";
+        let addr2: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let out = set_pin(text, addr2, &fp).unwrap();
+        assert_eq!(
+            out,
+            format!("# trackers\n127.0.0.1:1\n127.0.0.1:2 {FP}\r\n")
+        );
+        let e = parse_tracker_entries(&out, "f").unwrap();
+        assert!(e[0].pin.is_none() && e[1].pin.unwrap().ct_eq(&fp));
+        // Pinning again replaces the pin; a line without a newline keeps none.
+        let addr1: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            set_pin("127.0.0.1:1", addr1, &fp).unwrap(),
+            format!("127.0.0.1:1 {FP}")
+        );
+        assert!(set_pin(text, "127.0.0.1:3".parse().unwrap(), &fp).is_err());
     }
 
     #[test]
