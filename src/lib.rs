@@ -2,10 +2,10 @@
 //!
 //! The map:
 //! - `auth`     — the password login (SCRAM-SHA-256): keys, verifiers, proofs
-//! - `net`      — line framing and the buffered non-blocking connection both loops drive
+//! - `net`      — line framing, the buffered connection both loops drive, the secure channel
 //! - `names`    — the naming rules for users, groups and files
 //! - `pieces`   — piece size and counts, hash lines, piece sets and range lists
-//! - `cluster`  — the tracker_info file
+//! - `cluster`  — the tracker_info file (addresses and pinned tracker keys)
 //! - `runtime`  — logging, signals into the poll loop, fd limit, randomness
 //! - `protocol` — the client ↔ tracker and client ↔ client protocols (pure, fuzzable); the
 //!   tracker ↔ tracker link lives in `tracker`
