@@ -3,7 +3,7 @@
 
 use crate::idle::IdleResult;
 use crate::load::Stats;
-use crate::transfer::{median, HashRun, Pending, Rate};
+use crate::transfer::{median, HashRun, Pending, Rate, FLASH_SIZE, FLASH_UPLOAD_LIMIT};
 use crate::{Results, Settings};
 use std::fmt::Write;
 
@@ -53,6 +53,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     part_a(&mut o, s, r);
     part_b(&mut o, r);
     part_c(&mut o, r);
+    flash_section(&mut o, r);
     if let Ok(notes) = std::fs::read_to_string(PROFILE_NOTES) {
         let _ = writeln!(
             o,
@@ -228,6 +229,28 @@ fn targets(o: &mut String, r: &Results) {
                     _ => "not measured".into(),
                 },
                 verdict(None)
+            );
+        }
+    }
+    if let Some(Ok(case)) = &r.flash {
+        for round in &case.crowds {
+            let ratio = case.ratio(round);
+            let _ = writeln!(
+                o,
+                "| flash crowd, {} downloaders of one seeder capped at {}: slowest ≤ 1.3 × one download alone | {:.2} s | {:.2} s | {ratio:.2} | {} |",
+                round.downloaders,
+                FLASH_UPLOAD_LIMIT,
+                round.slowest(),
+                case.single_secs(),
+                verdict(Some(ratio <= 1.3))
+            );
+            let _ = writeln!(
+                o,
+                "| flash crowd, {} downloaders: the seeder sends ≤ 1.3 copies | {:.2} copies | 1.3 | {:.2} | {} |",
+                round.downloaders,
+                round.copies(),
+                round.copies() / 1.3,
+                verdict(Some(round.copies() <= 1.3))
             );
         }
     }
@@ -622,6 +645,77 @@ fn part_c(o: &mut String, r: &Results) {
 }
 
 const MIB_F: f64 = 1024.0 * 1024.0;
+
+fn flash_section(o: &mut String, r: &Results) {
+    if r.flash.is_none() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## Flash crowd\n\n\
+         One seeder (`--upload-limit {FLASH_UPLOAD_LIMIT}`) shares a {} file on a fresh tracker \
+         pair. A fresh client downloads it alone (the reference time, median of the single \
+         runs); then N fresh clients send `download_file` one right after the other. Each is \
+         timed from the first `download_file` sent to its own completion note; the ratio is \
+         the slowest over the reference. *Copies* is what the seeder wrote over the round \
+         (`wchar` in `/proc/<pid>/io`: its sockets, so piece payload plus a few hundred bytes \
+         of tracker lines) over the file's size; *between downloaders* sums the pieces the \
+         completion notes credit to another downloader. After each round the downloaders exit \
+         (logging out) and their copies are deleted.\n",
+        size_of(Some(FLASH_SIZE))
+    );
+    o.push_str(&flash_rows(r));
+    let _ = writeln!(o);
+}
+
+/// The flash crowd's table (also printed alone by `bench --only-flash`).
+pub fn flash_rows(r: &Results) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| downloaders | slowest finish | ratio to one alone | copies sent by the seeder | pieces between downloaders | finishes (s) | target |"
+    );
+    let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- |");
+    match &r.flash {
+        Some(Ok(case)) => {
+            let secs = |round: &crate::transfer::FlashRound| -> String {
+                let mut v: Vec<String> = round
+                    .finish_secs
+                    .iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect();
+                v.sort();
+                v.join(", ")
+            };
+            for round in &case.single {
+                let _ = writeln!(
+                    o,
+                    "| 1 (reference) | {:.2} s | – | {:.2} | – | {} | – |",
+                    round.slowest(),
+                    round.copies(),
+                    secs(round)
+                );
+            }
+            for round in &case.crowds {
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.2} s | {:.2} | {:.2} | {} | {} | ratio ≤ 1.3, copies ≤ 1.3 |",
+                    round.downloaders,
+                    round.slowest(),
+                    case.ratio(round),
+                    round.copies(),
+                    round.pieces_from_downloaders,
+                    secs(round)
+                );
+            }
+        }
+        Some(Err(p)) => {
+            let _ = writeln!(o, "| – | {} | – | – | – | – | – |", pending_short(p));
+        }
+        None => {}
+    }
+    o
+}
 
 fn short_rate(x: Option<&Rate>) -> String {
     x.map(|b| format!("{:.0} MiB/s", b.mib_s()))

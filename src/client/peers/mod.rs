@@ -19,6 +19,7 @@
 //! - `hasher`   — SHA-1 of pieces; hashing a file to share a few pieces per tick
 //! - `rate`     — bytes per second over the last few seconds
 //! - `limit`    — the upload limit: a token bucket shared by every upload connection
+//! - `superseed` — a first seeder's offers to a crowd: each piece to one downloader first
 //!
 //! Tokens: the listener and every connection live in one slab; token = `TOKEN_BASE + key`.
 //! A closed connection's key is freed at once; a later event in the same batch for it finds
@@ -33,6 +34,7 @@ pub mod picker;
 pub mod rate;
 pub mod seeder;
 pub mod store;
+pub mod superseed;
 pub mod table;
 
 use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
@@ -231,7 +233,7 @@ impl PeerSide {
         let keep = match conn.service(
             registry,
             token,
-            &self.catalog,
+            &mut self.catalog,
             self.upload_limit.as_mut(),
             now,
         ) {
@@ -242,12 +244,21 @@ impl PeerSide {
             }
         };
         if !keep {
-            if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
-                let _ = registry.deregister(conn.stream_mut());
-            }
-            self.uploads -= 1;
+            self.drop_upload(registry, key);
         } else if conn.deferred() && !self.throttled.contains(&key) {
             self.throttled.push_back(key);
+        }
+    }
+
+    fn drop_upload(&mut self, registry: &Registry, key: usize) {
+        if let Some(Slot::Upload(mut conn)) = self.slots.try_remove(key) {
+            let _ = registry.deregister(conn.stream_mut());
+            seeder::leave_crowd(&mut self.catalog, conn.watching(), TOKEN_BASE + key);
+            log::info!(
+                "upload connection closed: {} bytes of pieces sent on it",
+                conn.piece_bytes
+            );
+            self.uploads -= 1;
         }
     }
 
@@ -331,6 +342,9 @@ impl PeerSide {
             dl.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
+        for key in seeder::announce(&mut self.slots, &mut self.catalog, registry, now) {
+            self.drop_upload(registry, key);
+        }
         std::mem::take(&mut self.events)
     }
 
@@ -364,6 +378,7 @@ impl PeerSide {
             .iter()
             .filter_map(|d| d.next_deadline(now))
             .chain(throttled)
+            .chain(self.catalog.crowd_deadline())
             .min()
     }
 
@@ -384,15 +399,8 @@ impl PeerSide {
                 hashes.len()
             );
         }
-        self.catalog.insert(
-            group,
-            file,
-            Entry {
-                path,
-                size,
-                have: PieceSet::full(npieces),
-            },
-        );
+        self.catalog
+            .insert(group, file, Entry::share(path, size, npieces));
     }
 
     /// Stops serving `(group, file)` (a complete download of it included).

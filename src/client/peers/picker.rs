@@ -35,6 +35,13 @@ impl Availability {
         }
     }
 
+    /// A peer told of one more piece it holds.
+    pub fn add_piece(&mut self, i: usize) {
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+    }
+
     /// A peer left, or its set is about to be replaced.
     pub fn remove_set(&mut self, set: &PieceSet) {
         for i in set.iter() {
