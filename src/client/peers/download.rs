@@ -416,12 +416,9 @@ impl Download {
                     let Some(have) = conn.have.as_mut() else {
                         return Err("has before have".into());
                     };
-                    for i in set.iter() {
-                        if have.insert(i) {
-                            self.avail.add_piece(i);
-                        }
+                    if self.avail.announced(have, &set) > 0 {
+                        self.dirty = true;
                     }
-                    self.dirty = true;
                 }
                 Incoming::Piece { index, len } => self.on_piece(ctx, key, conn, index, len)?,
                 Incoming::Refused { req, reason } => {

@@ -475,3 +475,173 @@ pub fn announce(
     }
     close
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::peers::catalog::Entry;
+    use crate::client::peers::superseed::OFFER_WINDOW;
+    use crate::pieces::PieceSet;
+
+    const N: usize = 20;
+
+    /// One connection's side of answering: its watched file and its id.
+    struct Conn {
+        watching: Option<(String, String)>,
+        id: WatcherId,
+        spare: Vec<Vec<u8>>,
+        cache: Option<(PathBuf, File)>,
+    }
+
+    impl Conn {
+        fn new(id: WatcherId) -> Conn {
+            Conn {
+                watching: None,
+                id,
+                spare: Vec::new(),
+                cache: None,
+            }
+        }
+
+        /// The reply's header line (`None`: no reply).
+        fn ask(&mut self, catalog: &mut Catalog, line: &str, now: Instant) -> Option<String> {
+            let mut at = At {
+                catalog,
+                watching: &mut self.watching,
+                id: self.id,
+                now,
+            };
+            let out = answer(line.as_bytes(), &mut at, &mut self.spare, &mut self.cache)?;
+            let text = String::from_utf8_lossy(&out.data[out.start..out.end]).to_string();
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+    }
+
+    fn offer(reply: Option<String>) -> PieceSet {
+        let reply = reply.unwrap_or_default();
+        let Some(Reply::Have { have }) = Reply::parse(reply.as_bytes()) else {
+            panic!("not a have reply: {reply:?}");
+        };
+        have
+    }
+
+    /// A catalog with `f` in group `g`, shared by this client, backed by a real file.
+    fn shared(dir: &std::path::Path) -> Catalog {
+        let path = dir.join("f");
+        std::fs::write(&path, vec![7u8; N * PIECE_SIZE as usize]).unwrap_or_default();
+        let mut c = Catalog::default();
+        c.insert("g", "f", Entry::share(path, N as u64 * PIECE_SIZE, N));
+        c
+    }
+
+    #[test]
+    fn watchers_of_a_shared_file_are_offered_different_pieces() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let (mut a, mut b) = (Conn::new(1), Conn::new(2));
+        let oa = offer(a.ask(&mut cat, "watch g f", now));
+        let ob = offer(b.ask(&mut cat, "watch g f", now));
+        assert_eq!((oa.count(), ob.count()), (OFFER_WINDOW, OFFER_WINDOW));
+        assert!(oa.iter().all(|i| !ob.contains(i)));
+        // A plain `want` still sees every piece.
+        let all = offer(Conn::new(3).ask(&mut cat, "want g f", now));
+        assert!(all.is_full());
+    }
+
+    #[test]
+    fn a_piece_sent_or_announced_is_replaced_by_a_new_offer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let oa = offer(a.ask(&mut cat, "watch g f", now));
+        let mut it = oa.iter();
+        let (sent, told) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let header = a.ask(&mut cat, &format!("get g f {sent}"), now);
+        assert_eq!(header, Some(format!("piece {sent} {PIECE_SIZE}")));
+        assert_eq!(
+            a.ask(&mut cat, &format!("has {told}"), now),
+            None,
+            "no reply"
+        );
+        let news: Vec<(WatcherId, Vec<usize>)> =
+            cat.crowds_mut().flat_map(|c| c.poll(now)).collect();
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].0, 1);
+        assert_eq!(news[0].1.len(), 2);
+        assert!(news[0].1.iter().all(|i| !oa.contains(*i)));
+        // A newcomer is not offered what already left the seeder or is held.
+        let ob = offer(Conn::new(2).ask(&mut cat, "watch g f", now));
+        assert!(!ob.contains(sent) && !ob.contains(told));
+    }
+
+    #[test]
+    fn the_crowd_ends_with_its_last_watcher() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let mut b = Conn::new(2);
+        a.ask(&mut cat, "watch g f", now);
+        b.ask(&mut cat, "watch g f", now);
+        leave_crowd(&mut cat, a.watching.as_ref(), a.id);
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_some()));
+        leave_crowd(&mut cat, b.watching.as_ref(), b.id);
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
+    }
+
+    #[test]
+    fn watchers_of_a_download_see_its_verified_pieces_and_are_told_of_new_ones() {
+        let mut cat = Catalog::default();
+        let part = PathBuf::from("/nonexistent/f.part");
+        let mut have = PieceSet::empty(N);
+        have.insert(4);
+        cat.insert(
+            "g",
+            "f",
+            Entry::download(part.clone(), N as u64 * PIECE_SIZE, have),
+        );
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let seen = offer(a.ask(&mut cat, "watch g f", now));
+        assert_eq!(seen.iter().collect::<Vec<_>>(), vec![4]);
+        assert!(
+            cat.get("g", "f").is_some_and(|e| e.crowd.is_none()),
+            "not super-seeded"
+        );
+        cat.mark("g", "f", &part, 9);
+        cat.mark("g", "f", &part, 9);
+        assert_eq!(cat.take_verified(), vec![("g".into(), "f".into(), 9)]);
+        assert!(cat.take_verified().is_empty());
+        assert_eq!(
+            a.ask(&mut cat, "get g f 10", now),
+            Some("err not_held".into())
+        );
+    }
+
+    #[test]
+    fn notices_and_watches_of_unknown_files_change_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        assert_eq!(
+            a.ask(&mut cat, "has 0-3", now),
+            None,
+            "not watching: ignored"
+        );
+        assert_eq!(
+            a.ask(&mut cat, "watch g nope", now),
+            Some("err no_such_file".into())
+        );
+        assert!(a.watching.is_none());
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
+        a.ask(&mut cat, "watch g f", now);
+        assert_eq!(
+            a.ask(&mut cat, "has 0-99", now),
+            None,
+            "past the end: ignored"
+        );
+    }
+}

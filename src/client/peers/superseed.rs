@@ -275,7 +275,8 @@ mod tests {
         // Serve every offered piece; new offers keep coming until the pool is dry.
         for _ in 0..n {
             for (k, id) in [1usize, 2].into_iter().enumerate() {
-                if let Some(i) = offers[k].iter().next() {
+                let first = offers[k].iter().next();
+                if let Some(i) = first {
                     offers[k].remove(i);
                     c.sent(id, i, t);
                     sent += 1;
