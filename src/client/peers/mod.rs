@@ -203,7 +203,7 @@ impl PeerSide {
         match self.slots.get_mut(key) {
             None => {}
             Some(Slot::Listener(_)) => self.accept(registry, key),
-            Some(Slot::Upload(_)) => self.service_upload(registry, key, now),
+            Some(Slot::Upload(_)) => self.service_upload(registry, key, now, false),
             Some(Slot::Fetch(id)) => {
                 let id = *id;
                 let Some(dl) = self.downloads.iter_mut().find(|d| d.id == id) else {
@@ -224,8 +224,12 @@ impl PeerSide {
     }
 
     /// Lets upload connection `key` read and answer; closes it when it is done; remembers it
-    /// for `tick` if the upload limit deferred it.
-    fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant) {
+    /// for `tick` if the upload limit deferred it. `queued`: this is its turn from the queue of
+    /// deferred connections.
+    fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant, queued: bool) {
+        // Under the limit, a connection with news while others wait for their turn only
+        // writes and joins the queue, or the ones asking most often would starve the rest.
+        let turn = queued || self.upload_limit.is_none() || self.throttled.is_empty();
         let Some(Slot::Upload(conn)) = self.slots.get_mut(key) else {
             return;
         };
@@ -235,6 +239,7 @@ impl PeerSide {
             token,
             &mut self.catalog,
             self.upload_limit.as_mut(),
+            turn,
             now,
         ) {
             Ok(keep) => keep,
@@ -358,7 +363,7 @@ impl PeerSide {
             let Some(key) = self.throttled.pop_front() else {
                 break;
             };
-            self.service_upload(registry, key, now);
+            self.service_upload(registry, key, now, true);
         }
     }
 

@@ -149,7 +149,8 @@ impl UploadConn {
     }
 
     /// Reads requests, answers them and writes replies until the socket has nothing more,
-    /// the output is full, the upload limit defers it, or the connection is done.
+    /// the output is full, the upload limit defers it, or the connection is done. Without
+    /// `turn` (others are waiting for the limit) it only writes and reports itself deferred.
     /// `Ok(false)`: close it.
     pub fn service(
         &mut self,
@@ -157,6 +158,7 @@ impl UploadConn {
         token: Token,
         catalog: &mut Catalog,
         mut limit: Option<&mut TokenBucket>,
+        turn: bool,
         now: Instant,
     ) -> io::Result<bool> {
         let id: WatcherId = token.0;
@@ -165,7 +167,7 @@ impl UploadConn {
             // Answer buffered requests while there is room for their output.
             let mut need_more = false;
             while !self.close_after && self.out.len() < MAX_OUTPUT_REPLIES {
-                if limit.as_deref_mut().is_some_and(|b| !b.may_send(now)) {
+                if !turn || limit.as_deref_mut().is_some_and(|b| !b.may_send(now)) {
                     self.deferred = true;
                     break;
                 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const OFFER_WINDOW: usize = 6;
 /// A downloader that received nothing (from anyone) for this long while lacking pieces is
 /// offered everything it lacks: the peers it was meant to trade with may be unreachable.
-pub const STALL: Duration = Duration::from_secs(2);
+pub const STALL: Duration = Duration::from_secs(3);
 
 /// The caller's number for a watching connection.
 pub type WatcherId = usize;
