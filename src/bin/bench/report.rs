@@ -657,16 +657,28 @@ fn flash_section(o: &mut String, r: &Results) {
          pair. A fresh client downloads it alone (the reference time, median of the single \
          runs); then N fresh clients send `download_file` one right after the other. Each is \
          timed from the first `download_file` sent to its own completion note; the ratio is \
-         the slowest over the reference. *Copies* is what the seeder wrote over the round \
-         (`wchar` in `/proc/<pid>/io`: its sockets, so piece payload plus a few hundred bytes \
-         of tracker lines) over the file's size; *between downloaders* sums the pieces the \
-         completion notes credit to another downloader. After each round the downloaders exit \
+         the slowest over the reference. *Copies* is the piece bytes the seeder sent over the \
+         round, from its own count (it runs with `--log-level info` and logs the piece bytes \
+         sent on each upload connection as it closes), over the file's size; *between \
+         downloaders* sums the pieces the completion notes credit to another downloader. \
+         After each round the downloaders exit \
          (logging out) and their copies are deleted.\n",
         size_of(Some(FLASH_SIZE))
     );
     o.push_str(&flash_rows(r));
-    let _ = writeln!(o);
+    let _ = writeln!(o, "\n{FLASH_BEFORE}\n");
 }
+
+/// What the same case measured before the peer engine learned of crowds (recorded by hand;
+/// not regenerated).
+const FLASH_BEFORE: &str = "Before super-seeding and `watch`/`has` (commit 2689be0, same \
+     machine, `bench --only-flash`): one download alone 5.69–5.98 s; 6 downloaders 11.02 s, \
+     ratio 1.85, 12 downloaders 13.19 s, ratio 2.21; the seeder sent at least 1.44 copies in \
+     both (138 of 576 and of 1,152 pieces by the completion notes — that version did not count \
+     from the seeder's side, so duplicates are not in it). The downloaders learnt of each \
+     other's pieces only through the tracker's `have` batches, a 3 s peer refresh and a 2 s \
+     `want` poll, and the seeder's queue held seconds of requests chosen independently by \
+     each downloader, many of them for the same pieces.";
 
 /// The flash crowd's table (also printed alone by `bench --only-flash`).
 pub fn flash_rows(r: &Results) -> String {
