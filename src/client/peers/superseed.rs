@@ -40,36 +40,40 @@ struct Watcher {
     progress: Instant,
 }
 
+/// Memory: a byte and a bit per piece for the counts, four bytes per piece for the pool, and
+/// two piece sets per watcher — about 2.6 MiB for the largest file (524,288 pieces) and 64 KiB
+/// per watcher of it.
 #[derive(Debug)]
 pub struct Crowd {
     npieces: usize,
-    /// Watchers holding each piece.
-    held: Vec<u32>,
-    /// The restricted watcher each piece is offered to, if any (at most one).
-    offered_to: Vec<Option<WatcherId>>,
+    /// Watchers holding each piece (at most `MAX_UPLOADS` = 64, so a byte).
+    held: Vec<u8>,
+    /// Pieces in the offer of a restricted watcher: each is in at most one such offer.
+    offered: PieceSet,
     /// Pieces that left the seeder during this crowd.
     sent: PieceSet,
     /// Candidates to offer, in random order (popped from the end); stale entries (held or
     /// offered meanwhile) are skipped when popped, so each check is amortised O(1).
     pool: Vec<u32>,
     watchers: BTreeMap<WatcherId, Watcher>,
+    rng: Rng,
 }
 
 impl Crowd {
     /// A crowd for a file of `npieces`; `rng` shuffles the order pieces are offered in, so two
     /// seeders of one file offer different pieces to the same downloader.
     pub fn new(npieces: usize, rng: &mut Rng) -> Crowd {
+        let mut rng = Rng::new(rng.next_u64());
         let mut pool: Vec<u32> = (0..npieces as u32).collect();
-        for i in (1..pool.len()).rev() {
-            pool.swap(i, rng.below(i + 1));
-        }
+        shuffle(&mut pool, &mut rng);
         Crowd {
             npieces,
             held: vec![0; npieces],
-            offered_to: vec![None; npieces],
+            offered: PieceSet::empty(npieces),
             sent: PieceSet::empty(npieces),
             pool,
             watchers: BTreeMap::new(),
+            rng,
         }
     }
 
@@ -111,12 +115,12 @@ impl Crowd {
                 continue;
             }
             w.progress = now;
-            self.held[i] += 1;
+            self.held[i] = self.held[i].saturating_add(1);
             if w.offer.remove(i) {
                 w.offered -= 1;
-            }
-            if self.offered_to[i] == Some(id) {
-                self.offered_to[i] = None;
+                if !w.open {
+                    self.offered.remove(i);
+                }
             }
         }
     }
@@ -141,11 +145,20 @@ impl Crowd {
                 self.pool.push(i as u32);
             }
         }
-        for i in w.offer.iter() {
-            if self.offered_to[i] == Some(id) {
-                self.offered_to[i] = None;
+        if !w.open {
+            for i in w.offer.iter() {
+                self.offered.remove(i);
                 self.pool.push(i as u32);
             }
+        }
+        if self.pool.len() > 2 * self.npieces {
+            // Stale entries from many watchers coming and going: keep the pool bounded.
+            let (held, offered) = (&self.held, &self.offered);
+            self.pool
+                .retain(|&i| held[i as usize] == 0 && !offered.contains(i as usize));
+            self.pool.sort_unstable();
+            self.pool.dedup();
+            shuffle(&mut self.pool, &mut self.rng);
         }
     }
 
@@ -183,9 +196,7 @@ impl Crowd {
             w.open = true;
             // Its restricted offers become ordinary ones: free them for others too.
             for i in w.offer.iter() {
-                if self.offered_to[i] == Some(id) {
-                    self.offered_to[i] = None;
-                }
+                self.offered.remove(i);
             }
         }
         if w.open {
@@ -202,16 +213,22 @@ impl Crowd {
                 break;
             };
             let i = i as usize;
-            if self.held[i] > 0 || self.offered_to[i].is_some() || w.offer.contains(i) {
+            if self.held[i] > 0 || self.offered.contains(i) || w.offer.contains(i) {
                 continue; // stale: taken meanwhile
             }
-            self.offered_to[i] = Some(id);
+            self.offered.insert(i);
             w.offer.insert(i);
             w.offered += 1;
             new.push(i);
         }
         new.sort_unstable();
         new
+    }
+}
+
+fn shuffle(v: &mut [u32], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
     }
 }
 
@@ -323,6 +340,29 @@ mod tests {
             None,
             "open watchers have no stall deadline"
         );
+    }
+
+    #[test]
+    fn watchers_coming_and_going_keep_the_pool_bounded_and_every_piece_offerable() {
+        let t = Instant::now();
+        let n = 16;
+        let mut c = crowd(n);
+        for round in 0..1_000 {
+            let got = c.join(round, t);
+            if let Some(i) = got.iter().next() {
+                c.sent(round, i, t);
+            }
+            c.leave(round);
+            assert!(c.pool.len() <= 2 * n + OFFER_WINDOW + 1, "{}", c.pool.len());
+        }
+        // Nobody holds anything now: a newcomer can be offered any piece.
+        let mut seen = PieceSet::empty(n);
+        for id in 0..n {
+            for i in c.join(10_000 + id, t).iter() {
+                seen.insert(i);
+            }
+        }
+        assert!(seen.is_full(), "{seen:?}");
     }
 
     #[test]
