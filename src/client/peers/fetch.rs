@@ -7,7 +7,7 @@
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
-use crate::protocol::peer::{Reply, Request};
+use crate::protocol::peer::{Ranges, Reply, Request};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::{HashSet, VecDeque};
@@ -251,12 +251,7 @@ impl FetchConn {
         };
         if let Reply::Has(ranges) = &reply {
             // Unprompted, between replies: it answers nothing and consumes no request.
-            if !self.watched {
-                return Err(invalid("has on a connection that does not watch"));
-            }
-            let Some(set) = ranges.to_set(self.npieces) else {
-                return Err(invalid("has with pieces past the end"));
-            };
+            let set = pushed(ranges, self.npieces, self.watched).map_err(invalid)?;
             for i in set.iter() {
                 self.refused.remove(&i);
             }
@@ -301,6 +296,38 @@ impl FetchConn {
     }
 }
 
+/// The pieces a pushed `has` line names, or why the peer is broken: only a peer that accepted
+/// `watch` pushes, and only pieces of this file.
+fn pushed(ranges: &Ranges, npieces: usize, watched: bool) -> Result<PieceSet, &'static str> {
+    if !watched {
+        return Err("has on a connection that does not watch");
+    }
+    ranges
+        .to_set(npieces)
+        .ok_or("has with pieces past the end or out of order")
+}
+
 fn invalid(why: &str) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_has_is_taken_only_from_a_watched_peer_and_only_for_this_file() {
+        let r = Ranges("1-2,7".into());
+        let set = pushed(&r, 8, true).map(|s| s.iter().collect::<Vec<_>>());
+        assert_eq!(set, Ok(vec![1, 2, 7]));
+        assert!(
+            pushed(&r, 8, false).is_err(),
+            "the peer was never asked to watch"
+        );
+        assert!(pushed(&r, 7, true).is_err(), "piece 7 of a 7-piece file");
+        assert!(
+            pushed(&Ranges("5,2".into()), 8, true).is_err(),
+            "out of order"
+        );
+    }
 }
