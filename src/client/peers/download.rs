@@ -404,6 +404,7 @@ impl Download {
                 Incoming::Blocked => break,
                 Incoming::Closed => return Err("peer closed the connection".into()),
                 Incoming::Have(set) => {
+                    let first = conn.have.is_none();
                     if let Some(old) = conn.have.replace(set) {
                         self.avail.remove_set(&old);
                     }
@@ -411,6 +412,14 @@ impl Download {
                         self.avail.add_set(new);
                     }
                     conn.next_want = ctx.now + HAVE_REFRESH;
+                    if first && conn.watched {
+                        // What this download had before the peer watched it (a resumed
+                        // `.part`, pieces from others): a super-seeder offers none of those.
+                        let had = (0..self.table.len()).filter(|&i| self.table.is_have(i));
+                        for r in ranges_lines(had) {
+                            conn.notice(&Request::Has(r));
+                        }
+                    }
                 }
                 Incoming::Has(set) => {
                     let Some(have) = conn.have.as_mut() else {
