@@ -444,7 +444,7 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 }
 
-/// A peer that answers `want` with "all" and never sends a piece: every piece requested
+/// A peer that answers `want` (or `watch`) with "all" and never sends a piece: every piece requested
 /// from it is late, and the download must still finish (endgame: a second peer is asked).
 struct Liar {
     listener: std::net::TcpListener,
@@ -484,7 +484,7 @@ impl Liar {
                 if line.starts_with(b"get ") {
                     self.gets += 1;
                 }
-                if line.starts_with(b"want") {
+                if line.starts_with(b"want") || line.starts_with(b"watch") {
                     let _ = s.write_all(format!("have {} all\n", self.npieces).as_bytes());
                 }
             }

@@ -4,15 +4,20 @@
 #![no_main]
 use groupshare::names::{self, NameKind};
 use groupshare::pieces::{MAX_PIECES, PIECE_SIZE};
-use groupshare::protocol::peer::{Reply, Request};
+use groupshare::protocol::peer::{Ranges, Reply, Request, MAX_RANGES_CHARS};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for line in data.split(|&b| b == b'\n') {
         if let Some(req) = Request::parse(line) {
             let (group, file, index) = match &req {
-                Request::Want { group, file } => (group, file, 0),
+                Request::Want { group, file } | Request::Watch { group, file } => (group, file, 0),
                 Request::Get { group, file, index } => (group, file, *index),
+                Request::Has(r) => {
+                    ranges_in_bounds(r);
+                    assert_eq!(Request::parse(req.encode().as_bytes()).as_ref(), Some(&req));
+                    continue;
+                }
             };
             // Names from the wire are never paths: the seeder looks them up, nothing more.
             assert!(names::is_valid(NameKind::Group, group), "{group:?}");
@@ -31,9 +36,18 @@ fuzz_target!(|data: &[u8]| {
                     assert!(*len as u64 <= PIECE_SIZE);
                 }
                 Reply::Err(reason) => assert!(!reason.is_empty() && !reason.contains('\n')),
+                Reply::Has(r) => ranges_in_bounds(r),
             }
             let line = reply.encode();
             assert_eq!(Reply::parse(line.as_bytes()).as_ref(), Some(&reply));
         }
     }
 });
+
+/// A `has` range list from the wire: bounded, and only digits and separators, so it can never
+/// name a path; the receiver checks the indices against its piece count.
+fn ranges_in_bounds(r: &Ranges) {
+    assert!(!r.0.is_empty() && r.0.len() <= MAX_RANGES_CHARS);
+    assert!(r.0.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b','));
+    let _ = r.to_set(1024);
+}

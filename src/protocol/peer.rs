@@ -1,6 +1,7 @@
 //! The peer protocol (PROTOCOL.md §3): request lines a downloader sends and the header lines a
-//! seeder answers with. Pure: bytes in, messages out; never panics on any input. Piece payloads
-//! are not framed here — the connection reads exactly `len` raw bytes after a `piece` header.
+//! seeder answers with, plus the `has` notice either side may send unprompted on a watched
+//! connection. Pure: bytes in, messages out; never panics on any input. Piece payloads are not
+//! framed here — the connection reads exactly `len` raw bytes after a `piece` header.
 
 use crate::names::{self, NameKind};
 use crate::pieces::{PieceSet, MAX_PIECES, PIECE_SIZE};
@@ -10,6 +11,12 @@ use crate::pieces::{PieceSet, MAX_PIECES, PIECE_SIZE};
 pub enum Request {
     /// `want <group> <file>`: which pieces do you hold?
     Want { group: String, file: String },
+    /// `watch <group> <file>`: as `want`, and from now on tell me (`has`) of pieces you can
+    /// serve me, and expect my own `has` notices on this connection.
+    Watch { group: String, file: String },
+    /// `has <ranges>`: a notice, not a request (no reply): the downloader verified these pieces.
+    /// Only on a connection whose `watch` was answered.
+    Has(Ranges),
     /// `get <group> <file> <index>`: send me this piece.
     Get {
         group: String,
@@ -27,6 +34,51 @@ pub enum Reply {
     Piece { index: usize, len: usize },
     /// `err <reason...>`.
     Err(String),
+    /// `has <ranges>`: unprompted, between replies, on a watched connection: these pieces may
+    /// now be asked for. Not an answer to any request.
+    Has(Ranges),
+}
+
+/// Most characters of a `has` range list: well inside `MAX_LINE`. A sender splits longer lists
+/// over several lines (`ranges_lines`).
+pub const MAX_RANGES_CHARS: usize = 32 * 1024;
+
+/// A range list (`0-15,17`) as it came off the wire: only its characters and length are
+/// checked here; the receiver, which knows the piece count, parses it with
+/// `pieces::parse_ranges`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranges(pub String);
+
+impl Ranges {
+    fn parse(w: &str) -> Option<Ranges> {
+        let ok = !w.is_empty()
+            && w.len() <= MAX_RANGES_CHARS
+            && w.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'-' || b == b',');
+        ok.then(|| Ranges(w.to_string()))
+    }
+
+    /// The pieces, if the list is well formed and every index is below `npieces`.
+    pub fn to_set(&self, npieces: usize) -> Option<PieceSet> {
+        crate::pieces::parse_ranges(&self.0, npieces)
+    }
+}
+
+/// Ascending piece indices as range lists of at most `MAX_RANGES_CHARS` characters each.
+pub fn ranges_lines(indices: impl IntoIterator<Item = usize>) -> Vec<Ranges> {
+    let mut out = Vec::new();
+    let mut chunk = Vec::new();
+    // An index takes at most 7 digits and a separator: 4,000 of them always fit.
+    for i in indices {
+        chunk.push(i);
+        if chunk.len() == MAX_RANGES_CHARS / 8 {
+            out.push(Ranges(crate::pieces::format_ranges(chunk.drain(..))));
+        }
+    }
+    if !chunk.is_empty() {
+        out.push(Ranges(crate::pieces::format_ranges(chunk)));
+    }
+    out
 }
 
 /// Reasons a seeder refuses; the words after `err`.
@@ -72,6 +124,11 @@ impl Request {
                 file: name(NameKind::File, f)?,
                 index: parse_index(i)?,
             }),
+            ["watch", g, f] => Some(Request::Watch {
+                group: name(NameKind::Group, g)?,
+                file: name(NameKind::File, f)?,
+            }),
+            ["has", r] => Some(Request::Has(Ranges::parse(r)?)),
             _ => None,
         }
     }
@@ -81,6 +138,8 @@ impl Request {
         match self {
             Request::Want { group, file } => format!("want {group} {file}"),
             Request::Get { group, file, index } => format!("get {group} {file} {index}"),
+            Request::Watch { group, file } => format!("watch {group} {file}"),
+            Request::Has(r) => format!("has {}", r.0),
         }
     }
 }
@@ -91,6 +150,10 @@ impl Reply {
         let line = std::str::from_utf8(line).ok()?;
         let mut it = words(line);
         match it.next()? {
+            "has" => {
+                let r = Ranges::parse(it.next()?)?;
+                it.next().is_none().then_some(Reply::Has(r))
+            }
             "have" => {
                 let n = parse_count(it.next()?)?;
                 let have = PieceSet::from_wire(it.next()?, n)?;
@@ -128,6 +191,7 @@ impl Reply {
             Reply::Have { have } => format!("have {} {}", have.len(), have.to_wire()),
             Reply::Piece { index, len } => format!("piece {index} {len}"),
             Reply::Err(reason) => format!("err {reason}"),
+            Reply::Has(r) => format!("has {}", r.0),
         }
     }
 }
@@ -158,6 +222,11 @@ mod tests {
                 file: "f-1_x".into(),
                 index: 524_287,
             },
+            Request::Watch {
+                group: "g".into(),
+                file: "a.bin".into(),
+            },
+            Request::Has(Ranges("0-15,17".into())),
         ];
         for r in reqs {
             assert_eq!(Request::parse(r.encode().as_bytes()), Some(r));
@@ -188,6 +257,11 @@ mod tests {
             b"get g a/b 1",
             b"want \xff f",
             b"fetch g f 1",
+            b"watch g",
+            b"has",
+            b"has 1 2",
+            b"has 1;2",
+            b"has -x",
         ] {
             assert_eq!(
                 Request::parse(bad),
@@ -217,6 +291,7 @@ mod tests {
             Reply::Piece { index: 0, len: 1 },
             Reply::Err("no_such_file".into()),
             Reply::Err("busy now".into()),
+            Reply::Has(Ranges("3".into())),
         ];
         for r in replies {
             assert_eq!(Reply::parse(r.encode().as_bytes()), Some(r));
@@ -236,6 +311,9 @@ mod tests {
             b"err",
             b"ok",
             b"\xfe",
+            b"has",
+            b"has 1 2",
+            b"has a",
         ] {
             assert_eq!(
                 Reply::parse(bad),
@@ -244,6 +322,30 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn has_ranges_are_checked_against_the_piece_count_by_the_receiver() {
+        let r = Ranges("0-2,5".into());
+        let set = r.to_set(8).map(|s| s.iter().collect::<Vec<_>>());
+        assert_eq!(set, Some(vec![0, 1, 2, 5]));
+        assert_eq!(r.to_set(5), None, "index 5 of a 5-piece file");
+        assert_eq!(Ranges("3-1".into()).to_set(8), None);
+        assert_eq!(Ranges(",,".into()).to_set(8), None);
+    }
+
+    #[test]
+    fn long_range_lists_are_split_into_lines_that_fit() {
+        let every_other = (0..100_000).filter(|i| i % 2 == 0);
+        let lines = ranges_lines(every_other);
+        assert!(lines.len() > 1);
+        let mut seen = 0;
+        for l in &lines {
+            assert!(l.0.len() <= MAX_RANGES_CHARS);
+            seen += l.to_set(100_000).map_or(0, |s| s.count());
+        }
+        assert_eq!(seen, 50_000);
+        assert!(ranges_lines(std::iter::empty()).is_empty());
     }
 
     proptest! {

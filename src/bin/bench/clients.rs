@@ -53,7 +53,20 @@ impl ClientProc {
         tracker_info: &Path,
         state: &Path,
     ) -> Result<ClientProc, String> {
-        let mut cmd = client_command(bin, &[listen], tracker_info, state, &["-q"]);
+        Self::spawn_with(bin, name, listen, tracker_info, state, &[])
+    }
+
+    /// As `spawn`, with `extra` arguments after the usual ones (e.g. `--upload-limit 8M`).
+    pub fn spawn_with(
+        bin: &Path,
+        name: &str,
+        listen: &str,
+        tracker_info: &Path,
+        state: &Path,
+        extra: &[&str],
+    ) -> Result<ClientProc, String> {
+        let args: Vec<&str> = ["-q"].iter().chain(extra).copied().collect();
+        let mut cmd = client_command(bin, &[listen], tracker_info, state, &args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -140,6 +153,22 @@ impl ClientProc {
                 }
             }
         }
+    }
+
+    /// Collects whatever the client prints for `wait` (into `seen`); returns those lines.
+    pub fn drain(&mut self, wait: Duration) -> Vec<Line> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    got.push(l);
+                }
+                Err(_) => break,
+            }
+        }
+        got
     }
 
     /// Sends `line` and waits for a standard-output line starting with `prefix`.

@@ -40,6 +40,8 @@ pub struct Settings {
     pub transfer_runs: usize,
     /// Client-side failover rounds (C5); the median is reported.
     pub client_failover_rounds: usize,
+    /// Single downloads timed for the flash crowd's reference (C6); the median is used.
+    pub flash_singles: usize,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
                 failover_rounds: 1,
                 transfer_runs: 1,
                 client_failover_rounds: 3,
+                flash_singles: 1,
             }
         } else {
             Settings {
@@ -71,6 +74,7 @@ impl Settings {
                 failover_rounds: 3,
                 transfer_runs: 3,
                 client_failover_rounds: 5,
+                flash_singles: 3,
             }
         }
     }
@@ -115,6 +119,7 @@ pub struct Results {
     pub client_hashing: Option<Result<Vec<transfer::HashRun>, transfer::Pending>>,
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
+    pub flash: Option<Result<transfer::FlashCase, transfer::Pending>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -142,12 +147,14 @@ fn main() -> ExitCode {
     }
     let mut quick = false;
     let mut only_c = false;
+    let mut only_flash = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--only-c" => only_c = true,
+            "--only-flash" => only_flash = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -157,11 +164,12 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
+                     --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -171,6 +179,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if only_flash {
+        return match run_flash(&Settings::new(quick)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(Settings::new(quick), only_c, &out) {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,6 +247,35 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
     print!("{text}");
     eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
     Ok(())
+}
+
+/// `--only-flash`: the flash crowd alone, for iterating on the peer engine; its rows go to
+/// standard output in the report's format, and no report is written.
+fn run_flash(s: &Settings) -> Result<(), String> {
+    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
+    let client_bin = groupshare::testkit::sibling_bin("client")?;
+    let r = Results {
+        flash: Some(flash(s, &tracker_bin, &client_bin)),
+        ..Results::default()
+    };
+    print!("{}", report::flash_rows(&r));
+    Ok(())
+}
+
+fn flash(
+    s: &Settings,
+    tracker_bin: &std::path::Path,
+    client_bin: &std::path::Path,
+) -> Result<transfer::FlashCase, transfer::Pending> {
+    eprintln!(
+        "bench:   flash crowd (seeder capped at {})",
+        transfer::FLASH_UPLOAD_LIMIT
+    );
+    let res = transfer::flash_crowd(client_bin, tracker_bin, s.flash_singles, &[6, 12]);
+    if let Err(transfer::Pending::Failed(e)) = &res {
+        eprintln!("bench:   failed: {e}");
+    }
+    res
 }
 
 fn tracker_read(_: usize, tag: u64, out: &mut Vec<u8>) {
@@ -553,6 +599,7 @@ fn part_c(
             r.client_hashing = Some(Err(e));
         }
     }
+    r.flash = Some(flash(s, tracker_bin, client_bin));
     eprintln!(
         "bench:   client failover, {} round(s)",
         s.client_failover_rounds

@@ -4,7 +4,7 @@
 //! file is renamed into place once every piece is verified.
 
 use super::catalog::{Catalog, Entry};
-use super::fetch::{ConnState, FetchConn, Incoming, Pending};
+use super::fetch::{Awaited, ConnState, FetchConn, Incoming};
 use super::hasher::sha1;
 use super::picker::Availability;
 use super::rate::RateMeter;
@@ -15,7 +15,8 @@ use super::{
     TOKEN_BASE,
 };
 use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
-use crate::protocol::peer::Request;
+use crate::protocol::peer::reason::BAD_REQUEST;
+use crate::protocol::peer::{ranges_lines, Request};
 use crate::runtime::Rng;
 use mio::event::Event;
 use mio::{Registry, Token};
@@ -42,6 +43,11 @@ pub const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// How often the app is asked for fresh peers while downloading, so seeders that came back at
 /// a new address (or new partial sources) are found within seconds.
 pub const PEER_REFRESH: Duration = Duration::from_secs(3);
+/// The refresh while fewer than `FEW_SOURCES` peers are connected: in a crowd that starts
+/// together, the other downloaders become sources within a second of their first piece, and
+/// the sooner they are connected the less the seeder has to send twice.
+pub const PEER_REFRESH_FEW: Duration = Duration::from_secs(1);
+pub const FEW_SOURCES: usize = 16;
 /// The soonest NeedPeers repeats when no source is connected.
 pub const NEED_PEERS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How often an idle connection asks `want` again: a partial source verifies new pieces.
@@ -63,8 +69,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
 }
 
-/// A peer of this download, connected or not.
-struct Peer {
+/// A source of this download (a peer the tracker named), connected or not.
+struct Source {
     addr: SocketAddr,
     /// The connection's slab key while connected.
     conn: Option<PeerKey>,
@@ -93,7 +99,7 @@ pub struct Download {
     store: Option<PartFile>,
     table: PieceTable,
     avail: Availability,
-    peers: HashMap<String, Peer>,
+    peers: HashMap<String, Source>,
     conns: HashMap<PeerKey, FetchConn>,
     rate: RateMeter,
     /// Next piece to check while Verifying.
@@ -110,6 +116,8 @@ pub struct Download {
     failure: Option<String>,
     /// From `add_peers`, waiting for the next tick.
     new_peers: Vec<PeerInfo>,
+    /// Verified since the watched peers were last told (`has` notices).
+    unannounced: Vec<usize>,
 }
 
 impl Download {
@@ -157,11 +165,7 @@ impl Download {
             catalog.insert(
                 &spec.group,
                 &spec.file,
-                Entry {
-                    path: part.clone(),
-                    size: spec.size,
-                    have: PieceSet::empty(npieces),
-                },
+                Entry::download(part.clone(), spec.size, PieceSet::empty(npieces)),
             );
         }
         Ok(Download {
@@ -187,11 +191,12 @@ impl Download {
             verify_next: 0,
             earlier: 0,
             verified: Vec::new(),
-            next_refresh: now + PEER_REFRESH,
+            next_refresh: now + PEER_REFRESH_FEW,
             last_need_peers: None,
             dirty: false,
             failure: None,
             new_peers: Vec::new(),
+            unannounced: Vec::new(),
         })
     }
 
@@ -273,7 +278,7 @@ impl Download {
                 None => {
                     self.peers.insert(
                         info.user.clone(),
-                        Peer {
+                        Source {
                             addr: info.addr,
                             conn: None,
                             retry_at: ctx.now,
@@ -390,11 +395,11 @@ impl Download {
             match conn.finish_connect() {
                 Ok(false) => return Ok(()),
                 Ok(true) => {
-                    let want = Request::Want {
+                    let watch = Request::Watch {
                         group: self.group.clone(),
                         file: self.file.clone(),
                     };
-                    conn.send(&want, Pending::Want, ctx.now + REPLY_TIMEOUT);
+                    conn.send(&watch, Awaited::Watch, ctx.now + REPLY_TIMEOUT);
                     conn.next_want = ctx.now + HAVE_REFRESH;
                 }
                 Err(e) => return Err(format!("connect failed: {e}")),
@@ -408,6 +413,7 @@ impl Download {
                 Incoming::Blocked => break,
                 Incoming::Closed => return Err("peer closed the connection".into()),
                 Incoming::Have(set) => {
+                    let first = conn.have.is_none();
                     if let Some(old) = conn.have.replace(set) {
                         self.avail.remove_set(&old);
                     }
@@ -415,6 +421,22 @@ impl Download {
                         self.avail.add_set(new);
                     }
                     conn.next_want = ctx.now + HAVE_REFRESH;
+                    if first && conn.watched {
+                        // What this download had before the peer watched it (a resumed
+                        // `.part`, pieces from others): a super-seeder offers none of those.
+                        let had = (0..self.table.len()).filter(|&i| self.table.is_have(i));
+                        for r in ranges_lines(had) {
+                            conn.notice(&Request::Has(r));
+                        }
+                    }
+                }
+                Incoming::Has(set) => {
+                    let Some(have) = conn.have.as_mut() else {
+                        return Err("has before have".into());
+                    };
+                    if self.avail.announced(have, &set) > 0 {
+                        self.dirty = true;
+                    }
                 }
                 Incoming::Piece { index, len } => self.on_piece(ctx, key, conn, index, len)?,
                 Incoming::Refused { req, reason } => {
@@ -424,8 +446,18 @@ impl Download {
                         conn.user
                     );
                     match req {
-                        Pending::Want => return Err(format!("peer refused: {reason}")),
-                        Pending::Get(i) => {
+                        // A peer that does not know `watch`: ask it `want`, now and then.
+                        Awaited::Watch if reason.starts_with(BAD_REQUEST) => {
+                            let want = Request::Want {
+                                group: self.group.clone(),
+                                file: self.file.clone(),
+                            };
+                            conn.send(&want, Awaited::Want, ctx.now + REPLY_TIMEOUT);
+                        }
+                        Awaited::Want | Awaited::Watch => {
+                            return Err(format!("peer refused: {reason}"))
+                        }
+                        Awaited::Get(i) => {
                             if self.table.release(i, key) {
                                 self.dirty = true;
                             }
@@ -484,6 +516,7 @@ impl Download {
         self.table.extend(key, ctx.now + PIECE_TIMEOUT);
         ctx.catalog.mark(&self.group, &self.file, &self.part, index);
         self.verified.push(index);
+        self.unannounced.push(index);
         peer.pieces += 1;
         self.rate.record(ctx.now, len as u64);
         Ok(())
@@ -533,17 +566,26 @@ impl Download {
                 file: self.file.clone(),
                 index: i,
             };
-            conn.send(&req, Pending::Get(i), ctx.now + PIECE_TIMEOUT);
+            conn.send(&req, Awaited::Get(i), ctx.now + PIECE_TIMEOUT);
         }
     }
 
-    /// Offers every live connection the pieces that became available.
+    /// Tells every watched peer of the pieces verified since, and offers every live connection
+    /// the pieces that became available.
     fn fill_all(&mut self, ctx: &mut Ctx) {
+        let mut news = std::mem::take(&mut self.unannounced);
+        news.sort_unstable();
+        let notices: Vec<Request> = ranges_lines(news).into_iter().map(Request::Has).collect();
         let keys: Vec<PeerKey> = self.conns.keys().copied().collect();
         for key in keys {
             let Some(mut conn) = self.conns.remove(&key) else {
                 continue;
             };
+            if conn.watched {
+                for n in &notices {
+                    conn.notice(n);
+                }
+            }
             self.fill(ctx, key, &mut conn);
             match conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
                 Ok(()) => {
@@ -564,7 +606,8 @@ impl Download {
             self.finish(ctx);
             return;
         }
-        if self.dirty && self.state == DownloadState::Downloading {
+        if (self.dirty || !self.unannounced.is_empty()) && self.state == DownloadState::Downloading
+        {
             self.dirty = false;
             self.fill_all(ctx);
         }
@@ -657,11 +700,11 @@ impl Download {
         ctx.catalog.insert(
             &self.group,
             &self.file,
-            Entry {
-                path: self.dest.clone(),
-                size: self.size,
-                have: PieceSet::full(self.table.len()),
-            },
+            Entry::download(
+                self.dest.clone(),
+                self.size,
+                PieceSet::full(self.table.len()),
+            ),
         );
         self.report_verified(ctx);
         self.state = DownloadState::Complete;
@@ -733,7 +776,10 @@ impl Download {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.state == ConnState::Live && c.pending.is_empty() && c.next_want <= now
+                c.state == ConnState::Live
+                    && !c.watched
+                    && c.pending.is_empty()
+                    && c.next_want <= now
             })
             .map(|(&k, _)| k)
             .collect();
@@ -743,7 +789,7 @@ impl Download {
                     group: self.group.clone(),
                     file: self.file.clone(),
                 };
-                conn.send(&want, Pending::Want, now + REPLY_TIMEOUT);
+                conn.send(&want, Awaited::Want, now + REPLY_TIMEOUT);
                 conn.next_want = now + HAVE_REFRESH;
                 if let Err(e) = conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
                     self.close(ctx, key, &format!("{e}"));
@@ -760,7 +806,16 @@ impl Download {
         {
             ctx.events.push(PeerEvent::NeedPeers { id: self.id });
             self.last_need_peers = Some(now);
-            self.next_refresh = now + PEER_REFRESH;
+            self.next_refresh = now + self.refresh_interval();
+        }
+    }
+
+    /// How soon to ask for peers again: sooner while few are connected.
+    fn refresh_interval(&self) -> Duration {
+        if self.conns.len() < FEW_SOURCES {
+            PEER_REFRESH_FEW
+        } else {
+            PEER_REFRESH
         }
     }
 
@@ -772,6 +827,7 @@ impl Download {
             _ => return None,
         }
         if !self.verified.is_empty()
+            || !self.unannounced.is_empty()
             || self.dirty
             || self.table.is_complete()
             || !self.new_peers.is_empty()
@@ -793,7 +849,7 @@ impl Download {
             .chain(
                 self.conns
                     .values()
-                    .filter(|c| c.state == ConnState::Live && c.pending.is_empty())
+                    .filter(|c| c.state == ConnState::Live && !c.watched && c.pending.is_empty())
                     .map(|c| c.next_want),
             )
             .chain(

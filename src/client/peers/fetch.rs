@@ -7,7 +7,7 @@
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
-use crate::protocol::peer::{Reply, Request};
+use crate::protocol::peer::{Ranges, Reply, Request};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::{HashSet, VecDeque};
@@ -19,10 +19,12 @@ use std::time::Instant;
 /// comes along with the header is copied once more; the payload itself is read in one piece.
 const HEADER_READ: usize = 8 * 1024;
 
-/// A request sent and not yet answered; replies come back in this order.
+/// A request sent and not yet answered; replies come back in this order. (`has` notices get
+/// no reply and are not awaited.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pending {
+pub enum Awaited {
     Want,
+    Watch,
     Get(usize),
 }
 
@@ -41,6 +43,8 @@ pub enum Incoming {
     Blocked,
     Closed,
     Have(PieceSet),
+    /// Pushed by a watched peer: these pieces may now be asked for.
+    Has(PieceSet),
     /// Piece `index` arrived whole; its bytes are `piece_data(len)`.
     Piece {
         index: usize,
@@ -48,7 +52,7 @@ pub enum Incoming {
     },
     /// The peer refused a request.
     Refused {
-        req: Pending,
+        req: Awaited,
         reason: String,
     },
 }
@@ -80,13 +84,16 @@ pub struct FetchConn {
     rx: Rx,
     /// One piece; allocated at the first piece, reused for every later one.
     buf: Vec<u8>,
-    pub pending: VecDeque<Pending>,
+    pub pending: VecDeque<Awaited>,
     /// The peer's own answer to `want`: the truth about its pieces (the tracker's is a hint).
     pub have: Option<PieceSet>,
     /// Pieces the peer refused since its last `have`; not asked for again until it re-announces.
     pub refused: HashSet<usize>,
-    /// When to ask `want` again while idle (a partial source may have verified more).
+    /// When to ask `want` again while idle (a partial source may have verified more); unused
+    /// once the peer answered `watch`, as it then tells of new pieces itself.
     pub next_want: Instant,
+    /// The peer answered `watch`: it pushes `has` lines and takes our `has` notices.
+    pub watched: bool,
     writable: bool,
 }
 
@@ -119,6 +126,7 @@ impl FetchConn {
             have: None,
             refused: HashSet::new(),
             next_want: deadline,
+            watched: false,
             writable: true,
         })
     }
@@ -146,18 +154,24 @@ impl FetchConn {
     pub fn gets_in_flight(&self) -> usize {
         self.pending
             .iter()
-            .filter(|p| matches!(p, Pending::Get(_)))
+            .filter(|p| matches!(p, Awaited::Get(_)))
             .count()
     }
 
     /// Queues a request; the reply deadline starts if nothing else was awaited.
-    pub fn send(&mut self, req: &Request, pending: Pending, reply_deadline: Instant) {
+    pub fn send(&mut self, req: &Request, pending: Awaited, reply_deadline: Instant) {
         self.out.extend_from_slice(req.encode().as_bytes());
         self.out.push(b'\n');
         if self.pending.is_empty() {
             self.deadline = Some(reply_deadline);
         }
         self.pending.push_back(pending);
+    }
+
+    /// Queues a notice (`has`), which gets no reply.
+    pub fn notice(&mut self, req: &Request) {
+        self.out.extend_from_slice(req.encode().as_bytes());
+        self.out.push(b'\n');
     }
 
     /// Writes what is queued; keeps WRITABLE interest only while bytes are left.
@@ -235,19 +249,30 @@ impl FetchConn {
         let Some(reply) = reply else {
             return Err(invalid("malformed reply"));
         };
+        if let Reply::Has(ranges) = &reply {
+            // Unprompted, between replies: it answers nothing and consumes no request.
+            let set = pushed(ranges, self.npieces, self.watched).map_err(invalid)?;
+            for i in set.iter() {
+                self.refused.remove(&i);
+            }
+            return Ok(Incoming::Has(set));
+        }
         let Some(&front) = self.pending.front() else {
             return Err(invalid("reply to nothing"));
         };
         match (reply, front) {
-            (Reply::Have { have }, Pending::Want) => {
+            (Reply::Have { have }, Awaited::Want | Awaited::Watch) => {
                 if have.len() != self.npieces {
                     return Err(invalid("have with the wrong piece count"));
+                }
+                if front == Awaited::Watch {
+                    self.watched = true;
                 }
                 self.replied(reply_deadline);
                 self.refused.clear();
                 Ok(Incoming::Have(have))
             }
-            (Reply::Piece { index, len }, Pending::Get(asked)) => {
+            (Reply::Piece { index, len }, Awaited::Get(asked)) => {
                 if index != asked || len as u64 != piece_len(self.size, index as u64) {
                     return Err(invalid("piece header does not match the request"));
                 }
@@ -261,7 +286,7 @@ impl FetchConn {
             }
             (Reply::Err(reason), req) => {
                 self.replied(reply_deadline);
-                if let Pending::Get(i) = req {
+                if let Awaited::Get(i) = req {
                     self.refused.insert(i);
                 }
                 Ok(Incoming::Refused { req, reason })
@@ -271,6 +296,38 @@ impl FetchConn {
     }
 }
 
+/// The pieces a pushed `has` line names, or why the peer is broken: only a peer that accepted
+/// `watch` pushes, and only pieces of this file.
+fn pushed(ranges: &Ranges, npieces: usize, watched: bool) -> Result<PieceSet, &'static str> {
+    if !watched {
+        return Err("has on a connection that does not watch");
+    }
+    ranges
+        .to_set(npieces)
+        .ok_or("has with pieces past the end or out of order")
+}
+
 fn invalid(why: &str) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, why.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushed_has_is_taken_only_from_a_watched_peer_and_only_for_this_file() {
+        let r = Ranges("1-2,7".into());
+        let set = pushed(&r, 8, true).map(|s| s.iter().collect::<Vec<_>>());
+        assert_eq!(set, Ok(vec![1, 2, 7]));
+        assert!(
+            pushed(&r, 8, false).is_err(),
+            "the peer was never asked to watch"
+        );
+        assert!(pushed(&r, 7, true).is_err(), "piece 7 of a 7-piece file");
+        assert!(
+            pushed(&Ranges("5,2".into()), 8, true).is_err(),
+            "out of order"
+        );
+    }
 }

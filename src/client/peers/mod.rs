@@ -22,6 +22,7 @@
 //! - `hasher`   — SHA-1 of pieces; hashing a file to share a few pieces per tick
 //! - `rate`     — bytes per second over the last few seconds
 //! - `limit`    — the upload limit: a token bucket shared by every upload connection
+//! - `superseed` — a first seeder's offers to a crowd: each piece to one downloader first
 //!
 //! Tokens: the listener and every connection live in one slab; token = `TOKEN_BASE + key`.
 //! A closed connection's key is freed at once; a later event in the same batch for it finds
@@ -36,9 +37,10 @@ pub mod picker;
 pub mod rate;
 pub mod seeder;
 pub mod store;
+pub mod superseed;
 pub mod table;
 
-use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
+use crate::pieces::{piece_count, Hash, MAX_PIECES};
 use crate::runtime::Rng;
 use catalog::{Catalog, Entry};
 use download::{Ctx, Download};
@@ -248,7 +250,7 @@ impl PeerSide {
         match self.slots.get_mut(key) {
             None => {}
             Some(Socket::Listener(_)) => self.accept(registry, key),
-            Some(Socket::Upload(_)) => self.service_upload(registry, key, now),
+            Some(Socket::Upload(_)) => self.service_upload(registry, key, now, false),
             Some(Socket::Fetch(id)) => {
                 let id = *id;
                 let Some(record) = self.downloads.iter_mut().find(|d| d.id() == id) else {
@@ -269,8 +271,12 @@ impl PeerSide {
     }
 
     /// Lets upload connection `key` read and answer; closes it when it is done; remembers it
-    /// for `tick` if the upload limit deferred it.
-    fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant) {
+    /// for `tick` if the upload limit deferred it. `queued`: this is its turn from the queue of
+    /// deferred connections.
+    fn service_upload(&mut self, registry: &Registry, key: usize, now: Instant, queued: bool) {
+        // Under the limit, a connection with news while others wait for their turn only
+        // writes and joins the queue, or the ones asking most often would starve the rest.
+        let turn = queued || self.upload_limit.is_none() || self.throttled.is_empty();
         let Some(Socket::Upload(conn)) = self.slots.get_mut(key) else {
             return;
         };
@@ -278,8 +284,9 @@ impl PeerSide {
         let keep = match conn.service(
             registry,
             token,
-            &self.catalog,
+            &mut self.catalog,
             self.upload_limit.as_mut(),
+            turn,
             now,
         ) {
             Ok(keep) => keep,
@@ -289,12 +296,21 @@ impl PeerSide {
             }
         };
         if !keep {
-            if let Some(Socket::Upload(mut conn)) = self.slots.try_remove(key) {
-                let _ = registry.deregister(conn.stream_mut());
-            }
-            self.uploads -= 1;
+            self.drop_upload(registry, key);
         } else if conn.deferred() && !self.throttled.contains(&key) {
             self.throttled.push_back(key);
+        }
+    }
+
+    fn drop_upload(&mut self, registry: &Registry, key: usize) {
+        if let Some(Socket::Upload(mut conn)) = self.slots.try_remove(key) {
+            let _ = registry.deregister(conn.stream_mut());
+            seeder::leave_crowd(&mut self.catalog, conn.watching(), TOKEN_BASE + key);
+            log::info!(
+                "upload connection closed: {} bytes of pieces sent on it",
+                conn.piece_bytes
+            );
+            self.uploads -= 1;
         }
     }
 
@@ -378,6 +394,9 @@ impl PeerSide {
             record.engine.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
+        for key in seeder::announce(&mut self.slots, &mut self.catalog, registry, now) {
+            self.drop_upload(registry, key);
+        }
         std::mem::take(&mut self.events)
     }
 
@@ -391,7 +410,7 @@ impl PeerSide {
             let Some(key) = self.throttled.pop_front() else {
                 break;
             };
-            self.service_upload(registry, key, now);
+            self.service_upload(registry, key, now, true);
         }
     }
 
@@ -411,6 +430,7 @@ impl PeerSide {
             .iter()
             .filter_map(|d| d.engine.next_deadline(now))
             .chain(throttled)
+            .chain(self.catalog.crowd_deadline())
             .min()
     }
 
@@ -431,15 +451,8 @@ impl PeerSide {
                 hashes.len()
             );
         }
-        self.catalog.insert(
-            group,
-            file,
-            Entry {
-                path,
-                size,
-                have: PieceSet::full(npieces),
-            },
-        );
+        self.catalog
+            .insert(group, file, Entry::share(path, size, npieces));
     }
 
     /// Stops serving `(group, file)` (a complete download of it included).

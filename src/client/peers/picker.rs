@@ -35,6 +35,21 @@ impl Availability {
         }
     }
 
+    /// A connected peer told of pieces it now holds (`has`): those not yet in its set `have`
+    /// join it and the counts. Returns how many were new; a repeated notice changes nothing.
+    pub fn announced(&mut self, have: &mut PieceSet, new: &PieceSet) -> usize {
+        let mut added = 0;
+        for i in new.iter() {
+            if have.insert(i) {
+                if let Some(c) = self.counts.get_mut(i) {
+                    *c += 1;
+                }
+                added += 1;
+            }
+        }
+        added
+    }
+
     /// A peer left, or its set is about to be replaced.
     pub fn remove_set(&mut self, set: &PieceSet) {
         for i in set.iter() {
@@ -122,6 +137,44 @@ mod tests {
             Some(true)
         );
         assert_eq!(a.pick(set(5, &[0]).iter(), |i| i != 0, &mut rng), None);
+    }
+
+    #[test]
+    fn pieces_announced_by_a_partial_peer_count_at_once_and_only_once() {
+        let mut a = Availability::new(6);
+        let mut peer = set(6, &[0]);
+        a.add_set(&peer);
+        assert_eq!(a.announced(&mut peer, &set(6, &[0, 2, 3])), 2);
+        assert_eq!(a.announced(&mut peer, &set(6, &[2])), 0, "already known");
+        assert_eq!((a.count(0), a.count(2), a.count(3)), (1, 1, 1));
+        assert!(peer.contains(2) && peer.contains(3));
+        // When the peer leaves, its announced pieces leave the counts with it.
+        a.remove_set(&peer);
+        assert_eq!((a.count(0), a.count(2), a.count(3)), (0, 0, 0));
+    }
+
+    #[test]
+    fn rarest_first_counts_what_partial_peers_hold() {
+        // A seeder holds everything; two downloaders announce what they verified. The piece
+        // only the seeder holds is asked of it first; one a downloader has is left for later.
+        let mut a = Availability::new(4);
+        a.add_set(&PieceSet::full(4));
+        let (mut p, mut q) = (PieceSet::empty(4), PieceSet::empty(4));
+        a.add_set(&p);
+        a.add_set(&q);
+        a.announced(&mut p, &set(4, &[0, 1]));
+        a.announced(&mut q, &set(4, &[1, 2]));
+        let mut rng = Rng::new(3);
+        assert_eq!(a.pick(0..4, |_| true, &mut rng), Some(3));
+        assert_eq!(
+            a.pick(0..4, |i| i != 3, &mut rng).map(|i| i == 0 || i == 2),
+            Some(true)
+        );
+        assert_eq!(
+            a.pick([1], |_| true, &mut rng),
+            Some(1),
+            "the only candidate"
+        );
     }
 
     #[test]

@@ -5,15 +5,26 @@
 //! upload limit (`limit::TokenBucket`, shared by all connections) a connection answers no
 //! further request while the bucket is in debt and says so (`deferred`); the peer side calls
 //! `service` again once the bucket allows, as no readiness event will come for those requests.
+//!
+//! A downloader that `watch`es a file is told of pieces it may ask for as they come (`has`
+//! lines pushed between replies, `push_has`), and tells of the pieces it verifies (`has`
+//! notices, which get no reply). For a file this client shared itself the pieces it is told of
+//! are its super-seeding offers (`superseed::Crowd`); for a download in progress they are the
+//! pieces verified since.
 
 use super::catalog::Catalog;
 use super::limit::TokenBucket;
+use super::superseed::{Crowd, WatcherId};
+use super::{Socket, TOKEN_BASE};
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PIECE_SIZE};
-use crate::protocol::peer::{reason, Reply, Request};
+use crate::protocol::peer::{ranges_lines, reason, Reply, Request};
+use crate::runtime::Rng;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -28,6 +39,11 @@ pub const MAX_UPLOADS: usize = 64;
 /// Replies queued per connection: one being written and one ready behind it keeps the socket
 /// busy; each is at most one piece, so this is the "two pieces of output" bound.
 pub const MAX_OUTPUT_REPLIES: usize = 2;
+
+/// Replies and pushed `has` lines queued on one connection beyond which it is closed: a
+/// downloader that stops reading while pieces keep being announced to it. Each line is at
+/// most `MAX_RANGES_CHARS`, so this bounds a connection's pushed output to about 8 MiB.
+pub const MAX_QUEUED_OUTPUT: usize = 256;
 
 /// Bytes read per syscall from a downloader: requests are short lines, many fit in this.
 const REQUEST_READ: usize = 16 * 1024;
@@ -61,6 +77,10 @@ pub struct UploadConn {
     writable: bool,
     /// The last `service` stopped answering because the upload limit's bucket was in debt.
     deferred: bool,
+    /// The `(group, file)` this downloader watches: it gets `has` lines, may send `has`.
+    watching: Option<(String, String)>,
+    /// Piece bytes queued on this connection, for the log line at its close.
+    pub piece_bytes: u64,
 }
 
 impl UploadConn {
@@ -75,7 +95,47 @@ impl UploadConn {
             file: None,
             writable: false,
             deferred: false,
+            watching: None,
+            piece_bytes: 0,
         }
+    }
+
+    /// The `(group, file)` this connection watches.
+    pub fn watching(&self) -> Option<&(String, String)> {
+        self.watching.as_ref()
+    }
+
+    /// Tells the downloader it may now ask for `pieces` (ascending), and writes what it can.
+    /// `Ok(false)`: the downloader is not reading; close the connection.
+    pub fn push_has(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        pieces: impl IntoIterator<Item = usize>,
+    ) -> io::Result<bool> {
+        for r in ranges_lines(pieces) {
+            self.out.push_back(small(Reply::Has(r)));
+        }
+        if self.out.len() > MAX_QUEUED_OUTPUT {
+            return Ok(false);
+        }
+        self.flush()?;
+        self.update_interest(registry, token)?;
+        Ok(true)
+    }
+
+    fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want_writable = !self.out.is_empty();
+        if want_writable != self.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable = want_writable;
+        }
+        Ok(())
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
@@ -89,31 +149,45 @@ impl UploadConn {
     }
 
     /// Reads requests, answers them and writes replies until the socket has nothing more,
-    /// the output is full, the upload limit defers it, or the connection is done.
+    /// the output is full, the upload limit defers it, or the connection is done. Without
+    /// `turn` (others are waiting for the limit) it only writes and reports itself deferred.
     /// `Ok(false)`: close it.
     pub fn service(
         &mut self,
         registry: &Registry,
         token: Token,
-        catalog: &Catalog,
+        catalog: &mut Catalog,
         mut limit: Option<&mut TokenBucket>,
+        turn: bool,
         now: Instant,
     ) -> io::Result<bool> {
+        let id: WatcherId = token.0;
         self.deferred = false;
         loop {
             // Answer buffered requests while there is room for their output.
             let mut need_more = false;
             while !self.close_after && self.out.len() < MAX_OUTPUT_REPLIES {
-                if limit.as_deref_mut().is_some_and(|b| !b.may_send(now)) {
+                if !turn || limit.as_deref_mut().is_some_and(|b| !b.may_send(now)) {
                     self.deferred = true;
                     break;
                 }
                 match self.input.next_line() {
                     Frame::Line(line) => {
-                        let out = answer(line, catalog, &mut self.spare, &mut self.file);
+                        let mut at = At {
+                            catalog: &mut *catalog,
+                            watching: &mut self.watching,
+                            id,
+                            now,
+                        };
+                        let Some(out) = answer(line, &mut at, &mut self.spare, &mut self.file)
+                        else {
+                            continue; // a notice: no reply
+                        };
                         if out.piece {
+                            let bytes = (out.end - out.start) as u64;
+                            self.piece_bytes += bytes;
                             if let Some(b) = limit.as_deref_mut() {
-                                b.charge((out.end - out.start) as u64, now);
+                                b.charge(bytes, now);
                             }
                         }
                         self.out.push_back(out);
@@ -163,16 +237,7 @@ impl UploadConn {
                 None => break,
             }
         }
-        let want_writable = !self.out.is_empty();
-        if want_writable != self.writable {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            registry.reregister(&mut self.stream, token, interest)?;
-            self.writable = want_writable;
-        }
+        self.update_interest(registry, token)?;
         Ok(true)
     }
 
@@ -208,28 +273,107 @@ fn refuse(why: &str) -> Out {
     small(Reply::Err(why.to_string()))
 }
 
-/// The reply to one request line: looked up by `(group, file)` in the catalog only.
+/// What answering a request may read and change besides the connection's buffers.
+struct At<'a> {
+    catalog: &'a mut Catalog,
+    /// The connection's watched `(group, file)`.
+    watching: &'a mut Option<(String, String)>,
+    id: WatcherId,
+    now: Instant,
+}
+
+/// A watcher of `(group, file)` leaves its crowd (its connection closed or it watches another
+/// file); the crowd goes with its last watcher.
+pub fn leave_crowd(catalog: &mut Catalog, watching: Option<&(String, String)>, id: WatcherId) {
+    let Some((g, f)) = watching else {
+        return;
+    };
+    if let Some(e) = catalog.get_mut(g, f) {
+        if let Some(c) = e.crowd.as_mut() {
+            c.leave(id);
+            if c.is_empty() {
+                e.crowd = None;
+            }
+        }
+    }
+}
+
+/// The `have` answer to `watch`: a super-seeded file's offer to this downloader, or every
+/// verified piece.
+fn watch(at: &mut At, group: &str, file: &str) -> Out {
+    leave_crowd(at.catalog, at.watching.as_ref(), at.id);
+    *at.watching = None;
+    let Some(e) = at.catalog.get_mut(group, file) else {
+        return refuse(reason::NO_SUCH_FILE);
+    };
+    *at.watching = Some((group.to_string(), file.to_string()));
+    if !e.super_seeds() {
+        return small(Reply::Have {
+            have: e.have.clone(),
+        });
+    }
+    let n = e.have.len();
+    let crowd = e
+        .crowd
+        .get_or_insert_with(|| Crowd::new(n, &mut Rng::new(crate::runtime::random_u64())));
+    small(Reply::Have {
+        have: crowd.join(at.id, at.now),
+    })
+}
+
+/// The reply to one request line: looked up by `(group, file)` in the catalog only. `None` for
+/// a `has` notice, which gets no reply.
 fn answer(
     line: &[u8],
-    catalog: &Catalog,
+    at: &mut At,
     spare: &mut Vec<Vec<u8>>,
     cache: &mut Option<(PathBuf, File)>,
-) -> Out {
+) -> Option<Out> {
     let Some(req) = Request::parse(line) else {
-        return refuse(reason::BAD_REQUEST);
+        return Some(refuse(reason::BAD_REQUEST));
     };
     let (group, file, index) = match &req {
         Request::Want { group, file } => {
-            return match catalog.get(group, file) {
+            return Some(match at.catalog.get(group, file) {
                 Some(e) => small(Reply::Have {
                     have: e.have.clone(),
                 }),
                 None => refuse(reason::NO_SUCH_FILE),
+            })
+        }
+        Request::Watch { group, file } => return Some(watch(at, group, file)),
+        Request::Has(ranges) => {
+            let (id, now) = (at.id, at.now);
+            let Some((g, f)) = at.watching.as_ref() else {
+                return None; // only meaningful on a watched connection; harmless otherwise
+            };
+            if let Some(e) = at.catalog.get_mut(g, f) {
+                let set = ranges.to_set(e.have.len());
+                if let (Some(c), Some(set)) = (e.crowd.as_mut(), set) {
+                    c.holds(id, set.iter(), now);
+                }
             }
+            return None;
         }
         Request::Get { group, file, index } => (group, file, *index),
     };
-    let Some(entry) = catalog.get(group, file) else {
+    Some(serve(at, group, file, index, spare, cache))
+}
+
+/// A `get`: the piece, read from the catalog entry's file.
+fn serve(
+    at: &mut At,
+    group: &str,
+    file: &str,
+    index: usize,
+    spare: &mut Vec<Vec<u8>>,
+    cache: &mut Option<(PathBuf, File)>,
+) -> Out {
+    let watched = at
+        .watching
+        .as_ref()
+        .is_some_and(|(g, f)| g == group && f == file);
+    let Some(entry) = at.catalog.get_mut(group, file) else {
         return refuse(reason::NO_SUCH_FILE);
     };
     if index >= entry.have.len() {
@@ -270,10 +414,236 @@ fn answer(
         spare.push(data);
         return refuse(reason::READ_FAILED);
     }
+    if let (true, Some(c)) = (watched, entry.crowd.as_mut()) {
+        c.sent(at.id, index, at.now);
+    }
     Out {
         data,
         start,
         end: HEADER_ROOM + len,
         piece: true,
+    }
+}
+
+/// Tells watchers what they may now ask for: the pieces downloads verified (to the watchers of
+/// those files) and the crowds' new offers. Returns the upload connections to close (not
+/// reading, or broken).
+pub fn announce(
+    slots: &mut Slab<Socket>,
+    catalog: &mut Catalog,
+    registry: &Registry,
+    now: Instant,
+) -> Vec<usize> {
+    let mut news: HashMap<usize, Vec<usize>> = HashMap::new();
+    let verified = catalog.take_verified();
+    if !verified.is_empty() {
+        let mut by_file: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (g, f, i) in verified {
+            by_file.entry((g, f)).or_default().push(i);
+        }
+        for (key, slot) in slots.iter() {
+            if let Socket::Upload(conn) = slot {
+                if let Some(pieces) = conn.watching().and_then(|w| by_file.get(w)) {
+                    news.entry(key).or_default().extend(pieces);
+                }
+            }
+        }
+    }
+    for crowd in catalog.crowds_mut() {
+        for (id, pieces) in crowd.poll(now) {
+            if let Some(key) = id.checked_sub(TOKEN_BASE) {
+                news.entry(key).or_default().extend(pieces);
+            }
+        }
+    }
+    let mut close = Vec::new();
+    for (key, mut pieces) in news {
+        let Some(Socket::Upload(conn)) = slots.get_mut(key) else {
+            continue;
+        };
+        pieces.sort_unstable();
+        pieces.dedup();
+        match conn.push_has(registry, Token(TOKEN_BASE + key), pieces) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::debug!("upload connection closed: the downloader does not read");
+                close.push(key);
+            }
+            Err(e) => {
+                log::debug!("upload connection closed: {e}");
+                close.push(key);
+            }
+        }
+    }
+    close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::peers::catalog::Entry;
+    use crate::client::peers::superseed::OFFER_WINDOW;
+    use crate::pieces::PieceSet;
+
+    const N: usize = 20;
+
+    /// One connection's side of answering: its watched file and its id.
+    struct Conn {
+        watching: Option<(String, String)>,
+        id: WatcherId,
+        spare: Vec<Vec<u8>>,
+        cache: Option<(PathBuf, File)>,
+    }
+
+    impl Conn {
+        fn new(id: WatcherId) -> Conn {
+            Conn {
+                watching: None,
+                id,
+                spare: Vec::new(),
+                cache: None,
+            }
+        }
+
+        /// The reply's header line (`None`: no reply).
+        fn ask(&mut self, catalog: &mut Catalog, line: &str, now: Instant) -> Option<String> {
+            let mut at = At {
+                catalog,
+                watching: &mut self.watching,
+                id: self.id,
+                now,
+            };
+            let out = answer(line.as_bytes(), &mut at, &mut self.spare, &mut self.cache)?;
+            let text = String::from_utf8_lossy(&out.data[out.start..out.end]).to_string();
+            Some(text.lines().next().unwrap_or("").to_string())
+        }
+    }
+
+    fn offer(reply: Option<String>) -> PieceSet {
+        let reply = reply.unwrap_or_default();
+        let Some(Reply::Have { have }) = Reply::parse(reply.as_bytes()) else {
+            panic!("not a have reply: {reply:?}");
+        };
+        have
+    }
+
+    /// A catalog with `f` in group `g`, shared by this client, backed by a real file.
+    fn shared(dir: &std::path::Path) -> Catalog {
+        let path = dir.join("f");
+        std::fs::write(&path, vec![7u8; N * PIECE_SIZE as usize]).unwrap_or_default();
+        let mut c = Catalog::default();
+        c.insert("g", "f", Entry::share(path, N as u64 * PIECE_SIZE, N));
+        c
+    }
+
+    #[test]
+    fn watchers_of_a_shared_file_are_offered_different_pieces() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let (mut a, mut b) = (Conn::new(1), Conn::new(2));
+        let oa = offer(a.ask(&mut cat, "watch g f", now));
+        let ob = offer(b.ask(&mut cat, "watch g f", now));
+        assert_eq!((oa.count(), ob.count()), (OFFER_WINDOW, OFFER_WINDOW));
+        assert!(oa.iter().all(|i| !ob.contains(i)));
+        // A plain `want` still sees every piece.
+        let all = offer(Conn::new(3).ask(&mut cat, "want g f", now));
+        assert!(all.is_full());
+    }
+
+    #[test]
+    fn a_piece_sent_or_announced_is_replaced_by_a_new_offer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let oa = offer(a.ask(&mut cat, "watch g f", now));
+        let mut it = oa.iter();
+        let (sent, told) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let header = a.ask(&mut cat, &format!("get g f {sent}"), now);
+        assert_eq!(header, Some(format!("piece {sent} {PIECE_SIZE}")));
+        assert_eq!(
+            a.ask(&mut cat, &format!("has {told}"), now),
+            None,
+            "no reply"
+        );
+        let news: Vec<(WatcherId, Vec<usize>)> =
+            cat.crowds_mut().flat_map(|c| c.poll(now)).collect();
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].0, 1);
+        assert_eq!(news[0].1.len(), 2);
+        assert!(news[0].1.iter().all(|i| !oa.contains(*i)));
+        // A newcomer is not offered what already left the seeder or is held.
+        let ob = offer(Conn::new(2).ask(&mut cat, "watch g f", now));
+        assert!(!ob.contains(sent) && !ob.contains(told));
+    }
+
+    #[test]
+    fn the_crowd_ends_with_its_last_watcher() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let mut b = Conn::new(2);
+        a.ask(&mut cat, "watch g f", now);
+        b.ask(&mut cat, "watch g f", now);
+        leave_crowd(&mut cat, a.watching.as_ref(), a.id);
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_some()));
+        leave_crowd(&mut cat, b.watching.as_ref(), b.id);
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
+    }
+
+    #[test]
+    fn watchers_of_a_download_see_its_verified_pieces_and_are_told_of_new_ones() {
+        let mut cat = Catalog::default();
+        let part = PathBuf::from("/nonexistent/f.part");
+        let mut have = PieceSet::empty(N);
+        have.insert(4);
+        cat.insert(
+            "g",
+            "f",
+            Entry::download(part.clone(), N as u64 * PIECE_SIZE, have),
+        );
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let seen = offer(a.ask(&mut cat, "watch g f", now));
+        assert_eq!(seen.iter().collect::<Vec<_>>(), vec![4]);
+        assert!(
+            cat.get("g", "f").is_some_and(|e| e.crowd.is_none()),
+            "not super-seeded"
+        );
+        cat.mark("g", "f", &part, 9);
+        cat.mark("g", "f", &part, 9);
+        assert_eq!(cat.take_verified(), vec![("g".into(), "f".into(), 9)]);
+        assert!(cat.take_verified().is_empty());
+        assert_eq!(
+            a.ask(&mut cat, "get g f 10", now),
+            Some("err not_held".into())
+        );
+    }
+
+    #[test]
+    fn notices_and_watches_of_unknown_files_change_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        assert_eq!(
+            a.ask(&mut cat, "has 0-3", now),
+            None,
+            "not watching: ignored"
+        );
+        assert_eq!(
+            a.ask(&mut cat, "watch g nope", now),
+            Some("err no_such_file".into())
+        );
+        assert!(a.watching.is_none());
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
+        a.ask(&mut cat, "watch g f", now);
+        assert_eq!(
+            a.ask(&mut cat, "has 0-99", now),
+            None,
+            "past the end: ignored"
+        );
     }
 }
