@@ -795,11 +795,11 @@ impl Server {
             }
             self.accept(Instant::now());
         }
-        // 6. Compaction.
-        if self.journal.wants_compaction() {
-            if let Err(e) = self.journal.compact(&self.state, self.pos) {
-                log::error!("cannot write a snapshot: {e}");
-            }
+        // 6. Compaction: started when due and collected when done; a child process writes
+        // the snapshot. An error is the journal's own, so it stops the tracker as above.
+        if let Err(e) = self.journal.compact(&self.state, self.pos) {
+            log::error!("cannot write the journal: {e}; stopping");
+            self.shutdown = true;
         }
     }
 
