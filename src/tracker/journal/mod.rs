@@ -53,8 +53,10 @@ pub struct Journal {
     /// Live segments, oldest first, with their sizes in bytes; the last is `file`. Older ones
     /// are deleted once a snapshot covers them.
     segments: Vec<(u64, u64)>,
-    /// Encoded entries not yet written.
+    /// Encoded entries not yet durable.
     buf: Vec<u8>,
+    /// How much of `buf` is written (a write that failed part-way continues from here).
+    buf_written: usize,
     /// Last sequence number appended (written or not).
     pub appended: u64,
     /// Last sequence number known to be on disk.
@@ -130,6 +132,7 @@ impl Journal {
             file,
             segments,
             buf: Vec::new(),
+            buf_written: 0,
             appended: pos.seq,
             durable: pos.seq,
             compact_bytes: COMPACT_BYTES,
@@ -151,22 +154,56 @@ impl Journal {
     }
 
     /// Writes and fdatasyncs everything appended. Returns true if anything was written. An
-    /// error means acknowledged-to-be entries could not be made durable: the caller stops.
+    /// error means appended entries could not be made durable: the caller stops.
+    ///
+    /// A running snapshot never takes the journal's space: if the disk is full while one is
+    /// being written, that snapshot is given up (its temporary file removed) and the write
+    /// goes on where it stopped.
     pub fn flush(&mut self) -> io::Result<bool> {
         if self.buf.is_empty() {
             return Ok(false);
         }
-        self.file.write_all(&self.buf)?;
-        self.file.sync_data()?;
-        if let Some(last) = self.segments.last_mut() {
-            last.1 += self.buf.len() as u64;
+        if let Err(e) = self.write_buf() {
+            let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+            if !full || self.compaction.running.is_none() {
+                return Err(e);
+            }
+            self.abort_compaction();
+            let wait = self.compaction.failed(Instant::now());
+            log::error!(
+                "the disk is full: the snapshot being written is given up for the journal; \
+                 next try in {} s",
+                wait.as_secs()
+            );
+            self.write_buf()?;
         }
+        self.file.sync_data()?;
         self.buf.clear();
+        self.buf_written = 0;
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
         }
         self.durable = self.appended;
         Ok(true)
+    }
+
+    /// Writes the rest of `buf`, remembering how far it got, so that a retry neither repeats
+    /// nor skips a byte.
+    fn write_buf(&mut self) -> io::Result<()> {
+        while self.buf_written < self.buf.len() {
+            match self.file.write(&self.buf[self.buf_written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.buf_written += n;
+                    if let Some(last) = self.segments.last_mut() {
+                        last.1 += n as u64;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of journal that a snapshot would make unnecessary.
