@@ -7,6 +7,7 @@
 //! Helper mode (used by the bench itself): `bench --hold-idle <addr> <n> <mode>`.
 
 mod clients;
+mod compaction;
 mod failover;
 mod idle;
 mod load;
@@ -105,6 +106,7 @@ pub struct Results {
     pub client_hashing: Option<Result<Vec<transfer::HashRun>, transfer::Pending>>,
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
+    pub compaction: Option<Result<compaction::CompactionResult, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -132,12 +134,14 @@ fn main() -> ExitCode {
     }
     let mut quick = false;
     let mut only_c = false;
+    let mut only_compaction = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--only-c" => only_c = true,
+            "--only-compaction" => only_compaction = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
+                     --only-compaction  only part D (the loop pause while compacting)\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -162,7 +167,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match run(Settings::new(quick), only_c, &out) {
+    match run(Settings::new(quick), only_c, only_compaction, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: error: {e}");
@@ -180,7 +185,12 @@ fn bin_beside_me(name: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
+fn run(
+    s: Settings,
+    only_c: bool,
+    only_compaction: bool,
+    out: &std::path::Path,
+) -> Result<(), String> {
     let t_start = Instant::now();
     let fd_limit = groupshare::runtime::raise_fd_limit();
     let tracker_bin = bin_beside_me("tracker")?;
@@ -205,7 +215,7 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
         ));
     }
 
-    if !only_c {
+    if !only_c && !only_compaction {
         eprintln!(
             "bench: A. tracker throughput and latency ({} connections)",
             s.conns
@@ -214,8 +224,13 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
         eprintln!("bench: B. {} idle connections", s.idle_conns);
         part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
     }
-    eprintln!("bench: C. transfer and hashing bounds, failover");
-    part_c(&s, &tracker_bin, &client_bin, &mut r)?;
+    if !only_compaction {
+        eprintln!("bench: C. transfer and hashing bounds, failover");
+        part_c(&s, &tracker_bin, &client_bin, &mut r)?;
+    }
+    let users = if s.quick { 100_000 } else { 1_000_000 };
+    eprintln!("bench: D. loop pause while compacting {users} users");
+    r.compaction = Some(compaction::run(&tracker_bin, users));
     r.elapsed = t_start.elapsed().as_secs_f64();
 
     let text = report::render(&s, &r);

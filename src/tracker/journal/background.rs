@@ -21,6 +21,10 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between tries: a disk that stays full is retried once a minute.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// `ioprio_set(IOPRIO_WHO_PROCESS, self, IOPRIO_CLASS_IDLE)` (linux/ioprio.h).
+const IOPRIO_WHO_PROCESS: i32 = 1;
+const IOPRIO_IDLE: i32 = 3 << 13;
+
 /// Exit codes of the child other than an errno.
 const EXIT_PARENT_GONE: i32 = 125;
 const EXIT_UNKNOWN: i32 = 126;
@@ -102,6 +106,11 @@ fn child(dir: &Path, state: &State, pos: Position, segment: u64, parent: i32) ->
         if libc::getppid() != parent {
             libc::_exit(EXIT_PARENT_GONE);
         }
+        // The loop comes first: the child runs only on CPU time the loop leaves idle, and
+        // its writes yield to the journal's.
+        let idle = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE);
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
         if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
