@@ -17,8 +17,8 @@ mod files;
 
 use super::op::Entry;
 use super::state::State;
+pub use background::reexec_with_huge_pages;
 use background::{Child, Compaction};
-pub use files::{parse_snapshot_header, snapshot_header};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
