@@ -459,7 +459,7 @@ pub fn apply_entry(state: &mut State, pos: &mut Position, entry: &Entry) {
 
 #[cfg(test)]
 mod tests {
-    use super::files::{segment_path, SNAPSHOT, SNAPSHOT_TMP};
+    use super::files::{segment_path, snapshot_header, SNAPSHOT, SNAPSHOT_TMP};
     use super::*;
     use crate::tracker::op::Op;
 
