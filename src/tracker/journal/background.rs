@@ -66,6 +66,11 @@ impl Compaction {
         self.running.is_none() && self.retry_at.is_none_or(|t| now >= t)
     }
 
+    /// When a new try is allowed after a failure.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
     pub fn started(&mut self, child: Child) {
         self.running = Some(child);
     }

@@ -269,6 +269,21 @@ impl Journal {
         Ok(())
     }
 
+    /// How soon `compact` has something to do without any other event: a child to collect
+    /// (polled every 100 ms) or a retry that falls due. For a poll timeout; without one, an
+    /// idle single tracker collects its child at its next event.
+    pub fn compaction_deadline(&self) -> Option<std::time::Duration> {
+        if self.compaction.running.is_some() {
+            return Some(std::time::Duration::from_millis(100));
+        }
+        if self.journal_bytes() < self.compact_bytes {
+            return None;
+        }
+        self.compaction
+            .retry_at()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// The fork point: everything appended goes to disk in the current segment, and a new
     /// segment takes the entries after `pos`. Returns that segment, or `None` if no snapshot
     /// can start now (the failure is logged and retried). Errors only if the flush fails.
@@ -276,10 +291,12 @@ impl Journal {
         self.flush()?;
         if pos.seq != self.appended {
             // The snapshot must hold exactly the entries before the new segment.
+            let wait = self.compaction.failed(Instant::now());
             log::warn!(
-                "not compacting: the state is at {} but the journal at {}",
+                "not compacting: the state is at {} but the journal at {}; next try in {} s",
                 pos.seq,
-                self.appended
+                self.appended,
+                wait.as_secs()
             );
             return Ok(None);
         }
