@@ -163,7 +163,7 @@ fn compaction_on_a_full_small_disk_loses_nothing() {
         let r = try_upload(&mut c, 1000 + i, "g0", &format!("after{i}"), 7).expect("upload");
         assert!(r[0].starts_with("ok"), "{r:?}");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !log_of(&cl).contains("written in the background") {
         assert!(
             Instant::now() < deadline,

@@ -5,7 +5,7 @@
 //!
 //! The child only writes its file: it closes every inherited descriptor first (so sockets the
 //! parent closes really close, and nothing of the loop can be touched), restores the default
-//! SIGINT/SIGTERM actions, dies with its parent (`PR_SET_PDEATHSIG`), and ends with `_exit`, so
+//! SIGINT/SIGTERM actions, runs niced with idle I/O priority, dies with its parent (`PR_SET_PDEATHSIG`), and ends with `_exit`, so
 //! no destructor and no buffered output of the parent runs twice. Its exit code is the errno of
 //! the failure, which the parent turns back into a message.
 
@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between tries: a disk that stays full is retried once a minute.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The child's nice value: far below the loop, still a share of a busy CPU.
+const CHILD_NICE: i32 = 10;
 
 /// `ioprio_set(IOPRIO_WHO_PROCESS, self, IOPRIO_CLASS_IDLE)` (linux/ioprio.h).
 const IOPRIO_WHO_PROCESS: i32 = 1;
@@ -136,10 +139,10 @@ fn child(dir: &Path, state: &State, pos: Position, segment: u64, parent: i32) ->
         if libc::getppid() != parent {
             libc::_exit(EXIT_PARENT_GONE);
         }
-        // The loop comes first: the child runs only on CPU time the loop leaves idle, and
-        // its writes yield to the journal's.
-        let idle = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle);
+        // The loop comes first: the child yields the CPU to it (niced, not SCHED_IDLE, which
+        // starves on a busy machine until the journal outgrows the disk), and its writes
+        // yield to the journal's.
+        libc::setpriority(libc::PRIO_PROCESS, 0, CHILD_NICE);
         libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE);
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
