@@ -42,6 +42,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    groupshare::tracker::journal::reexec_with_huge_pages();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

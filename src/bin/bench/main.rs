@@ -8,6 +8,7 @@
 
 mod charts;
 mod clients;
+mod compaction;
 mod failover;
 mod idle;
 mod load;
@@ -120,6 +121,7 @@ pub struct Results {
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
     pub flash: Option<Result<transfer::FlashCase, transfer::Pending>>,
+    pub compaction: Option<Result<compaction::CompactionResult, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut only_c = false;
     let mut only_flash = false;
+    let mut only_compaction = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--only-c" => only_c = true,
             "--only-flash" => only_flash = true,
+            "--only-compaction" => only_compaction = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -164,12 +168,13 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-compaction] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
                      --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
+                     --only-compaction  only part D (the loop pause while compacting)\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -189,7 +194,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(Settings::new(quick), only_c, &out) {
+    match run(Settings::new(quick), only_c, only_compaction, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: error: {e}");
@@ -198,7 +203,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
+fn run(
+    s: Settings,
+    only_c: bool,
+    only_compaction: bool,
+    out: &std::path::Path,
+) -> Result<(), String> {
     let t_start = Instant::now();
     let fd_limit = groupshare::runtime::raise_fd_limit();
     let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
@@ -223,7 +233,7 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
         ));
     }
 
-    if !only_c {
+    if !only_c && !only_compaction {
         eprintln!(
             "bench: A. tracker throughput and latency ({} connections)",
             s.conns
@@ -232,8 +242,13 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
         eprintln!("bench: B. {} idle connections", s.idle_conns);
         part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
     }
-    eprintln!("bench: C. transfer and hashing bounds, failover");
-    part_c(&s, &tracker_bin, &client_bin, &mut r)?;
+    if !only_compaction {
+        eprintln!("bench: C. transfer and hashing bounds, failover");
+        part_c(&s, &tracker_bin, &client_bin, &mut r)?;
+    }
+    let users = if s.quick { 100_000 } else { 1_000_000 };
+    eprintln!("bench: D. loop pause while compacting {users} users");
+    r.compaction = Some(compaction::run(&tracker_bin, users));
     r.elapsed = t_start.elapsed().as_secs_f64();
 
     let dir = out

@@ -211,10 +211,17 @@ impl Server {
         Ok(())
     }
 
-    /// Until the nearest timer (`Replica::next_deadline`); forever when nothing is timed.
+    /// Until the nearest timer (`Replica::next_deadline`, a snapshot child to collect or a
+    /// snapshot to retry); forever when nothing is timed.
     fn poll_timeout(&self) -> Option<Duration> {
-        let deadline = self.repl.next_deadline(self.link_times())?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+        let repl = self
+            .repl
+            .next_deadline(self.link_times())
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        [repl, self.journal.compaction_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn link_times(&self) -> Option<LinkTimes> {
@@ -540,11 +547,11 @@ impl Server {
         if closed && self.acceptor.retry_after_close() {
             self.accept(Instant::now());
         }
-        // 6. Compaction.
-        if self.journal.wants_compaction() {
-            if let Err(e) = self.journal.compact(&self.state, self.pos) {
-                log::error!("cannot write a snapshot: {e}");
-            }
+        // 6. Compaction: started when due and collected when done; a child process writes
+        // the snapshot. An error is the journal's own, so it stops the tracker as above.
+        if let Err(e) = self.journal.compact(&self.state, self.pos) {
+            log::error!("cannot write the journal: {e}; stopping");
+            self.shutdown = true;
         }
     }
 
