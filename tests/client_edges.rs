@@ -289,3 +289,40 @@ fn a_part_file_this_client_did_not_create_is_left_untouched() {
     );
     assert!(!foreign.exists());
 }
+
+#[test]
+fn list_files_counts_copies_online_and_stop_share_warns_of_the_last_one() {
+    let c = Cluster::start(1);
+    let (mut a, mut ms) = group(&c, &[], &["bob"]);
+    let b = &mut ms[0];
+    share(&c, &mut a, "f.bin", &test_data(3 * PIECE, 9));
+    a.run("list_files g", "f.bin  1.5 MiB  1 seeder, 1.0 copy online");
+    let down = dir(&c, "down");
+    b.run(
+        &format!("download_file g f.bin {}", down.display()),
+        "downloading f.bin",
+    );
+    b.expect_err("note: download of f.bin complete");
+    // The finished download's last pieces reach the tracker in its next `have` batch.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        b.send("list_files g");
+        if b.sync()
+            .iter()
+            .any(|l| l.contains("2 seeders, 2.0 copies online"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never became a second copy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.run("logout", "logged out");
+    a.run("list_files g", "f.bin  1.5 MiB  2 seeders, 1.0 copy online");
+    // Bob's copy is offline: alice's was the last one anybody could download from.
+    a.run("stop_share g f.bin", "stopped sharing f.bin in group g");
+    a.expect_err("warning: yours was the last complete copy of f.bin online");
+    assert!(
+        !a.errors().iter().any(|l| l.starts_with("error:")),
+        "the command succeeded"
+    );
+}

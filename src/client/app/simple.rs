@@ -6,7 +6,7 @@ use super::App;
 use crate::client::console;
 use crate::client::report;
 use crate::client::shell::Command;
-use crate::protocol::tracker::{ErrorCode, FileLine, GroupLine, Reply, Verb};
+use crate::protocol::tracker::{ErrorCode, FileLine, GroupLine, Reply, Verb, WriteReply};
 use std::time::Instant;
 
 /// The request of a command answered by one reply; `None` for the other commands.
@@ -38,7 +38,7 @@ impl App {
         }
         let (code, message) = match reply {
             Reply::Err { code, message } => (code, message),
-            Reply::Ok(_) => {
+            Reply::Ok(words) => {
                 let result = match &cmd {
                     CreateUser { user, .. } => format!("created user {user}"),
                     CreateGroup { group } => format!("created group {group}"),
@@ -61,6 +61,14 @@ impl App {
                     StopShare { group, file } => {
                         self.drop_share(group, file);
                         self.unshare_downloads(group, file);
+                        if words.first().map(String::as_str)
+                            == Some(WriteReply::LastOnlineCopy.words())
+                        {
+                            console::err(&format!(
+                                "warning: yours was the last complete copy of {file} online; \
+                                 nobody can finish downloading it until a seeder comes online"
+                            ));
+                        }
                         format!("stopped sharing {file} in group {group}")
                     }
                     _ => String::new(),
@@ -76,8 +84,18 @@ impl App {
                         }),
                         ListFiles { .. } => FileLine::parse(&line).map(|l| {
                             let size = report::human_bytes(l.size as f64);
-                            let n = l.seeders;
-                            format!("{}  {size}  {n} seeder{}", l.file, plural(n))
+                            let (n, c) = (l.seeders, l.copies_tenths);
+                            let copies = format!(
+                                "{}.{} cop{}",
+                                c / 10,
+                                c % 10,
+                                if c == 10 { "y" } else { "ies" }
+                            );
+                            format!(
+                                "{}  {size}  {n} seeder{}, {copies} online",
+                                l.file,
+                                plural(n)
+                            )
                         }),
                         _ => None,
                     };

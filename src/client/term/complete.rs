@@ -335,7 +335,7 @@ mod tests {
             None,
         );
         assert_eq!(k.groups, ["physics", "music", "art"]);
-        let files = vec!["report.pdf 3000000 1".to_string()];
+        let files = vec!["report.pdf 3000000 1 1.0".to_string()];
         let cmd = Command::ListFiles {
             group: "physics".into(),
         };

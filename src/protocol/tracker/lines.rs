@@ -31,29 +31,52 @@ impl GroupLine {
     }
 }
 
-/// One line of `list_files`: `<file> <size> <seeders>`.
+/// One line of `list_files`: `<file> <size> <seeders> <copies-online>`, the last with one
+/// decimal (`1.6`): the pieces online sessions hold, divided by the file's piece count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileLine {
     pub file: String,
     pub size: u64,
+    /// Users with the whole file, online or not.
     pub seeders: usize,
+    /// Complete copies online, in tenths (rounded down: never more than there are).
+    pub copies_tenths: u64,
 }
 
 impl FileLine {
     pub fn encode(&self) -> String {
-        format!("{} {} {}", self.file, self.size, self.seeders)
+        let (whole, tenth) = (self.copies_tenths / 10, self.copies_tenths % 10);
+        format!(
+            "{} {} {} {whole}.{tenth}",
+            self.file, self.size, self.seeders
+        )
     }
 
     pub fn parse(line: &str) -> Option<FileLine> {
         match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
-            [file, size, seeders] => Some(FileLine {
+            [file, size, seeders, copies] => Some(FileLine {
                 file: file.to_string(),
                 size: size.parse().ok()?,
                 seeders: seeders.parse().ok()?,
+                copies_tenths: parse_tenths(copies)?,
             }),
             _ => None,
         }
     }
+}
+
+/// `<digits>.<digit>` as tenths; nothing else.
+fn parse_tenths(s: &str) -> Option<u64> {
+    let (whole, tenth) = s.split_once('.')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || tenth.len() != 1 || !digits(tenth) {
+        return None;
+    }
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(10)?
+        .checked_add(tenth.parse().ok()?)
 }
 
 /// A peer line of `peers` and `download_file`: `p <user> <addr> <have>`.
@@ -168,16 +191,42 @@ mod tests {
         assert!(DownloadReply::parse(&head, &["x".into()]).is_err());
     }
 
+    #[test]
+    fn file_lines_carry_copies_online_with_one_decimal() {
+        let fl = FileLine {
+            file: "f".into(),
+            size: 9,
+            seeders: 2,
+            copies_tenths: 16,
+        };
+        assert_eq!(fl.encode(), "f 9 2 1.6");
+        assert_eq!(
+            FileLine::parse("f 9 2 0.0").map(|l| l.copies_tenths),
+            Some(0)
+        );
+        for bad in [
+            "f 9 2",
+            "f 9 2 1",
+            "f 9 2 1.66",
+            "f 9 2 .6",
+            "f 9 2 1.",
+            "f 9 2 -1.0",
+            "f 9 2 1.6 x",
+        ] {
+            assert_eq!(FileLine::parse(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
         fn data_lines_round_trip(
             g in name(), f in name(), n: usize, size: u64, owner in name(),
-            ip: [u8; 4], port: u16, npieces in 0usize..2000, bits: Vec<bool>,
+            ip: [u8; 4], port: u16, npieces in 0usize..2000, bits: Vec<bool>, copies: u64,
         ) {
             let gl = GroupLine { group: g.clone(), members: n, owner };
             prop_assert_eq!(GroupLine::parse(&gl.encode()), Some(gl));
-            let fl = FileLine { file: f, size, seeders: n };
+            let fl = FileLine { file: f, size, seeders: n, copies_tenths: copies };
             prop_assert_eq!(FileLine::parse(&fl.encode()), Some(fl));
             let mut have = PieceSet::empty(npieces);
             for (i, b) in bits.iter().enumerate().take(npieces) {

@@ -66,6 +66,8 @@ pub enum WriteReply {
     NewFile,
     /// `upload_file` of content already shared under that name: `ok seeder`.
     Seeder,
+    /// `stop_share` that took away the last complete copy online: `ok last-online-copy`.
+    LastOnlineCopy,
 }
 
 impl WriteReply {
@@ -76,6 +78,7 @@ impl WriteReply {
             WriteReply::Token(w) | WriteReply::User(w) => w,
             WriteReply::NewFile => "new",
             WriteReply::Seeder => "seeder",
+            WriteReply::LastOnlineCopy => "last-online-copy",
         }
     }
 }

@@ -137,6 +137,13 @@ impl File {
     pub fn seeders(&self) -> usize {
         self.sharers.values().filter(|s| s.is_full()).count()
     }
+
+    /// Whether anyone but `user` who is online (`online`) has the whole file.
+    fn other_complete_copy_online(&self, user: &str, online: impl Fn(&str) -> bool) -> bool {
+        self.sharers
+            .iter()
+            .any(|(u, have)| u != user && have.is_full() && online(u))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -463,6 +470,16 @@ impl State {
             Op::StopShare { token, group, file } => {
                 let user = self.actor(token)?;
                 check_name(NameKind::File, file)?;
+                // Read before the change: whether this user's copy was the last complete one
+                // anybody online holds.
+                let was_last = self
+                    .member_group(&user, group)?
+                    .files
+                    .get(file)
+                    .is_some_and(|f| {
+                        f.sharers.get(&user).is_some_and(PieceSet::is_full)
+                            && !f.other_complete_copy_online(&user, |u| self.user_attached(u))
+                    });
                 let g = self.member_group_mut(&user, group)?;
                 let f = g
                     .files
@@ -474,7 +491,11 @@ impl State {
                 if f.seeders() == 0 {
                     g.files.remove(file);
                 }
-                Ok(WriteReply::Done)
+                Ok(if was_last {
+                    WriteReply::LastOnlineCopy
+                } else {
+                    WriteReply::Done
+                })
             }
             // Terms are the replication layer's business; the state only carries them.
             Op::Term { .. } => Ok(WriteReply::Done),
@@ -536,8 +557,20 @@ impl State {
                 file: name.clone(),
                 size: f.size,
                 seeders: f.seeders(),
+                copies_tenths: self.copies_online_tenths(f),
             })
             .collect())
+    }
+
+    /// Complete copies held by online sessions, in tenths, rounded down: every piece an online
+    /// seeder or partial source holds counts, so two halves make one copy. An empty file has
+    /// no pieces: each online holder is one copy.
+    fn copies_online_tenths(&self, f: &File) -> u64 {
+        let online = f.sharers.iter().filter(|(u, _)| self.user_attached(u));
+        match f.npieces() as u64 {
+            0 => online.count() as u64 * 10,
+            n => online.map(|(_, have)| have.count() as u64).sum::<u64>() * 10 / n,
+        }
     }
 
     fn member_file(
@@ -1002,8 +1035,8 @@ mod tests {
         assert_eq!(
             st.list_files(&tok(2), "g"),
             Ok(vec![
-                fl("bob_partial_of_alice 1048577 1"),
-                fl("both 1048577 1")
+                fl("bob_partial_of_alice 1048577 1 1.0"),
+                fl("both 1048577 1 1.0")
             ]),
             "a file whose only seeder left goes, even with a partial source"
         );
@@ -1015,7 +1048,7 @@ mod tests {
         assert_eq!(ok(&mut st, upload(1, "g", "f", 1)), "new");
         assert_eq!(
             st.list_files(&tok(2), "g"),
-            Ok(vec![fl(&format!("f {} 1", 2 * PIECE_SIZE + 1))])
+            Ok(vec![fl(&format!("f {} 1 1.0", 2 * PIECE_SIZE + 1))])
         );
     }
 
@@ -1027,7 +1060,7 @@ mod tests {
         assert_eq!(ok(&mut st, upload(2, "g", "f", 1)), "seeder", "idempotent");
         assert_eq!(
             st.list_files(&tok(2), "g"),
-            Ok(vec![fl(&format!("f {} 2", 2 * PIECE_SIZE + 1))])
+            Ok(vec![fl(&format!("f {} 2 2.0", 2 * PIECE_SIZE + 1))])
         );
     }
 
@@ -1105,13 +1138,19 @@ mod tests {
             st.peers(&tok(1), "g", "f"),
             Ok(vec![pl("p bob 127.0.0.1:7002 ba0")])
         );
-        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], fl("f 1048577 1"));
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap()[0],
+            fl("f 1048577 1 1.6")
+        );
         ok(&mut st, have(2, "g", "f", &[1]));
         assert_eq!(
             st.peers(&tok(1), "g", "f"),
             Ok(vec![pl("p bob 127.0.0.1:7002 all")])
         );
-        assert_eq!(st.list_files(&tok(1), "g").unwrap()[0], fl("f 1048577 2"));
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap()[0],
+            fl("f 1048577 2 2.0")
+        );
     }
 
     #[test]
@@ -1173,7 +1212,7 @@ mod tests {
         ok(&mut st, stop(1, "g", "f"));
         assert_eq!(
             st.list_files(&tok(1), "g").unwrap(),
-            vec![fl("f 1048577 1")]
+            vec![fl("f 1048577 1 1.0")]
         );
         ok(&mut st, stop(2, "g", "f"));
         assert_eq!(st.list_files(&tok(1), "g"), Ok(vec![]));
@@ -1188,7 +1227,51 @@ mod tests {
         assert_eq!(st.peers(&tok(1), "g", "f"), Ok(vec![]));
         assert_eq!(
             st.list_files(&tok(1), "g").unwrap(),
-            vec![fl("f 1048577 1")]
+            vec![fl("f 1048577 1 1.0")]
+        );
+    }
+
+    #[test]
+    fn stop_share_says_when_it_took_the_last_complete_copy_online() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, upload(2, "g", "f", 1));
+        // Another complete copy is online: a plain ok.
+        assert_eq!(ok(&mut st, stop(1, "g", "f")), "");
+        ok(&mut st, upload(1, "g", "f", 1));
+        // Bob's copy is complete but offline; a partial one online does not count.
+        ok(&mut st, Op::Logout { token: tok(2) });
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, accept(1, "g", "carol"));
+        ok(&mut st, have(3, "g", "f", &[0, 1]));
+        assert_eq!(ok(&mut st, stop(1, "g", "f")), "last-online-copy");
+        // A partial source stopping never takes a complete copy away.
+        assert_eq!(ok(&mut st, stop(3, "g", "f")), "");
+    }
+
+    #[test]
+    fn copies_online_count_every_piece_online_holders_have() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        ok(&mut st, join(3, "g"));
+        ok(&mut st, accept(1, "g", "carol"));
+        ok(&mut st, have(2, "g", "f", &[0]));
+        ok(&mut st, have(3, "g", "f", &[1, 2]));
+        // 3 + 1 + 2 pieces of 3: two copies.
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap()[0],
+            fl("f 1048577 1 2.0")
+        );
+        ok(&mut st, Op::Logout { token: tok(3) });
+        // 4 of 3 pieces: 1.33 copies, shown rounded down.
+        assert_eq!(
+            st.list_files(&tok(1), "g").unwrap()[0],
+            fl("f 1048577 1 1.3")
+        );
+        ok(&mut st, Op::Logout { token: tok(1) });
+        assert_eq!(
+            st.list_files(&tok(2), "g").unwrap()[0],
+            fl("f 1048577 1 0.3")
         );
     }
 
@@ -1217,7 +1300,7 @@ mod tests {
         ok(&mut st, Op::Logout { token: tok(1) });
         assert_eq!(
             st.list_files(&tok(2), "g").unwrap(),
-            vec![fl("f 1048577 1")]
+            vec![fl("f 1048577 1 0.0")]
         );
         assert_eq!(st.peers(&tok(2), "g", "f"), Ok(vec![]));
         ok(&mut st, login(7, "alice", 2));
