@@ -10,6 +10,7 @@ mod charts;
 mod clients;
 mod compaction;
 mod failover;
+mod flash;
 mod idle;
 mod load;
 mod procs;
@@ -120,7 +121,7 @@ pub struct Results {
     pub client_hashing: Option<Result<Vec<transfer::HashRun>, transfer::Pending>>,
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
-    pub flash: Option<Result<transfer::FlashCase, transfer::Pending>>,
+    pub flash: Option<Result<flash::FlashCase, transfer::Pending>>,
     pub compaction: Option<Result<compaction::CompactionResult, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
@@ -186,7 +187,7 @@ fn main() -> ExitCode {
         }
     }
     if only_flash {
-        return match run_flash(&Settings::new(quick)) {
+        return match flash::run_alone(&Settings::new(quick)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: error: {e}");
@@ -262,35 +263,6 @@ fn run(
     print!("{text}");
     eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
     Ok(())
-}
-
-/// `--only-flash`: the flash crowd alone, for iterating on the peer engine; its rows go to
-/// standard output in the report's format, and no report is written.
-fn run_flash(s: &Settings) -> Result<(), String> {
-    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
-    let client_bin = groupshare::testkit::sibling_bin("client")?;
-    let r = Results {
-        flash: Some(flash(s, &tracker_bin, &client_bin)),
-        ..Results::default()
-    };
-    print!("{}", report::flash_rows(&r));
-    Ok(())
-}
-
-fn flash(
-    s: &Settings,
-    tracker_bin: &std::path::Path,
-    client_bin: &std::path::Path,
-) -> Result<transfer::FlashCase, transfer::Pending> {
-    eprintln!(
-        "bench:   flash crowd (seeder capped at {})",
-        transfer::FLASH_UPLOAD_LIMIT
-    );
-    let res = transfer::flash_crowd(client_bin, tracker_bin, s.flash_singles, &[6, 12]);
-    if let Err(transfer::Pending::Failed(e)) = &res {
-        eprintln!("bench:   failed: {e}");
-    }
-    res
 }
 
 fn tracker_read(_: usize, tag: u64, out: &mut Vec<u8>) {
@@ -614,7 +586,7 @@ fn part_c(
             r.client_hashing = Some(Err(e));
         }
     }
-    r.flash = Some(flash(s, tracker_bin, client_bin));
+    r.flash = Some(flash::measure(s, tracker_bin, client_bin));
     eprintln!(
         "bench:   client failover, {} round(s)",
         s.client_failover_rounds

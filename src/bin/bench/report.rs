@@ -1,9 +1,10 @@
 //! docs/BENCHMARKS.md: the machine, every figure beside the bound measured in the same run,
 //! the ratio, and each target marked met / not met.
 
+use crate::flash::FLASH_UPLOAD_LIMIT;
 use crate::idle::IdleResult;
 use crate::load::Stats;
-use crate::transfer::{median, HashRun, Pending, Rate, FLASH_SIZE, FLASH_UPLOAD_LIMIT};
+use crate::transfer::{median, HashRun, Pending, Rate};
 use crate::{Results, Settings};
 use std::fmt::Write;
 
@@ -54,7 +55,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     part_a(&mut o, s, r);
     part_b(&mut o, r);
     part_c(&mut o, r);
-    flash_section(&mut o, r);
+    crate::flash::section(&mut o, r);
     crate::compaction::render(&mut o, r.compaction.as_ref());
     if let Ok(notes) = std::fs::read_to_string(PROFILE_NOTES) {
         let _ = writeln!(
@@ -294,7 +295,7 @@ fn targets(o: &mut String, r: &Results) {
     }
 }
 
-fn pending_short(p: &Pending) -> String {
+pub fn pending_short(p: &Pending) -> String {
     match p {
         Pending::Pending(why) => why.lines().next().unwrap_or("").to_string(),
         Pending::Failed(why) => format!("failed: {}", why.lines().next().unwrap_or("")),
@@ -306,7 +307,7 @@ fn hash_median(runs: &[HashRun]) -> f64 {
 }
 
 /// "1 GiB", "256 MiB".
-fn size_of(bytes: Option<u64>) -> String {
+pub fn size_of(bytes: Option<u64>) -> String {
     match bytes {
         Some(b) if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
         Some(b) => format!("{} MiB", b >> 20),
@@ -649,89 +650,6 @@ fn part_c(o: &mut String, r: &Results) {
 }
 
 const MIB_F: f64 = 1024.0 * 1024.0;
-
-fn flash_section(o: &mut String, r: &Results) {
-    if r.flash.is_none() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "## Flash crowd\n\n\
-         One seeder (`--upload-limit {FLASH_UPLOAD_LIMIT}`) shares a {} file on a fresh tracker \
-         pair. A fresh client downloads it alone (the reference time, median of the single \
-         runs); then N fresh clients send `download_file` one right after the other. Each is \
-         timed from the first `download_file` sent to its own completion note; the ratio is \
-         the slowest over the reference. *Copies* is the piece bytes the seeder sent over the \
-         round, from its own count (it runs with `--log-level info` and logs the piece bytes \
-         sent on each upload connection as it closes), over the file's size; *between \
-         downloaders* sums the pieces the completion notes credit to another downloader. \
-         After each round the downloaders exit \
-         (logging out) and their copies are deleted.\n",
-        size_of(Some(FLASH_SIZE))
-    );
-    o.push_str(&flash_rows(r));
-    let _ = writeln!(o, "\n{FLASH_BEFORE}\n");
-}
-
-/// What the same case measured before the peer engine learned of crowds (recorded by hand;
-/// not regenerated).
-const FLASH_BEFORE: &str = "Before super-seeding and `watch`/`has` (commit 2689be0, same \
-     machine, `bench --only-flash`): one download alone 5.69–5.98 s; 6 downloaders 11.02 s, \
-     ratio 1.85, 12 downloaders 13.19 s, ratio 2.21; the seeder sent at least 1.44 copies in \
-     both (138 of 576 and of 1,152 pieces by the completion notes — that version did not count \
-     from the seeder's side, so duplicates are not in it). The downloaders learnt of each \
-     other's pieces only through the tracker's `have` batches, a 3 s peer refresh and a 2 s \
-     `want` poll, and the seeder's queue held seconds of requests chosen independently by \
-     each downloader, many of them for the same pieces.";
-
-/// The flash crowd's table (also printed alone by `bench --only-flash`).
-pub fn flash_rows(r: &Results) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "| downloaders | slowest finish | ratio to one alone | copies sent by the seeder | pieces between downloaders | finishes (s) | target |"
-    );
-    let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- |");
-    match &r.flash {
-        Some(Ok(case)) => {
-            let secs = |round: &crate::transfer::FlashRound| -> String {
-                let mut v: Vec<String> = round
-                    .finish_secs
-                    .iter()
-                    .map(|x| format!("{x:.2}"))
-                    .collect();
-                v.sort();
-                v.join(", ")
-            };
-            for round in &case.single {
-                let _ = writeln!(
-                    o,
-                    "| 1 (reference) | {:.2} s | – | {:.2} | – | {} | – |",
-                    round.slowest(),
-                    round.copies(),
-                    secs(round)
-                );
-            }
-            for round in &case.crowds {
-                let _ = writeln!(
-                    o,
-                    "| {} | {:.2} s | {:.2} | {:.2} | {} | {} | ratio ≤ 1.3, copies ≤ 1.3 |",
-                    round.downloaders,
-                    round.slowest(),
-                    case.ratio(round),
-                    round.copies(),
-                    round.pieces_from_downloaders,
-                    secs(round)
-                );
-            }
-        }
-        Some(Err(p)) => {
-            let _ = writeln!(o, "| – | {} | – | – | – | – | – |", pending_short(p));
-        }
-        None => {}
-    }
-    o
-}
 
 fn short_rate(x: Option<&Rate>) -> String {
     x.map(|b| format!("{:.0} MiB/s", b.mib_s()))
