@@ -7,15 +7,18 @@
 //! - `snapshot`   — the canonical snapshot lines, loading them back, `digest`
 //! - `invariants` — `check_invariants` and the property test that operations keep them
 //! - `dedup`      — the table of each client instance's last write, bounded, with its eviction
+//! - `quota`      — `Limits`: per-user and per-group quotas and the state's overall budget
 
 mod dedup;
 mod invariants;
+pub mod quota;
 mod snapshot;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use dedup::MAX_DEDUP;
+pub use quota::Limits;
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
@@ -65,6 +68,13 @@ pub enum Refusal {
     ContentMismatch(String, String),
     InvalidName(String),
     BadRequest(String),
+    /// A per-user or per-group quota (`quota.rs`); the sentence says which.
+    QuotaExceeded(String),
+    /// The state's overall budget is spent (`quota.rs`); the sentence says which.
+    TrackerFull(String),
+    /// Too many requests of one kind from one address (`tracker::rates`); not a state
+    /// refusal, but answered the same way.
+    RateLimited(String),
 }
 
 impl Refusal {
@@ -88,6 +98,9 @@ impl Refusal {
             Refusal::ContentMismatch(..) => ErrorCode::ContentMismatch,
             Refusal::InvalidName(_) => ErrorCode::InvalidName,
             Refusal::BadRequest(_) => ErrorCode::BadRequest,
+            Refusal::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Refusal::TrackerFull(_) => ErrorCode::TrackerFull,
+            Refusal::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 
@@ -113,7 +126,11 @@ impl Refusal {
             Refusal::ContentMismatch(g, f) => {
                 format!("a file named {f} with different content is already shared in group {g}")
             }
-            Refusal::InvalidName(m) | Refusal::BadRequest(m) => m.clone(),
+            Refusal::InvalidName(m)
+            | Refusal::BadRequest(m)
+            | Refusal::QuotaExceeded(m)
+            | Refusal::TrackerFull(m)
+            | Refusal::RateLimited(m) => m.clone(),
         }
     }
 }
@@ -169,6 +186,8 @@ pub struct State {
     user_sessions: BTreeMap<String, Token>,
     /// Each client instance's last deduplicated write; replicated state (in snapshots).
     dedup: DedupTable,
+    /// The quotas in force: set by `Op::Limits` entries, so both trackers use the same.
+    limits: Limits,
 }
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
@@ -254,6 +273,7 @@ impl State {
                 if self.users.contains_key(user) {
                     return Err(Refusal::UserExists);
                 }
+                self.check_new_user()?;
                 self.users.insert(user.clone(), pw_hash.clone());
                 Ok(WriteReply::Done)
             }
@@ -327,6 +347,7 @@ impl State {
                 if self.groups.contains_key(group) {
                     return Err(Refusal::GroupExists(group.clone()));
                 }
+                self.check_new_group(&user)?;
                 self.groups.insert(
                     group.clone(),
                     Group {
@@ -340,7 +361,10 @@ impl State {
             }
             Op::JoinGroup { token, group } => {
                 let user = self.actor(token)?;
-                self.group_ref(group)?;
+                let g = self.group_ref(group)?;
+                if !g.members.contains(&user) && !g.requests.contains(&user) {
+                    self.check_new_request(group, g)?;
+                }
                 let g = self
                     .groups
                     .get_mut(group)
@@ -411,6 +435,10 @@ impl State {
                         hashes.len()
                     )));
                 }
+                let g = self.member_group(&user, group)?;
+                if !g.files.contains_key(file) {
+                    self.check_new_file(group, g, hashes.len())?;
+                }
                 let g = self.member_group_mut(&user, group)?;
                 let full = PieceSet::full(hashes.len());
                 match g.files.get_mut(file) {
@@ -478,6 +506,12 @@ impl State {
             }
             // Terms are the replication layer's business; the state only carries them.
             Op::Term { .. } => Ok(WriteReply::Done),
+            Op::Limits(limits) => {
+                // Lowering a limit below what the state holds refuses new things only; nothing
+                // held is removed.
+                self.limits = *limits;
+                Ok(WriteReply::Done)
+            }
         }
     }
 
@@ -651,6 +685,9 @@ mod tests {
             ),
             (Refusal::InvalidName(s()), ErrorCode::InvalidName),
             (Refusal::BadRequest(s()), ErrorCode::BadRequest),
+            (Refusal::QuotaExceeded(s()), ErrorCode::QuotaExceeded),
+            (Refusal::TrackerFull(s()), ErrorCode::TrackerFull),
+            (Refusal::RateLimited(s()), ErrorCode::RateLimited),
         ];
         for (r, code) in all {
             assert_eq!(r.code(), code);
