@@ -126,6 +126,15 @@ impl fmt::Display for Limits {
     }
 }
 
+/// `1 group`, `2 groups`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn full(what: &str, n: u64, flag: &str) -> Refusal {
     Refusal::TrackerFull(format!(
         "the tracker holds {n} {what}, as many as it is set up for; ask its operator to raise {flag}"
@@ -154,7 +163,8 @@ impl State {
         let owned = self.groups.values().filter(|g| g.owner == owner).count() as u64;
         if owned >= self.limits.groups_per_user {
             return Err(Refusal::QuotaExceeded(format!(
-                "you own {owned} groups, the most one user may own; leave one to create another"
+                "you own {}, the most one user may own; leave one to create another",
+                count(owned, "group")
             )));
         }
         Ok(())
@@ -164,7 +174,8 @@ impl State {
         let n = g.requests.len() as u64;
         if n >= self.limits.requests_per_group {
             return Err(Refusal::QuotaExceeded(format!(
-                "group {group} has {n} pending join requests, the most it may have; try again once its owner has answered some"
+                "group {group} has {}, the most it may have; try again once its owner has answered some",
+                count(n, "pending join request")
             )));
         }
         Ok(())
@@ -180,7 +191,8 @@ impl State {
         let in_group = g.files.len() as u64;
         if in_group >= self.limits.files_per_group {
             return Err(Refusal::QuotaExceeded(format!(
-                "group {group} already has {in_group} files, the most one group may have"
+                "group {group} already has {}, the most one group may have",
+                count(in_group, "file")
             )));
         }
         let files = self.groups.values().map(|g| g.files.len() as u64).sum::<u64>();
