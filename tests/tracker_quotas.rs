@@ -379,3 +379,20 @@ fn a_client_shows_each_refusal_as_one_error_line() {
     assert_eq!(a.errors().len(), 4, "{:?}", a.errors());
     assert!(a.sync().is_empty(), "nothing on standard output for the refusals");
 }
+
+#[test]
+fn quotas_survive_a_restart_and_a_restart_with_a_raised_flag_raises_them() {
+    let mut cl = single(&["--max-users", "1"]);
+    cl.conn(1).ok(&v::create_user("first", "pw"));
+    cl.kill(1);
+    cl.spawn_with(1, &["--max-users", "1"]);
+    cl.wait_serving(1);
+    let d = cl.wait_same_digest();
+    refused(&mut cl.conn(1), &v::create_user("second", "pw"), "tracker_full");
+    assert_eq!(cl.wait_same_digest(), d);
+    cl.kill(1);
+    cl.spawn_with(1, &["--max-users", "2"]);
+    cl.wait_serving(1);
+    cl.conn(1).ok(&v::create_user("second", "pw"));
+    refused(&mut cl.conn(1), &v::create_user("third", "pw"), "tracker_full");
+}
