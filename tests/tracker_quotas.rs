@@ -67,7 +67,11 @@ fn registrations_per_address_are_limited_at_the_tracker_that_took_them() {
     // Another connection from the same address shares the bucket.
     refused(&mut cl.conn(1), &v::create_user("r3", "pw"), "rate_limited");
     assert_eq!(cl.wait_same_digest(), before, "a refusal changed nothing");
-    refused(&mut cl.conn(1), &v::login("r3", "pw", "127.0.0.1:1"), "bad_credentials");
+    refused(
+        &mut cl.conn(1),
+        &v::login("r3", "pw", "127.0.0.1:1"),
+        "bad_credentials",
+    );
     // The other tracker keeps its own count, and its flag allows five.
     let mut b = cl.conn(2);
     for i in 3..8 {
@@ -86,18 +90,37 @@ fn failed_logins_per_address_close_logins_from_it_even_with_the_right_password()
     let mut a = cl.conn(1);
     a.ok(&v::create_user("lock", "right"));
     for _ in 0..2 {
-        refused(&mut a, &v::login("lock", "wrong", "127.0.0.1:1"), "bad_credentials");
+        refused(
+            &mut a,
+            &v::login("lock", "wrong", "127.0.0.1:1"),
+            "bad_credentials",
+        );
     }
     let before = cl.wait_same_digest();
-    let line = refused(&mut a, &v::login("lock", "right", "127.0.0.1:1"), "rate_limited");
-    assert!(line.contains("too many failed logins from your address"), "{line}");
+    let line = refused(
+        &mut a,
+        &v::login("lock", "right", "127.0.0.1:1"),
+        "rate_limited",
+    );
+    assert!(
+        line.contains("too many failed logins from your address"),
+        "{line}"
+    );
     assert_eq!(cl.wait_same_digest(), before, "no session was made");
     // Tracker 2 counts its own failures, four of them.
     let mut b = cl.conn(2);
     for _ in 0..4 {
-        refused(&mut b, &v::login("nobody", "x", "127.0.0.1:1"), "bad_credentials");
+        refused(
+            &mut b,
+            &v::login("nobody", "x", "127.0.0.1:1"),
+            "bad_credentials",
+        );
     }
-    refused(&mut b, &v::login("lock", "right", "127.0.0.1:1"), "rate_limited");
+    refused(
+        &mut b,
+        &v::login("lock", "right", "127.0.0.1:1"),
+        "rate_limited",
+    );
     // A success costs nothing: at a fresh tracker with the default burst, many right logins
     // and logouts in a row all succeed.
     let solo = single(&[]);
@@ -153,7 +176,11 @@ fn a_follower_checks_with_the_leaders_quotas_not_its_own() {
         for i in 0..allowed {
             c.ok(&v::create_group(&format!("t{n}g{i}")));
         }
-        refused(&mut c, &v::create_group(&format!("t{n}g{allowed}")), "quota_exceeded");
+        refused(
+            &mut c,
+            &v::create_group(&format!("t{n}g{allowed}")),
+            "quota_exceeded",
+        );
     }
     cl.wait_same_digest();
 }
@@ -179,14 +206,20 @@ fn the_flag_raises_the_groups_per_user_quota() {
 
 #[test]
 fn files_per_group_are_limited_and_the_flag_raises_it() {
-    let (cl, leader) = pair(&["--max-files-per-group", "1"], &["--max-files-per-group", "1"]);
+    let (cl, leader) = pair(
+        &["--max-files-per-group", "1"],
+        &["--max-files-per-group", "1"],
+    );
     let mut a = cl.conn(leader);
     a.user("alice");
     a.ok(&v::create_group("g"));
     assert!(a.upload("g", "one", 1000, 1)[0].starts_with("ok"));
     let before = cl.wait_same_digest();
     let r = a.upload("g", "two", 1000, 2);
-    assert!(r[0].starts_with("err quota_exceeded group g already has 1 file"), "{r:?}");
+    assert!(
+        r[0].starts_with("err quota_exceeded group g already has 1 file"),
+        "{r:?}"
+    );
     // The connection is in step: the hash lines were read with the refused request.
     assert_eq!(list(&mut a, &v::list_files("g")).len(), 1);
     assert_eq!(cl.wait_same_digest(), before);
@@ -250,7 +283,10 @@ fn the_state_budget_refuses_users_groups_files_and_pieces_beyond_it() {
     cl.conn(1).user("b");
     let mut d = cl.wait_same_digest();
     let line = refused(&mut cl.conn(1), &v::create_user("c", "pw"), "tracker_full");
-    assert!(line.contains("holds 2 users") && line.contains("--max-users"), "{line}");
+    assert!(
+        line.contains("holds 2 users") && line.contains("--max-users"),
+        "{line}"
+    );
     assert_eq!(cl.wait_same_digest(), d);
 
     a.ok(&v::create_group("g1"));
@@ -265,13 +301,19 @@ fn the_state_budget_refuses_users_groups_files_and_pieces_beyond_it() {
     assert!(a.upload("g1", "four", 4 * PIECE, 1)[0].starts_with("ok"));
     d = cl.wait_same_digest();
     let r = a.upload("g2", "three", 3 * PIECE, 2);
-    assert!(r[0].starts_with("err tracker_full ") && r[0].contains("--max-state-pieces"), "{r:?}");
+    assert!(
+        r[0].starts_with("err tracker_full ") && r[0].contains("--max-state-pieces"),
+        "{r:?}"
+    );
     assert_eq!(cl.wait_same_digest(), d);
     assert!(a.upload("g2", "two", 2 * PIECE, 3)[0].starts_with("ok"));
     assert!(a.upload("g2", "empty", 0, 0)[0].starts_with("ok"));
     d = cl.wait_same_digest();
     let r = a.upload("g1", "another_empty", 0, 0);
-    assert!(r[0].starts_with("err tracker_full ") && r[0].contains("--max-files"), "{r:?}");
+    assert!(
+        r[0].starts_with("err tracker_full ") && r[0].contains("--max-files"),
+        "{r:?}"
+    );
     assert_eq!(cl.wait_same_digest(), d);
     assert_eq!(list(&mut a, &v::list_files("g1")).len(), 1);
     assert_eq!(list(&mut a, &v::list_files("g2")).len(), 2);
@@ -324,10 +366,14 @@ fn hash_lines_are_not_kept_before_login_and_the_connection_stays_in_step() {
     // the writes returned is read well within this pause.
     std::thread::sleep(Duration::from_millis(500));
     let grown = rss_kib(&cl, 1).saturating_sub(before);
-    assert!(grown < 4 * 1024, "the tracker grew by {grown} KiB while reading hash lines of no session");
+    assert!(
+        grown < 4 * 1024,
+        "the tracker grew by {grown} KiB while reading hash lines of no session"
+    );
     raw.write_all(hash_line.as_bytes()).expect("last hash line");
     raw.write_all(b"2 ping\n").expect("ping");
-    raw.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    raw.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     while !got.ends_with(b"2 ok pong\n") && got.len() < 4096 {
@@ -377,7 +423,10 @@ fn a_client_shows_each_refusal_as_one_error_line() {
     );
     a.sync();
     assert_eq!(a.errors().len(), 4, "{:?}", a.errors());
-    assert!(a.sync().is_empty(), "nothing on standard output for the refusals");
+    assert!(
+        a.sync().is_empty(),
+        "nothing on standard output for the refusals"
+    );
 }
 
 #[test]
@@ -388,11 +437,19 @@ fn quotas_survive_a_restart_and_a_restart_with_a_raised_flag_raises_them() {
     cl.spawn_with(1, &["--max-users", "1"]);
     cl.wait_serving(1);
     let d = cl.wait_same_digest();
-    refused(&mut cl.conn(1), &v::create_user("second", "pw"), "tracker_full");
+    refused(
+        &mut cl.conn(1),
+        &v::create_user("second", "pw"),
+        "tracker_full",
+    );
     assert_eq!(cl.wait_same_digest(), d);
     cl.kill(1);
     cl.spawn_with(1, &["--max-users", "2"]);
     cl.wait_serving(1);
     cl.conn(1).ok(&v::create_user("second", "pw"));
-    refused(&mut cl.conn(1), &v::create_user("third", "pw"), "tracker_full");
+    refused(
+        &mut cl.conn(1),
+        &v::create_user("third", "pw"),
+        "tracker_full",
+    );
 }

@@ -286,9 +286,15 @@ mod tests {
             ErrorCode::QuotaExceeded,
             ErrorCode::TrackerFull,
         ] {
-            assert_eq!(tracker_error(&c, None, code, "you own 3 groups"), "you own 3 groups");
+            assert_eq!(
+                tracker_error(&c, None, code, "you own 3 groups"),
+                "you own 3 groups"
+            );
             let fallback = tracker_error(&c, None, code, "");
-            assert!(!fallback.is_empty() && !fallback.contains(code.as_str()), "{fallback}");
+            assert!(
+                !fallback.is_empty() && !fallback.contains(code.as_str()),
+                "{fallback}"
+            );
         }
     }
 }

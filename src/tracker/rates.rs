@@ -364,7 +364,10 @@ mod tests {
         assert_ne!(source_key(a), source_key(c));
         let mapped = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(source_key(mapped), A);
-        assert_eq!(source_key(IpAddr::V6(Ipv6Addr::LOCALHOST)), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(
+            source_key(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        );
     }
 
     #[test]

@@ -284,7 +284,11 @@ impl Server {
                     code: ErrorCode::NotLoggedIn,
                     message: Refusal::NotLoggedIn.message(),
                 });
-                let keep = if refused.is_some() { 0 } else { npieces as usize };
+                let keep = if refused.is_some() {
+                    0
+                } else {
+                    npieces as usize
+                };
                 let up = StagedUpload {
                     tag,
                     target: Some(UploadTarget { group, file, size }),

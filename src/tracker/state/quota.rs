@@ -195,7 +195,11 @@ impl State {
                 count(in_group, "file")
             )));
         }
-        let files = self.groups.values().map(|g| g.files.len() as u64).sum::<u64>();
+        let files = self
+            .groups
+            .values()
+            .map(|g| g.files.len() as u64)
+            .sum::<u64>();
         if files >= self.limits.files {
             return Err(full("files", files, "--max-files"));
         }
@@ -373,6 +377,10 @@ mod tests {
         let back = round_trip(&st);
         assert_eq!(back.limits(), lowered);
         assert_eq!(back.digest(), st.digest());
-        assert_ne!(st.digest(), world().digest(), "the limits are in the digest");
+        assert_ne!(
+            st.digest(),
+            world().digest(),
+            "the limits are in the digest"
+        );
     }
 }
