@@ -15,6 +15,9 @@ impl State {
     /// sessions; the dedup table is within its bound and in step with its order. `apply` keeps
     /// them (tested below); a loaded snapshot is refused unless they hold.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.usage != super::Usage::of(self.groups.values()) {
+            return Err("the quota usage counts do not match the groups".to_string());
+        }
         for (u, h) in &self.users {
             names::check(NameKind::User, u)?;
             if !password::is_well_formed(h) {

@@ -19,6 +19,7 @@ mod fixtures;
 
 pub use dedup::MAX_DEDUP;
 pub use quota::Limits;
+use quota::Usage;
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
@@ -188,6 +189,9 @@ pub struct State {
     dedup: DedupTable,
     /// The quotas in force: set by `Op::Limits` entries, so both trackers use the same.
     limits: Limits,
+    /// Groups owned per user, files and piece hashes in all: what the quotas count, derived
+    /// from `groups` and kept in step by `apply` (not in snapshots).
+    usage: Usage,
 }
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
@@ -247,7 +251,15 @@ impl State {
     /// successful write with an origin is recorded for deduplication; checking for a duplicate
     /// before applying is the caller's job (`dedup`).
     pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<WriteReply, Refusal> {
-        let reply = self.apply_op(op)?;
+        let counted = quota::group_counted(op);
+        if let Some(g) = counted {
+            self.uncount_group(g);
+        }
+        let result = self.apply_op(op);
+        if let Some(g) = counted {
+            self.count_group(g);
+        }
+        let reply = result?;
         if let Some(o) = origin {
             if op.is_write_dedup() {
                 self.dedup.record(o, reply.words());

@@ -9,6 +9,8 @@
 //! its flags take effect when it leads. Every refusal is checked before anything changes.
 
 use super::{Group, Refusal, State};
+use crate::tracker::op::Op;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Users the whole state may hold. 2^20: a million users (the compaction benchmark's state)
@@ -126,6 +128,59 @@ impl fmt::Display for Limits {
     }
 }
 
+/// What the state holds that quotas count, kept up to date so that no check scans the state
+/// (at the budget's 262,144 groups a scan per `create_group` would stall the loop). Derived
+/// from the groups: `of` recomputes it, and `check_invariants` compares the two.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Owner → groups owned; no zero entries, so equal states have equal usage.
+    owned: BTreeMap<String, u64>,
+    files: u64,
+    pieces: u64,
+}
+
+impl Usage {
+    pub fn of<'a>(groups: impl IntoIterator<Item = &'a Group>) -> Usage {
+        let mut u = Usage::default();
+        for g in groups {
+            u.count(Some(g));
+        }
+        u
+    }
+
+    /// Adds what `g` holds.
+    fn count(&mut self, g: Option<&Group>) {
+        let Some(g) = g else { return };
+        *self.owned.entry(g.owner.clone()).or_default() += 1;
+        self.files += g.files.len() as u64;
+        self.pieces += g.files.values().map(|f| f.hashes.len() as u64).sum::<u64>();
+    }
+
+    /// Takes away what `g` holds (exactly what `count` added for it).
+    fn forget(&mut self, g: Option<&Group>) {
+        let Some(g) = g else { return };
+        if let Some(n) = self.owned.get_mut(&g.owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.owned.remove(&g.owner);
+            }
+        }
+        self.files -= g.files.len() as u64;
+        self.pieces -= g.files.values().map(|f| f.hashes.len() as u64).sum::<u64>();
+    }
+}
+
+/// The one group whose owner, files or hashes `op` may change; the others change none.
+pub(super) fn group_counted(op: &Op) -> Option<&str> {
+    match op {
+        Op::CreateGroup { group, .. }
+        | Op::LeaveGroup { group, .. }
+        | Op::Upload { group, .. }
+        | Op::StopShare { group, .. } => Some(group),
+        _ => None,
+    }
+}
+
 /// `1 group`, `2 groups`.
 fn count(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -147,6 +202,16 @@ impl State {
         self.limits
     }
 
+    /// Before an operation that changes group `name`: its share of the usage is taken out…
+    pub(super) fn uncount_group(&mut self, name: &str) {
+        self.usage.forget(self.groups.get(name));
+    }
+
+    /// …and put back afterwards, as it is then (gone, changed, or as it was after a refusal).
+    pub(super) fn count_group(&mut self, name: &str) {
+        self.usage.count(self.groups.get(name));
+    }
+
     pub(super) fn check_new_user(&self) -> Result<(), Refusal> {
         let n = self.users.len() as u64;
         if n >= self.limits.users {
@@ -160,7 +225,7 @@ impl State {
         if n >= self.limits.groups {
             return Err(full("groups", n, "--max-groups"));
         }
-        let owned = self.groups.values().filter(|g| g.owner == owner).count() as u64;
+        let owned = self.usage.owned.get(owner).copied().unwrap_or(0);
         if owned >= self.limits.groups_per_user {
             return Err(Refusal::QuotaExceeded(format!(
                 "you own {}, the most one user may own; leave one to create another",
@@ -181,7 +246,8 @@ impl State {
         Ok(())
     }
 
-    /// A file new to `g` with `npieces` hashes.
+    /// A file new to `g` with `npieces` hashes. Called from `apply`, while `g`'s own share
+    /// is out of `usage` (`uncount_group`).
     pub(super) fn check_new_file(
         &self,
         group: &str,
@@ -195,20 +261,13 @@ impl State {
                 count(in_group, "file")
             )));
         }
-        let files = self
-            .groups
-            .values()
-            .map(|g| g.files.len() as u64)
-            .sum::<u64>();
+        // `g`'s own share is out of `usage` while an operation on it is applied.
+        let files = self.usage.files + in_group;
         if files >= self.limits.files {
             return Err(full("files", files, "--max-files"));
         }
-        let pieces: u64 = self
-            .groups
-            .values()
-            .flat_map(|g| g.files.values())
-            .map(|f| f.hashes.len() as u64)
-            .sum();
+        let own: u64 = g.files.values().map(|f| f.hashes.len() as u64).sum();
+        let pieces = self.usage.pieces + own;
         if pieces.saturating_add(npieces as u64) > self.limits.pieces {
             return Err(full("piece hashes", pieces, "--max-state-pieces"));
         }
@@ -293,6 +352,22 @@ mod tests {
         ok(&mut st, create_group(3, "i"));
         ok(&mut st, leave(1, "h"));
         ok(&mut st, create_group(1, "j"));
+    }
+
+    #[test]
+    fn an_inherited_group_counts_for_its_new_owner() {
+        // world(): alice owns g, bob is a member.
+        let mut st = with(Limits {
+            groups_per_user: 1,
+            ..Limits::default()
+        });
+        ok(&mut st, create_group(2, "h"));
+        ok(&mut st, leave(2, "h"));
+        ok(&mut st, leave(1, "g"));
+        // bob owns g now: his one group.
+        let r = refused_unchanged(&mut st, create_group(2, "i"));
+        assert_eq!(r.code(), ErrorCode::QuotaExceeded);
+        ok(&mut st, create_group(1, "i"));
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl State {
             }
         }
         st.dedup = DedupTable::from_entries(deferred.dedup, clock)?;
+        st.usage = super::Usage::of(st.groups.values());
         st.check_invariants()?;
         Ok(st)
     }
