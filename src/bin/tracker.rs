@@ -4,7 +4,9 @@
 use clap::Parser;
 use groupshare::cluster;
 use groupshare::runtime;
+use groupshare::tracker::rates::{self, Rate, RateConfig};
 use groupshare::tracker::server::{Config, Server};
+use groupshare::tracker::state::{quota, Limits};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +32,39 @@ struct Args {
     /// Journal size in bytes that triggers a snapshot [default: 64 MiB]
     #[arg(long)]
     compact_bytes: Option<u64>,
+    /// New users one source address may register at once
+    #[arg(long, default_value_t = rates::REGISTRATION_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    registration_burst: u32,
+    /// New users one source address may register a minute once its burst is spent
+    #[arg(long, default_value_t = rates::REGISTRATIONS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    registrations_per_minute: u32,
+    /// Failed logins one source address may make at once before its logins are refused
+    #[arg(long, default_value_t = rates::FAILED_LOGIN_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    failed_login_burst: u32,
+    /// Failed logins one source address may make a minute once its burst is spent
+    #[arg(long, default_value_t = rates::FAILED_LOGINS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    failed_logins_per_minute: u32,
+    /// Users the tracker holds at most (when it leads; a follower uses the leader's quotas)
+    #[arg(long, default_value_t = quota::MAX_USERS)]
+    max_users: u64,
+    /// Groups the tracker holds at most
+    #[arg(long, default_value_t = quota::MAX_GROUPS)]
+    max_groups: u64,
+    /// Files (over all groups) the tracker holds at most
+    #[arg(long, default_value_t = quota::MAX_FILES)]
+    max_files: u64,
+    /// Piece hashes (over all files) the tracker holds at most
+    #[arg(long, default_value_t = quota::MAX_STATE_PIECES)]
+    max_state_pieces: u64,
+    /// Groups one user may create (own) at most
+    #[arg(long, default_value_t = quota::MAX_GROUPS_PER_USER)]
+    max_groups_per_user: u64,
+    /// Files one group may hold at most
+    #[arg(long, default_value_t = quota::MAX_FILES_PER_GROUP)]
+    max_files_per_group: u64,
+    /// Pending join requests one group may have at most
+    #[arg(long, default_value_t = quota::MAX_REQUESTS_PER_GROUP)]
+    max_requests_per_group: u64,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -96,6 +131,25 @@ fn run(args: Args) -> Result<(), String> {
         cluster_key,
         max_connections: args.max_connections,
         compact_bytes: args.compact_bytes,
+        limits: Limits {
+            users: args.max_users,
+            groups: args.max_groups,
+            files: args.max_files,
+            pieces: args.max_state_pieces,
+            groups_per_user: args.max_groups_per_user,
+            files_per_group: args.max_files_per_group,
+            requests_per_group: args.max_requests_per_group,
+        },
+        rates: RateConfig {
+            registrations: Rate {
+                burst: args.registration_burst,
+                per_minute: args.registrations_per_minute,
+            },
+            failed_logins: Rate {
+                burst: args.failed_login_burst,
+                per_minute: args.failed_logins_per_minute,
+            },
+        },
     })?;
     server.run()
 }

@@ -74,6 +74,19 @@ pub fn tracker_error(cmd: &Command, file: Option<&str>, code: ErrorCode, message
         ),
         ErrorCode::Unavailable => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
         ErrorCode::InvalidName if !message.is_empty() => message.to_string(),
+        // The tracker's sentence names the limit and what to do; these are the fallbacks.
+        ErrorCode::RateLimited | ErrorCode::QuotaExceeded | ErrorCode::TrackerFull
+            if !message.is_empty() =>
+        {
+            message.to_string()
+        }
+        ErrorCode::RateLimited => {
+            "too many attempts from your address; wait a minute and try again".to_string()
+        }
+        ErrorCode::QuotaExceeded => "that would exceed a limit of the tracker".to_string(),
+        ErrorCode::TrackerFull => {
+            "the tracker is full; ask its operator to raise its limits".to_string()
+        }
         _ if message.is_empty() => format!("the tracker refused the request ({code})"),
         _ => format!("the tracker refused the request: {message}"),
     }
@@ -263,5 +276,25 @@ mod tests {
             "something odd",
         );
         assert_eq!(e, "the tracker refused the request: something odd");
+    }
+
+    #[test]
+    fn limits_show_the_trackers_sentence_or_a_fallback() {
+        let c = Command::CreateGroup { group: "g".into() };
+        for code in [
+            ErrorCode::RateLimited,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::TrackerFull,
+        ] {
+            assert_eq!(
+                tracker_error(&c, None, code, "you own 3 groups"),
+                "you own 3 groups"
+            );
+            let fallback = tracker_error(&c, None, code, "");
+            assert!(
+                !fallback.is_empty() && !fallback.contains(code.as_str()),
+                "{fallback}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! - `password`    — salted, iterated password hashes
 //! - `op`          — replicated operations and journal entries, their text encoding
 //! - `state`       — the state as plain data; `apply(op) -> outcome`, queries, snapshots
+//! - `rates`       — per-address token buckets (registrations, failed logins); local, pure
 //! - `journal`     — snapshot + fsync'ed journal in the data directory; recovery at start
 //! - `link`        — peer-link messages and the cluster-key handshake
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
@@ -12,5 +13,6 @@ pub mod journal;
 pub mod link;
 pub mod op;
 pub mod password;
+pub mod rates;
 pub mod server;
 pub mod state;

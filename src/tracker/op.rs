@@ -9,6 +9,7 @@
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, MAX_PIECES};
 use crate::tracker::password;
+use crate::tracker::state::Limits;
 use std::net::SocketAddr;
 
 /// A session token: 32 lowercase hex digits, chosen at random by the tracker that took the login.
@@ -88,6 +89,9 @@ pub enum Op {
         term: u64,
         solo: bool,
     },
+    /// The quotas in force from here on: the leader's configured limits, appended right after
+    /// each term entry it opens, so both trackers check the same numbers (`state/quota.rs`).
+    Limits(Limits),
 }
 
 /// One journal line: the operation with its log position and origin.
@@ -294,6 +298,7 @@ impl Op {
             Op::Have { .. } => "have",
             Op::StopShare { .. } => "stop_share",
             Op::Term { .. } => "term",
+            Op::Limits(_) => "limits",
         }
     }
 
@@ -343,6 +348,7 @@ impl Op {
             ),
             Op::StopShare { token, group, file } => format!("{v} {token} {group} {file}"),
             Op::Term { term, solo } => format!("{v} {term} {}", solo_word(*solo)),
+            Op::Limits(l) => format!("{v} {}", l.encode()),
         }
     }
 
@@ -465,16 +471,20 @@ impl Op {
                     solo,
                 }
             }
+            "limits" => Op::Limits(Limits::decode(args)?),
             other => return Err(format!("unknown operation '{}'", clip(other))),
         };
         Ok(op)
     }
 
     /// Whether a successful application is remembered for deduplication. `have` is idempotent
-    /// and would only churn the table; `term` and `detach` are the trackers' own, never a
-    /// client's request.
+    /// and would only churn the table; `term`, `detach` and `limits` are the trackers' own,
+    /// never a client's request.
     pub fn is_write_dedup(&self) -> bool {
-        !matches!(self, Op::Have { .. } | Op::Term { .. } | Op::Detach { .. })
+        !matches!(
+            self,
+            Op::Have { .. } | Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)
+        )
     }
 }
 
@@ -584,6 +594,10 @@ mod tests {
                 term: 0,
                 solo: false,
             },
+            Op::Limits(Limits {
+                users: 10,
+                ..Limits::default()
+            }),
         ]
     }
 
@@ -605,6 +619,9 @@ mod tests {
         assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));
         assert_eq!(ops[13].encode(), "term 7 solo");
         assert_eq!(ops[14].encode(), "term 0 paired");
+        assert!(ops[15]
+            .encode()
+            .starts_with("limits users=10 groups=262144 files="));
     }
 
     #[test]
@@ -639,7 +656,10 @@ mod tests {
     #[test]
     fn dedup_flag_excludes_have_term_and_detach() {
         for op in every_variant() {
-            let expect = !matches!(op, Op::Have { .. } | Op::Term { .. } | Op::Detach { .. });
+            let expect = !matches!(
+                op,
+                Op::Have { .. } | Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)
+            );
             assert_eq!(op.is_write_dedup(), expect, "{}", op.verb());
         }
     }

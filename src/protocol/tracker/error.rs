@@ -28,6 +28,12 @@ pub enum ErrorCode {
     NotSeeder,
     ContentMismatch,
     TooManyConnections,
+    /// Too many registrations or failed logins from the client's address; try again later.
+    RateLimited,
+    /// A per-user or per-group quota: groups owned, files in a group, pending join requests.
+    QuotaExceeded,
+    /// The tracker's overall budget (users, groups, files or piece hashes) is spent.
+    TrackerFull,
     /// A code this side does not know (a newer tracker); the reader keeps its text in the
     /// message so a person still sees it. Never sent.
     Unknown,
@@ -57,6 +63,9 @@ pub(super) const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NotSeeder, "not_seeder"),
     (ErrorCode::ContentMismatch, "content_mismatch"),
     (ErrorCode::TooManyConnections, "too_many_connections"),
+    (ErrorCode::RateLimited, "rate_limited"),
+    (ErrorCode::QuotaExceeded, "quota_exceeded"),
+    (ErrorCode::TrackerFull, "tracker_full"),
 ];
 
 impl ErrorCode {

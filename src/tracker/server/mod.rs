@@ -10,6 +10,7 @@
 
 mod accept;
 mod connection;
+mod limits;
 mod ordering;
 mod replica;
 mod replication;
@@ -19,7 +20,8 @@ use super::journal::{Journal, Position};
 use super::link::LinkMsg;
 use super::op::{Op, Origin, Token as SessionToken};
 use super::password;
-use super::state::{Refusal, State};
+use super::rates::{RateConfig, Rates};
+use super::state::{Limits, Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
 use crate::pieces;
@@ -64,6 +66,10 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Journal size that triggers a snapshot (default `journal::COMPACT_BYTES`).
     pub compact_bytes: Option<u64>,
+    /// Quotas this tracker writes into the log when it leads (`state::quota`).
+    pub limits: Limits,
+    /// Per-address rates, local to this tracker (`tracker::rates`).
+    pub rates: RateConfig,
 }
 
 pub struct Server {
@@ -80,6 +86,8 @@ pub struct Server {
     pos: Position,
     /// Role, peer link, commit positions, forwards and waiters, dial and solo timers.
     repl: Replica,
+    /// Registrations and failed logins per source address; this tracker's own.
+    rates: Rates,
     dirty: Vec<usize>,
     /// Clients whose forwarded write came back: handle their buffered requests.
     resume: Vec<usize>,
@@ -130,6 +138,7 @@ impl Server {
             journal,
             pos,
             repl: Replica::new(cfg.me, paired_config, pos.seq, now),
+            rates: Rates::new(cfg.rates),
             dirty: Vec::new(),
             resume: Vec::new(),
             closing: Vec::new(),

@@ -261,6 +261,7 @@ impl Server {
             origin,
             op,
         };
+        let is_term = matches!(entry.op, Op::Term { .. });
         if let Op::Term { term, solo } = entry.op {
             self.pos.term = term;
             self.pos.solo = solo;
@@ -277,7 +278,11 @@ impl Server {
                 self.send(k, &link::op_line(fid, &line));
             }
         }
-        self.pos.seq
+        let seq = self.pos.seq;
+        if is_term {
+            self.write_limits();
+        }
+        seq
     }
 
     /// What follows a successful write: bind or unbind sessions, queue the client's reply.

@@ -595,7 +595,7 @@ impl Server {
                 return;
             }
         }
-        if matches!(op, Op::Term { .. } | Op::Detach { .. }) {
+        if matches!(op, Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)) {
             self.send_link(&LinkMsg::FwdErr {
                 fid,
                 code: ErrorCode::BadRequest,

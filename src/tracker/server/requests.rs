@@ -41,6 +41,9 @@ impl Server {
     }
 
     pub(super) fn reply_err(&mut self, key: usize, tag: u64, code: ErrorCode, message: &str) {
+        if code == ErrorCode::BadCredentials {
+            self.note_failed_login(key);
+        }
         self.reply(key, proto::encode_err(tag, code, message));
     }
 
@@ -158,6 +161,9 @@ impl Server {
                 self.reply(key, Reply::Ok(words).encode(tag));
             }
             Verb::CreateUser { user, password } => {
+                if let Err(r) = self.allow_registration(key) {
+                    return self.refuse(key, tag, &r);
+                }
                 if self.state.user_exists(&user) {
                     return self.refuse(key, tag, &Refusal::UserExists);
                 }
@@ -169,6 +175,9 @@ impl Server {
                 password,
                 addr,
             } => {
+                if let Err(r) = self.allow_login(key) {
+                    return self.refuse(key, tag, &r);
+                }
                 if session.is_some() {
                     return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
                 }
@@ -268,13 +277,25 @@ impl Server {
                 npieces,
             } => {
                 let lines = pieces::hash_line_count(npieces as usize);
+                // Hashes are kept only for a session: without one the lines are counted and
+                // dropped (a retry after failover, which comes before `attach`, is still
+                // recognised by its tag in `finish_upload`).
+                let refused = session.is_none().then(|| ErrorReply {
+                    code: ErrorCode::NotLoggedIn,
+                    message: Refusal::NotLoggedIn.message(),
+                });
+                let keep = if refused.is_some() {
+                    0
+                } else {
+                    npieces as usize
+                };
                 let up = StagedUpload {
                     tag,
                     target: Some(UploadTarget { group, file, size }),
-                    hashes: Vec::with_capacity(npieces as usize),
+                    hashes: Vec::with_capacity(keep),
                     lines_left: lines,
                     npieces: npieces as usize,
-                    bad: None,
+                    bad: refused,
                 };
                 if lines == 0 {
                     self.finish_upload(key, up);
@@ -357,6 +378,17 @@ impl Server {
             });
             return self.reply_err(key, tag, bad.code, &bad.message);
         };
+        let Some(cl) = self.client(key) else {
+            return;
+        };
+        let session = cl.session.clone();
+        let origin = cl.instance.map(|instance| Origin { instance, tag });
+        // A retry of an upload already applied is answered whatever this copy's hash lines
+        // held (without a session they were not even kept).
+        if let Some(stored) = origin.and_then(|o| self.state.dedup(&o).map(str::to_string)) {
+            let seq = self.pos.seq;
+            return self.push_commit_reply(key, seq, proto::encode_ok(tag, &stored));
+        }
         if let Some(bad) = up.bad {
             return self.reply_err(key, tag, bad.code, &bad.message);
         }
@@ -367,15 +399,6 @@ impl Server {
                 ErrorCode::BadRequest,
                 "the hash lines hold too few hashes",
             );
-        }
-        let Some(cl) = self.client(key) else {
-            return;
-        };
-        let session = cl.session.clone();
-        let origin = cl.instance.map(|instance| Origin { instance, tag });
-        if let Some(stored) = origin.and_then(|o| self.state.dedup(&o).map(str::to_string)) {
-            let seq = self.pos.seq;
-            return self.push_commit_reply(key, seq, proto::encode_ok(tag, &stored));
         }
         let Some(token) = session else {
             return self.refuse(key, tag, &Refusal::NotLoggedIn);

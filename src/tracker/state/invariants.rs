@@ -15,6 +15,9 @@ impl State {
     /// sessions; the dedup table is within its bound and in step with its order. `apply` keeps
     /// them (tested below); a loaded snapshot is refused unless they hold.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.usage != super::Usage::of(self.groups.values()) {
+            return Err("the quota usage counts do not match the groups".to_string());
+        }
         for (u, h) in &self.users {
             names::check(NameKind::User, u)?;
             if !password::is_well_formed(h) {
@@ -166,6 +169,18 @@ mod tests {
             2 => (token(), group(), file())
                 .prop_map(|(t, g, f)| Op::StopShare { token: t, group: g, file: f }),
             1 => (0u64..5, any::<bool>()).prop_map(|(term, solo)| Op::Term { term, solo }),
+            // Small limits, so that quotas are hit (and refusals checked) within a run.
+            1 => (1u64..6, 1u64..4, 1u64..12).prop_map(|(n, per, pieces)| Op::Limits(
+                crate::tracker::state::Limits {
+                    users: n,
+                    groups: n,
+                    files: n,
+                    pieces,
+                    groups_per_user: per,
+                    files_per_group: per,
+                    requests_per_group: per,
+                }
+            )),
         ]
     }
 

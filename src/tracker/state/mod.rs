@@ -7,15 +7,19 @@
 //! - `snapshot`   — the canonical snapshot lines, loading them back, `digest`
 //! - `invariants` — `check_invariants` and the property test that operations keep them
 //! - `dedup`      — the table of each client instance's last write, bounded, with its eviction
+//! - `quota`      — `Limits`: per-user and per-group quotas and the state's overall budget
 
 mod dedup;
 mod invariants;
+pub mod quota;
 mod snapshot;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use dedup::MAX_DEDUP;
+pub use quota::Limits;
+use quota::Usage;
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
@@ -65,6 +69,13 @@ pub enum Refusal {
     ContentMismatch(String, String),
     InvalidName(String),
     BadRequest(String),
+    /// A per-user or per-group quota (`quota.rs`); the sentence says which.
+    QuotaExceeded(String),
+    /// The state's overall budget is spent (`quota.rs`); the sentence says which.
+    TrackerFull(String),
+    /// Too many requests of one kind from one address (`tracker::rates`); not a state
+    /// refusal, but answered the same way.
+    RateLimited(String),
 }
 
 impl Refusal {
@@ -88,6 +99,9 @@ impl Refusal {
             Refusal::ContentMismatch(..) => ErrorCode::ContentMismatch,
             Refusal::InvalidName(_) => ErrorCode::InvalidName,
             Refusal::BadRequest(_) => ErrorCode::BadRequest,
+            Refusal::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Refusal::TrackerFull(_) => ErrorCode::TrackerFull,
+            Refusal::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 
@@ -113,7 +127,11 @@ impl Refusal {
             Refusal::ContentMismatch(g, f) => {
                 format!("a file named {f} with different content is already shared in group {g}")
             }
-            Refusal::InvalidName(m) | Refusal::BadRequest(m) => m.clone(),
+            Refusal::InvalidName(m)
+            | Refusal::BadRequest(m)
+            | Refusal::QuotaExceeded(m)
+            | Refusal::TrackerFull(m)
+            | Refusal::RateLimited(m) => m.clone(),
         }
     }
 }
@@ -176,6 +194,11 @@ pub struct State {
     user_sessions: BTreeMap<String, Token>,
     /// Each client instance's last deduplicated write; replicated state (in snapshots).
     dedup: DedupTable,
+    /// The quotas in force: set by `Op::Limits` entries, so both trackers use the same.
+    limits: Limits,
+    /// Groups owned per user, files and piece hashes in all: what the quotas count, derived
+    /// from `groups` and kept in step by `apply` (not in snapshots).
+    usage: Usage,
 }
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
@@ -235,7 +258,15 @@ impl State {
     /// successful write with an origin is recorded for deduplication; checking for a duplicate
     /// before applying is the caller's job (`dedup`).
     pub fn apply(&mut self, origin: Option<Origin>, op: &Op) -> Result<WriteReply, Refusal> {
-        let reply = self.apply_op(op)?;
+        let counted = quota::group_counted(op);
+        if let Some(g) = counted {
+            self.uncount_group(g);
+        }
+        let result = self.apply_op(op);
+        if let Some(g) = counted {
+            self.count_group(g);
+        }
+        let reply = result?;
         if let Some(o) = origin {
             if op.is_write_dedup() {
                 self.dedup.record(o, reply.words());
@@ -261,6 +292,7 @@ impl State {
                 if self.users.contains_key(user) {
                     return Err(Refusal::UserExists);
                 }
+                self.check_new_user()?;
                 self.users.insert(user.clone(), pw_hash.clone());
                 Ok(WriteReply::Done)
             }
@@ -334,6 +366,7 @@ impl State {
                 if self.groups.contains_key(group) {
                     return Err(Refusal::GroupExists(group.clone()));
                 }
+                self.check_new_group(&user)?;
                 self.groups.insert(
                     group.clone(),
                     Group {
@@ -347,7 +380,10 @@ impl State {
             }
             Op::JoinGroup { token, group } => {
                 let user = self.actor(token)?;
-                self.group_ref(group)?;
+                let g = self.group_ref(group)?;
+                if !g.members.contains(&user) && !g.requests.contains(&user) {
+                    self.check_new_request(group, g)?;
+                }
                 let g = self
                     .groups
                     .get_mut(group)
@@ -417,6 +453,10 @@ impl State {
                         "a file of {size} bytes needs {n} piece hashes (at most {MAX_PIECES}), not {}",
                         hashes.len()
                     )));
+                }
+                let g = self.member_group(&user, group)?;
+                if !g.files.contains_key(file) {
+                    self.check_new_file(group, g, hashes.len())?;
                 }
                 let g = self.member_group_mut(&user, group)?;
                 let full = PieceSet::full(hashes.len());
@@ -499,6 +539,12 @@ impl State {
             }
             // Terms are the replication layer's business; the state only carries them.
             Op::Term { .. } => Ok(WriteReply::Done),
+            Op::Limits(limits) => {
+                // Lowering a limit below what the state holds refuses new things only; nothing
+                // held is removed.
+                self.limits = *limits;
+                Ok(WriteReply::Done)
+            }
         }
     }
 
@@ -684,6 +730,9 @@ mod tests {
             ),
             (Refusal::InvalidName(s()), ErrorCode::InvalidName),
             (Refusal::BadRequest(s()), ErrorCode::BadRequest),
+            (Refusal::QuotaExceeded(s()), ErrorCode::QuotaExceeded),
+            (Refusal::TrackerFull(s()), ErrorCode::TrackerFull),
+            (Refusal::RateLimited(s()), ErrorCode::RateLimited),
         ];
         for (r, code) in all {
             assert_eq!(r.code(), code);

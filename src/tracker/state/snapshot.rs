@@ -4,7 +4,7 @@
 //! transfer, so loading trusts nothing.
 
 use super::dedup::{DedupEntry, DedupTable};
-use super::{File, Group, Session, State};
+use super::{File, Group, Limits, Session, State};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, PieceSet, HASHES_PER_LINE, MAX_PIECES};
 use crate::tracker::op::{self, Origin};
@@ -27,6 +27,7 @@ impl State {
     /// piece set is at most 128 KiB of hex.
     ///
     /// ```text
+    /// limits <key=value ...>             first, only when not the defaults (quota.rs)
     /// user <user> <pw_hash>
     /// group <group> <owner>
     /// member <group> <user>              in join order
@@ -40,6 +41,9 @@ impl State {
     /// ```
     pub fn snapshot_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.limits != Limits::default() {
+            out.push(format!("limits {}", self.limits.encode()));
+        }
         for (u, h) in &self.users {
             out.push(format!("user {u} {h}"));
         }
@@ -95,6 +99,7 @@ impl State {
             }
         }
         st.dedup = DedupTable::from_entries(deferred.dedup, clock)?;
+        st.usage = super::Usage::of(st.groups.values());
         st.check_invariants()?;
         Ok(st)
     }
@@ -246,6 +251,9 @@ impl State {
                 if deferred.dedup.insert(instance, e).is_some() {
                     return Err("an instance appears twice in the dedup table".to_string());
                 }
+            }
+            "limits" => {
+                self.limits = Limits::decode(&words[1..])?;
             }
             "clock" => {
                 want(2)?;
