@@ -172,21 +172,32 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
         let mut cl = Cluster::start(2);
         let mut a = cl.conn(victim);
         a.ok(&v::create_user("mover", "pw"));
-        let token = match a.typed(&v::login("mover", "pw", "127.0.0.1:7")) {
-            Reply::Ok(words) => words.first().cloned().expect("token"),
-            r => panic!("login refused: {r:?}"),
-        };
+        let (token, secret) = a.login_as("mover", "pw", "127.0.0.1:7");
         a.ok(&v::create_group("home"));
         cl.kill(victim);
         let other = 3 - victim;
         cl.wait_serving(other);
+        // A stolen token alone attaches nothing: without the secret the proof is wrong.
+        let mut thief = cl.conn(other);
+        thief.err(
+            &v::attach(&token, &"00".repeat(32), "127.0.0.1:6"),
+            "no_session",
+        );
+        thief.err(
+            &format!("attach {token} {} 127.0.0.1:6", "ab".repeat(32)),
+            "no_session",
+        );
+        thief.err(&format!("attach {token} 127.0.0.1:6"), "bad_request");
         let mut b = cl.conn(other);
-        assert_eq!(b.ok(&v::attach(&token, "127.0.0.1:8")), "ok mover");
+        assert_eq!(b.ok(&v::attach(&token, &secret, "127.0.0.1:8")), "ok mover");
         b.ok(&v::create_group("away"));
         assert_eq!(b.req(&Verb::ListGroups).len(), 3);
         // A forged token is refused.
         let mut c = cl.conn(other);
-        c.err(&v::attach(&"ab".repeat(16), "127.0.0.1:9"), "no_session");
+        c.err(
+            &v::attach(&"ab".repeat(16), &secret, "127.0.0.1:9"),
+            "no_session",
+        );
     }
 }
 
@@ -324,7 +335,7 @@ fn no_plaintext_password_on_the_peer_link() {
     let bytes = seen.lock().expect("lock").clone();
     let text = String::from_utf8_lossy(&bytes);
     assert!(
-        text.contains("create_user sniffed pbkdf2-sha256$"),
+        text.contains("create_user sniffed scram-sha256$"),
         "the link carried the write"
     );
     assert!(

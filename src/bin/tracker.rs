@@ -30,6 +30,12 @@ struct Args {
     /// Journal size in bytes that triggers a snapshot [default: 64 MiB]
     #[arg(long)]
     compact_bytes: Option<u64>,
+    /// PBKDF2 iterations clients use for new users' passwords (at least 4096; tests and the
+    /// demo use 4096 for speed). Clients pay them at each login; the tracker never does
+    #[arg(long, default_value_t = groupshare::auth::scram::DEFAULT_ITERATIONS,
+          value_parser = clap::value_parser!(u32).range(
+              groupshare::auth::scram::MIN_ITERATIONS as i64..=groupshare::auth::scram::MAX_ITERATIONS as i64))]
+    kdf_iterations: u32,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -95,6 +101,7 @@ fn run(args: Args) -> Result<(), String> {
         cluster_key,
         max_connections: args.max_connections,
         compact_bytes: args.compact_bytes,
+        kdf_iterations: args.kdf_iterations,
     })?;
     server.run()
 }

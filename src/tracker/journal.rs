@@ -273,7 +273,9 @@ mod tests {
             origin: None,
             op: Op::CreateUser {
                 user: user.into(),
-                pw_hash: crate::tracker::password::hash_password("pw"),
+                verifier: crate::auth::scram::ClientKeys::derive("pw", &[1; 16], 4096)
+                    .verifier([1; 16], 4096)
+                    .encode(),
             },
         }
     }

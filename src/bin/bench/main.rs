@@ -371,7 +371,7 @@ fn part_a_single(
     mut redis: Option<&mut RedisSide>,
     r: &mut Results,
 ) -> Result<(), String> {
-    let mut conns = Conns::new(single.logged_in(1, "s", s.conns)?, 4)?;
+    let mut conns = Conns::new(single.logged_in(1, "s", s.conns)?, servers::FIRST_FREE_TAG)?;
     for depth in [1, 16] {
         let name = "durable write (`create_group`), single tracker (no replication)";
         eprintln!("bench:   {name}, depth {depth}");
@@ -410,13 +410,14 @@ fn part_a_tracker(
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
     owner.ok(&servers::hello())?;
     owner.ok(&servers::create_user("owner"))?;
-    owner.ok(&servers::login("owner"))?;
+    servers::login(&mut owner, "owner")?;
     owner.ok(&Verb::CreateGroup {
         group: "bench".into(),
     })?;
 
-    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
-    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, 4)?;
+    let first = servers::FIRST_FREE_TAG;
+    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, first)?;
+    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, first)?;
     let cases: [(&str, usize, bool, usize); 6] = [
         ("small read (`list_groups`), leader", 1, false, lead),
         ("small read (`list_groups`), leader", 16, false, lead),
@@ -481,11 +482,11 @@ fn profile_load(args: &[String]) -> Result<(), String> {
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
     owner.ok(&servers::hello())?;
     owner.ok(&servers::create_user("owner"))?;
-    owner.ok(&servers::login("owner"))?;
+    servers::login(&mut owner, "owner")?;
     owner.ok(&Verb::CreateGroup {
         group: "bench".into(),
     })?;
-    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, 4)?;
+    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, servers::FIRST_FREE_TAG)?;
     eprintln!(
         "leader pid {} follower pid {}",
         pair.pid(lead),

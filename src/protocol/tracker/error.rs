@@ -28,6 +28,9 @@ pub enum ErrorCode {
     NotSeeder,
     ContentMismatch,
     TooManyConnections,
+    /// Unsolicited (tag 0): a correct login of this session's user from another client ended
+    /// this session; the connection is closed after it.
+    SessionTakenOver,
     /// A code this side does not know (a newer tracker); the reader keeps its text in the
     /// message so a person still sees it. Never sent.
     Unknown,
@@ -57,6 +60,7 @@ pub(super) const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NotSeeder, "not_seeder"),
     (ErrorCode::ContentMismatch, "content_mismatch"),
     (ErrorCode::TooManyConnections, "too_many_connections"),
+    (ErrorCode::SessionTakenOver, "session_taken_over"),
 ];
 
 impl ErrorCode {
