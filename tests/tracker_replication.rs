@@ -322,6 +322,8 @@ fn no_plaintext_password_on_the_peer_link() {
         .arg(cl.data_dir(2))
         .arg("--cluster-key")
         .arg(cl.dir.path().join("key"))
+        .arg("--kdf-iterations")
+        .arg("4096")
         .arg("-q")
         .spawn()
         .expect("spawn tracker 2");

@@ -25,8 +25,10 @@ impl App {
                 } else if after_outage {
                     console::err(&format!("note: connected to tracker {tracker} ({addr})"));
                 }
-                if let Some(InProgress::AwaitingTracker { cmd }) = self.command.take() {
-                    self.start_create_user(cmd, now);
+                if matches!(self.command, Some(InProgress::AwaitingTracker { .. })) {
+                    if let Some(InProgress::AwaitingTracker { cmd }) = self.command.take() {
+                        self.start_create_user(cmd, now);
+                    }
                 }
             }
             LinkEvent::Unreachable => {

@@ -372,6 +372,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             Verb::Hello { instance }
         }
         "create_user" => {
+            let user = name(NameKind::User, args[0])?;
             if scram::Verifier::parse(args[1]).is_none() {
                 return Err(ParseError::new(
                     tag,
@@ -380,7 +381,7 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
                 ));
             }
             Verb::CreateUser {
-                user: name(NameKind::User, args[0])?,
+                user,
                 verifier: args[1].to_string(),
             }
         }
