@@ -11,6 +11,7 @@ mod clients;
 mod failover;
 mod idle;
 mod load;
+mod login;
 mod procs;
 mod redis_pair;
 mod report;
@@ -120,6 +121,8 @@ pub struct Results {
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
     pub flash: Option<Result<transfer::FlashCase, transfer::Pending>>,
+    /// C7: the tracker's CPU per password login.
+    pub login: Option<Result<login::LoginCost, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut only_c = false;
     let mut only_flash = false;
+    let mut only_login = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--only-c" => only_c = true,
             "--only-flash" => only_flash = true,
+            "--only-login" => only_login = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -164,12 +169,13 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-login] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
                      --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
+                     --only-login  only the login cost (C7); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -179,6 +185,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if only_login {
+        return match run_login(&Settings::new(quick)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if only_flash {
         return match run_flash(&Settings::new(quick)) {
@@ -246,6 +261,24 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
     std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     print!("{text}");
     eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
+    Ok(())
+}
+
+/// C7 on a fresh pair.
+fn login_cost(s: &Settings, tracker_bin: &std::path::Path) -> Result<login::LoginCost, String> {
+    let pair = servers::TrackerPair::start(tracker_bin, "c7")?;
+    let (users, rounds) = if s.quick { (500, 2) } else { (2_000, 5) };
+    login::measure(&pair, users, rounds).map_err(|e| format!("{e}\n{}", pair.log_tail()))
+}
+
+/// `--only-login`: C7 alone, its row printed in the report's format.
+fn run_login(s: &Settings) -> Result<(), String> {
+    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
+    let r = Results {
+        login: Some(login_cost(s, &tracker_bin)),
+        ..Results::default()
+    };
+    print!("{}", report::login_row(&r));
     Ok(())
 }
 
@@ -610,6 +643,8 @@ fn part_c(
         tracker_bin,
         s.client_failover_rounds,
     ));
+    eprintln!("bench:   login cost");
+    r.login = Some(login_cost(s, tracker_bin));
     let mut pair = servers::TrackerPair::start(tracker_bin, "c5")?;
     let res = failover::tracker_failover(&mut pair, s.failover_rounds)
         .map_err(|e| format!("{e}\n{}", pair.log_tail()));
