@@ -42,8 +42,9 @@ pub(super) struct ClientConn {
     pub(super) upload: Option<StagedUpload>,
     /// A request line read but held back until forwarded writes return.
     pub(super) deferred: Option<Vec<u8>>,
-    /// The `login_begin` this connection's `login` must answer.
-    pub(super) login: Option<PendingLogin>,
+    /// The `login_begin` this connection's `login` must answer; boxed so that idle
+    /// connections, which never log in, stay small.
+    pub(super) login: Option<Box<PendingLogin>>,
     /// A proposed login's reply words (token, secret, tracker proof), keyed by its token:
     /// sent once the login is applied; never replicated.
     pub(super) login_reply: Option<(SessionToken, String)>,

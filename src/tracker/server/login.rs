@@ -51,12 +51,12 @@ impl Server {
             snonce.clone(),
         ];
         if let Some(cl) = self.client(key) {
-            cl.login = Some(PendingLogin {
+            cl.login = Some(Box::new(PendingLogin {
                 user,
                 cnonce,
                 snonce,
                 verifier,
-            });
+            }));
         }
         self.reply(key, Reply::Ok(words).encode(tag));
     }
