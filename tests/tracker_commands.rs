@@ -278,3 +278,34 @@ fn a_user_whose_connection_dropped_logs_in_again_at_once() {
         new.ok(&Verb::Logout);
     }
 }
+
+/// `hello` names the tracker's KDF count; `create_user` with fewer iterations is refused, so a
+/// client cannot weaken the policy; `login_begin` answers an unknown user like a known one.
+#[test]
+fn the_kdf_count_is_the_trackers_and_unknown_users_look_alike() {
+    let mut cl = Cluster::new(1);
+    cl.spawn_with(1, &["--kdf-iterations", "8192"]);
+    cl.wait_serving(1);
+    let mut a = cl.conn(1);
+    assert_eq!(a.ok(&v::hello(7)), "ok 1 8192");
+    a.err(&v::create_user_with("weak", "pw", 4096), "bad_request");
+    a.ok(&v::create_user_with("strong", "pw", 8192));
+    a.login_as("strong", "pw", "127.0.0.1:1");
+    let mut b = cl.conn(1);
+    let shape = |r: &Reply| match r {
+        Reply::Ok(w) => (w.len(), w[0].len(), w[1].clone(), w[2].len()),
+        r => panic!("login_begin refused: {r:?}"),
+    };
+    let known = b.typed(&v::login_begin("strong"));
+    let unknown = b.typed(&v::login_begin("nobody"));
+    assert_eq!(shape(&known), shape(&unknown));
+    assert_eq!(shape(&unknown), (3, 32, "8192".to_string(), 32));
+    // The decoy is stable per name, as a real user's salt is.
+    let again = b.typed(&v::login_begin("nobody"));
+    let salt = |r: &Reply| match r {
+        Reply::Ok(w) => w[0].clone(),
+        _ => String::new(),
+    };
+    assert_eq!(salt(&unknown), salt(&again));
+    b.err(&v::login("nobody", "pw", "127.0.0.1:1"), "bad_credentials");
+}

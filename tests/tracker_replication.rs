@@ -454,3 +454,28 @@ fn a_split_brain_heals_to_one_state() {
         c.ok(&Verb::Logout);
     }
 }
+
+/// A login at one tracker takes over the session held at the other: that connection is told
+/// and closed, and the decoy answer for an unknown user is the same at both trackers.
+#[test]
+fn a_login_at_one_tracker_takes_over_the_session_held_at_the_other() {
+    let cl = Cluster::start(2);
+    let mut setup = cl.conn(1);
+    setup.ok(&v::create_user("roamer", "pw"));
+    cl.wait_same_digest();
+    let mut old = cl.conn(1);
+    old.login_as("roamer", "pw", "127.0.0.1:1");
+    let mut new = cl.conn(2);
+    new.login_as("roamer", "pw", "127.0.0.1:2");
+    assert_eq!(
+        old.read_line().expect("the takeover notice"),
+        "0 err session_taken_over roamer logged in from another client"
+    );
+    assert!(old.read_line().is_err(), "the old connection is closed");
+    new.ok(&v::create_group("roaming"));
+    let salt = |n: usize| match cl.conn(n).typed(&v::login_begin("ghost")) {
+        Reply::Ok(w) => w[0].clone(),
+        r => panic!("login_begin refused: {r:?}"),
+    };
+    assert_eq!(salt(1), salt(2));
+}
