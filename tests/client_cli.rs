@@ -34,8 +34,9 @@ fn the_command_set_and_its_refusals() {
     );
 
     b.run("create_user bob pw2", "created user bob");
-    // One live client per user.
-    b.run_err("login alice pw1", "already logged in");
+    // A wrong password disturbs nobody (a right one takes the session over: see
+    // a_new_login_takes_over_the_session_of_a_frozen_client).
+    b.run_err("login alice nope", "wrong user id or password");
     b.run("login bob pw2", "logged in as bob");
     b.run_err("list_files g1", "not a member");
     b.run_err("join_group nosuch", "no group named 'nosuch'");
@@ -314,4 +315,27 @@ fn a_download_with_no_source_online_waits_for_one() {
     a.run("login alice pw", "resumed 1 share");
     b.expect_err("note: download of late.bin complete");
     assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
+
+/// One live client per user, and nobody locked out: a correct login from a new client takes
+/// over the session of a frozen one (SIGSTOP: its connection stays open, it answers nothing);
+/// the old client, resumed, says it was logged out and does not log in again by itself.
+#[test]
+fn a_new_login_takes_over_the_session_of_a_frozen_client() {
+    let c = Cluster::start(2);
+    let mut a = c.client("alice");
+    a.run("create_user alice pw", "created user alice");
+    a.run("login alice pw", "logged in as alice");
+    a.run("create_group g1", "created group g1");
+    common::signal(&a.child, libc::SIGSTOP);
+    let mut b = c.client("alice-laptop");
+    b.run_err("login alice wrong", "wrong user id or password");
+    b.run("login alice pw", "logged in as alice");
+    b.run("list_groups", "g1");
+    common::signal(&a.child, libc::SIGCONT);
+    a.expect_err("note: you were logged out: alice logged in from another client");
+    a.run_err("list_groups", "not logged in");
+    // The old client did not take the session back: the new one still acts as alice.
+    b.run("create_group g2", "created group g2");
+    b.run("list_groups", "g2");
 }

@@ -46,10 +46,31 @@ fn every_command_and_refusal_on_one_tracker() {
         &v::login("alice", "pw-alice", "127.0.0.1:1"),
         "already_logged_in",
     );
-    b.err(
-        &v::login("alice", "pw-alice", "127.0.0.1:2"),
+    a.err(
+        "login_begin alice 0123456789abcdef0123456789abcdef",
         "already_logged_in",
     );
+    // A login without its login_begin on this connection proves nothing.
+    b.err(
+        &format!("login alice {} 127.0.0.1:2", "ab".repeat(32)),
+        "bad_request",
+    );
+    // A correct login from another connection takes the session over: the old connection
+    // is told and closed, the new one acts as alice.
+    b.ok(&v::login("alice", "pw-alice", "127.0.0.1:2"));
+    assert_eq!(
+        a.read_line().expect("the takeover notice"),
+        "0 err session_taken_over alice logged in from another client"
+    );
+    assert!(a.read_line().is_err(), "the old connection is closed");
+    // And back: alice logs in on a fresh connection; bob takes the other one.
+    let mut a = cl.conn(1);
+    a.login("alice");
+    assert!(b
+        .read_line()
+        .expect("notice")
+        .contains("session_taken_over"));
+    let mut b = cl.conn(1);
     b.user("bob");
     c.user("carol");
 
@@ -173,19 +194,35 @@ fn pipelined_requests_at_the_follower_see_their_own_writes_in_order() {
 }
 
 fn pipeline_in_order(mut a: Conn) {
-    let mut reqs = vec![
-        v::create_user("pipe", "pw"),
-        v::login("pipe", "pw", "127.0.0.1:9"),
-    ];
-    reqs.extend((0..200).map(|i| v::create_group(&format!("pg{i}"))));
-    reqs.push(Verb::ListGroups);
+    // create_user and login_begin pipelined: the login_begin must see the user (its salt).
+    let begin = v::login_begin("pipe");
+    let first = [v::create_user("pipe", "pw"), begin.clone()];
     let mut text = String::new();
-    for (i, verb) in reqs.into_iter().enumerate() {
+    for (i, verb) in first.into_iter().enumerate() {
         text.push_str(&Request::new(i as u64 + 1, verb).encode());
         text.push('\n');
     }
     a.send_raw(text.as_bytes());
-    for want in 1..=203u64 {
+    assert!(matches!(a.read_typed().expect("reply"), (1, Reply::Ok(_))));
+    let words = match a.read_typed().expect("reply") {
+        (2, Reply::Ok(words)) => words,
+        r => panic!("login_begin: {r:?}"),
+    };
+    let (_, _, proof) = prove("pipe", "pw", &begin, &words).expect("salt, count, nonce");
+    let mut reqs = vec![Verb::Login {
+        user: "pipe".into(),
+        proof,
+        addr: "127.0.0.1:9".into(),
+    }];
+    reqs.extend((0..200).map(|i| v::create_group(&format!("pg{i}"))));
+    reqs.push(Verb::ListGroups);
+    let mut text = String::new();
+    for (i, verb) in reqs.into_iter().enumerate() {
+        text.push_str(&Request::new(i as u64 + 3, verb).encode());
+        text.push('\n');
+    }
+    a.send_raw(text.as_bytes());
+    for want in 3..=204u64 {
         let (tag, reply) = a.read_typed().expect("reply");
         assert_eq!(tag, want, "{reply:?}");
         match reply {
@@ -211,12 +248,12 @@ fn no_plaintext_password_on_disk() {
             all.push_str(&String::from_utf8_lossy(&bytes));
         }
         assert!(!all.contains("Sup3rSecretPassw0rd") && !all.contains("An0therSecretOne"));
-        // The users are on disk (so the check above looked at real data), as hashes.
+        // The users are on disk (so the check above looked at real data), as verifiers.
         assert!(
             all.contains("secretive") && all.contains("other2"),
             "tracker {n}"
         );
-        assert!(all.contains("pbkdf2-sha256$"), "tracker {n}");
+        assert!(all.contains("scram-sha256$4096$"), "tracker {n}");
     }
 }
 
@@ -240,4 +277,35 @@ fn a_user_whose_connection_dropped_logs_in_again_at_once() {
         );
         new.ok(&Verb::Logout);
     }
+}
+
+/// `hello` names the tracker's KDF count; `create_user` with fewer iterations is refused, so a
+/// client cannot weaken the policy; `login_begin` answers an unknown user like a known one.
+#[test]
+fn the_kdf_count_is_the_trackers_and_unknown_users_look_alike() {
+    let mut cl = Cluster::new(1);
+    cl.spawn_with(1, &["--kdf-iterations", "8192"]);
+    cl.wait_serving(1);
+    let mut a = cl.conn(1);
+    assert_eq!(a.ok(&v::hello(7)), "ok 1 8192");
+    a.err(&v::create_user_with("weak", "pw", 4096), "bad_request");
+    a.ok(&v::create_user_with("strong", "pw", 8192));
+    a.login_as("strong", "pw", "127.0.0.1:1");
+    let mut b = cl.conn(1);
+    let shape = |r: &Reply| match r {
+        Reply::Ok(w) => (w.len(), w[0].len(), w[1].clone(), w[2].len()),
+        r => panic!("login_begin refused: {r:?}"),
+    };
+    let known = b.typed(&v::login_begin("strong"));
+    let unknown = b.typed(&v::login_begin("nobody"));
+    assert_eq!(shape(&known), shape(&unknown));
+    assert_eq!(shape(&unknown), (3, 32, "8192".to_string(), 32));
+    // The decoy is stable per name, as a real user's salt is.
+    let again = b.typed(&v::login_begin("nobody"));
+    let salt = |r: &Reply| match r {
+        Reply::Ok(w) => w[0].clone(),
+        _ => String::new(),
+    };
+    assert_eq!(salt(&unknown), salt(&again));
+    b.err(&v::login("nobody", "pw", "127.0.0.1:1"), "bad_credentials");
 }

@@ -186,6 +186,8 @@ fn out_of_descriptors_neither_spins_nor_stops_serving() {
         .arg(cl.data_dir(1))
         .arg("--max-connections")
         .arg("1000")
+        .arg("--kdf-iterations")
+        .arg("4096")
         .arg("-q")
         .stdin(std::process::Stdio::null())
         .spawn();

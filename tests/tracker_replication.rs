@@ -172,21 +172,32 @@ fn a_session_moves_to_the_other_tracker_without_a_password() {
         let mut cl = Cluster::start(2);
         let mut a = cl.conn(victim);
         a.ok(&v::create_user("mover", "pw"));
-        let token = match a.typed(&v::login("mover", "pw", "127.0.0.1:7")) {
-            Reply::Ok(words) => words.first().cloned().expect("token"),
-            r => panic!("login refused: {r:?}"),
-        };
+        let (token, secret) = a.login_as("mover", "pw", "127.0.0.1:7");
         a.ok(&v::create_group("home"));
         cl.kill(victim);
         let other = 3 - victim;
         cl.wait_serving(other);
+        // A stolen token alone attaches nothing: without the secret the proof is wrong.
+        let mut thief = cl.conn(other);
+        thief.err(
+            &v::attach(&token, &"00".repeat(32), "127.0.0.1:6"),
+            "no_session",
+        );
+        thief.err(
+            &format!("attach {token} {} 127.0.0.1:6", "ab".repeat(32)),
+            "no_session",
+        );
+        thief.err(&format!("attach {token} 127.0.0.1:6"), "bad_request");
         let mut b = cl.conn(other);
-        assert_eq!(b.ok(&v::attach(&token, "127.0.0.1:8")), "ok mover");
+        assert_eq!(b.ok(&v::attach(&token, &secret, "127.0.0.1:8")), "ok mover");
         b.ok(&v::create_group("away"));
         assert_eq!(b.req(&Verb::ListGroups).len(), 3);
         // A forged token is refused.
         let mut c = cl.conn(other);
-        c.err(&v::attach(&"ab".repeat(16), "127.0.0.1:9"), "no_session");
+        c.err(
+            &v::attach(&"ab".repeat(16), &secret, "127.0.0.1:9"),
+            "no_session",
+        );
     }
 }
 
@@ -311,6 +322,8 @@ fn no_plaintext_password_on_the_peer_link() {
         .arg(cl.data_dir(2))
         .arg("--cluster-key")
         .arg(cl.dir.path().join("key"))
+        .arg("--kdf-iterations")
+        .arg("4096")
         .arg("-q")
         .spawn()
         .expect("spawn tracker 2");
@@ -324,7 +337,7 @@ fn no_plaintext_password_on_the_peer_link() {
     let bytes = seen.lock().expect("lock").clone();
     let text = String::from_utf8_lossy(&bytes);
     assert!(
-        text.contains("create_user sniffed pbkdf2-sha256$"),
+        text.contains("create_user sniffed scram-sha256$"),
         "the link carried the write"
     );
     assert!(
@@ -448,4 +461,29 @@ fn a_split_brain_heals_to_one_state() {
         c.ok(&v::login("before", "pw", "127.0.0.1:1"));
         c.ok(&Verb::Logout);
     }
+}
+
+/// A login at one tracker takes over the session held at the other: that connection is told
+/// and closed, and the decoy answer for an unknown user is the same at both trackers.
+#[test]
+fn a_login_at_one_tracker_takes_over_the_session_held_at_the_other() {
+    let cl = Cluster::start(2);
+    let mut setup = cl.conn(1);
+    setup.ok(&v::create_user("roamer", "pw"));
+    cl.wait_same_digest();
+    let mut old = cl.conn(1);
+    old.login_as("roamer", "pw", "127.0.0.1:1");
+    let mut new = cl.conn(2);
+    new.login_as("roamer", "pw", "127.0.0.1:2");
+    assert_eq!(
+        old.read_line().expect("the takeover notice"),
+        "0 err session_taken_over roamer logged in from another client"
+    );
+    assert!(old.read_line().is_err(), "the old connection is closed");
+    new.ok(&v::create_group("roaming"));
+    let salt = |n: usize| match cl.conn(n).typed(&v::login_begin("ghost")) {
+        Reply::Ok(w) => w[0].clone(),
+        r => panic!("login_begin refused: {r:?}"),
+    };
+    assert_eq!(salt(1), salt(2));
 }

@@ -65,6 +65,12 @@ struct Args {
     /// Pending join requests one group may have at most
     #[arg(long, default_value_t = quota::MAX_REQUESTS_PER_GROUP)]
     max_requests_per_group: u64,
+    /// PBKDF2 iterations clients use for new users' passwords (at least 4096; tests and the
+    /// demo use 4096 for speed). Clients pay them at each login; the tracker never does
+    #[arg(long, default_value_t = groupshare::auth::scram::DEFAULT_ITERATIONS,
+          value_parser = clap::value_parser!(u32).range(
+              groupshare::auth::scram::MIN_ITERATIONS as i64..=groupshare::auth::scram::MAX_ITERATIONS as i64))]
+    kdf_iterations: u32,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -150,6 +156,7 @@ fn run(args: Args) -> Result<(), String> {
                 per_minute: args.failed_logins_per_minute,
             },
         },
+        kdf_iterations: args.kdf_iterations,
     })?;
     server.run()
 }

@@ -56,7 +56,8 @@ pub fn tracker_error(cmd: &Command, file: Option<&str>, code: ErrorCode, message
     let file = file.or(n.file).unwrap_or("?");
     match code {
         ErrorCode::NotLoggedIn => "you are not logged in (use: login <user_id> <password>)".to_string(),
-        ErrorCode::AlreadyLoggedIn => format!("{user} is already logged in from another client"),
+        // Only this connection's own session can cause it now (another client's is taken over).
+        ErrorCode::AlreadyLoggedIn => "this client is already logged in; log out first".to_string(),
         ErrorCode::BadCredentials => "wrong user id or password".to_string(),
         ErrorCode::UserExists => format!("the user id '{user}' is already taken"),
         ErrorCode::GroupExists => format!("a group named '{group}' already exists"),

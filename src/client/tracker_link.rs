@@ -6,23 +6,62 @@
 //! ```
 //!
 //! The link numbers requests (tags from 1), keeps every request that has not been answered,
-//! and after a failover re-attaches the session (`attach`, or `login` with the remembered
-//! credentials when the new tracker does not know the session) and re-sends the unanswered
-//! requests with their original tags; the trackers deduplicate writes by (instance, tag), so a
-//! command in flight during a failover is carried out exactly once. At most one write (any
-//! request but a read or `have`) is on the wire at a time.
+//! and after a failover re-attaches the session (`attach` with a proof of the session secret,
+//! or, when the new tracker does not know the session, a fresh `login_begin`/`login` with the
+//! keys kept from the user's login — never the password, which is not kept) and re-sends the
+//! unanswered requests with their original tags; the trackers deduplicate writes by (instance,
+//! tag), so a command in flight during a failover is carried out exactly once. At most one
+//! write (any request but a read or `have`) is on the wire at a time. A session taken over by a
+//! login elsewhere (`0 err session_taken_over`) is forgotten and never re-attached.
 //!
 //! The link owns no policy about what replies mean: it hands `(tag, Reply)` back to the app.
 
+use crate::auth::login as proofs;
+use crate::auth::scram::{self, ClientKeys};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
-use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb};
+use crate::pieces::to_hex;
+use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb, NONCE_LEN};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// A login's `ok <token> <secret> <tracker-proof>`, read and checked.
+pub struct LoginReply {
+    pub token: String,
+    pub secret: [u8; proofs::SECRET_LEN],
+}
+
+impl LoginReply {
+    /// Refuses a reply whose tracker proof does not show the tracker holds this user's
+    /// verifier: an impostor tracker learns nothing from a proof, but gets no session either.
+    pub fn parse(
+        words: &[String],
+        keys: &ClientKeys,
+        auth_message: &[u8],
+    ) -> Result<LoginReply, String> {
+        let [token, secret, proof] = words else {
+            return Err("the tracker sent an unexpected reply to login".to_string());
+        };
+        let secret = scram::lower_hex::<{ proofs::SECRET_LEN }>(secret)
+            .ok_or("the tracker sent a malformed session secret")?;
+        let proof = scram::lower_hex::<{ scram::KEY_LEN }>(proof).unwrap_or_default();
+        if !keys.tracker_proof_is_valid(auth_message, &proof) {
+            return Err(
+                "the tracker could not prove it holds your password verifier; not logged in"
+                    .to_string(),
+            );
+        }
+        Ok(LoginReply {
+            token: token.clone(),
+            secret,
+        })
+    }
+}
 
 /// The poll token of the tracker connection (the peer side uses tokens ≥ `peers::TOKEN_BASE`).
 pub const TRACKER_TOKEN: Token = Token(1);
@@ -60,11 +99,36 @@ impl RequestClass {
 }
 
 /// The logged-in session the link re-attaches after a failover.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Session {
     pub user: String,
-    pub password: String,
+    /// Derived once at `login` (the slow step); kept so a failover to a tracker that lost the
+    /// session can log in again without the password, which the client does not keep.
+    pub keys: Rc<ClientKeys>,
+    /// The salt and count the keys were derived with: a re-login needs the same.
+    pub salt: [u8; scram::SALT_LEN],
+    pub iterations: u32,
     pub token: String,
+    /// The session secret from the login reply; `attach` proves knowledge of it.
+    pub secret: [u8; proofs::SECRET_LEN],
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys and secret stay out of logs.
+        write!(f, "Session({}, {})", self.user, self.token)
+    }
+}
+
+/// Where a re-attach stands (`LinkState::Attaching`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AttachStep {
+    /// `attach` sent.
+    Attach,
+    /// The tracker did not know the session: `login_begin` sent with this nonce.
+    Begin { cnonce: String },
+    /// `login` sent with the proof over this AuthMessage.
+    Login { auth_message: Vec<u8> },
 }
 
 /// Something the app must hear about.
@@ -83,6 +147,9 @@ pub enum LinkEvent {
     Unreachable,
     /// The session could not be re-attached after a failover (the reason is a sentence).
     SessionLost { reason: String },
+    /// A correct login of this user from another client ended this session (the tracker's
+    /// sentence); the link forgot it and will not log in again by itself.
+    TakenOver { message: String },
 }
 
 #[derive(Clone, Debug)]
@@ -97,7 +164,7 @@ struct QueuedRequest {
     retried_session: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum LinkState {
     /// No connection; the next attempt at `until`.
     Waiting { until: Instant },
@@ -108,10 +175,10 @@ enum LinkState {
     /// The write that was in flight when the last tracker went away, re-sent (this tag)
     /// before the session is re-attached: see `after_hello`.
     Retrying { tag: u64, since: Instant },
-    /// `attach` (or, when `via_login`, `login`) sent with this tag.
+    /// Re-attaching the session: the request of `step` sent with this tag.
     Attaching {
         tag: u64,
-        via_login: bool,
+        step: AttachStep,
         since: Instant,
     },
     /// Requests flow.
@@ -138,6 +205,8 @@ pub struct TrackerLink {
     /// Not sent yet: held while a write is in flight or the link is not ready.
     queue: VecDeque<QueuedRequest>,
     session: Option<Session>,
+    /// The PBKDF2 count the current tracker wants for new users (its `hello` reply).
+    kdf_iterations: Option<u32>,
     /// Failed attempts since the link was last ready (drives the backoff).
     failures: u32,
     /// Whether `Unreachable` was reported for the current outage.
@@ -170,6 +239,7 @@ impl TrackerLink {
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
             session: None,
+            kdf_iterations: None,
             failures: 0,
             reported_unreachable: false,
             waiting_since: None,
@@ -179,6 +249,18 @@ impl TrackerLink {
 
     pub fn is_ready(&self) -> bool {
         self.state == LinkState::Ready
+    }
+
+    /// The PBKDF2 count for new users that the tracker named in `hello`; `None` before the
+    /// first `hello` is answered.
+    pub fn kdf_iterations(&self) -> Option<u32> {
+        self.kdf_iterations
+    }
+
+    /// The secure channel's handshake hash, which login and attach proofs cover. The secure
+    /// transport provides it; `None` (treated as 32 zero bytes) until then.
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        None
     }
 
     /// The address of the tracker in use (or being tried).
@@ -236,19 +318,19 @@ impl TrackerLink {
 
     /// The next moment `tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match self.state {
-            LinkState::Waiting { until } => Some(until),
+        match &self.state {
+            LinkState::Waiting { until } => Some(*until),
             LinkState::Connecting { since }
             | LinkState::Hello { since, .. }
-            | LinkState::Attaching { since, .. } => Some(since + HANDSHAKE_TIMEOUT),
-            LinkState::Retrying { since, .. } => Some(since + REPLY_TIMEOUT),
+            | LinkState::Attaching { since, .. } => Some(*since + HANDSHAKE_TIMEOUT),
+            LinkState::Retrying { since, .. } => Some(*since + REPLY_TIMEOUT),
             LinkState::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
         }
     }
 
     /// Runs the link's timers: connection attempts, handshake and reply timeouts.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
-        match self.state {
+        match self.state.clone() {
             LinkState::Waiting { until } if now >= until => self.connect(registry, now),
             LinkState::Connecting { since }
             | LinkState::Hello { since, .. }
@@ -425,7 +507,22 @@ impl TrackerLink {
     }
 
     fn on_reply(&mut self, registry: &Registry, tag: u64, reply: Reply, now: Instant) {
-        match self.state {
+        if let Reply::Err {
+            code: ErrorCode::SessionTakenOver,
+            message,
+        } = &reply
+        {
+            if tag == 0 {
+                // The tracker closes the connection next; the link reconnects without a
+                // session, and the app hears why.
+                self.session = None;
+                self.events.push(LinkEvent::TakenOver {
+                    message: message.clone(),
+                });
+                return;
+            }
+        }
+        match self.state.clone() {
             LinkState::Hello { tag: t, .. } if t == tag => match reply {
                 Reply::Ok(words) => {
                     log::debug!(
@@ -433,6 +530,8 @@ impl TrackerLink {
                         self.tracker_addr(),
                         words.join(" ")
                     );
+                    // `ok <tracker_no> <kdf_iterations>`; an out-of-range count is not used.
+                    self.kdf_iterations = words.get(1).and_then(|w| scram::parse_count(w));
                     self.after_hello(registry, now);
                 }
                 Reply::Err { code, message } => {
@@ -462,39 +561,9 @@ impl TrackerLink {
                 }
                 self.attach_or_ready(registry, now);
             }
-            LinkState::Attaching {
-                tag: t, via_login, ..
-            } if t == tag => match reply {
-                Reply::Ok(words) => {
-                    if via_login {
-                        if let (Some(s), Some(token)) = (self.session.as_mut(), words.first()) {
-                            s.token = token.clone();
-                        }
-                    }
-                    self.become_ready(registry, now);
-                }
-                Reply::Err {
-                    code: ErrorCode::NoSession,
-                    ..
-                } if !via_login => {
-                    self.send_login(now);
-                }
-                Reply::Err { code, message } => {
-                    let user = self.session.take().map(|s| s.user).unwrap_or_default();
-                    let reason = match code {
-                        ErrorCode::AlreadyLoggedIn => {
-                            format!("{user} is logged in from another client")
-                        }
-                        ErrorCode::BadCredentials => {
-                            format!("the tracker no longer accepts the password of {user}")
-                        }
-                        _ => message,
-                    };
-                    self.events.push(LinkEvent::SessionLost { reason });
-                    self.become_ready(registry, now);
-                }
-                Reply::List { .. } => self.fail(registry, now, true),
-            },
+            LinkState::Attaching { tag: t, step, .. } if t == tag => {
+                self.on_attach_reply(registry, step, reply, now)
+            }
             LinkState::Ready => self.deliver(registry, tag, reply, now),
             _ => log::debug!(
                 "unexpected reply {tag} from tracker {}",
@@ -535,39 +604,121 @@ impl TrackerLink {
     fn attach_or_ready(&mut self, registry: &Registry, now: Instant) {
         match self.session.clone() {
             Some(s) => {
-                let tag = self.take_tag();
+                let proof = proofs::attach_proof(&s.secret, &s.token, self.channel_binding());
                 let attach = Verb::Attach {
                     token: s.token,
+                    proof: to_hex(&proof),
                     addr: self.advertise.to_string(),
                 };
-                let line = request_line(tag, &attach.encode());
-                self.conn.as_mut().expect("connected").send_line(&line);
-                self.state = LinkState::Attaching {
-                    tag,
-                    via_login: false,
-                    since: now,
-                };
+                self.send_attach_step(&attach, AttachStep::Attach, now);
                 self.flush(registry, now);
             }
             None => self.become_ready(registry, now),
         }
     }
 
-    fn send_login(&mut self, now: Instant) {
-        let s = self.session.clone().expect("attaching has a session");
+    fn send_attach_step(&mut self, verb: &Verb, step: AttachStep, now: Instant) {
         let tag = self.take_tag();
-        let login = Verb::Login {
-            user: s.user,
-            password: s.password,
-            addr: self.advertise.to_string(),
-        };
-        let line = request_line(tag, &login.encode());
-        self.conn.as_mut().expect("connected").send_line(&line);
+        let line = request_line(tag, &verb.encode());
+        if let Some(conn) = self.conn.as_mut() {
+            conn.send_line(&line);
+        }
         self.state = LinkState::Attaching {
             tag,
-            via_login: true,
+            step,
             since: now,
         };
+    }
+
+    /// One step of re-attaching: `attach`; when the tracker does not know the session, a
+    /// login with the kept keys (`login_begin`, then `login`, the tracker's proof checked).
+    fn on_attach_reply(
+        &mut self,
+        registry: &Registry,
+        step: AttachStep,
+        reply: Reply,
+        now: Instant,
+    ) {
+        let Some(s) = self.session.clone() else {
+            return self.become_ready(registry, now);
+        };
+        match (step, reply) {
+            (AttachStep::Attach, Reply::Ok(_)) => self.become_ready(registry, now),
+            (
+                AttachStep::Attach,
+                Reply::Err {
+                    code: ErrorCode::NoSession,
+                    ..
+                },
+            ) => {
+                let cnonce = match proofs::random_hex(NONCE_LEN) {
+                    Ok(n) => n,
+                    Err(e) => return self.session_lost(registry, e, now),
+                };
+                let begin = Verb::LoginBegin {
+                    user: s.user.clone(),
+                    cnonce: cnonce.clone(),
+                };
+                self.send_attach_step(&begin, AttachStep::Begin { cnonce }, now);
+                self.flush(registry, now);
+            }
+            (AttachStep::Begin { cnonce }, Reply::Ok(words)) => {
+                let (salt, count) = (to_hex(&s.salt), s.iterations.to_string());
+                let [w_salt, w_count, snonce] = words.as_slice() else {
+                    return self.fail(registry, now, true);
+                };
+                if *w_salt != salt || *w_count != count {
+                    let reason = format!(
+                        "the tracker no longer has the password of {} that this client logged in with",
+                        s.user
+                    );
+                    return self.session_lost(registry, reason, now);
+                }
+                let auth_message = proofs::auth_message(
+                    &s.user,
+                    &cnonce,
+                    snonce,
+                    &s.salt,
+                    s.iterations,
+                    self.channel_binding(),
+                );
+                let login = Verb::Login {
+                    user: s.user.clone(),
+                    proof: to_hex(&s.keys.proof(&auth_message)),
+                    addr: self.advertise.to_string(),
+                };
+                self.send_attach_step(&login, AttachStep::Login { auth_message }, now);
+                self.flush(registry, now);
+            }
+            (AttachStep::Login { auth_message }, Reply::Ok(words)) => {
+                match LoginReply::parse(&words, &s.keys, &auth_message) {
+                    Ok(r) => {
+                        if let Some(sess) = self.session.as_mut() {
+                            sess.token = r.token;
+                            sess.secret = r.secret;
+                        }
+                        self.become_ready(registry, now);
+                    }
+                    Err(e) => self.session_lost(registry, e, now),
+                }
+            }
+            (_, Reply::Err { code, message }) => {
+                let reason = match code {
+                    ErrorCode::BadCredentials => {
+                        format!("the tracker no longer accepts the password of {}", s.user)
+                    }
+                    _ => message,
+                };
+                self.session_lost(registry, reason, now);
+            }
+            (_, Reply::List { .. }) => self.fail(registry, now, true),
+        }
+    }
+
+    fn session_lost(&mut self, registry: &Registry, reason: String, now: Instant) {
+        self.session = None;
+        self.events.push(LinkEvent::SessionLost { reason });
+        self.become_ready(registry, now);
     }
 
     fn become_ready(&mut self, registry: &Registry, now: Instant) {
@@ -713,8 +864,22 @@ mod tests {
         assert_eq!(RequestClass::of(&download), RequestClass::Read);
     }
 
-    /// A link against a scripted tracker on loopback: checks the hello / attach / re-send
-    /// sequence over a real socket, driven by a real poll.
+    /// A session as the app makes it after a login with password "pw" at 4096 iterations.
+    fn session(token: &str) -> Session {
+        Session {
+            user: "alice".into(),
+            keys: Rc::new(ClientKeys::derive("pw", &[5; 16], 4096)),
+            salt: [5; 16],
+            iterations: 4096,
+            token: token.into(),
+            secret: [7; proofs::SECRET_LEN],
+        }
+    }
+
+    /// A link against a scripted tracker on loopback: checks the hello / attach / re-login /
+    /// re-send sequence over a real socket, driven by a real poll. Tracker 2 does not know
+    /// the session, so the link logs in again with the kept keys, and checks the tracker's
+    /// proof.
     #[test]
     fn failover_reattaches_and_resends_unanswered_requests_with_their_tags() {
         use std::io::{BufRead, BufReader, Write};
@@ -727,14 +892,18 @@ mod tests {
             let mut w = s;
             let mut line = String::new();
             rd.read_line(&mut line).unwrap();
-            assert!(line.contains(" hello 00000000000000ab 1"), "{line}");
+            assert!(line.contains(" hello 00000000000000ab 2"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok 1").unwrap();
+            writeln!(w, "{tag} ok 1 4096").unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
-            assert!(line.ends_with(" login alice pw 127.0.0.1:7000\n"), "{line}");
+            let want = format!(" attach tok123 {} 127.0.0.1:7000\n", {
+                let p = proofs::attach_proof(&[7; 32], "tok123", None);
+                to_hex(&p)
+            });
+            assert!(line.ends_with(&want), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok tok123").unwrap();
+            writeln!(w, "{tag} ok alice").unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             assert_eq!(line, "3 create_group g\n");
@@ -744,91 +913,82 @@ mod tests {
             let (s, _) = l2.accept().unwrap();
             let mut rd = BufReader::new(s.try_clone().unwrap());
             let mut w = s;
-            let mut line = String::new();
-            rd.read_line(&mut line).unwrap();
-            assert!(line.contains(" hello 00000000000000ab 1"), "{line}");
+            let read = |rd: &mut BufReader<std::net::TcpStream>| {
+                let mut line = String::new();
+                rd.read_line(&mut line).unwrap();
+                line
+            };
+            let line = read(&mut rd);
+            assert!(line.contains(" hello 00000000000000ab 2"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok 2").unwrap();
+            writeln!(w, "{tag} ok 2 4096").unwrap();
             // The write in flight comes first, before the attach; it did not happen here.
-            line.clear();
-            rd.read_line(&mut line).unwrap();
-            assert_eq!(line, "3 create_group g\n");
+            assert_eq!(read(&mut rd), "3 create_group g\n");
             writeln!(w, "3 err not_logged_in log in first").unwrap();
-            line.clear();
-            rd.read_line(&mut line).unwrap();
-            assert!(line.contains(" attach tok123 127.0.0.1:7000"), "{line}");
+            let line = read(&mut rd);
+            assert!(line.contains(" attach tok123 "), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
             writeln!(w, "{tag} err no_session unknown").unwrap();
-            line.clear();
-            rd.read_line(&mut line).unwrap();
-            assert!(line.contains(" login alice pw 127.0.0.1:7000"), "{line}");
-            let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok tok456").unwrap();
-            line.clear();
-            rd.read_line(&mut line).unwrap();
-            assert_eq!(line, "3 create_group g\n");
+            // A fresh login with the kept keys: no password on the wire.
+            let line = read(&mut rd);
+            let words: Vec<&str> = line.trim_end().split(' ').collect();
+            assert_eq!(words[1..3], ["login_begin", "alice"], "{line}");
+            let cnonce = words[3].to_string();
+            writeln!(
+                w,
+                "{} ok {} 4096 {}",
+                words[0],
+                "05".repeat(16),
+                "ee".repeat(16)
+            )
+            .unwrap();
+            let line = read(&mut rd);
+            let words: Vec<&str> = line.trim_end().split(' ').collect();
+            assert_eq!(words[1..3], ["login", "alice"], "{line}");
+            let keys = ClientKeys::derive("pw", &[5; 16], 4096);
+            let verifier = keys.verifier([5; 16], 4096);
+            let msg =
+                proofs::auth_message("alice", &cnonce, &"ee".repeat(16), &[5; 16], 4096, None);
+            let proof = scram::lower_hex::<32>(words[3]).unwrap();
+            let tracker_proof = verifier.check(&msg, &proof).expect("a valid proof");
+            writeln!(
+                w,
+                "{} ok tok456 {} {}",
+                words[0],
+                "08".repeat(32),
+                to_hex(&tracker_proof)
+            )
+            .unwrap();
+            assert_eq!(read(&mut rd), "3 create_group g\n");
             writeln!(w, "3 ok").unwrap();
-            line.clear();
-            let _ = rd.read_line(&mut line);
+            let _ = read(&mut rd);
         });
 
         let mut poll = mio::Poll::new().unwrap();
-        let mut events = mio::Events::with_capacity(16);
-        let now = Instant::now();
-        let mut link = TrackerLink::new(addrs, 0, 0xab, "127.0.0.1:7000".parse().unwrap(), now);
-        let reg = poll.registry().try_clone().unwrap();
         let mut got = Vec::new();
-        let mut step = |link: &mut TrackerLink, got: &mut Vec<LinkEvent>| {
-            let now = Instant::now();
-            link.tick(&reg, now);
-            let timeout = link
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now))
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
-            poll.poll(&mut events, Some(timeout)).unwrap();
-            for e in events.iter() {
-                link.handle_event(&reg, e, Instant::now());
-            }
-            got.extend(link.take_events());
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let login = link.send(
-            &reg.try_clone().unwrap(),
-            &Verb::Login {
-                user: "alice".into(),
-                password: "pw".into(),
-                addr: "127.0.0.1:7000".into(),
-            },
-            vec![],
-            now,
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            0xab,
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
         );
-        while !got
-            .iter()
-            .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == login))
-        {
-            assert!(Instant::now() < deadline);
-            step(&mut link, &mut got);
-        }
-        link.set_session(Some(Session {
-            user: "alice".into(),
-            password: "pw".into(),
-            token: "tok123".into(),
-        }));
+        let reg = poll.registry().try_clone().unwrap();
+        link.set_session(Some(session("tok123")));
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter().any(|e| matches!(e, LinkEvent::Connected { .. }))
+        });
         let tag = link.send(
-            &reg.try_clone().unwrap(),
+            &reg,
             &Verb::CreateGroup { group: "g".into() },
             vec![],
             Instant::now(),
         );
-        assert_eq!(tag, 3);
-        while !got
-            .iter()
-            .any(|e| matches!(e, LinkEvent::Reply { tag: 3, .. }))
-        {
-            assert!(Instant::now() < deadline, "{got:?}");
-            step(&mut link, &mut got);
-        }
+        assert_eq!(tag, 3, "hello is 1, attach 2");
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag: 3, .. }))
+        });
         assert!(got.iter().any(|e| matches!(
             e,
             LinkEvent::Connected {
@@ -837,10 +997,79 @@ mod tests {
                 ..
             }
         )));
-        assert_eq!(link.session().unwrap().token, "tok456");
+        let s = link.session().expect("still logged in");
+        assert_eq!((s.token.as_str(), s.secret), ("tok456", [8; 32]));
+        assert_eq!(link.kdf_iterations(), Some(4096));
         t1.join().unwrap();
         link.close(&reg);
         t2.join().unwrap();
+    }
+
+    #[test]
+    fn a_tracker_that_cannot_prove_the_verifier_ends_the_session() {
+        let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = vec![l1.local_addr().unwrap()];
+        let t1 = scripted(
+            l1,
+            vec![
+                (" hello ", "{tag} ok 1 4096"),
+                (" attach tok ", "{tag} err no_session unknown"),
+                (" login_begin alice ", "{tag} ok 05050505050505050505050505050505 4096 abab"),
+                (" login alice ", "{tag} ok tok2 0808080808080808080808080808080808080808080808080808080808080808 0000000000000000000000000000000000000000000000000000000000000000"),
+            ],
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            0xcd,
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
+        );
+        link.set_session(Some(session("tok")));
+        let mut got = Vec::new();
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter().any(|e| matches!(e, LinkEvent::SessionLost { .. }))
+        });
+        assert!(link.session().is_none());
+        link.close(&reg);
+        t1.join().unwrap();
+    }
+
+    #[test]
+    fn a_taken_over_session_is_forgotten_and_not_attached_again() {
+        let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = vec![l1.local_addr().unwrap()];
+        let t1 = scripted(
+            l1,
+            vec![
+                (" hello ", "{tag} ok 1 4096"),
+                (" attach tok ", "{tag} ok alice"),
+                (
+                    " list_groups",
+                    "0 err session_taken_over alice logged in from another client",
+                ),
+            ],
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            0xcd,
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
+        );
+        link.set_session(Some(session("tok")));
+        let mut got = Vec::new();
+        link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter().any(|e| matches!(e, LinkEvent::TakenOver { .. }))
+        });
+        assert!(link.session().is_none());
+        link.close(&reg);
+        t1.join().unwrap();
     }
 
     /// A scripted tracker: for each step, reads a line that must contain `expect` and answers
@@ -899,7 +1128,7 @@ mod tests {
         let t1 = scripted(
             l1,
             vec![
-                (" hello ", "{tag} ok 1"),
+                (" hello ", "{tag} ok 1 4096"),
                 (" attach tok ", "{tag} ok alice"),
                 (" create_group g", ""),
             ],
@@ -908,9 +1137,9 @@ mod tests {
         let t2 = scripted(
             l2,
             vec![
-                (" hello ", "{tag} ok 2"),
+                (" hello ", "{tag} ok 2 4096"),
                 ("create_group g", "{tag} ok"),
-                (" attach tok 127.0.0.1:7000", "{tag} ok alice"),
+                (" attach tok ", "{tag} ok alice"),
                 (" list_groups", "{tag} list 1\ng 1 alice"),
             ],
         );
@@ -923,11 +1152,7 @@ mod tests {
             "127.0.0.1:7000".parse().unwrap(),
             Instant::now(),
         );
-        link.set_session(Some(Session {
-            user: "alice".into(),
-            password: "pw".into(),
-            token: "tok".into(),
-        }));
+        link.set_session(Some(session("tok")));
         let mut got = Vec::new();
         let w = link.send(
             &reg,

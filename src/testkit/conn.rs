@@ -3,6 +3,8 @@
 //! through the protocol's own `ReplyReader`. `LineConn` returns errors (bench, demo); `Conn`
 //! panics on anything unexpected (tests, where a panic is the failure report).
 
+use crate::auth::login as proofs;
+use crate::auth::scram::{self, ClientKeys};
 use crate::pieces;
 use crate::protocol::tracker::{Reply, ReplyReader, Request, Verb};
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +15,12 @@ use std::time::Duration;
 /// whose point is a malformed or hostile request.
 pub trait RequestText {
     fn text(&self) -> String;
+
+    /// The text to send on `conn`, after any exchange it needs first (a login's
+    /// `login_begin`). Most requests need none.
+    fn text_on(&self, _conn: &mut Conn) -> std::io::Result<String> {
+        Ok(self.text())
+    }
 }
 
 impl RequestText for str {
@@ -105,6 +113,43 @@ impl LineConn {
         }
     }
 
+    /// `create_user` as the client does it: a verifier made here with `iterations`.
+    pub fn create_user(
+        &mut self,
+        user: &str,
+        password: &str,
+        iterations: u32,
+    ) -> Result<(), String> {
+        self.ok(&v::create_user_with(user, password, iterations))
+            .map(|_| ())
+    }
+
+    /// The whole login exchange (`login_begin`, proof, `login`, the tracker's proof checked);
+    /// returns the session token and secret (hex).
+    pub fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        addr: &str,
+    ) -> Result<(String, String), String> {
+        let begin = v::login_begin(user);
+        let words = match self.req(&begin)? {
+            Reply::Ok(w) => w,
+            r => return Err(format!("login_begin was refused: {r:?}")),
+        };
+        let (keys, msg, proof) = prove(user, password, &begin, &words)
+            .ok_or_else(|| format!("login_begin answered {words:?}"))?;
+        let login = Verb::Login {
+            user: user.to_string(),
+            proof,
+            addr: addr.to_string(),
+        };
+        match self.ok(&login)? {
+            Reply::Ok(w) => check_login_reply(&keys, &msg, &w),
+            r => Err(format!("login answered {r:?}")),
+        }
+    }
+
     /// The std stream, for handing to the load generator; Err if replies are still buffered.
     pub fn into_stream(self) -> Result<TcpStream, String> {
         if !self.reader.buffer().is_empty() {
@@ -174,8 +219,9 @@ impl Conn {
 
     /// Sends a request and returns its typed reply.
     pub fn try_typed<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Reply> {
+        let text = req.text_on(self)?;
         self.tag += 1;
-        let l = format!("{} {}\n", self.tag, req.text());
+        let l = format!("{} {}\n", self.tag, text);
         self.stream.write_all(l.as_bytes())?;
         Ok(self.read_typed()?.1)
     }
@@ -186,8 +232,9 @@ impl Conn {
     }
 
     pub fn try_req<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Vec<String>> {
+        let text = req.text_on(self)?;
         self.tag += 1;
-        let l = format!("{} {}\n", self.tag, req.text());
+        let l = format!("{} {}\n", self.tag, text);
         self.stream.write_all(l.as_bytes())?;
         self.read_reply()
     }
@@ -216,7 +263,47 @@ impl Conn {
     }
 
     pub fn login(&mut self, user: &str) {
-        self.ok(&v::login(user, &format!("pw-{user}"), "127.0.0.1:1"));
+        self.login_as(user, &format!("pw-{user}"), "127.0.0.1:1");
+    }
+
+    /// Logs in (checking the tracker's proof) and returns the session token and secret.
+    pub fn login_as(&mut self, user: &str, password: &str, addr: &str) -> (String, String) {
+        let begin = v::login_begin(user);
+        let words = match self.typed(&begin) {
+            Reply::Ok(w) => w,
+            r => panic!("login_begin {user} refused: {r:?}"),
+        };
+        let (keys, msg, proof) = prove(user, password, &begin, &words).expect("login_begin reply");
+        let login = Verb::Login {
+            user: user.to_string(),
+            proof,
+            addr: addr.to_string(),
+        };
+        match self.typed(&login) {
+            Reply::Ok(w) => check_login_reply(&keys, &msg, &w).expect("the tracker's proof"),
+            r => panic!("login {user} refused: {r:?}"),
+        }
+    }
+
+    /// `login` as `user` (password `pw-<user>`) for a test that expects the connection may die
+    /// under it: an error instead of a panic when it does or the login is refused.
+    pub fn try_login(&mut self, user: &str) -> std::io::Result<()> {
+        let fail = |why: String| std::io::Error::other(why);
+        let begin = v::login_begin(user);
+        let Reply::Ok(words) = self.try_typed(&begin)? else {
+            return Err(fail(format!("login_begin {user} refused")));
+        };
+        let (keys, msg, proof) = prove(user, &format!("pw-{user}"), &begin, &words)
+            .ok_or_else(|| fail(format!("login_begin answered {words:?}")))?;
+        let login = Verb::Login {
+            user: user.to_string(),
+            proof,
+            addr: "127.0.0.1:1".to_string(),
+        };
+        match self.try_typed(&login)? {
+            Reply::Ok(w) => check_login_reply(&keys, &msg, &w).map(|_| ()).map_err(fail),
+            r => Err(fail(format!("login {user} refused: {r:?}"))),
+        }
     }
 
     pub fn user(&mut self, user: &str) {
@@ -245,9 +332,51 @@ impl Conn {
     }
 }
 
+/// The client's side of a `login_begin` answer (`<salt> <iterations> <snonce>`): the keys,
+/// the AuthMessage (no channel binding on these plain test sockets) and the proof in hex.
+pub fn prove(
+    user: &str,
+    password: &str,
+    begin: &Verb,
+    words: &[String],
+) -> Option<(ClientKeys, Vec<u8>, String)> {
+    let Verb::LoginBegin { cnonce, .. } = begin else {
+        return None;
+    };
+    let [salt, iterations, snonce] = words else {
+        return None;
+    };
+    let salt = scram::lower_hex::<{ scram::SALT_LEN }>(salt)?;
+    let iterations = scram::parse_count(iterations)?;
+    let keys = ClientKeys::derive(password, &salt, iterations);
+    let msg = proofs::auth_message(user, cnonce, snonce, &salt, iterations, None);
+    let proof = pieces::to_hex(&keys.proof(&msg));
+    Some((keys, msg, proof))
+}
+
+/// Token and secret from a login's `ok <token> <secret> <tracker-proof>`, once the tracker's
+/// proof is checked.
+pub fn check_login_reply(
+    keys: &ClientKeys,
+    msg: &[u8],
+    words: &[String],
+) -> Result<(String, String), String> {
+    let [token, secret, tracker_proof] = words else {
+        return Err(format!("login answered {words:?}"));
+    };
+    let proof = pieces::from_hex(tracker_proof).unwrap_or_default();
+    if !keys.tracker_proof_is_valid(msg, &proof) {
+        return Err("the tracker's proof is wrong".to_string());
+    }
+    Ok((token.clone(), secret.clone()))
+}
+
 /// Short constructors of the requests tests send most, so a test reads like the protocol.
 pub mod v {
-    use crate::protocol::tracker::Verb;
+    use super::{Conn, RequestText};
+    use crate::auth::login as proofs;
+    use crate::auth::scram::{self, ClientKeys};
+    use crate::protocol::tracker::{Reply, Verb};
 
     fn s(x: &str) -> String {
         x.to_string()
@@ -256,23 +385,76 @@ pub mod v {
     pub fn hello(instance: u64) -> Verb {
         Verb::Hello { instance }
     }
+    /// `create_user` with a verifier made as the client makes it, at the fewest iterations
+    /// (test trackers run with `--kdf-iterations 4096`).
     pub fn create_user(user: &str, password: &str) -> Verb {
+        create_user_with(user, password, scram::MIN_ITERATIONS)
+    }
+    pub fn create_user_with(user: &str, password: &str, iterations: u32) -> Verb {
+        let salt = proofs::random_array::<{ scram::SALT_LEN }>().expect("random salt");
+        let keys = ClientKeys::derive(password, &salt, iterations);
         Verb::CreateUser {
             user: s(user),
-            password: s(password),
+            verifier: keys.verifier(salt, iterations).encode(),
         }
     }
-    pub fn login(user: &str, password: &str, addr: &str) -> Verb {
-        Verb::Login {
+    pub fn login_begin(user: &str) -> Verb {
+        Verb::LoginBegin {
+            user: s(user),
+            cnonce: proofs::random_hex(16).expect("random nonce"),
+        }
+    }
+    /// A password login: `login_begin` first, then `login` with the proof, on the same
+    /// connection (see `RequestText::text_on`).
+    pub fn login(user: &str, password: &str, addr: &str) -> Login {
+        Login {
             user: s(user),
             password: s(password),
             addr: s(addr),
         }
     }
-    pub fn attach(token: &str, addr: &str) -> Verb {
+    /// `attach` proving knowledge of `secret` (hex) on a plain test socket.
+    pub fn attach(token: &str, secret: &str, addr: &str) -> Verb {
+        let secret = scram::lower_hex::<32>(secret).unwrap_or([0; 32]);
         Verb::Attach {
             token: s(token),
+            proof: crate::pieces::to_hex(&proofs::attach_proof(&secret, token, None)),
             addr: s(addr),
+        }
+    }
+
+    /// A login as a test writes it; sent as the exchange the protocol needs.
+    pub struct Login {
+        pub user: String,
+        pub password: String,
+        pub addr: String,
+    }
+
+    impl RequestText for Login {
+        fn text(&self) -> String {
+            format!(
+                "login {} <proof of {}> {}",
+                self.user, self.password, self.addr
+            )
+        }
+
+        /// Runs `login_begin` and returns the `login` line with the proof. A refused
+        /// `login_begin` (already logged in, not serving) still sends a `login`, with a proof
+        /// that cannot match, so the test sees the tracker's refusal of the login itself.
+        fn text_on(&self, conn: &mut Conn) -> std::io::Result<String> {
+            let begin = login_begin(&self.user);
+            let words = match conn.try_typed(&begin)? {
+                Reply::Ok(w) => w,
+                _ => Vec::new(),
+            };
+            let proof = super::prove(&self.user, &self.password, &begin, &words)
+                .map_or_else(|| "00".repeat(32), |(_, _, p)| p);
+            let login = Verb::Login {
+                user: self.user.clone(),
+                proof,
+                addr: self.addr.clone(),
+            };
+            Ok(login.encode())
         }
     }
     pub fn create_group(group: &str) -> Verb {

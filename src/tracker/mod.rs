@@ -1,6 +1,5 @@
 //! The tracker: users, groups, files and presence, kept by a pair of replicated trackers.
 //!
-//! - `password`    — salted, iterated password hashes
 //! - `op`          — replicated operations and journal entries, their text encoding
 //! - `state`       — the state as plain data; `apply(op) -> outcome`, queries, snapshots
 //! - `rates`       — per-address token buckets (registrations, failed logins); local, pure
@@ -8,11 +7,11 @@
 //! - `link`        — peer-link messages and the cluster-key handshake
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
 //!
-//! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`.
+//! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`; the
+//! login proofs are checked with `crate::auth` (the tracker stores SCRAM verifiers only).
 pub mod journal;
 pub mod link;
 pub mod op;
-pub mod password;
 pub mod rates;
 pub mod server;
 pub mod state;

@@ -2,13 +2,13 @@
 //!
 //! An operation is one line of words separated by single spaces; the same text is a journal
 //! line (`<term> <seq> <origin|-> <operation>`) and the payload of the peer link's `op`/`fwd`.
-//! Everything that is not a pure function of the state (salt, token) is already chosen when an
+//! Everything that is not a pure function of the state (verifier, token, secret) is already chosen when an
 //! operation is built, so applying it is deterministic on both trackers. Decoding validates
 //! every field, because the text comes from disk and from the network.
 
+use crate::auth::scram;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, MAX_PIECES};
-use crate::tracker::password;
 use crate::tracker::state::Limits;
 use std::net::SocketAddr;
 
@@ -30,13 +30,19 @@ pub struct Origin {
 pub enum Op {
     CreateUser {
         user: String,
-        pw_hash: String,
+        /// `scram::Verifier::encode()`: the client made it; nothing in it logs in by itself.
+        verifier: String,
     },
+    /// Proposed only after the tracker checked the login proof; ends any other session of the
+    /// user (a takeover).
     Login {
         token: Token,
         user: String,
         addr: String,
         tracker: u8,
+        /// The session secret (64 lowercase hex): `attach` proves knowledge of it, and the
+        /// ticket key is derived from it.
+        secret: String,
     },
     Attach {
         token: Token,
@@ -137,6 +143,31 @@ fn token(s: &str) -> Result<Token, String> {
             "session token '{}' is not {TOKEN_LEN} lowercase hex digits",
             clip(s)
         ))
+    }
+}
+
+/// Why a stored password verifier is refused; a hash written before protocol version 2 says
+/// so, since such a data directory cannot be used by this version.
+pub fn verifier_problem(s: &str) -> String {
+    if s.starts_with("pbkdf2-sha256$") {
+        "a pbkdf2-sha256 password hash from before SCRAM logins (version 2): this tracker needs \
+         a fresh data directory (move the old one away; users register again)"
+            .to_string()
+    } else {
+        "the password verifier is malformed".to_string()
+    }
+}
+
+/// A session secret as stored: 64 lowercase hex digits.
+pub fn is_secret(s: &str) -> bool {
+    scram::lower_hex::<32>(s).is_some()
+}
+
+fn secret(s: &str) -> Result<String, String> {
+    if is_secret(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a session secret is 64 lowercase hex digits".to_string())
     }
 }
 
@@ -305,13 +336,14 @@ impl Op {
     pub fn encode(&self) -> String {
         let v = self.verb();
         match self {
-            Op::CreateUser { user, pw_hash } => format!("{v} {user} {pw_hash}"),
+            Op::CreateUser { user, verifier } => format!("{v} {user} {verifier}"),
             Op::Login {
                 token,
                 user,
                 addr,
                 tracker,
-            } => format!("{v} {token} {user} {addr} {tracker}"),
+                secret,
+            } => format!("{v} {token} {user} {addr} {tracker} {secret}"),
             Op::Attach {
                 token,
                 addr,
@@ -374,21 +406,22 @@ impl Op {
         let op = match *verb {
             "create_user" => {
                 want(2)?;
-                if !password::is_well_formed(args[1]) {
-                    return Err("the password hash is malformed".to_string());
+                if scram::Verifier::parse(args[1]).is_none() {
+                    return Err(verifier_problem(args[1]));
                 }
                 Op::CreateUser {
                     user: name(NameKind::User, args[0])?,
-                    pw_hash: args[1].to_string(),
+                    verifier: args[1].to_string(),
                 }
             }
             "login" => {
-                want(4)?;
+                want(5)?;
                 Op::Login {
                     token: token(args[0])?,
                     user: name(NameKind::User, args[1])?,
                     addr: addr(args[2])?,
                     tracker: tracker(args[3])?,
+                    secret: secret(args[4])?,
                 }
             }
             "attach" => {
@@ -479,11 +512,18 @@ impl Op {
 
     /// Whether a successful application is remembered for deduplication. `have` is idempotent
     /// and would only churn the table; `term`, `detach` and `limits` are the trackers' own,
-    /// never a client's request.
+    /// never a client's request; `login` and `attach` hold proofs bound to one connection, so
+    /// a retry is a fresh exchange, never an answer from the record (which would hand out a
+    /// secret).
     pub fn is_write_dedup(&self) -> bool {
         !matches!(
             self,
-            Op::Have { .. } | Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)
+            Op::Have { .. }
+                | Op::Term { .. }
+                | Op::Detach { .. }
+                | Op::Limits(_)
+                | Op::Login { .. }
+                | Op::Attach { .. }
         )
     }
 }
@@ -524,18 +564,25 @@ mod tests {
 
     const T: &str = "0123456789abcdef0123456789abcdef";
 
+    fn test_verifier() -> String {
+        scram::ClientKeys::derive("pw", &[1; 16], 4096)
+            .verifier([1; 16], 4096)
+            .encode()
+    }
+
     fn every_variant() -> Vec<Op> {
         let t = T.to_string();
         vec![
             Op::CreateUser {
                 user: "alice".into(),
-                pw_hash: password::hash_password("pw"),
+                verifier: test_verifier(),
             },
             Op::Login {
                 token: t.clone(),
                 user: "alice".into(),
                 addr: "127.0.0.1:4000".into(),
                 tracker: 1,
+                secret: "5e".repeat(32),
             },
             Op::Attach {
                 token: t.clone(),
@@ -614,7 +661,10 @@ mod tests {
     #[test]
     fn text_forms_are_as_documented() {
         let ops = every_variant();
-        assert_eq!(ops[1].encode(), format!("login {T} alice 127.0.0.1:4000 1"));
+        assert_eq!(
+            ops[1].encode(),
+            format!("login {T} alice 127.0.0.1:4000 1 {}", "5e".repeat(32))
+        );
         assert_eq!(ops[10].encode(), format!("upload {T} g1 empty 0 -"));
         assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));
         assert_eq!(ops[13].encode(), "term 7 solo");
@@ -654,11 +704,16 @@ mod tests {
     }
 
     #[test]
-    fn dedup_flag_excludes_have_term_and_detach() {
+    fn dedup_flag_excludes_have_term_detach_login_and_attach() {
         for op in every_variant() {
             let expect = !matches!(
                 op,
-                Op::Have { .. } | Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)
+                Op::Have { .. }
+                    | Op::Term { .. }
+                    | Op::Detach { .. }
+                    | Op::Limits(_)
+                    | Op::Login { .. }
+                    | Op::Attach { .. }
             );
             assert_eq!(op.is_write_dedup(), expect, "{}", op.verb());
         }
@@ -677,10 +732,13 @@ mod tests {
             format!("logout {}", T.to_uppercase()),
             format!("logout {}", &T[1..]),
             "create_user alice not-a-hash".into(),
-            format!("create_user a/b {}", password::hash_password("x")),
-            format!("login {T} alice 127.0.0.1 1"),
-            format!("login {T} alice 127.0.0.1:9 3"),
-            format!("login {T} alice 127.0.0.1:9 01"),
+            format!("create_user a/b {}", test_verifier()),
+            "create_user alice pbkdf2-sha256$9000$00$00".into(),
+            format!("login {T} alice 127.0.0.1 1 {}", "5e".repeat(32)),
+            format!("login {T} alice 127.0.0.1:9 3 {}", "5e".repeat(32)),
+            format!("login {T} alice 127.0.0.1:9 01 {}", "5e".repeat(32)),
+            format!("login {T} alice 127.0.0.1:9 1"),
+            format!("login {T} alice 127.0.0.1:9 1 {}", "5E".repeat(32)),
             format!("attach {T} host:9 1"),
             "detach 0".into(),
             format!("create_group {T} ."),

@@ -11,7 +11,7 @@
 pub use groupshare::protocol::tracker::{Reply, Request, Verb};
 use groupshare::testkit::{self, Stream, TrackerLog};
 #[allow(unused_imports)]
-pub use groupshare::testkit::{v, RequestText};
+pub use groupshare::testkit::{prove, v, RequestText};
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! time comes on top and is measured by the transfer bench once the client exists.
 
 use crate::procs::wait_for;
-use crate::servers::{instance_id, LineConn, TrackerPair};
+use crate::servers::{self, instance_id, LineConn, TrackerPair};
 use groupshare::protocol::tracker::{Reply, Verb};
 use std::time::{Duration, Instant};
 
@@ -20,20 +20,9 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
     let mut c = LineConn::connect(pair.addrs[lead - 1])?;
     let hello = Verb::Hello { instance: inst };
     c.ok(&hello)?;
-    c.ok(&Verb::CreateUser {
-        user: user.clone(),
-        password: "pw".into(),
-    })?;
-    let login = Verb::Login {
-        user: user.clone(),
-        password: "pw".into(),
-        addr: "127.0.0.1:1".into(),
-    };
-    let token = match c.ok(&login)? {
-        Reply::Ok(words) => words.first().cloned(),
-        _ => None,
-    }
-    .ok_or("login gave no token")?;
+    c.ok(&servers::create_user(&user))?;
+    let (token, secret) = servers::login(&mut c, &user)?;
+    let secret = groupshare::auth::scram::lower_hex::<32>(&secret).ok_or("a malformed secret")?;
     let mut tag = c.tag;
 
     let t0 = Instant::now();
@@ -52,8 +41,11 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
             if !matches!(c.req(&hello)?, Reply::Ok(_)) {
                 return Ok(false);
             }
+            // Without a secure channel yet, the proof binds to no channel (zeros).
+            let proof = groupshare::auth::login::attach_proof(&secret, &token, None);
             let attach = Verb::Attach {
                 token: token.clone(),
+                proof: groupshare::pieces::to_hex(&proof),
                 addr: "127.0.0.1:1".into(),
             };
             if !matches!(c.req(&attach)?, Reply::Ok(_)) {

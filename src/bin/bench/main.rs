@@ -13,6 +13,7 @@ mod failover;
 mod flash;
 mod idle;
 mod load;
+mod login;
 mod procs;
 mod redis_pair;
 mod report;
@@ -123,6 +124,8 @@ pub struct Results {
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
     pub flash: Option<Result<flash::FlashCase, transfer::Pending>>,
     pub compaction: Option<Result<compaction::CompactionResult, String>>,
+    /// C7: the tracker's CPU per password login.
+    pub login: Option<Result<login::LoginCost, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
     let mut only_c = false;
     let mut only_flash = false;
     let mut only_compaction = false;
+    let mut only_login = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
             "--only-c" => only_c = true,
             "--only-flash" => only_flash = true,
             "--only-compaction" => only_compaction = true,
+            "--only-login" => only_login = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -169,13 +174,14 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-compaction] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-compaction] [--only-login] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
                      --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
                      --only-compaction  only part D (the loop pause while compacting)\n  \
+                     --only-login  only the login cost (C7); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -185,6 +191,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if only_login {
+        return match login::run_alone(&Settings::new(quick)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if only_flash {
         return match flash::run_alone(&Settings::new(quick)) {
@@ -358,7 +373,7 @@ fn part_a_single(
     mut redis: Option<&mut RedisSide>,
     r: &mut Results,
 ) -> Result<(), String> {
-    let mut conns = Conns::new(single.logged_in(1, "s", s.conns)?, 4)?;
+    let mut conns = Conns::new(single.logged_in(1, "s", s.conns)?, servers::FIRST_FREE_TAG)?;
     for depth in [1, 16] {
         let name = "durable write (`create_group`), single tracker (no replication)";
         eprintln!("bench:   {name}, depth {depth}");
@@ -397,13 +412,14 @@ fn part_a_tracker(
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
     owner.ok(&servers::hello())?;
     owner.ok(&servers::create_user("owner"))?;
-    owner.ok(&servers::login("owner"))?;
+    servers::login(&mut owner, "owner")?;
     owner.ok(&Verb::CreateGroup {
         group: "bench".into(),
     })?;
 
-    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
-    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, 4)?;
+    let first = servers::FIRST_FREE_TAG;
+    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, first)?;
+    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, first)?;
     let cases: [(&str, usize, bool, usize); 6] = [
         ("small read (`list_groups`), leader", 1, false, lead),
         ("small read (`list_groups`), leader", 16, false, lead),
@@ -468,11 +484,11 @@ fn profile_load(args: &[String]) -> Result<(), String> {
     let mut owner = servers::LineConn::connect(pair.addrs[lead - 1])?;
     owner.ok(&servers::hello())?;
     owner.ok(&servers::create_user("owner"))?;
-    owner.ok(&servers::login("owner"))?;
+    servers::login(&mut owner, "owner")?;
     owner.ok(&Verb::CreateGroup {
         group: "bench".into(),
     })?;
-    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, 4)?;
+    let mut conns = Conns::new(pair.logged_in(lead, "l", 50)?, servers::FIRST_FREE_TAG)?;
     eprintln!(
         "leader pid {} follower pid {}",
         pair.pid(lead),
@@ -596,6 +612,8 @@ fn part_c(
         tracker_bin,
         s.client_failover_rounds,
     ));
+    eprintln!("bench:   login cost");
+    r.login = Some(login::cost(s, tracker_bin));
     let mut pair = servers::TrackerPair::start(tracker_bin, "c5")?;
     let res = failover::tracker_failover(&mut pair, s.failover_rounds)
         .map_err(|e| format!("{e}\n{}", pair.log_tail()));

@@ -269,6 +269,7 @@ fn targets(o: &mut String, r: &Results) {
             verdict(Some(worst < 1.0))
         );
     }
+    o.push_str(&login_row(r));
     match &r.client_failover {
         Some(Ok(f)) => {
             let m = f.median();
@@ -740,4 +741,30 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// C7's row: the tracker's CPU per password login (and the client's derivation beside it).
+pub fn login_row(r: &Results) -> String {
+    match &r.login {
+        Some(Ok(c)) => format!(
+            "| C7 login, tracker side: CPU of the tracker per `login_begin` + `login` ({} logins \
+             pipelined over connections; utime + stime from /proc), follower beside it; the proof \
+             check alone; the client's PBKDF2 at {} iterations | {:.1} µs (follower {:.1} µs; \
+             {:.0} logins/s; `Verifier::check` {:.1} µs; client derivation {:.0} ms) | 50 µs | \
+             {:.2} | ≤ 50 µs |\n",
+            c.logins,
+            groupshare::auth::scram::DEFAULT_ITERATIONS,
+            c.leader_us,
+            c.follower_us,
+            c.per_sec,
+            c.check_us,
+            c.derive_default_ms,
+            c.leader_us / 50.0
+        ),
+        Some(Err(e)) => format!(
+            "| C7 login, tracker side | failed: {} | 50 µs | – | ≤ 50 µs |\n",
+            e.lines().next().unwrap_or("")
+        ),
+        None => String::new(),
+    }
 }

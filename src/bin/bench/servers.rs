@@ -3,6 +3,9 @@
 //! Redis instances. `LineConn` is the harness's raw tracker-protocol connection.
 
 use crate::procs::{wait_for, wait_listening, Proc, TempDir};
+use groupshare::auth::login as proofs;
+use groupshare::auth::scram::{self, ClientKeys};
+use groupshare::pieces::to_hex;
 use groupshare::protocol::tracker::{Reply, Verb};
 pub use groupshare::testkit::LineConn;
 use groupshare::testkit::{free_ports, Cluster, TrackerLog};
@@ -11,7 +14,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// The first tag a connection from `TrackerPair::logged_in` has not used (hello, create_user,
+/// login_begin and login took 1 to 4).
+pub const FIRST_FREE_TAG: u64 = 5;
 
 /// A fresh client instance id, as `hello` carries it.
 pub fn instance_id() -> u64 {
@@ -25,20 +33,58 @@ pub fn hello() -> Verb {
     }
 }
 
-/// `create_user <u> pw-<u>`, the password every bench user gets.
+/// Every bench user's password and salt: one key derivation serves them all, so setting up
+/// thousands of sessions costs the bench no PBKDF2 per user (the tracker never runs one).
+const PASSWORD: &str = "pw-bench";
+const SALT: [u8; scram::SALT_LEN] = *b"groupshare-bench";
+
+fn keys() -> &'static ClientKeys {
+    static KEYS: OnceLock<ClientKeys> = OnceLock::new();
+    KEYS.get_or_init(|| ClientKeys::derive(PASSWORD, &SALT, scram::MIN_ITERATIONS))
+}
+
+/// `create_user <u> <verifier>` with the bench's password, at the test count (4096).
 pub fn create_user(u: &str) -> Verb {
     Verb::CreateUser {
         user: u.to_string(),
-        password: format!("pw-{u}"),
+        verifier: keys().verifier(SALT, scram::MIN_ITERATIONS).encode(),
     }
 }
 
-/// `login <u> pw-<u> 127.0.0.1:1`: bench users serve no pieces.
-pub fn login(u: &str) -> Verb {
-    Verb::Login {
+/// `login_begin <u> <fresh nonce>`.
+pub fn login_begin(u: &str) -> Result<Verb, String> {
+    Ok(Verb::LoginBegin {
         user: u.to_string(),
-        password: format!("pw-{u}"),
+        cnonce: proofs::random_hex(16)?,
+    })
+}
+
+/// The `login` answering `begin`'s reply words (`<salt> <iterations> <snonce>`), with the
+/// AuthMessage its reply's tracker proof is checked against. Bench users serve no pieces.
+pub fn login_for(begin: &Verb, words: &[String]) -> Result<(Verb, Vec<u8>), String> {
+    let (Verb::LoginBegin { user, cnonce }, [_, _, snonce]) = (begin, words) else {
+        return Err(format!("login_begin answered {words:?}"));
+    };
+    let msg = proofs::auth_message(user, cnonce, snonce, &SALT, scram::MIN_ITERATIONS, None);
+    let login = Verb::Login {
+        user: user.clone(),
+        proof: to_hex(&keys().proof(&msg)),
         addr: "127.0.0.1:1".to_string(),
+    };
+    Ok((login, msg))
+}
+
+/// The whole login of bench user `u` on `c`; returns token and secret (hex).
+pub fn login(c: &mut LineConn, u: &str) -> Result<(String, String), String> {
+    let begin = login_begin(u)?;
+    let words = match c.ok(&begin)? {
+        Reply::Ok(w) => w,
+        r => return Err(format!("login_begin answered {r:?}")),
+    };
+    let (login, msg) = login_for(&begin, &words)?;
+    match c.ok(&login)? {
+        Reply::Ok(w) => groupshare::testkit::check_login_reply(keys(), &msg, &w),
+        r => Err(format!("login answered {r:?}")),
     }
 }
 
@@ -85,25 +131,41 @@ impl TrackerPair {
     }
 
     /// `n` connections to tracker `t`, each said hello, created user `<prefix><i>` and logged
-    /// in (set-up pipelined per connection). The next free tag of each is 4.
+    /// in (set-up pipelined across connections: hello, create_user and login_begin, then the
+    /// logins). The next free tag of each is `FIRST_FREE_TAG`.
     pub fn logged_in(&self, t: usize, prefix: &str, n: usize) -> Result<Vec<TcpStream>, String> {
         let mut conns = Vec::with_capacity(n);
         for i in 0..n {
             let mut c = LineConn::connect(self.addrs[t - 1])?;
             let u = format!("{prefix}{i}");
+            let begin = login_begin(&u)?;
             c.send(&hello())?;
             c.send(&create_user(&u))?;
-            c.send(&login(&u))?;
-            conns.push(c);
+            c.send(&begin)?;
+            conns.push((c, begin));
         }
-        let mut out = Vec::with_capacity(n);
-        for mut c in conns {
-            for what in ["hello", "create_user", "login"] {
+        let mut logging_in = Vec::with_capacity(n);
+        for (mut c, begin) in conns {
+            for what in ["hello", "create_user"] {
                 let r = c.read_reply()?;
                 if !matches!(r, Reply::Ok(_)) {
                     return Err(format!("set-up {what} at tracker {t} refused: {r:?}"));
                 }
             }
+            let words = match c.read_reply()? {
+                Reply::Ok(w) => w,
+                r => return Err(format!("set-up login_begin at tracker {t} refused: {r:?}")),
+            };
+            let (login, msg) = login_for(&begin, &words)?;
+            c.send(&login)?;
+            logging_in.push((c, msg));
+        }
+        let mut out = Vec::with_capacity(n);
+        for (mut c, msg) in logging_in {
+            match c.read_reply()? {
+                Reply::Ok(w) => groupshare::testkit::check_login_reply(keys(), &msg, &w)?,
+                r => return Err(format!("set-up login at tracker {t} refused: {r:?}")),
+            };
             out.push(c.into_stream()?);
         }
         Ok(out)

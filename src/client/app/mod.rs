@@ -37,7 +37,7 @@ use crate::pieces::Hash;
 use crate::protocol::tracker::Verb;
 use crate::runtime::{self, SignalPipe};
 use mio::{Events, Interest, Poll, Token};
-use session::{ResumeStep, User};
+use session::{LoginStep, ResumeStep, User};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,7 +78,11 @@ enum InProgress {
         cmd: Command,
         tag: u64,
         user: String,
-        password: String,
+        step: LoginStep,
+    },
+    /// A command that needs the tracker's `hello` first (`create_user` needs its KDF count).
+    AwaitingTracker {
+        cmd: Command,
     },
     /// Resuming remembered shares after a login, one at a time.
     Resuming {
@@ -122,7 +126,7 @@ impl InProgress {
             | InProgress::Downloading { tag, .. }
             | InProgress::Logout { tag, .. } => Some(*tag),
             InProgress::Resuming { step, .. } => step.as_ref().map(ResumeStep::tag),
-            InProgress::Hashing { .. } => None,
+            InProgress::Hashing { .. } | InProgress::AwaitingTracker { .. } => None,
         }
     }
 }
@@ -489,6 +493,7 @@ impl App {
                 self.start_login(cmd, user, password, now)
             }
             Logout => self.start_logout(cmd, now),
+            CreateUser { .. } => self.start_create_user(cmd, now),
             UploadFile { path, group } => {
                 let (path, group) = (path.clone(), group.clone());
                 self.start_upload(cmd, &path, group, now)
@@ -498,7 +503,7 @@ impl App {
                 self.start_download(cmd, group, file, &dest, now)
             }
             // Sent above.
-            CreateUser { .. } | CreateGroup { .. } | JoinGroup { .. } | LeaveGroup { .. } => {}
+            CreateGroup { .. } | JoinGroup { .. } | LeaveGroup { .. } => {}
             ListRequests { .. } | AcceptRequest { .. } | ListGroups | ListFiles { .. } => {}
             StopShare { .. } => {}
         }

@@ -25,6 +25,11 @@ impl App {
                 } else if after_outage {
                     console::err(&format!("note: connected to tracker {tracker} ({addr})"));
                 }
+                if matches!(self.command, Some(InProgress::AwaitingTracker { .. })) {
+                    if let Some(InProgress::AwaitingTracker { cmd }) = self.command.take() {
+                        self.start_create_user(cmd, now);
+                    }
+                }
             }
             LinkEvent::Unreachable => {
                 self.outage = true;
@@ -32,6 +37,16 @@ impl App {
             }
             LinkEvent::SessionLost { reason } => {
                 console::err(&format!("warning: your session ended: {reason}"));
+                self.pause_shares();
+                self.user = None;
+            }
+            LinkEvent::TakenOver { message } => {
+                // Not an error of the command at hand: the user logged in elsewhere. This
+                // client does not log in again by itself (that would take the session back).
+                console::err(&format!(
+                    "note: you were logged out: {message}; this client does not log in again by itself"
+                ));
+                self.input.logged_out();
                 self.pause_shares();
                 self.user = None;
             }
@@ -59,8 +74,8 @@ impl App {
                 cmd,
                 tag: t,
                 user,
-                password,
-            } if t == tag => self.on_login_reply(cmd, user, password, reply, now),
+                step,
+            } if t == tag => self.on_login_reply(cmd, user, step, reply, now),
             InProgress::Logout { cmd, tag: t } if t == tag => self.on_logout_reply(cmd, reply),
             InProgress::Uploading {
                 cmd,

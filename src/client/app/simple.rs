@@ -13,7 +13,6 @@ use std::time::Instant;
 pub(super) fn request(cmd: &Command) -> Option<Verb> {
     use Command::*;
     let request = match cmd.clone() {
-        CreateUser { user, password } => Verb::CreateUser { user, password },
         CreateGroup { group } => Verb::CreateGroup { group },
         JoinGroup { group } => Verb::JoinGroup { group },
         LeaveGroup { group } => Verb::LeaveGroup { group },
@@ -22,7 +21,9 @@ pub(super) fn request(cmd: &Command) -> Option<Verb> {
         ListGroups => Verb::ListGroups,
         ListFiles { group } => Verb::ListFiles { group },
         StopShare { group, file } => Verb::StopShare { group, file },
-        Login { .. } | Logout | UploadFile { .. } | DownloadFile { .. } => return None,
+        CreateUser { .. } | Login { .. } | Logout | UploadFile { .. } | DownloadFile { .. } => {
+            return None
+        }
         ShowDownloads | Help | Exit => return None,
     };
     Some(request)

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The tracker's overall budget (users, groups, files or piece hashes) is spent.
     TrackerFull,
+    /// Unsolicited (tag 0): a correct login of this session's user from another client ended
+    /// this session; the connection is closed after it.
+    SessionTakenOver,
     /// A code this side does not know (a newer tracker); the reader keeps its text in the
     /// message so a person still sees it. Never sent.
     Unknown,
@@ -66,6 +69,7 @@ pub(super) const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::RateLimited, "rate_limited"),
     (ErrorCode::QuotaExceeded, "quota_exceeded"),
     (ErrorCode::TrackerFull, "tracker_full"),
+    (ErrorCode::SessionTakenOver, "session_taken_over"),
 ];
 
 impl ErrorCode {

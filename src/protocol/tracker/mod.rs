@@ -24,11 +24,15 @@ pub use reply::{encode_err, encode_ok, Reply, ReplyReader, WriteReply, MAX_LIST_
 pub use request::{line as request_line, parse, verb_word, ParseError, Request, Verb};
 
 /// The protocol version both sides speak (`hello <instance> <version>`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: logins by SCRAM proof (`login_begin`/`login`), verifiers in `create_user`, `attach` with
+/// a proof of the session secret.
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Longest password, in bytes, for the client's shell and the tracker alike. It travels as one
-/// word of a request line and is hashed by the tracker; 256 bytes is far beyond any memorable
-/// password and keeps lines small.
+/// Bytes of a login nonce (`login_begin`'s and the tracker's): 128 bits, sent as 32 hex digits.
+pub const NONCE_LEN: usize = 16;
+
+/// Longest password, in bytes, that the client's shell accepts (the password itself never
+/// travels; the client derives keys from it). 256 bytes is far beyond any memorable password.
 pub const MAX_PASSWORD: usize = 256;
 
 /// Strategies the property tests of the submodules share.

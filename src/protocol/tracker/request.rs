@@ -2,7 +2,8 @@
 //! and addresses validated here, at the edge, and encoded from the same `Verb`.
 
 use super::error::{ErrorCode, ErrorReply};
-use super::{MAX_PASSWORD, PROTOCOL_VERSION};
+use super::{NONCE_LEN, PROTOCOL_VERSION};
+use crate::auth::scram;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, MAX_PIECES};
 use std::net::SocketAddr;
@@ -15,17 +16,27 @@ pub enum Verb {
     },
     CreateUser {
         user: String,
-        password: String,
+        /// `scram::Verifier::encode()`, checked here to be well formed: never the password.
+        verifier: String,
+    },
+    /// The first half of a login: the tracker answers salt, count and its nonce.
+    LoginBegin {
+        user: String,
+        /// 32 lowercase hex digits, fresh per attempt.
+        cnonce: String,
     },
     Login {
         user: String,
-        password: String,
+        /// The SCRAM client proof over the AuthMessage (`auth::login`), 64 lowercase hex.
+        proof: String,
         /// `IP:PORT` where the client serves pieces, in `SocketAddr`'s canonical form.
         addr: String,
     },
     Attach {
         /// 32 lowercase hex digits.
         token: String,
+        /// HMAC of the session secret over the token and the channel (`auth::login`), 64 hex.
+        proof: String,
         addr: String,
     },
     Logout,
@@ -117,9 +128,10 @@ impl ParseError {
 /// Each verb's usage; the number of `<...>` words is its argument count.
 const USAGE: &[(&str, &str)] = &[
     ("hello", "hello <instance> <version>"),
-    ("create_user", "create_user <user_id> <password>"),
-    ("login", "login <user_id> <password> <ip:port>"),
-    ("attach", "attach <token> <ip:port>"),
+    ("create_user", "create_user <user_id> <verifier>"),
+    ("login_begin", "login_begin <user_id> <cnonce>"),
+    ("login", "login <user_id> <proof> <ip:port>"),
+    ("attach", "attach <token> <proof> <ip:port>"),
     ("logout", "logout"),
     ("create_group", "create_group <group_id>"),
     ("join_group", "join_group <group_id>"),
@@ -150,6 +162,7 @@ impl Verb {
         match self {
             Verb::Hello { .. } => "hello",
             Verb::CreateUser { .. } => "create_user",
+            Verb::LoginBegin { .. } => "login_begin",
             Verb::Login { .. } => "login",
             Verb::Attach { .. } => "attach",
             Verb::Logout => "logout",
@@ -175,13 +188,10 @@ impl Verb {
         let name = self.name();
         match self {
             Verb::Hello { instance } => format!("{name} {instance:016x} {PROTOCOL_VERSION}"),
-            Verb::CreateUser { user, password } => format!("{name} {user} {password}"),
-            Verb::Login {
-                user,
-                password,
-                addr,
-            } => format!("{name} {user} {password} {addr}"),
-            Verb::Attach { token, addr } => format!("{name} {token} {addr}"),
+            Verb::CreateUser { user, verifier } => format!("{name} {user} {verifier}"),
+            Verb::LoginBegin { user, cnonce } => format!("{name} {user} {cnonce}"),
+            Verb::Login { user, proof, addr } => format!("{name} {user} {proof} {addr}"),
+            Verb::Attach { token, proof, addr } => format!("{name} {token} {proof} {addr}"),
             Verb::CreateGroup { group }
             | Verb::JoinGroup { group }
             | Verb::LeaveGroup { group }
@@ -211,13 +221,12 @@ impl Verb {
 
     /// Whether the verb changes the state and is deduplicated by `(instance, tag)`: a client
     /// keeps at most one of these on the wire. `have` changes state too but is idempotent and
-    /// not deduplicated, so it is not a write in this sense.
+    /// not deduplicated, so it is not a write in this sense; nor are `login` and `attach`,
+    /// whose proofs hold only on the connection that made them (a retry is a new exchange).
     pub fn is_write(&self) -> bool {
         matches!(
             self,
             Verb::CreateUser { .. }
-                | Verb::Login { .. }
-                | Verb::Attach { .. }
                 | Verb::Logout
                 | Verb::CreateGroup { .. }
                 | Verb::JoinGroup { .. }
@@ -235,6 +244,7 @@ impl Verb {
             self,
             Verb::Hello { .. }
                 | Verb::CreateUser { .. }
+                | Verb::LoginBegin { .. }
                 | Verb::Login { .. }
                 | Verb::Attach { .. }
                 | Verb::UploadFile { .. }
@@ -361,13 +371,27 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             }
             Verb::Hello { instance }
         }
-        "create_user" => Verb::CreateUser {
+        "create_user" => {
+            let user = name(NameKind::User, args[0])?;
+            if scram::Verifier::parse(args[1]).is_none() {
+                return Err(ParseError::new(
+                    tag,
+                    BadRequest,
+                    "the verifier is not scram-sha256$<iterations>$<salt>$<stored>$<server> in lowercase hex",
+                ));
+            }
+            Verb::CreateUser {
+                user,
+                verifier: args[1].to_string(),
+            }
+        }
+        "login_begin" => Verb::LoginBegin {
             user: name(NameKind::User, args[0])?,
-            password: password(tag, args[1])?,
+            cnonce: hex_word(tag, args[1], NONCE_LEN, "the client nonce")?,
         },
         "login" => Verb::Login {
             user: name(NameKind::User, args[0])?,
-            password: password(tag, args[1])?,
+            proof: hex_word(tag, args[1], scram::KEY_LEN, "the proof")?,
             addr: addr(args[2])?,
         },
         "attach" => {
@@ -381,7 +405,8 @@ pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
             }
             Verb::Attach {
                 token: token.to_ascii_lowercase(),
-                addr: addr(args[1])?,
+                proof: hex_word(tag, args[1], scram::KEY_LEN, "the proof")?,
+                addr: addr(args[2])?,
             }
         }
         "logout" => Verb::Logout,
@@ -478,16 +503,16 @@ fn upload_skip(npieces: &str) -> usize {
         .map_or(0, |n| pieces::hash_line_count(n as usize))
 }
 
-/// Passwords are single words (no whitespace can reach here) of bounded length.
-fn password(tag: u64, p: &str) -> Result<String, ParseError> {
-    if p.len() > MAX_PASSWORD {
+/// Exactly `bytes` bytes in lowercase hex: nonces and proofs have one spelling.
+fn hex_word(tag: u64, s: &str, bytes: usize, what: &str) -> Result<String, ParseError> {
+    if s.len() != bytes * 2 || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(ParseError::new(
             tag,
             ErrorCode::BadRequest,
-            format!("passwords are at most {MAX_PASSWORD} bytes"),
+            format!("{what} must be {} lowercase hex digits", bytes * 2),
         ));
     }
-    Ok(p.to_string())
+    Ok(s.to_string())
 }
 
 #[cfg(test)]
@@ -507,14 +532,14 @@ mod tests {
     #[test]
     fn parses_every_verb() {
         assert_eq!(
-            ok("1 hello 00000000000000ff 1"),
+            ok("1 hello 00000000000000ff 2"),
             Verb::Hello { instance: 255 }
         );
         assert_eq!(
-            ok("2 login al pw 127.0.0.1:5"),
+            ok(&format!("2 login al {} 127.0.0.1:5", "ab".repeat(32))),
             Verb::Login {
                 user: "al".into(),
-                password: "pw".into(),
+                proof: "ab".repeat(32),
                 addr: "127.0.0.1:5".into()
             }
         );
@@ -552,12 +577,27 @@ mod tests {
         assert_eq!(err("").code, ErrorCode::BadRequest);
         assert_eq!(parse(b"1 \xff").unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(err("1 have g f 3-1").code, ErrorCode::BadRequest);
-        assert_eq!(err("1 login a b notanaddr").code, ErrorCode::BadRequest);
-        assert_eq!(err("1 attach xyz 127.0.0.1:1").code, ErrorCode::NoSession);
-        let long = format!("1 create_user a {}", "p".repeat(MAX_PASSWORD + 1));
-        assert_eq!(err(&long).code, ErrorCode::BadRequest);
-        let max = format!("1 create_user a {}", "p".repeat(MAX_PASSWORD));
-        assert!(parse(max.as_bytes()).is_ok());
+        let proof = "0f".repeat(32);
+        assert_eq!(
+            err(&format!("1 login a {proof} notanaddr")).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(err("1 login a pw 127.0.0.1:1").code, ErrorCode::BadRequest);
+        assert_eq!(
+            err(&format!("1 attach xyz {proof} 127.0.0.1:1")).code,
+            ErrorCode::NoSession
+        );
+        let token = "ab".repeat(16);
+        assert_eq!(
+            err(&format!("1 attach {token} short 127.0.0.1:1")).code,
+            ErrorCode::BadRequest
+        );
+        // A password where the verifier belongs is refused: it never reaches the state.
+        assert_eq!(err("1 create_user a hunter2").code, ErrorCode::BadRequest);
+        assert_eq!(
+            err(&format!("1 login_begin a {}", "AB".repeat(16))).code,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -582,21 +622,33 @@ mod tests {
         assert_eq!(Request::new(9, v).encode(), "9 have g f 0-2,5");
         assert_eq!(
             Request::new(1, Verb::Hello { instance: 255 }).encode(),
-            "1 hello 00000000000000ff 1"
+            "1 hello 00000000000000ff 2"
         );
     }
 
     fn verb() -> impl Strategy<Value = Verb> {
-        let pw = "[!-~]{0,40}".prop_filter("non-empty", |s| !s.is_empty());
+        let verifier = (any::<[u8; 16]>(), any::<[u8; 32]>(), 4096u32..=1_000_000).prop_map(
+            |(salt, key, iterations)| {
+                scram::Verifier {
+                    iterations,
+                    salt,
+                    stored_key: key,
+                    server_key: key,
+                }
+                .encode()
+            },
+        );
         prop_oneof![
             any::<u64>().prop_map(|instance| Verb::Hello { instance }),
-            (name(), pw.clone()).prop_map(|(user, password)| Verb::CreateUser { user, password }),
-            (name(), pw, addr()).prop_map(|(user, password, addr)| Verb::Login {
+            (name(), verifier).prop_map(|(user, verifier)| Verb::CreateUser { user, verifier }),
+            (name(), "[0-9a-f]{32}").prop_map(|(user, cnonce)| Verb::LoginBegin { user, cnonce }),
+            (name(), "[0-9a-f]{64}", addr()).prop_map(|(user, proof, addr)| Verb::Login {
                 user,
-                password,
+                proof,
                 addr
             }),
-            ("[0-9a-f]{32}", addr()).prop_map(|(token, addr)| Verb::Attach { token, addr }),
+            ("[0-9a-f]{32}", "[0-9a-f]{64}", addr())
+                .prop_map(|(token, proof, addr)| Verb::Attach { token, proof, addr }),
             Just(Verb::Logout),
             name().prop_map(|group| Verb::CreateGroup { group }),
             name().prop_map(|group| Verb::JoinGroup { group }),

@@ -2,6 +2,7 @@
 //! connection is (`ConnRole`): a client with its session, reply queue and staged upload, or
 //! the link to the other tracker.
 
+use super::login::PendingLogin;
 use super::ordering::ReplyQueue;
 use super::replication::LinkConn;
 use crate::net::conn::Conn;
@@ -41,6 +42,12 @@ pub(super) struct ClientConn {
     pub(super) upload: Option<StagedUpload>,
     /// A request line read but held back until forwarded writes return.
     pub(super) deferred: Option<Vec<u8>>,
+    /// The `login_begin` this connection's `login` must answer; boxed so that idle
+    /// connections, which never log in, stay small.
+    pub(super) login: Option<Box<PendingLogin>>,
+    /// A proposed login's reply words (token, secret, tracker proof), keyed by its token:
+    /// sent once the login is applied; never replicated.
+    pub(super) login_reply: Option<(SessionToken, String)>,
 }
 
 /// What a connection is: a client, or the link to (or a handshake with) the other tracker.
@@ -61,6 +68,12 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// The secure channel's handshake hash, which login and attach proofs cover. The secure
+    /// transport provides it; `None` (treated as 32 zero bytes) until then.
+    pub(super) fn channel_binding(&self) -> Option<[u8; 32]> {
+        None
+    }
+
     /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
     pub(super) fn has_deferred(&self) -> bool {
         matches!(&self.kind, ConnRole::Client(cl) if cl.deferred.is_some())
@@ -75,6 +88,8 @@ impl ClientConn {
             replies: ReplyQueue::default(),
             upload: None,
             deferred: None,
+            login: None,
+            login_reply: None,
         }
     }
 }

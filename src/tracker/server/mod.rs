@@ -11,6 +11,7 @@
 mod accept;
 mod connection;
 mod limits;
+mod login;
 mod ordering;
 mod replica;
 mod replication;
@@ -18,15 +19,14 @@ mod requests;
 
 use super::journal::{Journal, Position};
 use super::link::LinkMsg;
-use super::op::{Op, Origin, Token as SessionToken};
-use super::password;
+use super::op::{Op, Origin};
 use super::rates::{RateConfig, Rates};
 use super::state::{Limits, Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
 use crate::pieces;
 use crate::protocol::tracker::{
-    self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb,
+    self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb, WriteReply,
 };
 use crate::runtime::{self, SignalPipe};
 use accept::Acceptor;
@@ -70,6 +70,9 @@ pub struct Config {
     pub limits: Limits,
     /// Per-address rates, local to this tracker (`tracker::rates`).
     pub rates: RateConfig,
+    /// PBKDF2 iterations for new users, told to clients in `hello` (`--kdf-iterations`); the
+    /// client pays them per login, the tracker never.
+    pub kdf_iterations: u32,
 }
 
 pub struct Server {
@@ -93,6 +96,8 @@ pub struct Server {
     resume: Vec<usize>,
     closing: Vec<usize>,
     shutdown: bool,
+    /// Keys the decoy verifiers of unknown users (`login_begin` looks the same for any name).
+    decoy_secret: Vec<u8>,
 }
 
 impl Server {
@@ -124,6 +129,7 @@ impl Server {
             "tracker {} listening on {addr}; open-file limit {fd_limit}, so up to {max_connections} connections",
             cfg.me
         );
+        let decoy_secret = login::decoy_secret(&cfg.cluster_key)?;
         let pos = recovered.pos;
         let paired_config = cfg.addrs.len() > 1;
         let now = Instant::now();
@@ -143,6 +149,7 @@ impl Server {
             resume: Vec::new(),
             closing: Vec::new(),
             shutdown: false,
+            decoy_secret,
             cfg,
         };
         match server.repl.start(recovered.fresh, pos.solo, now) {
@@ -607,8 +614,4 @@ impl Server {
             self.on_readable(key, Instant::now(), false);
         }
     }
-}
-
-fn new_token() -> SessionToken {
-    runtime::random_hex(16)
 }

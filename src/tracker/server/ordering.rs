@@ -142,10 +142,6 @@ impl Forwards {
     pub fn take_all(&mut self) -> impl Iterator<Item = ForwardedWrite> {
         std::mem::take(&mut self.by_fid).into_values()
     }
-
-    pub fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.by_fid.values().map(|w| &w.op)
-    }
 }
 
 /// A client reply that waits for entry `seq` to commit.
@@ -215,7 +211,7 @@ impl Server {
     pub(super) fn propose(&mut self, origin: Option<Origin>, op: Op, to: Option<ReplyTo>) {
         use super::replica::Role;
         match self.repl.role() {
-            Role::Leader => match self.state.apply(origin, &op) {
+            Role::Leader => match self.apply_op(origin, &op) {
                 Ok(reply) => {
                     let seq = self.append(origin, op.clone(), None);
                     self.after_apply(&op, to, seq, Ok(reply.words().to_string()));
@@ -296,6 +292,7 @@ impl Server {
         if result.is_ok() {
             self.bind_session(op, to);
         }
+        let result = result.map(|words| self.reply_words(op, to, &words));
         let alive = to.filter(|to| {
             self.conns
                 .get(to.key)
@@ -445,7 +442,7 @@ mod tests {
             .filter_map(|w| w.origin.map(|o| o.tag))
             .collect();
         assert_eq!(tags, [2, 3]);
-        assert_eq!(f.ops().count(), 0);
+        assert_eq!(f.take_all().count(), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::ordering::{ForwardedWrite, HeldFwdOk, QueuedReply, ReplyTo};
 use super::replica::{AfterLinkClosed, Announced, Role};
 use super::{ConnRole, Connection, Server};
 use crate::net::framer::MAX_PEER_LINE;
-use crate::protocol::tracker::{self as proto, ErrorCode, WriteReply};
+use crate::protocol::tracker::{self as proto, ErrorCode};
 use crate::tracker::journal::Position;
 use crate::tracker::link::{self, LinkMsg};
 use crate::tracker::op::{Op, Origin};
@@ -127,12 +127,13 @@ impl Server {
                 return;
             }
         }
-        match self.state.apply(origin, &op) {
+        match self.apply_op(origin, &op) {
             Ok(reply) => {
                 let seq = self.append(origin, op.clone(), None);
                 self.bind_session(&op, to);
+                let words = self.reply_words(&op, to, reply.words());
                 if let Some(to) = to {
-                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(reply.words())));
+                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(&words)));
                 }
             }
             Err(r) => {
@@ -514,7 +515,7 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                let result = self.state.apply(entry.origin, &entry.op);
+                let result = self.apply_op(entry.origin, &entry.op);
                 if let Op::Term { term, solo } = entry.op {
                     self.pos.term = term;
                     self.pos.solo = solo;
@@ -527,9 +528,13 @@ impl Server {
                     fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
                 {
                     self.bind_session(&entry.op, w.to);
+                    let words = match &result {
+                        Ok(r) => Ok(self.reply_words(&entry.op, w.to, r.words())),
+                        Err(e) => Err(e.clone()),
+                    };
                     if let Some(to) = w.to {
-                        let words = result.as_ref().map(WriteReply::words);
-                        let outcome = forward_outcome(to.tag, seq, words.map_err(Clone::clone));
+                        let words = words.as_deref().map_err(Clone::clone);
+                        let outcome = forward_outcome(to.tag, seq, words);
                         self.resolve_forward(to, fid, outcome);
                     }
                 }
@@ -603,7 +608,7 @@ impl Server {
             });
             return;
         }
-        match self.state.apply(origin, &op) {
+        match self.apply_op(origin, &op) {
             Ok(_) => {
                 self.append(origin, op, Some(fid));
             }

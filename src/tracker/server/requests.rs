@@ -3,6 +3,7 @@
 
 use super::ordering::QueuedReply;
 use super::*;
+use crate::auth::scram;
 use crate::protocol::tracker::{FileLine, GroupLine, PeerLine};
 
 impl Server {
@@ -137,7 +138,7 @@ impl Server {
         // (An upload's retry is recognised after its hash lines, which must be read first.)
         if let Some(o) = origin.filter(|_| !matches!(req.verb, Verb::UploadFile { .. })) {
             if let Some(stored) = self.state.dedup(&o).map(str::to_string) {
-                return self.answer_retry(key, tag, req.verb, stored);
+                return self.answer_retry(key, tag, stored);
             }
         }
         let token = match (&session, needs_session) {
@@ -150,8 +151,8 @@ impl Server {
                 if let Some(cl) = self.client(key) {
                     cl.instance = Some(instance);
                 }
-                let reply = Reply::Ok(vec![self.cfg.me.to_string()]);
-                self.reply(key, reply.encode(tag));
+                let words = vec![self.cfg.me.to_string(), self.cfg.kdf_iterations.to_string()];
+                self.reply(key, Reply::Ok(words).encode(tag));
             }
             Verb::Ping => self.reply(key, Reply::Ok(vec!["pong".into()]).encode(tag)),
             Verb::Digest => {
@@ -160,62 +161,28 @@ impl Server {
                 let words = vec![d, self.pos.seq.to_string(), role.to_string()];
                 self.reply(key, Reply::Ok(words).encode(tag));
             }
-            Verb::CreateUser { user, password } => {
+            Verb::CreateUser { user, verifier } => {
                 if let Err(r) = self.allow_registration(key) {
                     return self.refuse(key, tag, &r);
                 }
                 if self.state.user_exists(&user) {
                     return self.refuse(key, tag, &Refusal::UserExists);
                 }
-                let pw_hash = password::hash_password(&password);
-                self.propose(origin, Op::CreateUser { user, pw_hash }, from);
+                // Parsed at the edge; the count is this tracker's policy.
+                let count = scram::Verifier::parse(&verifier).map_or(0, |v| v.iterations);
+                if count < self.cfg.kdf_iterations {
+                    let why = format!(
+                        "the verifier has {count} iterations; this tracker wants at least {}",
+                        self.cfg.kdf_iterations
+                    );
+                    return self.reply_err(key, tag, ErrorCode::BadRequest, &why);
+                }
+                self.propose(origin, Op::CreateUser { user, verifier }, from);
             }
-            Verb::Login {
-                user,
-                password,
-                addr,
-            } => {
-                if let Err(r) = self.allow_login(key) {
-                    return self.refuse(key, tag, &r);
-                }
-                if session.is_some() {
-                    return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
-                }
-                match self.state.check_login(&user, &password) {
-                    Ok(()) => {}
-                    // (The password was right.) A client killed a moment ago may have its
-                    // close still unread in this batch: read it now. If it is gone, its logout
-                    // is proposed before this login and the log orders them so.
-                    Err(Refusal::AlreadyLoggedIn) if self.reap_dead_session_of(&user) => {}
-                    Err(r) => return self.refuse(key, tag, &r),
-                }
-                let token = new_token();
-                let tracker = self.cfg.me;
-                self.propose(
-                    origin,
-                    Op::Login {
-                        token,
-                        user,
-                        addr,
-                        tracker,
-                    },
-                    from,
-                );
-            }
-            Verb::Attach { token, addr } => {
-                if session.is_some() {
-                    return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
-                }
-                let tracker = self.cfg.me;
-                self.propose(
-                    origin,
-                    Op::Attach {
-                        token,
-                        addr,
-                        tracker,
-                    },
-                    from,
-                );
+            Verb::LoginBegin { user, cnonce } => self.login_begin(key, tag, user, cnonce),
+            Verb::Login { user, proof, addr } => self.login(key, tag, origin, (user, proof, addr)),
+            Verb::Attach { token, proof, addr } => {
+                self.attach(key, tag, origin, (token, proof, addr))
             }
             Verb::Logout => {
                 if let Some(cl) = self.client(key) {
@@ -308,57 +275,10 @@ impl Server {
 
     /// A request whose write already happened (the client re-sent it after losing its
     /// tracker): answer with the original reply once it is committed, never apply it twice.
-    pub(super) fn answer_retry(&mut self, key: usize, tag: u64, verb: Verb, stored: String) {
-        let reattach = match verb {
-            // The first attempt created the session at a tracker that may be gone.
-            Verb::Login { addr, .. } => Some((stored.clone(), addr)),
-            Verb::Attach { token, addr } => Some((token, addr)),
-            _ => None,
-        };
-        if let Some((token, addr)) = reattach {
-            if let Some(cl) = self.client(key) {
-                cl.session = Some(token.clone());
-            }
-            let tracker = self.cfg.me;
-            self.propose(
-                None,
-                Op::Attach {
-                    token,
-                    addr,
-                    tracker,
-                },
-                None,
-            );
-        }
+    /// (`login` and `attach` are never answered from the record: a retry is a new exchange.)
+    pub(super) fn answer_retry(&mut self, key: usize, tag: u64, stored: String) {
         let seq = self.pos.seq;
         self.push_commit_reply(key, seq, proto::encode_ok(tag, &stored));
-    }
-
-    /// Whether `user`'s live session is in fact ending: its logout is forwarded and on its way,
-    /// or this tracker's connection holding it turns out closed when read now (it is then
-    /// dropped and its logout proposed). Only on the refusal path of
-    /// `login`, so a scan of the connections is fine.
-    pub(super) fn reap_dead_session_of(&mut self, user: &str) -> bool {
-        // At a follower the close may already be handled, its logout on its way to the leader.
-        let logout_in_flight = self.repl.forwards.ops().any(
-            |op| matches!(op, Op::Logout { token } if self.state.session_user(token) == Some(user)),
-        );
-        if logout_in_flight {
-            return true;
-        }
-        let holder = self.conns.iter().find_map(|(k, c)| match &c.kind {
-            ConnRole::Client(cl) if !c.closing => cl
-                .session
-                .as_deref()
-                .filter(|t| self.state.session_user(t) == Some(user))
-                .map(|_| k),
-            _ => None,
-        });
-        let Some(k) = holder else {
-            return false;
-        };
-        self.on_readable(k, Instant::now(), false);
-        self.conns.get(k).is_none_or(|c| c.closing)
     }
 
     /// A read's answer: its reply, or the refusal.

@@ -5,9 +5,10 @@ use super::{Refusal, State};
 use crate::pieces::PIECE_SIZE;
 use crate::tracker::op::{Op, Token};
 
-/// Well-formed, and cheap to verify in a debug build (1 iteration) — for state tests only.
-pub(super) const PW: &str = "pbkdf2-sha256$1$00112233445566778899aabbccddeeff$\
-                            0000000000000000000000000000000000000000000000000000000000000000";
+/// A well-formed verifier (its keys are arbitrary: the state never checks a proof).
+pub(super) const PW: &str = "scram-sha256$4096$00112233445566778899aabbccddeeff$\
+                            0000000000000000000000000000000000000000000000000000000000000000$\
+                            1111111111111111111111111111111111111111111111111111111111111111";
 pub(super) const ADDR: &str = "127.0.0.1:7000";
 
 pub(super) fn tok(n: u8) -> Token {
@@ -38,7 +39,7 @@ pub(super) fn refused(st: &mut State, op: Op) -> Refusal {
 pub(super) fn create_user(user: &str) -> Op {
     Op::CreateUser {
         user: user.into(),
-        pw_hash: PW.into(),
+        verifier: PW.into(),
     }
 }
 
@@ -48,7 +49,13 @@ pub(super) fn login(n: u8, user: &str, tracker: u8) -> Op {
         user: user.into(),
         addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
         tracker,
+        secret: secret(n),
     }
+}
+
+/// The session secret `login(n, ..)` gives its session.
+pub(super) fn secret(n: u8) -> String {
+    format!("{n:064x}")
 }
 
 pub(super) fn create_group(n: u8, group: &str) -> Op {

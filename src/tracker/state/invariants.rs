@@ -2,10 +2,10 @@
 //! load, and the property test that random operations keep them.
 
 use super::State;
+use crate::auth::scram::Verifier;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, MAX_PIECES};
 use crate::tracker::op;
-use crate::tracker::password;
 use std::collections::BTreeSet;
 
 impl State {
@@ -20,8 +20,8 @@ impl State {
         }
         for (u, h) in &self.users {
             names::check(NameKind::User, u)?;
-            if !password::is_well_formed(h) {
-                return Err(format!("user {u} has a malformed password hash"));
+            if Verifier::parse(h).is_none() {
+                return Err(format!("user {u} has a malformed password verifier"));
             }
         }
         for (gname, g) in &self.groups {
@@ -74,6 +74,9 @@ impl State {
         for (t, s) in &self.sessions {
             if !op::is_token(t) {
                 return Err("a session token is malformed".to_string());
+            }
+            if !op::is_secret(&s.secret) {
+                return Err("a session secret is malformed".to_string());
             }
             if !self.users.contains_key(&s.user) {
                 return Err(format!("a session belongs to unknown user {}", s.user));
@@ -129,6 +132,7 @@ mod tests {
         prop_oneof![
             2 => user().prop_map(|u| create_user(&u)),
             3 => (token(), user(), 1u8..=2).prop_map(|(t, u, tr)| Op::Login {
+                secret: format!("{:064x}", t.len()),
                 token: t,
                 user: u,
                 addr: ADDR.into(),

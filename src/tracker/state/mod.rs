@@ -21,13 +21,13 @@ pub use dedup::MAX_DEDUP;
 pub use quota::Limits;
 use quota::Usage;
 
+use crate::auth::scram::Verifier;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
 use crate::protocol::tracker::{
     DownloadReply, ErrorCode, FileLine, GroupLine, PeerLine, WriteReply,
 };
 use crate::tracker::op::{self, Op, Origin, Token};
-use crate::tracker::password;
 use dedup::DedupTable;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -182,11 +182,14 @@ pub struct Session {
     /// The tracker the client is connected to; `None` once that tracker died (orphaned: not
     /// online, but still valid for `attach`).
     pub tracker: Option<u8>,
+    /// 64 lowercase hex: the session secret the login reply gave the client. `attach` proves
+    /// knowledge of it; the ticket key is derived from it.
+    pub secret: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// User → password hash.
+    /// User → password verifier (`Verifier::encode()`): nothing in it logs in by itself.
     users: BTreeMap<String, String>,
     groups: BTreeMap<String, Group>,
     sessions: BTreeMap<Token, Session>,
@@ -282,18 +285,18 @@ impl State {
 
     fn apply_op(&mut self, op: &Op) -> Result<WriteReply, Refusal> {
         match op {
-            Op::CreateUser { user, pw_hash } => {
+            Op::CreateUser { user, verifier } => {
                 check_name(NameKind::User, user)?;
-                if !password::is_well_formed(pw_hash) {
+                if Verifier::parse(verifier).is_none() {
                     return Err(Refusal::BadRequest(
-                        "the password hash is malformed".to_string(),
+                        "the password verifier is malformed".to_string(),
                     ));
                 }
                 if self.users.contains_key(user) {
                     return Err(Refusal::UserExists);
                 }
                 self.check_new_user()?;
-                self.users.insert(user.clone(), pw_hash.clone());
+                self.users.insert(user.clone(), verifier.clone());
                 Ok(WriteReply::Done)
             }
             Op::Login {
@@ -301,24 +304,27 @@ impl State {
                 user,
                 addr,
                 tracker,
+                secret,
             } => {
                 check_name(NameKind::User, user)?;
                 if !op::is_token(token) {
                     return Err(Refusal::BadRequest("malformed session token".to_string()));
                 }
+                if !op::is_secret(secret) {
+                    return Err(Refusal::BadRequest("malformed session secret".to_string()));
+                }
                 session_fields(addr, *tracker)?;
                 if !self.users.contains_key(user) {
                     return Err(Refusal::BadCredentials);
-                }
-                if self.user_attached(user) {
-                    return Err(Refusal::AlreadyLoggedIn);
                 }
                 if self.sessions.get(token).is_some_and(|s| s.user != *user) {
                     return Err(Refusal::BadRequest(
                         "session token already in use".to_string(),
                     ));
                 }
-                // One session per user: an orphaned one is replaced.
+                // One session per user: the proof was checked before this was proposed, so
+                // an earlier session, live or orphaned, is taken over (its tracker tells its
+                // connection and closes it).
                 if let Some(old) = self.user_sessions.remove(user) {
                     self.sessions.remove(&old);
                 }
@@ -328,6 +334,7 @@ impl State {
                         user: user.clone(),
                         addr: addr.clone(),
                         tracker: Some(*tracker),
+                        secret: secret.clone(),
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
@@ -557,16 +564,23 @@ impl State {
         self.users.contains_key(user)
     }
 
-    /// The check before a `login` is proposed (operations never carry passwords).
-    pub fn check_login(&self, user: &str, password: &str) -> Result<(), Refusal> {
-        let stored = self.users.get(user).ok_or(Refusal::BadCredentials)?;
-        if !password::verify_password(stored, password) {
-            return Err(Refusal::BadCredentials);
-        }
-        if self.user_attached(user) {
-            return Err(Refusal::AlreadyLoggedIn);
-        }
-        Ok(())
+    /// The user's verifier, for `login_begin` and the proof check before a `login` is
+    /// proposed (no password ever reaches the tracker).
+    pub fn verifier(&self, user: &str) -> Option<Verifier> {
+        self.users.get(user).and_then(|v| Verifier::parse(v))
+    }
+
+    /// The token of `user`'s session while a client holds it (attached, not orphaned): the
+    /// session a login of that user takes over.
+    pub fn live_session_of(&self, user: &str) -> Option<&Token> {
+        self.user_sessions
+            .get(user)
+            .filter(|_| self.user_attached(user))
+    }
+
+    /// A session's secret (64 lowercase hex), for checking an `attach` proof.
+    pub fn session_secret(&self, token: &str) -> Option<&str> {
+        self.sessions.get(token).map(|s| s.secret.as_str())
     }
 
     /// Every group, by name.
@@ -755,46 +769,37 @@ mod tests {
         let mut st = State::new();
         let e = refused(&mut st, create_user("a/b"));
         assert_eq!(e.code(), ErrorCode::InvalidName);
-        let e = refused(
-            &mut st,
-            Op::CreateUser {
-                user: "a".into(),
-                pw_hash: "plain".into(),
-            },
-        );
-        assert_eq!(e.code(), ErrorCode::BadRequest);
+        for plain in ["plain", "pbkdf2-sha256$1$00$00"] {
+            let e = refused(
+                &mut st,
+                Op::CreateUser {
+                    user: "a".into(),
+                    verifier: plain.into(),
+                },
+            );
+            assert_eq!(e.code(), ErrorCode::BadRequest);
+        }
     }
 
     #[test]
-    fn check_login_verifies_the_password_and_presence() {
+    fn the_verifier_and_the_live_session_are_what_a_login_checks_against() {
         let mut st = State::new();
-        ok(
-            &mut st,
-            Op::CreateUser {
-                user: "alice".into(),
-                pw_hash: password::hash_password("secret"),
-            },
-        );
-        assert_eq!(st.check_login("alice", "secret"), Ok(()));
+        ok(&mut st, create_user("alice"));
         assert_eq!(
-            st.check_login("alice", "wrong"),
-            Err(Refusal::BadCredentials)
+            st.verifier("alice").map(|v| v.encode()),
+            Some(PW.to_string())
         );
-        assert_eq!(
-            st.check_login("nobody", "secret"),
-            Err(Refusal::BadCredentials)
-        );
+        assert!(st.verifier("nobody").is_none());
+        assert_eq!(st.live_session_of("alice"), None);
         ok(&mut st, login(1, "alice", 1));
-        assert_eq!(
-            st.check_login("alice", "secret"),
-            Err(Refusal::AlreadyLoggedIn)
-        );
-        assert_eq!(
-            st.check_login("alice", "wrong"),
-            Err(Refusal::BadCredentials)
-        );
+        assert_eq!(st.live_session_of("alice"), Some(&tok(1)));
+        assert_eq!(st.session_secret(&tok(1)), Some(secret(1).as_str()));
         ok(&mut st, Op::Detach { tracker: 1 });
-        assert_eq!(st.check_login("alice", "secret"), Ok(()));
+        assert_eq!(
+            st.live_session_of("alice"),
+            None,
+            "orphaned: nobody to tell"
+        );
     }
 
     #[test]
@@ -808,12 +813,12 @@ mod tests {
     }
 
     #[test]
-    fn login_refuses_a_user_with_an_attached_session() {
+    fn login_takes_over_a_user_with_an_attached_session() {
         let mut st = world();
-        assert_eq!(
-            refused(&mut st, login(9, "alice", 2)),
-            Refusal::AlreadyLoggedIn
-        );
+        ok(&mut st, login(9, "alice", 2));
+        assert_eq!(st.session_user(&tok(1)), None, "the old session ended");
+        assert_eq!(st.live_session_of("alice"), Some(&tok(9)));
+        assert_eq!(st.list_groups(&tok(1)), Err(Refusal::NotLoggedIn));
     }
 
     #[test]
@@ -843,9 +848,15 @@ mod tests {
                 user: "dave".into(),
                 addr: ADDR.into(),
                 tracker: 1,
+                secret: secret(1),
             },
         );
         assert_eq!(e.code(), ErrorCode::BadRequest);
+        let mut op = login(9, "dave", 1);
+        if let Op::Login { secret, .. } = &mut op {
+            *secret = "short".into();
+        }
+        assert_eq!(refused(&mut st, op).code(), ErrorCode::BadRequest);
     }
 
     #[test]

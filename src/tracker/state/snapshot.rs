@@ -5,10 +5,10 @@
 
 use super::dedup::{DedupEntry, DedupTable};
 use super::{File, Group, Limits, Session, State};
+use crate::auth::scram::Verifier;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, PieceSet, HASHES_PER_LINE, MAX_PIECES};
 use crate::tracker::op::{self, Origin};
-use crate::tracker::password;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
 
@@ -28,14 +28,14 @@ impl State {
     ///
     /// ```text
     /// limits <key=value ...>             first, only when not the defaults (quota.rs)
-    /// user <user> <pw_hash>
+    /// user <user> <verifier>
     /// group <group> <owner>
     /// member <group> <user>              in join order
     /// request <group> <user>             in request order
     /// file <group> <file> <size>
     /// hashes <group> <file> <hex>        in piece order, absent for an empty file
     /// share <group> <file> <user> <have>
-    /// session <token> <user> <addr> <tracker|->
+    /// session <token> <user> <addr> <tracker|-> <secret>
     /// dedup <instance> <tag> <written> [reply]
     /// clock <dedup clock>
     /// ```
@@ -67,7 +67,10 @@ impl State {
         }
         for (t, s) in &self.sessions {
             let tracker = s.tracker.map_or_else(|| "-".to_string(), |n| n.to_string());
-            out.push(format!("session {t} {} {} {tracker}", s.user, s.addr));
+            out.push(format!(
+                "session {t} {} {} {tracker} {}",
+                s.user, s.addr, s.secret
+            ));
         }
         for (instance, e) in self.dedup.entries() {
             let mut line = format!("dedup {instance:016x} {} {}", e.tag, e.written);
@@ -124,8 +127,12 @@ impl State {
             "user" => {
                 want(3)?;
                 names::check(NameKind::User, words[1])?;
-                if !password::is_well_formed(words[2]) {
-                    return Err(format!("user {}: malformed password hash", words[1]));
+                if Verifier::parse(words[2]).is_none() {
+                    return Err(format!(
+                        "user {}: {}",
+                        words[1],
+                        op::verifier_problem(words[2])
+                    ));
                 }
                 if self
                     .users
@@ -208,7 +215,10 @@ impl State {
                 }
             }
             "session" => {
-                want(5)?;
+                want(6)?;
+                if !op::is_secret(words[5]) {
+                    return Err("malformed session secret".to_string());
+                }
                 if !op::is_token(words[1]) {
                     return Err("malformed session token".to_string());
                 }
@@ -224,6 +234,7 @@ impl State {
                     user: words[2].to_string(),
                     addr: words[3].to_string(),
                     tracker,
+                    secret: words[5].to_string(),
                 };
                 if self.sessions.insert(words[1].to_string(), s).is_some() {
                     return Err("a session token appears twice".to_string());
@@ -392,6 +403,11 @@ mod tests {
             with("bogus"),
             with(""),
             with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1"),
+            with(
+                "session 00000000000000000000000000000009 zed 127.0.0.1:1 1 \
+                 0000000000000000000000000000000000000000000000000000000000000009",
+            ),
+            with("user zed pbkdf2-sha256$9000$00112233445566778899aabbccddeeff$00"),
             with("dedup 0000000000000001 1 99"),
             {
                 let mut v = good.clone();
