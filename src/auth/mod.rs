@@ -1,3 +1,5 @@
 //! Proofs made with keys, apart from the sockets that carry them: the password login
-//! (`scram`). Pure; randomness and clocks come from the caller.
+//! (`scram`) and the group tickets a seeder checks before serving (`ticket`). Pure; randomness
+//! and clocks come from the caller.
 pub mod scram;
+pub mod ticket;
