@@ -151,7 +151,7 @@ impl Ticket {
 
     /// The two words; `None` unless the expiry is a plain decimal and the MAC 64 lowercase hex.
     pub fn parse(expiry: &str, mac: &str) -> Option<Ticket> {
-        if expiry.is_empty() || expiry.len() > 19 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
+        if expiry.is_empty() || expiry.len() > 20 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         if mac.len() != 64 || !mac.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {

@@ -2,6 +2,7 @@
 //! the loop is `groupshare::tracker::server`.
 
 use clap::Parser;
+use groupshare::auth::ticket;
 use groupshare::cluster;
 use groupshare::runtime;
 use groupshare::tracker::server::{Config, Server};
@@ -30,6 +31,9 @@ struct Args {
     /// Journal size in bytes that triggers a snapshot [default: 64 MiB]
     #[arg(long)]
     compact_bytes: Option<u64>,
+    /// How long a peer ticket stays valid, in seconds (`2s` or `2`), 1 to 30 [default: 30s]
+    #[arg(long, value_parser = parse_lifetime)]
+    ticket_lifetime: Option<u64>,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -95,8 +99,26 @@ fn run(args: Args) -> Result<(), String> {
         cluster_key,
         max_connections: args.max_connections,
         compact_bytes: args.compact_bytes,
+        ticket_lifetime: args.ticket_lifetime.unwrap_or(ticket::DEFAULT_LIFETIME),
     })?;
     server.run()
+}
+
+/// `--ticket-lifetime`: whole seconds, with or without an `s`; longer than
+/// `ticket::MAX_LIFETIME` would break the promise that leaving a group ends access in a minute.
+fn parse_lifetime(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 30s)"))?;
+    if n == 0 || n > ticket::MAX_LIFETIME {
+        return Err(format!(
+            "the ticket lifetime must be 1 to {} seconds",
+            ticket::MAX_LIFETIME
+        ));
+    }
+    Ok(n)
 }
 
 /// Reads the cluster key, creating it (atomically, so two trackers started together agree) if

@@ -36,6 +36,9 @@ pub enum Op {
         user: String,
         addr: String,
         tracker: u8,
+        /// The session secret (`SECRET_LEN` lowercase hex), chosen with the token: the seeder's
+        /// ticket key is derived from it (`auth::ticket`).
+        secret: String,
     },
     Attach {
         token: Token,
@@ -133,6 +136,21 @@ fn token(s: &str) -> Result<Token, String> {
             "session token '{}' is not {TOKEN_LEN} lowercase hex digits",
             clip(s)
         ))
+    }
+}
+
+/// Length of a session secret in hex digits (256 random bits).
+pub const SECRET_LEN: usize = 64;
+
+pub fn is_secret(s: &str) -> bool {
+    s.len() == SECRET_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn secret(s: &str) -> Result<String, String> {
+    if is_secret(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("session secret is not {SECRET_LEN} lowercase hex digits"))
     }
 }
 
@@ -306,7 +324,8 @@ impl Op {
                 user,
                 addr,
                 tracker,
-            } => format!("{v} {token} {user} {addr} {tracker}"),
+                secret,
+            } => format!("{v} {token} {user} {addr} {tracker} {secret}"),
             Op::Attach {
                 token,
                 addr,
@@ -377,12 +396,13 @@ impl Op {
                 }
             }
             "login" => {
-                want(4)?;
+                want(5)?;
                 Op::Login {
                     token: token(args[0])?,
                     user: name(NameKind::User, args[1])?,
                     addr: addr(args[2])?,
                     tracker: tracker(args[3])?,
+                    secret: secret(args[4])?,
                 }
             }
             "attach" => {
@@ -526,6 +546,7 @@ mod tests {
                 user: "alice".into(),
                 addr: "127.0.0.1:4000".into(),
                 tracker: 1,
+                secret: "5e".repeat(32),
             },
             Op::Attach {
                 token: t.clone(),
@@ -600,7 +621,7 @@ mod tests {
     #[test]
     fn text_forms_are_as_documented() {
         let ops = every_variant();
-        assert_eq!(ops[1].encode(), format!("login {T} alice 127.0.0.1:4000 1"));
+        assert_eq!(ops[1].encode(), format!("login {T} alice 127.0.0.1:4000 1 {}", "5e".repeat(32)));
         assert_eq!(ops[10].encode(), format!("upload {T} g1 empty 0 -"));
         assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));
         assert_eq!(ops[13].encode(), "term 7 solo");

@@ -64,6 +64,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Journal size that triggers a snapshot (default `journal::COMPACT_BYTES`).
     pub compact_bytes: Option<u64>,
+    /// Seconds a peer ticket issued by this tracker stays valid (`--ticket-lifetime`, default
+    /// `ticket::DEFAULT_LIFETIME`, at most `ticket::MAX_LIFETIME`).
+    pub ticket_lifetime: u64,
 }
 
 pub struct Server {
@@ -595,4 +598,9 @@ impl Server {
 
 fn new_token() -> SessionToken {
     runtime::random_hex(16)
+}
+
+/// A session secret: 32 random bytes, 64 hex digits (`op::SECRET_LEN`).
+fn new_secret() -> String {
+    runtime::random_hex(32)
 }

@@ -3,6 +3,7 @@
 
 use super::ordering::QueuedReply;
 use super::*;
+use crate::auth::ticket;
 use crate::protocol::tracker::{FileLine, GroupLine, PeerLine};
 
 impl Server {
@@ -147,7 +148,12 @@ impl Server {
                 if let Some(cl) = self.client(key) {
                     cl.instance = Some(instance);
                 }
-                let reply = Reply::Ok(vec![self.cfg.me.to_string()]);
+                // The last word is this tracker's clock, by which tickets expire: seeders
+                // correct theirs by it (`ticket::TrackerClock`).
+                let reply = Reply::Ok(vec![
+                    self.cfg.me.to_string(),
+                    ticket::unix_now().to_string(),
+                ]);
                 self.reply(key, reply.encode(tag));
             }
             Verb::Ping => self.reply(key, Reply::Ok(vec!["pong".into()]).encode(tag)),
@@ -181,6 +187,7 @@ impl Server {
                     Err(r) => return self.refuse(key, tag, &r),
                 }
                 let token = new_token();
+                let secret = new_secret();
                 let tracker = self.cfg.me;
                 self.propose(
                     origin,
@@ -189,6 +196,7 @@ impl Server {
                         user,
                         addr,
                         tracker,
+                        secret,
                     },
                     from,
                 );
@@ -254,11 +262,12 @@ impl Server {
                 self.answer(key, tag, r.map(|v| lines(&v, FileLine::encode)));
             }
             Verb::Peers { group, file } => {
-                let r = self.state.peers(&token, &group, &file);
+                let r = self.state.peers(&token, &group, &file, self.ticket_expiry());
                 self.answer(key, tag, r.map(|v| lines(&v, PeerLine::encode)));
             }
             Verb::DownloadFile { group, file } => {
-                let r = self.state.download(&token, &group, &file);
+                let expiry = self.ticket_expiry();
+                let r = self.state.download(&token, &group, &file, expiry);
                 self.answer(key, tag, r.map(|d| d.to_reply()));
             }
             Verb::UploadFile {
@@ -285,12 +294,22 @@ impl Server {
         }
     }
 
+    /// The expiry of tickets issued now: this tracker's unix time plus the ticket lifetime.
+    /// Read from the clock here, at the edge; the state only writes it into the tickets.
+    fn ticket_expiry(&self) -> u64 {
+        ticket::unix_now() + self.cfg.ticket_lifetime
+    }
+
     /// A request whose write already happened (the client re-sent it after losing its
     /// tracker): answer with the original reply once it is committed, never apply it twice.
     pub(super) fn answer_retry(&mut self, key: usize, tag: u64, verb: Verb, stored: String) {
         let reattach = match verb {
-            // The first attempt created the session at a tracker that may be gone.
-            Verb::Login { addr, .. } => Some((stored.clone(), addr)),
+            // The first attempt created the session at a tracker that may be gone. Its reply
+            // is `<token> <secret>`.
+            Verb::Login { addr, .. } => {
+                let token = stored.split(' ').next().unwrap_or_default().to_string();
+                Some((token, addr))
+            }
             Verb::Attach { token, addr } => Some((token, addr)),
             _ => None,
         };

@@ -48,7 +48,13 @@ pub(super) fn login(n: u8, user: &str, tracker: u8) -> Op {
         user: user.into(),
         addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
         tracker,
+        secret: secret(n),
     }
+}
+
+/// The session secret `login(n, ..)` gives its session.
+pub(super) fn secret(n: u8) -> String {
+    format!("{n:064x}")
 }
 
 pub(super) fn create_group(n: u8, group: &str) -> Op {

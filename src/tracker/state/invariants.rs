@@ -130,6 +130,7 @@ mod tests {
                 user: u,
                 addr: ADDR.into(),
                 tracker: tr,
+                secret: "ab".repeat(32),
             }),
             1 => (token(), 1u8..=2).prop_map(|(t, tr)| Op::Attach {
                 token: t,

@@ -34,7 +34,7 @@ impl State {
     /// file <group> <file> <size>
     /// hashes <group> <file> <hex>        in piece order, absent for an empty file
     /// share <group> <file> <user> <have>
-    /// session <token> <user> <addr> <tracker|->
+    /// session <token> <user> <addr> <tracker|-> <secret>
     /// dedup <instance> <tag> <written> [reply]
     /// clock <dedup clock>
     /// ```
@@ -63,7 +63,10 @@ impl State {
         }
         for (t, s) in &self.sessions {
             let tracker = s.tracker.map_or_else(|| "-".to_string(), |n| n.to_string());
-            out.push(format!("session {t} {} {} {tracker}", s.user, s.addr));
+            out.push(format!(
+                "session {t} {} {} {tracker} {}",
+                s.user, s.addr, s.secret
+            ));
         }
         for (instance, e) in self.dedup.entries() {
             let mut line = format!("dedup {instance:016x} {} {}", e.tag, e.written);
@@ -203,7 +206,10 @@ impl State {
                 }
             }
             "session" => {
-                want(5)?;
+                want(6)?;
+                if !op::is_secret(words[5]) {
+                    return Err("malformed session secret".to_string());
+                }
                 if !op::is_token(words[1]) {
                     return Err("malformed session token".to_string());
                 }
@@ -219,13 +225,14 @@ impl State {
                     user: words[2].to_string(),
                     addr: words[3].to_string(),
                     tracker,
+                    secret: words[5].to_string(),
                 };
                 if self.sessions.insert(words[1].to_string(), s).is_some() {
                     return Err("a session token appears twice".to_string());
                 }
             }
             "dedup" => {
-                if !(4..=5).contains(&words.len()) {
+                if words.len() < 4 {
                     return Err("'dedup' record has the wrong number of words".to_string());
                 }
                 let Some(Origin { instance, tag }) =
@@ -234,13 +241,13 @@ impl State {
                     return Err("a dedup record needs an instance".to_string());
                 };
                 let written = op::parse_u64(words[3], "dedup position")?;
-                let reply = words.get(4).copied().unwrap_or_default();
-                if words.len() == 5 && reply.is_empty() {
+                let reply = words.get(4..).unwrap_or_default().join(" ");
+                if words.len() > 4 && words[4..].iter().any(|w| w.is_empty()) {
                     return Err("a dedup record ends in a space".to_string());
                 }
                 let e = DedupEntry {
                     tag,
-                    reply: reply.to_string(),
+                    reply,
                     written,
                 };
                 if deferred.dedup.insert(instance, e).is_some() {
@@ -318,7 +325,11 @@ mod tests {
             back.list_requests(&tok(1), "g"),
             st.list_requests(&tok(1), "g")
         );
-        assert_eq!(back.peers(&tok(1), "g", "f"), st.peers(&tok(1), "g", "f"));
+        assert_eq!(
+            back.peers(&tok(1), "g", "f", 99),
+            st.peers(&tok(1), "g", "f", 99),
+            "the same peers and tickets: the secrets survive the snapshot"
+        );
         assert_eq!(back.sessions_at(1), st.sessions_at(1));
         assert_eq!(back.snapshot_lines(), st.snapshot_lines());
     }
@@ -383,7 +394,7 @@ mod tests {
             with("user alice x"),
             with("bogus"),
             with(""),
-            with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1"),
+            with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1 0000000000000000000000000000000000000000000000000000000000000000"),
             with("dedup 0000000000000001 1 99"),
             {
                 let mut v = good.clone();
