@@ -280,7 +280,14 @@ mod tests {
         let mut later = t;
         later.expiry += 100;
         assert_eq!(
-            later.check(&key(), &Claim { expiry: later.expiry, ..good }, NOW),
+            later.check(
+                &key(),
+                &Claim {
+                    expiry: later.expiry,
+                    ..good
+                },
+                NOW
+            ),
             Err(Refused::Forged),
             "an expiry moved by the holder"
         );
@@ -310,7 +317,10 @@ mod tests {
         let enc = t.encode();
         let (e, m) = enc.split_once(' ').expect("two words");
         assert_eq!(Ticket::parse(e, m), Some(t));
-        assert!(!format!("{t:?}").contains(&m[..8]), "the MAC stays out of logs");
+        assert!(
+            !format!("{t:?}").contains(&m[..8]),
+            "the MAC stays out of logs"
+        );
         for (e, m) in [
             ("", m),
             ("-1", m),

@@ -14,6 +14,7 @@
 //!
 //! The link owns no policy about what replies mean: it hands `(tag, Reply)` back to the app.
 
+use crate::auth::ticket::{self, TrackerClock};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
 use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb};
@@ -65,6 +66,9 @@ pub struct Session {
     pub user: String,
     pub password: String,
     pub token: String,
+    /// The session secret from the login reply (64 hex): this client's seeder derives its
+    /// ticket key from it. A login after a failover (`no_session`) replaces it.
+    pub secret: String,
 }
 
 /// Something the app must hear about.
@@ -145,6 +149,8 @@ pub struct TrackerLink {
     /// When the oldest in-flight request started waiting for progress.
     waiting_since: Option<Instant>,
     events: Vec<LinkEvent>,
+    /// The tracker's clock as its last `hello` reply told it: tickets expire by it.
+    clock: TrackerClock,
 }
 
 impl TrackerLink {
@@ -170,6 +176,7 @@ impl TrackerLink {
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
             session: None,
+            clock: TrackerClock::default(),
             failures: 0,
             reported_unreachable: false,
             waiting_since: None,
@@ -188,6 +195,11 @@ impl TrackerLink {
 
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
+    }
+
+    /// The tracker's clock relative to this machine's, from the last `hello` reply.
+    pub fn tracker_clock(&self) -> TrackerClock {
+        self.clock
     }
 
     /// Sets the session to re-attach after a failover (after `login`), or clears it (logout).
@@ -433,6 +445,13 @@ impl TrackerLink {
                         self.tracker_addr(),
                         words.join(" ")
                     );
+                    // The last word is the tracker's unix time (after the tracker number).
+                    if let Some(t) = words.get(1..).and_then(<[String]>::last) {
+                        match t.parse::<u64>() {
+                            Ok(t) => self.clock = TrackerClock::from_times(t, ticket::unix_now()),
+                            Err(_) => log::info!("tracker {} sent no clock", self.tracker_addr()),
+                        }
+                    }
                     self.after_hello(registry, now);
                 }
                 Reply::Err { code, message } => {
@@ -467,8 +486,10 @@ impl TrackerLink {
             } if t == tag => match reply {
                 Reply::Ok(words) => {
                     if via_login {
-                        if let (Some(s), Some(token)) = (self.session.as_mut(), words.first()) {
+                        if let (Some(s), [token, secret, ..]) = (self.session.as_mut(), &words[..])
+                        {
                             s.token = token.clone();
+                            s.secret = secret.clone();
                         }
                     }
                     self.become_ready(registry, now);
@@ -734,7 +755,7 @@ mod tests {
             rd.read_line(&mut line).unwrap();
             assert!(line.ends_with(" login alice pw 127.0.0.1:7000\n"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok tok123").unwrap();
+            writeln!(w, "{tag} ok tok123 {}", "5e".repeat(32)).unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             assert_eq!(line, "3 create_group g\n");
@@ -763,7 +784,7 @@ mod tests {
             rd.read_line(&mut line).unwrap();
             assert!(line.contains(" login alice pw 127.0.0.1:7000"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok tok456").unwrap();
+            writeln!(w, "{tag} ok tok456 {}", "ab".repeat(32)).unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             assert_eq!(line, "3 create_group g\n");
@@ -814,6 +835,7 @@ mod tests {
             user: "alice".into(),
             password: "pw".into(),
             token: "tok123".into(),
+            secret: "5e".repeat(32),
         }));
         let tag = link.send(
             &reg.try_clone().unwrap(),
@@ -838,6 +860,11 @@ mod tests {
             }
         )));
         assert_eq!(link.session().unwrap().token, "tok456");
+        assert_eq!(
+            link.session().unwrap().secret,
+            "ab".repeat(32),
+            "the new login's secret"
+        );
         t1.join().unwrap();
         link.close(&reg);
         t2.join().unwrap();
@@ -927,6 +954,7 @@ mod tests {
             user: "alice".into(),
             password: "pw".into(),
             token: "tok".into(),
+            secret: "5e".repeat(32),
         }));
         let mut got = Vec::new();
         let w = link.send(

@@ -3,6 +3,7 @@
 //! `leave_group`).
 
 use super::{App, InProgress};
+use crate::auth::ticket;
 use crate::client::console;
 use crate::client::report;
 use crate::client::shares::{self, FileCheck, Share, ShareStore};
@@ -81,8 +82,8 @@ impl App {
         reply: Reply,
         now: Instant,
     ) {
-        let token = match reply {
-            Reply::Ok(words) if !words.is_empty() => words[0].clone(),
+        let (token, secret) = match reply {
+            Reply::Ok(words) if words.len() >= 2 => (words[0].clone(), words[1].clone()),
             Reply::Ok(_) | Reply::List { .. } => {
                 return self.fail("the tracker sent an unexpected reply to login")
             }
@@ -94,7 +95,9 @@ impl App {
             user: user.clone(),
             password,
             token,
+            secret,
         }));
+        self.sync_tickets();
         // Pieces of another user's downloads, verified while logged out, are not this
         // user's to announce.
         let others: BTreeSet<(String, String)> = self
@@ -287,6 +290,18 @@ impl App {
         self.pause_shares();
         self.user = None;
         self.link.set_session(None);
+        self.sync_tickets();
+    }
+
+    /// Gives the seeder the ticket key of the current session (none without one) and the
+    /// tracker's clock: after a login, a logout, and each (re)connection to a tracker, where a
+    /// login after a failover may have made a new secret.
+    pub(super) fn sync_tickets(&mut self) {
+        let key = self
+            .link
+            .session()
+            .and_then(|s| ticket::ticket_key(&s.secret));
+        self.peers.set_tickets(key, self.link.tracker_clock());
     }
 
     /// Stops serving every share of the session (they resume at the next login).

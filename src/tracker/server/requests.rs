@@ -262,7 +262,9 @@ impl Server {
                 self.answer(key, tag, r.map(|v| lines(&v, FileLine::encode)));
             }
             Verb::Peers { group, file } => {
-                let r = self.state.peers(&token, &group, &file, self.ticket_expiry());
+                let r = self
+                    .state
+                    .peers(&token, &group, &file, self.ticket_expiry());
                 self.answer(key, tag, r.map(|v| lines(&v, PeerLine::encode)));
             }
             Verb::DownloadFile { group, file } => {

@@ -113,16 +113,12 @@ impl DedupTable {
                 return Err("a dedup entry is newer than the clock".to_string());
             }
         }
-        if let Some(e) = self
-            .entries
-            .values()
-            .find(|e| {
-                e.reply.contains(['\n', '\t'])
-                    || e.reply.starts_with(' ')
-                    || e.reply.ends_with(' ')
-                    || e.reply.contains("  ")
-            })
-        {
+        if let Some(e) = self.entries.values().find(|e| {
+            e.reply.contains(['\n', '\t'])
+                || e.reply.starts_with(' ')
+                || e.reply.ends_with(' ')
+                || e.reply.contains("  ")
+        }) {
             return Err(format!(
                 "dedup reply '{}' is not single-spaced words",
                 e.reply.escape_debug()

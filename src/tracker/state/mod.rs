@@ -17,13 +17,13 @@ mod fixtures;
 
 pub use dedup::MAX_DEDUP;
 
+use crate::auth::ticket::{self, Ticket};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
 use crate::protocol::tracker::{
     DownloadReply, ErrorCode, FileLine, GroupLine, PeerLine, WriteReply,
 };
 use crate::tracker::op::{self, Op, Origin, Token};
-use crate::auth::ticket::{self, Ticket};
 use crate::tracker::password;
 use dedup::DedupTable;
 use std::borrow::Cow;
@@ -914,7 +914,10 @@ mod tests {
         assert_eq!(st.list_groups(&tok(9)), Err(Refusal::NotLoggedIn));
         assert_eq!(st.list_files(&tok(9), "g"), Err(Refusal::NotLoggedIn));
         assert_eq!(st.list_requests(&tok(9), "g"), Err(Refusal::NotLoggedIn));
-        assert_eq!(bare(st.peers(&tok(9), "g", "f", EXP)), Err(Refusal::NotLoggedIn));
+        assert_eq!(
+            bare(st.peers(&tok(9), "g", "f", EXP)),
+            Err(Refusal::NotLoggedIn)
+        );
     }
 
     #[test]
@@ -1312,12 +1315,18 @@ mod tests {
         };
         assert_eq!(t.check(&alice, &claim, EXP - 30), Ok(()));
         let bobs_key = ticket::ticket_key(&secret(2)).unwrap();
-        assert!(t.check(&bobs_key, &claim, EXP - 30).is_err(), "bound to alice");
+        assert!(
+            t.check(&bobs_key, &claim, EXP - 30).is_err(),
+            "bound to alice"
+        );
         let as_carol = ticket::Claim {
             downloader: "carol",
             ..claim
         };
-        assert!(t.check(&alice, &as_carol, EXP - 30).is_err(), "bound to bob");
+        assert!(
+            t.check(&alice, &as_carol, EXP - 30).is_err(),
+            "bound to bob"
+        );
         let d = st.download(&tok(2), "g", "f", EXP).unwrap();
         assert_eq!(d.peers, lines, "download_file issues the same tickets");
     }
@@ -1343,7 +1352,10 @@ mod tests {
         let d = st.download(&tok(2), "g", "f", EXP).unwrap();
         assert_eq!(d.size, 2 * PIECE_SIZE + 1);
         assert_eq!(&d.hashes[..], &[[1; 20], [2; 20], [3; 20]]);
-        assert_eq!(bare(Ok(d.peers)), Ok(vec![pl("p alice 127.0.0.1:7001 all")]));
+        assert_eq!(
+            bare(Ok(d.peers)),
+            Ok(vec![pl("p alice 127.0.0.1:7001 all")])
+        );
         assert_eq!(
             st.download(&tok(3), "g", "f", EXP).map(|d| d.size),
             Err(Refusal::NotMember("g".into()))
