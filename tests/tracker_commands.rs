@@ -93,8 +93,7 @@ fn every_command_and_refusal_on_one_tracker() {
     c.err(&v::have("g", "f1", &[5]), "bad_request");
     let p = a.req(&v::peers("g", "f1"));
     assert!(
-        p.iter()
-            .any(|l| l.starts_with("p carol 127.0.0.1:1 b80 ")),
+        p.iter().any(|l| l.starts_with("p carol 127.0.0.1:1 b80 ")),
         "{p:?}"
     );
     c.ok(&v::stop_share("g", "f1"));

@@ -296,10 +296,12 @@ impl Server {
         }
     }
 
-    /// The expiry of tickets issued now: this tracker's unix time plus the ticket lifetime.
-    /// Read from the clock here, at the edge; the state only writes it into the tickets.
+    /// The expiry of tickets issued now: this tracker's unix time plus the ticket lifetime,
+    /// plus one for the part of the current second already gone, so a ticket lives at least
+    /// its lifetime (and at most a second more). Read from the clock here, at the edge; the
+    /// state only writes it into the tickets.
     fn ticket_expiry(&self) -> u64 {
-        ticket::unix_now() + self.cfg.ticket_lifetime
+        ticket::unix_now() + self.cfg.ticket_lifetime + 1
     }
 
     /// A request whose write already happened (the client re-sent it after losing its
