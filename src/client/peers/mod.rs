@@ -292,8 +292,7 @@ impl PeerSide {
         let keep = match conn.service(
             registry,
             token,
-            &mut self.catalog,
-            &self.gate,
+            (&mut self.catalog, &self.gate),
             self.upload_limit.as_mut(),
             turn,
             now,

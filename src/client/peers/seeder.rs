@@ -157,15 +157,14 @@ impl UploadConn {
     }
 
     /// Reads requests, answers them and writes replies until the socket has nothing more,
-    /// the output is full, the upload limit defers it, or the connection is done. Without
-    /// `turn` (others are waiting for the limit) it only writes and reports itself deferred.
-    /// `Ok(false)`: close it.
+    /// the output is full, the upload limit defers it, or the connection is done: what it
+    /// serves from `catalog`, to whom `gate` admits. Without `turn` (others are waiting for
+    /// the limit) it only writes and reports itself deferred. `Ok(false)`: close it.
     pub fn service(
         &mut self,
         registry: &Registry,
         token: Token,
-        catalog: &mut Catalog,
-        gate: &TicketGate,
+        (catalog, gate): (&mut Catalog, &TicketGate),
         mut limit: Option<&mut TokenBucket>,
         turn: bool,
         now: Instant,
