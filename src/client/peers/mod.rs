@@ -409,7 +409,14 @@ impl PeerSide {
             record.engine.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
-        for key in seeder::announce(&mut self.slots, &mut self.catalog, registry, now) {
+        let tracker_now = self.gate.now(crate::auth::ticket::unix_now());
+        for key in seeder::announce(
+            &mut self.slots,
+            &mut self.catalog,
+            registry,
+            now,
+            tracker_now,
+        ) {
             self.drop_upload(registry, key);
         }
         std::mem::take(&mut self.events)

@@ -113,6 +113,14 @@ impl UploadConn {
         self.watching.as_ref()
     }
 
+    /// Whether news of the watched file may be pushed at the tracker's time `now`: only while
+    /// the connection's ticket for it lasts, so a member who left hears nothing more.
+    pub fn may_hear(&self, now: u64) -> bool {
+        self.watching
+            .as_ref()
+            .is_some_and(|(g, f)| self.grants.access(g, f, now) == Access::Granted)
+    }
+
     /// Tells the downloader it may now ask for `pieces` (ascending), and writes what it can.
     /// `Ok(false)`: the downloader is not reading; close the connection.
     pub fn push_has(
@@ -483,13 +491,15 @@ fn serve(
 }
 
 /// Tells watchers what they may now ask for: the pieces downloads verified (to the watchers of
-/// those files) and the crowds' new offers. Returns the upload connections to close (not
-/// reading, or broken).
+/// those files) and the crowds' new offers; only watchers whose ticket lasts at the tracker's
+/// time `tracker_now` (a lapsed one hears its offers when it renews). Returns the upload
+/// connections to close (not reading, or broken).
 pub fn announce(
     slots: &mut Slab<Socket>,
     catalog: &mut Catalog,
     registry: &Registry,
     now: Instant,
+    tracker_now: u64,
 ) -> Vec<usize> {
     let mut news: HashMap<usize, Vec<usize>> = HashMap::new();
     let verified = catalog.take_verified();
@@ -518,6 +528,9 @@ pub fn announce(
         let Some(Socket::Upload(conn)) = slots.get_mut(key) else {
             continue;
         };
+        if !conn.may_hear(tracker_now) {
+            continue;
+        }
         pieces.sort_unstable();
         pieces.dedup();
         match conn.push_has(registry, Token(TOKEN_BASE + key), pieces) {
@@ -836,5 +849,19 @@ mod tests {
                 .all(|i| again.contains(i)),
             "the rest of its offer stands"
         );
+    }
+
+    #[test]
+    fn a_watcher_hears_news_only_while_its_ticket_lasts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = UploadConn::new(TcpStream::from_std(s));
+        assert!(!conn.may_hear(100), "not watching");
+        conn.watching = Some(("g".into(), "f".into()));
+        assert!(!conn.may_hear(100), "watching without a grant");
+        conn.grants.grant("g", "f", 100);
+        assert!(conn.may_hear(100));
+        assert!(!conn.may_hear(101), "the ticket ran out");
     }
 }
