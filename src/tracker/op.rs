@@ -2,9 +2,9 @@
 //!
 //! An operation is one line of words separated by single spaces; the same text is a journal
 //! line (`<term> <seq> <origin|-> <operation>`) and the payload of the peer link's `op`/`fwd`.
-//! Everything that is not a pure function of the state (salt, token) is already chosen when an
-//! operation is built, so applying it is deterministic on both trackers. Decoding validates
-//! every field, because the text comes from disk and from the network.
+//! Everything that is not a pure function of the state (salt, token, session secret) is already
+//! chosen when an operation is built, so applying it is deterministic on both trackers.
+//! Decoding validates every field, because the text comes from disk and from the network.
 
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, MAX_PIECES};
