@@ -144,3 +144,17 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
     }
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn ticket_lifetimes_are_whole_seconds_up_to_the_maximum() {
+        assert_eq!(parse_lifetime("2s"), Ok(2));
+        assert_eq!(parse_lifetime("30"), Ok(30));
+        for bad in ["0", "0s", "31s", "-1", "2m", "", "s", "1.5s"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?}");
+        }
+    }
+}
