@@ -39,7 +39,8 @@ fn a_write_error_fails_the_download_and_keeps_the_part_file() {
     down.side
         .start_download(1, spec("f", &data, dest.clone()), Instant::now())
         .unwrap();
-    down.side.add_peers(1, vec![seeder.full_info(4)]);
+    let peers = down.ticketed(1, vec![seeder.full_info(4)]);
+    down.side.add_peers(1, peers);
     // Each turn polls 2 ms, whatever the deadlines.
     drive_with(
         &mut [&mut seeder, &mut down],

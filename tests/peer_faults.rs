@@ -142,7 +142,7 @@ impl FakePeer {
                         let line = String::from_utf8_lossy(&line[..p]).to_string();
                         let words: Vec<&str> = line.split(' ').collect();
                         let reply: Vec<u8> = match words.as_slice() {
-                            ["want", _, _] => match bad {
+                            ["want", ..] => match bad {
                                 Bad::UnknownHeader => {
                                     mb.fetch_add(1, Ordering::SeqCst);
                                     b"hello there 1 2\n".to_vec()
@@ -235,6 +235,7 @@ impl FakePeer {
             user: "fake".into(),
             addr: self.addr,
             have: PieceSet::full(n),
+            ticket: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The seeder against hostile requests: path tricks, over-long names, groups and files it does
 //! not share, indexes out of range or not numbers. Each gets an `err` line and the connection
 //! stays usable (an over-long line: `err line_too_long`, then a clean close). A secret file
-//! lies beside the shared one, under a valid name; none of its bytes is ever sent.
+//! lies beside the shared one, under a valid name; none of its bytes is ever sent, and a file
+//! not shared gets the same `err forbidden` as a request without a good ticket.
 
 mod peer_support;
 
@@ -147,12 +148,15 @@ fn hostile_requests_get_err_lines_and_never_a_byte_outside_the_shared_set() {
         (b"get g f/../secret 0".to_vec(), "bad_request"),
         (b"get g secret\0 0".to_vec(), "bad_request"),
         (b"get g \xc0\xae\xc0\xaesecret 0".to_vec(), "bad_request"),
-        // Valid names, not shared: looked up in the catalog, never on disk.
-        (b"get g secret 0".to_vec(), "no_such_file"),
-        (b"want g secret".to_vec(), "no_such_file"),
-        (b"get shared secret 0".to_vec(), "no_such_file"),
-        (b"get other f 0".to_vec(), "no_such_file"),
-        (b"want other f".to_vec(), "no_such_file"),
+        // Valid names, not shared: looked up in the catalog, never on disk, and answered like
+        // a missing ticket, so nobody learns which files exist.
+        (b"get g secret 0".to_vec(), "forbidden"),
+        (b"want g secret".to_vec(), "forbidden"),
+        (t("want g secret").into_bytes(), "forbidden"),
+        (b"get shared secret 0".to_vec(), "forbidden"),
+        (b"get other f 0".to_vec(), "forbidden"),
+        (b"want other f".to_vec(), "forbidden"),
+        (t("want other f").into_bytes(), "forbidden"),
         (format!("get g {long_file} 0").into_bytes(), "bad_request"),
         (format!("get {long_group} f 0").into_bytes(), "bad_request"),
         (format!("want g {huge_name}").into_bytes(), "bad_request"),
@@ -175,6 +179,8 @@ fn hostile_requests_get_err_lines_and_never_a_byte_outside_the_shared_set() {
         (b"\xff\xfe\x00".to_vec(), "bad_request"),
     ];
     let mut c = Client::connect(s.addr);
+    // The connection shows a good ticket for f first, so the index checks below are reached.
+    assert_eq!(c.ask(t("want g f").as_bytes(), &mut s), "have 2 all");
     for (req, reason) in &cases {
         let got = c.ask(req, &mut s);
         assert_eq!(
@@ -186,7 +192,7 @@ fn hostile_requests_get_err_lines_and_never_a_byte_outside_the_shared_set() {
         assert!(!c.closed);
     }
     // Still usable: a real request gets the real bytes.
-    assert_eq!(c.ask(b"want g f", &mut s), "have 2 all");
+    assert_eq!(c.ask(t("want g f").as_bytes(), &mut s), "have 2 all");
     assert_eq!(c.ask(b"get g f 1", &mut s), format!("piece 1 {PIECE_SIZE}"));
     assert!(c.fill(PIECE_SIZE as usize, &mut s));
     let got: Vec<u8> = c.buf.drain(..PIECE_SIZE as usize).collect();

@@ -40,7 +40,7 @@ fn downloads_a_shared_file_with_an_odd_last_piece() {
     assert_eq!(d.side.peer_piece_counts(1), vec![("seeder".to_string(), 4)]);
     // Now a seeder of it, from its final path.
     let mut c = Client::connect(d.addr);
-    c.send("want g f.bin");
+    c.send(&t("want g f.bin"));
     assert_eq!(c.line(&mut [&mut d]), "have 4 all");
     c.send("get g f.bin 3");
     assert_eq!(c.line(&mut [&mut d]), "piece 3 12345");
@@ -335,17 +335,27 @@ fn refused_requests_get_err_replies() {
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
     let mut c = Client::connect(s.addr);
-    c.send("want g nosuchfile");
-    assert_eq!(c.line(&mut [&mut s]), "err no_such_file");
+    c.send(&t("want g nosuchfile"));
+    assert_eq!(c.line(&mut [&mut s]), "err forbidden");
     c.send("get other f 0");
-    assert_eq!(c.line(&mut [&mut s]), "err no_such_file");
+    assert_eq!(c.line(&mut [&mut s]), "err forbidden");
+    c.send("get g f 0");
+    assert_eq!(
+        c.line(&mut [&mut s]),
+        "err forbidden",
+        "no ticket shown yet"
+    );
+    c.send("want g f");
+    assert_eq!(c.line(&mut [&mut s]), "err forbidden", "no ticket");
+    c.send(&t("want g f"));
+    assert_eq!(c.line(&mut [&mut s]), "have 2 all");
     c.send("get g f 2");
     assert_eq!(c.line(&mut [&mut s]), "err bad_index");
     c.send("get g ../../etc/passwd 0");
     assert_eq!(c.line(&mut [&mut s]), "err bad_request");
     c.send("hello there");
     assert_eq!(c.line(&mut [&mut s]), "err bad_request");
-    c.send("want g f");
+    c.send(&t("want g f"));
     assert_eq!(c.line(&mut [&mut s]), "have 2 all");
     c.send("get g f 1");
     assert_eq!(c.line(&mut [&mut s]), "piece 1 1");
@@ -363,8 +373,13 @@ fn a_peer_that_half_closes_still_gets_its_answers() {
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
     let mut c = Client::connect(s.addr);
-    c.send("get g f 0\nget g f 1\nwant g f");
+    c.send(&format!(
+        "{}\nget g f 0\nget g f 1\n{}",
+        t("want g f"),
+        t("want g f")
+    ));
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.line(&mut [&mut s]), "have 2 all");
     assert_eq!(c.line(&mut [&mut s]), format!("piece 0 {PIECE_SIZE}"));
     c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
     assert_eq!(c.line(&mut [&mut s]), format!("piece 1 {PIECE_SIZE}"));
@@ -382,7 +397,7 @@ fn pieces_not_yet_verified_are_not_served() {
     start(&mut d, "f", &data, &dir.path().join("out"), vec![]);
     spin(&mut [&mut d], 3);
     let mut c = Client::connect(d.addr);
-    c.send("want g f");
+    c.send(&t("want g f"));
     assert_eq!(c.line(&mut [&mut d]), "have 3 b00");
     c.send("get g f 0");
     assert_eq!(c.line(&mut [&mut d]), "err not_held");
@@ -395,13 +410,14 @@ fn pipelined_requests_from_a_slow_reader_are_all_answered_in_order() {
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
     let mut c = Client::connect(s.addr);
-    let mut reqs = String::new();
+    let mut reqs = format!("{}\n", t("want g f"));
     for i in 0..12 {
         reqs.push_str(&format!("get g f {i}\n"));
     }
     c.send(reqs.trim_end());
     // The seeder stops reading while its output is full; it must resume once we read.
     spin(&mut [&mut s], 20);
+    assert_eq!(c.line(&mut [&mut s]), "have 12 all");
     for i in 0..12 {
         assert_eq!(c.line(&mut [&mut s]), format!("piece {i} {PIECE_SIZE}"));
         let got = c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
@@ -432,6 +448,7 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
         user: "mute".into(),
         addr: mute.local_addr().unwrap(),
         have: PieceSet::full(n),
+        ticket: None,
     };
     start(
         &mut d,
@@ -506,12 +523,14 @@ fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
         user: "liar".into(),
         addr: liar.listener.local_addr().unwrap(),
         have: PieceSet::full(n),
+        ticket: None,
     };
     // The liar first, alone, so it holds requests before the honest seeder is known.
     d.side
         .start_download(1, spec("f", &data, dest.clone()), Instant::now())
         .unwrap();
-    d.side.add_peers(1, vec![liar_info.clone()]);
+    let first = d.ticketed(1, vec![liar_info.clone()]);
+    d.side.add_peers(1, first);
     assert!(drive(&mut [&mut d], |_| {
         liar.step();
         liar.gets > 0
@@ -544,13 +563,15 @@ fn a_seeder_found_at_a_new_address_is_reconnected() {
         user: "s".into(),
         addr: gone.local_addr().unwrap(),
         have: PieceSet::full(n),
+        ticket: None,
     };
     drop(gone);
     let dest = dir.path().join("out");
     d.side
         .start_download(1, spec("f", &data, dest.clone()), Instant::now())
         .unwrap();
-    d.side.add_peers(1, vec![old]);
+    let old = d.ticketed(1, vec![old]);
+    d.side.add_peers(1, old);
     // Once the source is found dead, NeedPeers asks again, and now the answer is right.
     d.sources.insert(1, vec![s.info(PieceSet::full(n))]);
     assert!(drive(&mut [&mut d, &mut s], |n| n[0].completed(1)));
@@ -571,7 +592,7 @@ fn uploads_past_the_cap_are_told_busy() {
     let mut held: Vec<Client> = Vec::new();
     for _ in 0..cap {
         let mut c = Client::connect(s.addr);
-        c.send("want g f");
+        c.send(&t("want g f"));
         assert_eq!(c.line(&mut [&mut s]), "have 1 all");
         held.push(c);
     }
@@ -582,6 +603,6 @@ fn uploads_past_the_cap_are_told_busy() {
     drop(held.pop());
     spin(&mut [&mut s], 3);
     let mut again = Client::connect(s.addr);
-    again.send("want g f");
+    again.send(&t("want g f"));
     assert_eq!(again.line(&mut [&mut s]), "have 1 all");
 }

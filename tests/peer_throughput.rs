@@ -6,6 +6,7 @@
 use groupshare::client::peers::hasher::sha1;
 use groupshare::client::peers::{DownloadSpec, PeerEvent, PeerInfo, PeerSide};
 use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
+use groupshare::testkit::tickets;
 use mio::{Events, Poll};
 use std::io::Write;
 use std::sync::Arc;
@@ -96,6 +97,7 @@ fn one_download_from_two_seeders() {
             let mut poll = Poll::new().unwrap();
             let (mut side, addr) =
                 PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+            tickets::admit_test_tickets(&mut side);
             side.share("g", "f", src, size as u64, hashes);
             tx.send(addr).unwrap();
             let mut events = Events::with_capacity(256);
@@ -135,6 +137,7 @@ fn one_download_from_two_seeders() {
             user: format!("s{i}"),
             addr: addrs[i],
             have: PieceSet::full(n),
+            ticket: Some(tickets::test_ticket("me", "g", "f")),
         })
         .collect();
     side.add_peers(1, peers);

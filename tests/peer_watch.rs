@@ -72,7 +72,7 @@ impl Scripted {
         for line in got {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
-                ["watch", _, _] => {
+                ["watch", ..] => {
                     let reply = format!("have {} {}\n", self.npieces, self.offer.to_wire());
                     self.send(reply.as_bytes());
                 }
@@ -119,6 +119,7 @@ fn a_watched_peer_hears_what_the_download_holds_and_offers_pieces_one_at_a_time(
         user: "peer".into(),
         addr: peer.listener.local_addr().unwrap(),
         have: PieceSet::full(n),
+        ticket: None,
     };
     start(&mut d, "f", &data, &dest, vec![info]);
 
@@ -127,7 +128,13 @@ fn a_watched_peer_hears_what_the_download_holds_and_offers_pieces_one_at_a_time(
         peer.step();
         peer.saw("has 5")
     }));
-    assert_eq!(peer.lines.first().map(String::as_str), Some("watch g f"));
+    assert!(
+        peer.lines
+            .first()
+            .is_some_and(|l| l.starts_with("watch g f me ")),
+        "a watch with the ticket: {:?}",
+        peer.lines
+    );
     assert_eq!(
         peer.lines.get(1).map(String::as_str),
         Some("has 0-3"),

@@ -11,7 +11,12 @@ fuzz_target!(|data: &[u8]| {
     for line in data.split(|&b| b == b'\n') {
         if let Some(req) = Request::parse(line) {
             let (group, file, index) = match &req {
-                Request::Want { group, file } | Request::Watch { group, file } => (group, file, 0),
+                Request::Want { group, file, pass } | Request::Watch { group, file, pass } => {
+                    if let Some(p) = pass {
+                        assert!(names::is_valid(NameKind::User, &p.downloader));
+                    }
+                    (group, file, 0)
+                }
                 Request::Get { group, file, index } => (group, file, *index),
                 Request::Has(r) => {
                     ranges_in_bounds(r);

@@ -2,6 +2,7 @@
 //! the loop is `groupshare::tracker::server`.
 
 use clap::Parser;
+use groupshare::auth::ticket;
 use groupshare::cluster;
 use groupshare::runtime;
 use groupshare::tracker::rates::{self, Rate, RateConfig};
@@ -71,6 +72,9 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(
               groupshare::auth::scram::MIN_ITERATIONS as i64..=groupshare::auth::scram::MAX_ITERATIONS as i64))]
     kdf_iterations: u32,
+    /// How long a peer ticket stays valid, in seconds (`2s` or `2`), 1 to 30 [default: 30s]
+    #[arg(long, value_parser = parse_lifetime)]
+    ticket_lifetime: Option<u64>,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -157,8 +161,26 @@ fn run(args: Args) -> Result<(), String> {
             },
         },
         kdf_iterations: args.kdf_iterations,
+        ticket_lifetime: args.ticket_lifetime.unwrap_or(ticket::DEFAULT_LIFETIME),
     })?;
     server.run()
+}
+
+/// `--ticket-lifetime`: whole seconds, with or without an `s`; longer than
+/// `ticket::MAX_LIFETIME` would break the promise that leaving a group ends access in a minute.
+fn parse_lifetime(s: &str) -> Result<u64, String> {
+    let n: u64 = s
+        .strip_suffix('s')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 30s)"))?;
+    if n == 0 || n > ticket::MAX_LIFETIME {
+        return Err(format!(
+            "the ticket lifetime must be 1 to {} seconds",
+            ticket::MAX_LIFETIME
+        ));
+    }
+    Ok(n)
 }
 
 /// Reads the cluster key, creating it (atomically, so two trackers started together agree) if
@@ -183,4 +205,18 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lifetime;
+
+    #[test]
+    fn ticket_lifetimes_are_whole_seconds_up_to_the_maximum() {
+        assert_eq!(parse_lifetime("2s"), Ok(2));
+        assert_eq!(parse_lifetime("30"), Ok(30));
+        for bad in ["0", "0s", "31s", "-1", "2m", "", "s", "1.5s"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -18,6 +18,7 @@
 
 use crate::auth::login as proofs;
 use crate::auth::scram::{self, ClientKeys};
+use crate::auth::ticket::{self, TrackerClock};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
 use crate::pieces::to_hex;
@@ -214,6 +215,8 @@ pub struct TrackerLink {
     /// When the oldest in-flight request started waiting for progress.
     waiting_since: Option<Instant>,
     events: Vec<LinkEvent>,
+    /// The tracker's clock as its last `hello` reply told it: tickets expire by it.
+    clock: TrackerClock,
 }
 
 impl TrackerLink {
@@ -240,6 +243,7 @@ impl TrackerLink {
             queue: VecDeque::new(),
             session: None,
             kdf_iterations: None,
+            clock: TrackerClock::default(),
             failures: 0,
             reported_unreachable: false,
             waiting_since: None,
@@ -270,6 +274,11 @@ impl TrackerLink {
 
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
+    }
+
+    /// The tracker's clock relative to this machine's, from the last `hello` reply.
+    pub fn tracker_clock(&self) -> TrackerClock {
+        self.clock
     }
 
     /// Sets the session to re-attach after a failover (after `login`), or clears it (logout).
@@ -530,8 +539,15 @@ impl TrackerLink {
                         self.tracker_addr(),
                         words.join(" ")
                     );
-                    // `ok <tracker_no> <kdf_iterations>`; an out-of-range count is not used.
+                    // `ok <tracker_no> <kdf_iterations> <unix time>`; an out-of-range count is
+                    // not used, and the last word is the tracker's clock (tickets expire by it).
                     self.kdf_iterations = words.get(1).and_then(|w| scram::parse_count(w));
+                    if let Some(t) = words.get(1..).and_then(<[String]>::last) {
+                        match t.parse::<u64>() {
+                            Ok(t) => self.clock = TrackerClock::from_times(t, ticket::unix_now()),
+                            Err(_) => log::info!("tracker {} sent no clock", self.tracker_addr()),
+                        }
+                    }
                     self.after_hello(registry, now);
                 }
                 Reply::Err { code, message } => {

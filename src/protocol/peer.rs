@@ -3,17 +3,36 @@
 //! connection. Pure: bytes in, messages out; never panics on any input. Piece payloads are not
 //! framed here — the connection reads exactly `len` raw bytes after a `piece` header.
 
+use crate::auth::ticket::Ticket;
 use crate::names::{self, NameKind};
 use crate::pieces::{PieceSet, MAX_PIECES, PIECE_SIZE};
+
+/// The ticket words of `want` and `watch`: `<downloader> <expiry> <mac>`, the downloader's
+/// user name and the ticket the tracker issued it for this seeder (`auth::ticket`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pass {
+    pub downloader: String,
+    pub ticket: Ticket,
+}
 
 /// A request from a downloader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// `want <group> <file>`: which pieces do you hold?
-    Want { group: String, file: String },
-    /// `watch <group> <file>`: as `want`, and from now on tell me (`has`) of pieces you can
-    /// serve me, and expect my own `has` notices on this connection.
-    Watch { group: String, file: String },
+    /// `want <group> <file> <downloader> <expiry> <mac>`: which pieces do you hold? The
+    /// ticket lets the connection `get` pieces of this file until it expires. Without the three
+    /// words (`pass: None`) it is refused like a bad ticket.
+    Want {
+        group: String,
+        file: String,
+        pass: Option<Pass>,
+    },
+    /// `watch <group> <file> <downloader> <expiry> <mac>`: as `want`, and from now on tell me
+    /// (`has`) of pieces you can serve me, and expect my own `has` notices on this connection.
+    Watch {
+        group: String,
+        file: String,
+        pass: Option<Pass>,
+    },
     /// `has <ranges>`: a notice, not a request (no reply): the downloader verified these pieces.
     /// Only on a connection whose `watch` was answered.
     Has(Ranges),
@@ -90,6 +109,12 @@ pub mod reason {
     pub const NOT_HELD: &str = "not_held";
     pub const READ_FAILED: &str = "read_failed";
     pub const BUSY: &str = "busy";
+    /// No valid ticket for this file, or no such file here: one answer for both, so a
+    /// non-member learns nothing about which files exist.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// A `get` after the ticket its connection was granted with expired: send `want` (or
+    /// `watch`) again with a fresh one.
+    pub const TICKET_EXPIRED: &str = "ticket_expired";
 }
 
 fn words(line: &str) -> impl Iterator<Item = &str> {
@@ -109,15 +134,39 @@ fn name(kind: NameKind, w: &str) -> Option<String> {
     names::is_valid(kind, w).then(|| w.to_string())
 }
 
+fn pass(user: &str, expiry: &str, mac: &str) -> Option<Pass> {
+    Some(Pass {
+        downloader: name(NameKind::User, user)?,
+        ticket: Ticket::parse(expiry, mac)?,
+    })
+}
+
+fn encode_pass(verb: &str, group: &str, file: &str, pass: &Option<Pass>) -> String {
+    match pass {
+        Some(p) => format!(
+            "{verb} {group} {file} {} {}",
+            p.downloader,
+            p.ticket.encode()
+        ),
+        None => format!("{verb} {group} {file}"),
+    }
+}
+
 impl Request {
     /// Parses one request line (without its terminator). `None` means `err bad_request`.
     pub fn parse(line: &[u8]) -> Option<Request> {
         let line = std::str::from_utf8(line).ok()?;
-        let w: Vec<&str> = words(line).take(5).collect();
+        let w: Vec<&str> = words(line).take(7).collect();
         match w.as_slice() {
             ["want", g, f] => Some(Request::Want {
                 group: name(NameKind::Group, g)?,
                 file: name(NameKind::File, f)?,
+                pass: None,
+            }),
+            ["want", g, f, u, e, m] => Some(Request::Want {
+                group: name(NameKind::Group, g)?,
+                file: name(NameKind::File, f)?,
+                pass: Some(pass(u, e, m)?),
             }),
             ["get", g, f, i] => Some(Request::Get {
                 group: name(NameKind::Group, g)?,
@@ -127,6 +176,12 @@ impl Request {
             ["watch", g, f] => Some(Request::Watch {
                 group: name(NameKind::Group, g)?,
                 file: name(NameKind::File, f)?,
+                pass: None,
+            }),
+            ["watch", g, f, u, e, m] => Some(Request::Watch {
+                group: name(NameKind::Group, g)?,
+                file: name(NameKind::File, f)?,
+                pass: Some(pass(u, e, m)?),
             }),
             ["has", r] => Some(Request::Has(Ranges::parse(r)?)),
             _ => None,
@@ -136,9 +191,9 @@ impl Request {
     /// The request line, without the terminator.
     pub fn encode(&self) -> String {
         match self {
-            Request::Want { group, file } => format!("want {group} {file}"),
+            Request::Want { group, file, pass } => encode_pass("want", group, file, pass),
             Request::Get { group, file, index } => format!("get {group} {file} {index}"),
-            Request::Watch { group, file } => format!("watch {group} {file}"),
+            Request::Watch { group, file, pass } => encode_pass("watch", group, file, pass),
             Request::Has(r) => format!("has {}", r.0),
         }
     }
@@ -212,10 +267,28 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
+        let pass = Pass {
+            downloader: "bob".into(),
+            ticket: Ticket {
+                expiry: 1_800_000_030,
+                mac: [0xa5; 32],
+            },
+        };
         let reqs = [
             Request::Want {
                 group: "g1".into(),
                 file: "a.bin".into(),
+                pass: None,
+            },
+            Request::Want {
+                group: "g1".into(),
+                file: "a.bin".into(),
+                pass: Some(pass.clone()),
+            },
+            Request::Watch {
+                group: "g".into(),
+                file: "a.bin".into(),
+                pass: Some(pass),
             },
             Request::Get {
                 group: "g".into(),
@@ -225,6 +298,7 @@ mod tests {
             Request::Watch {
                 group: "g".into(),
                 file: "a.bin".into(),
+                pass: None,
             },
             Request::Has(Ranges("0-15,17".into())),
         ];
@@ -248,6 +322,11 @@ mod tests {
             b"want",
             b"want g",
             b"want g f extra",
+            b"want g f bob 1800000030",
+            b"want g f bob 1800000030 abcd",
+            b"want g f b/b 1800000030 a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+            b"watch g f bob -1 a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
+            b"want g f bob 1 a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5 x",
             b"get g f",
             b"get g f -1",
             b"get g f 524288",

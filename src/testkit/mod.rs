@@ -17,6 +17,7 @@ pub mod conn;
 pub mod net;
 pub mod process;
 pub mod tempdir;
+pub mod tickets;
 
 pub use client::{client_command, Client, Stream};
 pub use cluster::{Cluster, TrackerLog};

@@ -158,6 +158,9 @@ pub fn verifier_problem(s: &str) -> String {
     }
 }
 
+/// Length of a session secret in hex digits (256 random bits).
+pub const SECRET_LEN: usize = 64;
+
 /// A session secret as stored: 64 lowercase hex digits.
 pub fn is_secret(s: &str) -> bool {
     scram::lower_hex::<32>(s).is_some()

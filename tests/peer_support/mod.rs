@@ -10,6 +10,7 @@ use groupshare::client::peers::{
     DownloadId, DownloadSpec, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
 };
 use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
+use groupshare::testkit::tickets;
 use mio::{Events, Poll};
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -38,7 +39,9 @@ pub struct Node {
 impl Node {
     pub fn new(name: &str) -> Node {
         let poll = Poll::new().unwrap();
-        let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (mut side, addr) =
+            PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        tickets::admit_test_tickets(&mut side);
         Node {
             name: name.to_string(),
             poll,
@@ -56,6 +59,8 @@ impl Node {
             user: self.name.clone(),
             addr: self.addr,
             have,
+            // Issued for the download when offered (`ticketed`).
+            ticket: None,
         }
     }
 
@@ -104,7 +109,8 @@ impl Node {
         for ev in &out {
             if let PeerEvent::NeedPeers { id } = ev {
                 if let Some(peers) = self.sources.get(id) {
-                    self.side.add_peers(*id, peers.clone());
+                    let peers = self.ticketed(*id, peers.clone());
+                    self.side.add_peers(*id, peers);
                 }
             }
         }
@@ -115,7 +121,24 @@ impl Node {
     /// NeedPeers.
     pub fn add_sources(&mut self, id: DownloadId, peers: Vec<PeerInfo>) {
         self.sources.insert(id, peers.clone());
+        let peers = self.ticketed(id, peers);
         self.side.add_peers(id, peers);
+    }
+
+    /// `peers` with fresh tickets for download `id`, as the tracker gives them. A peer given
+    /// a ticket of its own by the test keeps it.
+    pub fn ticketed(&self, id: DownloadId, peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
+        let Some(d) = self.side.download(id) else {
+            return peers;
+        };
+        let fresh = tickets::test_ticket(&d.owner, d.group(), d.file());
+        peers
+            .into_iter()
+            .map(|p| PeerInfo {
+                ticket: p.ticket.or(Some(fresh)),
+                ..p
+            })
+            .collect()
     }
 
     pub fn status(&self, id: DownloadId) -> DownloadStatus {
@@ -249,6 +272,18 @@ pub fn leave_part(dest: &Path, bytes: &[u8]) {
     let part = part_path(dest);
     drop(PartFile::open(&part, bytes.len() as u64, &claims_for(dest)).expect("create the .part"));
     std::fs::write(&part, bytes).expect("fill the .part");
+}
+
+/// `want <group> <file>` or `watch <group> <file>` with a good ticket for downloader `me`
+/// appended, as a downloader sends them; any other line as it is.
+pub fn t(line: &str) -> String {
+    match line.split(' ').collect::<Vec<_>>().as_slice() {
+        [verb @ ("want" | "watch"), group, file] => {
+            let ticket = tickets::test_ticket("me", group, file);
+            format!("{verb} {group} {file} me {}", ticket.encode())
+        }
+        _ => line.to_string(),
+    }
 }
 
 /// Starts download 1 of `file` at `d` from `sources`.

@@ -17,6 +17,7 @@ impl App {
                 switched,
             } => {
                 log::info!("connected to tracker {tracker} ({addr})");
+                self.sync_tickets();
                 let after_outage = std::mem::take(&mut self.outage);
                 if switched {
                     console::err(&format!(
@@ -39,6 +40,7 @@ impl App {
                 console::err(&format!("warning: your session ended: {reason}"));
                 self.pause_shares();
                 self.user = None;
+                self.sync_tickets();
             }
             LinkEvent::TakenOver { message } => {
                 // Not an error of the command at hand: the user logged in elsewhere. This

@@ -5,6 +5,7 @@
 use super::{App, InProgress};
 use crate::auth::login as proofs;
 use crate::auth::scram::{self, ClientKeys};
+use crate::auth::ticket;
 use crate::client::console;
 use crate::client::report;
 use crate::client::shares::{self, FileCheck, Share, ShareStore};
@@ -199,6 +200,7 @@ impl App {
     /// The tracker proved itself and the session exists: resume the user's shares.
     fn start_session(&mut self, user: String, session: Session, now: Instant) {
         self.link.set_session(Some(session));
+        self.sync_tickets();
         // Pieces of another user's downloads, verified while logged out, are not this
         // user's to announce.
         let others: BTreeSet<(String, String)> = self
@@ -414,6 +416,18 @@ impl App {
         self.pause_shares();
         self.user = None;
         self.link.set_session(None);
+        self.sync_tickets();
+    }
+
+    /// Gives the seeder the ticket key of the current session (none without one) and the
+    /// tracker's clock: after a login, a logout, and each (re)connection to a tracker, where a
+    /// login after a failover may have made a new secret.
+    pub(super) fn sync_tickets(&mut self) {
+        let key = self
+            .link
+            .session()
+            .map(|s| ticket::ticket_key_of(&s.secret));
+        self.peers.set_tickets(key, self.link.tracker_clock());
     }
 
     /// Stops serving every share of the session (they resume at the next login).

@@ -14,9 +14,10 @@ use super::{
     DownloadId, DownloadSpec, DownloadState, DownloadStatus, PeerEvent, PeerInfo, Socket,
     TOKEN_BASE,
 };
+use crate::auth::ticket::{self, Ticket, TrackerClock};
 use crate::pieces::{piece_count, Hash, PieceSet, MAX_PIECES};
-use crate::protocol::peer::reason::BAD_REQUEST;
-use crate::protocol::peer::{ranges_lines, Request};
+use crate::protocol::peer::reason::{BAD_REQUEST, TICKET_EXPIRED};
+use crate::protocol::peer::{ranges_lines, Pass, Request};
 use crate::runtime::Rng;
 use mio::event::Event;
 use mio::{Registry, Token};
@@ -66,6 +67,8 @@ pub struct Ctx<'a> {
     pub events: &'a mut Vec<PeerEvent>,
     pub rng: &'a mut Rng,
     pub scratch: &'a mut Vec<u8>,
+    /// The tracker's clock: tickets expire by it, and are renewed halfway through.
+    pub clock: TrackerClock,
     pub now: Instant,
 }
 
@@ -83,10 +86,14 @@ struct Source {
     failed: HashSet<usize>,
     /// Verified pieces received from this peer.
     pieces: u64,
+    /// The freshest ticket the tracker gave us for this peer (`want`/`watch` show it).
+    ticket: Option<Ticket>,
 }
 
 pub struct Download {
     pub id: DownloadId,
+    /// The user downloading: the name our tickets were issued to.
+    owner: String,
     pub group: String,
     pub file: String,
     size: u64,
@@ -170,6 +177,7 @@ impl Download {
         }
         Ok(Download {
             id,
+            owner: spec.owner,
             group: spec.group,
             file: spec.file,
             size: spec.size,
@@ -263,6 +271,7 @@ impl Download {
                 Some(p) if p.banned => {}
                 Some(p) if p.addr != info.addr => {
                     p.addr = info.addr;
+                    p.ticket = info.ticket;
                     if let Some(key) = p.conn {
                         self.close(ctx, key, "address changed");
                     }
@@ -274,6 +283,9 @@ impl Download {
                 Some(p) => {
                     // A fresh answer from the tracker is a reason to try again now.
                     p.retry_at = p.retry_at.min(ctx.now);
+                    if info.ticket.map(|t| t.expiry) > p.ticket.map(|t| t.expiry) {
+                        p.ticket = info.ticket;
+                    }
                 }
                 None => {
                     self.peers.insert(
@@ -286,6 +298,7 @@ impl Download {
                             banned: false,
                             failed: HashSet::new(),
                             pieces: 0,
+                            ticket: info.ticket,
                         },
                     );
                 }
@@ -395,11 +408,7 @@ impl Download {
             match conn.finish_connect() {
                 Ok(false) => return Ok(()),
                 Ok(true) => {
-                    let watch = Request::Watch {
-                        group: self.group.clone(),
-                        file: self.file.clone(),
-                    };
-                    conn.send(&watch, Awaited::Watch, ctx.now + REPLY_TIMEOUT);
+                    self.ask(ctx, conn, true);
                     conn.next_want = ctx.now + HAVE_REFRESH;
                 }
                 Err(e) => return Err(format!("connect failed: {e}")),
@@ -448,11 +457,7 @@ impl Download {
                     match req {
                         // A peer that does not know `watch`: ask it `want`, now and then.
                         Awaited::Watch if reason.starts_with(BAD_REQUEST) => {
-                            let want = Request::Want {
-                                group: self.group.clone(),
-                                file: self.file.clone(),
-                            };
-                            conn.send(&want, Awaited::Want, ctx.now + REPLY_TIMEOUT);
+                            self.ask(ctx, conn, false);
                         }
                         Awaited::Want | Awaited::Watch => {
                             return Err(format!("peer refused: {reason}"))
@@ -460,6 +465,12 @@ impl Download {
                         Awaited::Get(i) => {
                             if self.table.release(i, key) {
                                 self.dirty = true;
+                            }
+                            if reason.starts_with(TICKET_EXPIRED) {
+                                // Renew with the freshest ticket at once, and ask the tracker
+                                // for fresher ones now rather than at the next refresh.
+                                conn.renew_at = Some(ctx.now);
+                                self.next_refresh = ctx.now;
                             }
                         }
                     }
@@ -783,16 +794,37 @@ impl Download {
             })
             .map(|(&k, _)| k)
             .collect();
-        for key in idle {
-            if let Some(conn) = self.conns.get_mut(&key) {
-                let want = Request::Want {
-                    group: self.group.clone(),
-                    file: self.file.clone(),
-                };
-                conn.send(&want, Awaited::Want, now + REPLY_TIMEOUT);
+        // Connections whose ticket is halfway through its life, when the tracker has given a
+        // fresher one: the same request again on the same connection renews the grant.
+        let renew: Vec<PeerKey> = self
+            .conns
+            .iter()
+            .filter(|(k, c)| {
+                !idle.contains(k)
+                    && c.state == ConnState::Live
+                    && c.renew_at.is_some_and(|t| t <= now)
+                    && !c
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Awaited::Want | Awaited::Watch))
+                    && self
+                        .peers
+                        .get(&c.user)
+                        .and_then(|p| p.ticket)
+                        .is_some_and(|t| Some(t.expiry) > c.ticket_sent)
+            })
+            .map(|(&k, _)| k)
+            .collect();
+        for key in idle.into_iter().chain(renew) {
+            if let Some(mut conn) = self.conns.remove(&key) {
+                let watch = conn.watched;
+                self.ask(ctx, &mut conn, watch);
                 conn.next_want = now + HAVE_REFRESH;
-                if let Err(e) = conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
-                    self.close(ctx, key, &format!("{e}"));
+                match conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
+                    Ok(()) => {
+                        self.conns.insert(key, conn);
+                    }
+                    Err(e) => self.drop_conn(ctx, key, conn, &format!("{e}")),
                 }
             }
         }
@@ -808,6 +840,30 @@ impl Download {
             self.last_need_peers = Some(now);
             self.next_refresh = now + self.refresh_interval();
         }
+    }
+
+    /// Sends `watch` (or `want`) with the freshest ticket for this peer, and notes when to
+    /// renew it: halfway through its remaining life by the tracker's clock.
+    fn ask(&self, ctx: &Ctx, conn: &mut FetchConn, watch: bool) {
+        let ticket = self.peers.get(&conn.user).and_then(|p| p.ticket);
+        let pass = ticket.map(|ticket| Pass {
+            downloader: self.owner.clone(),
+            ticket,
+        });
+        let (group, file) = (self.group.clone(), self.file.clone());
+        let (req, awaited) = if watch {
+            (Request::Watch { group, file, pass }, Awaited::Watch)
+        } else {
+            (Request::Want { group, file, pass }, Awaited::Want)
+        };
+        conn.send(&req, awaited, ctx.now + REPLY_TIMEOUT);
+        conn.ticket_sent = ticket.map(|t| t.expiry);
+        conn.renew_at = ticket.map(|t| {
+            let left = t
+                .expiry
+                .saturating_sub(ctx.clock.tracker_time(ticket::unix_now()));
+            ctx.now + Duration::from_secs(left) / 2
+        });
     }
 
     /// How soon to ask for peers again: sooner while few are connected.
@@ -857,7 +913,15 @@ impl Download {
                     .values()
                     .filter(|p| !p.banned && p.conn.is_none())
                     .map(|p| p.retry_at),
-            );
+            )
+            .chain(self.conns.values().filter_map(|c| {
+                let fresher = self
+                    .peers
+                    .get(&c.user)
+                    .and_then(|p| p.ticket)
+                    .is_some_and(|t| Some(t.expiry) > c.ticket_sent);
+                c.renew_at.filter(|_| fresher && c.state == ConnState::Live)
+            }));
         Some(candidates.fold(next, Instant::min))
     }
 }

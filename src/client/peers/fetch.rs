@@ -95,6 +95,11 @@ pub struct FetchConn {
     /// The peer answered `watch`: it pushes `has` lines and takes our `has` notices.
     pub watched: bool,
     writable: bool,
+    /// The expiry of the ticket last shown on this connection (`want`/`watch`).
+    pub ticket_sent: Option<u64>,
+    /// When to show a fresher ticket, if the tracker has given one: halfway through the life
+    /// of the last one shown.
+    pub renew_at: Option<Instant>,
 }
 
 impl FetchConn {
@@ -128,6 +133,8 @@ impl FetchConn {
             next_want: deadline,
             watched: false,
             writable: true,
+            ticket_sent: None,
+            renew_at: None,
         })
     }
 

@@ -14,6 +14,7 @@
 //! Modules, one job each:
 //! - `catalog`  — what this client serves: (group, file) → path and verified pieces
 //! - `seeder`   — upload connections: answer `want`/`get` from the catalog, bounded output
+//! - `gate`     — the ticket check at `want`/`watch` and each connection's grants
 //! - `download` — one download: its peers, piece table, store; Verifying → Downloading → done
 //! - `fetch`    — one download connection: connect, requests, replies, payload into a buffer
 //! - `table`    — piece states (have / in flight / queued) and their named transitions
@@ -31,6 +32,7 @@
 pub mod catalog;
 pub mod download;
 pub mod fetch;
+pub mod gate;
 pub mod hasher;
 pub mod limit;
 pub mod picker;
@@ -40,10 +42,12 @@ pub mod store;
 pub mod superseed;
 pub mod table;
 
+use crate::auth::ticket::{TicketKey, TrackerClock};
 use crate::pieces::{piece_count, Hash, MAX_PIECES};
 use crate::runtime::Rng;
 use catalog::{Catalog, Entry};
 use download::{Ctx, Download};
+use gate::TicketGate;
 use hasher::{HashJob, HashStep};
 use limit::TokenBucket;
 use mio::event::Event;
@@ -205,6 +209,8 @@ pub struct PeerSide {
     upload_limit: Option<TokenBucket>,
     /// Upload connections the limit deferred, resumed in this order (fair) once it allows.
     throttled: VecDeque<usize>,
+    /// The session's ticket key and the tracker's clock: who may fetch what (`gate`).
+    gate: TicketGate,
 }
 
 impl PeerSide {
@@ -232,6 +238,7 @@ impl PeerSide {
             uploads: 0,
             upload_limit: None,
             throttled: VecDeque::new(),
+            gate: TicketGate::default(),
         };
         Ok((side, addr))
     }
@@ -263,6 +270,7 @@ impl PeerSide {
                     events: &mut self.events,
                     rng: &mut self.rng,
                     scratch: &mut self.scratch,
+                    clock: self.gate.clock(),
                     now,
                 };
                 record.engine.on_event(&mut ctx, key, event);
@@ -284,7 +292,7 @@ impl PeerSide {
         let keep = match conn.service(
             registry,
             token,
-            &mut self.catalog,
+            (&mut self.catalog, &self.gate),
             self.upload_limit.as_mut(),
             turn,
             now,
@@ -312,6 +320,12 @@ impl PeerSide {
             );
             self.uploads -= 1;
         }
+    }
+
+    /// The ticket key of the logged-in session (`None`: logged out, serve no one) and the
+    /// tracker's clock, which tickets expire by (the downloads renew theirs by it too).
+    pub fn set_tickets(&mut self, key: Option<TicketKey>, clock: TrackerClock) {
+        self.gate = TicketGate::new(key, clock);
     }
 
     /// Limits all uploads together to `rate` bytes per second (`None`: unlimited).
@@ -388,13 +402,21 @@ impl PeerSide {
             events: &mut self.events,
             rng: &mut self.rng,
             scratch: &mut self.scratch,
+            clock: self.gate.clock(),
             now,
         };
         for record in &mut self.downloads {
             record.engine.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
-        for key in seeder::announce(&mut self.slots, &mut self.catalog, registry, now) {
+        let tracker_now = self.gate.now(crate::auth::ticket::unix_now());
+        for key in seeder::announce(
+            &mut self.slots,
+            &mut self.catalog,
+            registry,
+            now,
+            tracker_now,
+        ) {
             self.drop_upload(registry, key);
         }
         std::mem::take(&mut self.events)
@@ -536,6 +558,7 @@ impl PeerSide {
             events: &mut self.events,
             rng: &mut self.rng,
             scratch: &mut self.scratch,
+            clock: self.gate.clock(),
             now,
         };
         dl.engine.cancel(&mut ctx, reason)

@@ -13,13 +13,14 @@
 //! pieces verified since.
 
 use super::catalog::Catalog;
+use super::gate::{Access, Grants, TicketGate};
 use super::limit::TokenBucket;
 use super::superseed::{Crowd, WatcherId};
 use super::{Socket, TOKEN_BASE};
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PIECE_SIZE};
-use crate::protocol::peer::{ranges_lines, reason, Reply, Request};
+use crate::protocol::peer::{ranges_lines, reason, Pass, Reply, Request};
 use crate::runtime::Rng;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -79,6 +80,11 @@ pub struct UploadConn {
     deferred: bool,
     /// The `(group, file)` this downloader watches: it gets `has` lines, may send `has`.
     watching: Option<(String, String)>,
+    /// The files this connection's tickets opened, until when (`gate`).
+    grants: Grants,
+    /// The downloader's static key on this channel, which its tickets must name. `None` until
+    /// peer connections are secure channels (issue 9.1): the lead sets it from the handshake.
+    remote_key: Option<[u8; 32]>,
     /// Piece bytes queued on this connection, for the log line at its close.
     pub piece_bytes: u64,
 }
@@ -96,6 +102,8 @@ impl UploadConn {
             writable: false,
             deferred: false,
             watching: None,
+            grants: Grants::default(),
+            remote_key: None,
             piece_bytes: 0,
         }
     }
@@ -103,6 +111,14 @@ impl UploadConn {
     /// The `(group, file)` this connection watches.
     pub fn watching(&self) -> Option<&(String, String)> {
         self.watching.as_ref()
+    }
+
+    /// Whether news of the watched file may be pushed at the tracker's time `now`: only while
+    /// the connection's ticket for it lasts, so a member who left hears nothing more.
+    pub fn may_hear(&self, now: u64) -> bool {
+        self.watching
+            .as_ref()
+            .is_some_and(|(g, f)| self.grants.access(g, f, now) == Access::Granted)
     }
 
     /// Tells the downloader it may now ask for `pieces` (ascending), and writes what it can.
@@ -149,18 +165,19 @@ impl UploadConn {
     }
 
     /// Reads requests, answers them and writes replies until the socket has nothing more,
-    /// the output is full, the upload limit defers it, or the connection is done. Without
-    /// `turn` (others are waiting for the limit) it only writes and reports itself deferred.
-    /// `Ok(false)`: close it.
+    /// the output is full, the upload limit defers it, or the connection is done: what it
+    /// serves from `catalog`, to whom `gate` admits. Without `turn` (others are waiting for
+    /// the limit) it only writes and reports itself deferred. `Ok(false)`: close it.
     pub fn service(
         &mut self,
         registry: &Registry,
         token: Token,
-        catalog: &mut Catalog,
+        (catalog, gate): (&mut Catalog, &TicketGate),
         mut limit: Option<&mut TokenBucket>,
         turn: bool,
         now: Instant,
     ) -> io::Result<bool> {
+        let unix = crate::auth::ticket::unix_now();
         let id: WatcherId = token.0;
         self.deferred = false;
         loop {
@@ -178,6 +195,10 @@ impl UploadConn {
                             watching: &mut self.watching,
                             id,
                             now,
+                            gate,
+                            grants: &mut self.grants,
+                            remote_key: self.remote_key.as_ref(),
+                            unix,
                         };
                         let Some(out) = answer(line, &mut at, &mut self.spare, &mut self.file)
                         else {
@@ -280,6 +301,24 @@ struct At<'a> {
     watching: &'a mut Option<(String, String)>,
     id: WatcherId,
     now: Instant,
+    gate: &'a TicketGate,
+    grants: &'a mut Grants,
+    remote_key: Option<&'a [u8; 32]>,
+    /// The local unix time (tickets expire by the tracker's, which `gate` derives from it).
+    unix: u64,
+}
+
+/// Checks a `want`/`watch` ticket; a good one for a file served here grants the connection
+/// that file. False for everything else, which the caller answers `forbidden` alike.
+fn admit(at: &mut At, pass: Option<&Pass>, group: &str, file: &str) -> bool {
+    let Some(expiry) = at.gate.admit(pass, at.remote_key, group, file, at.unix) else {
+        return false;
+    };
+    if at.catalog.get(group, file).is_none() {
+        return false;
+    }
+    at.grants.grant(group, file, expiry);
+    true
 }
 
 /// A watcher of `(group, file)` leaves its crowd (its connection closed or it watches another
@@ -301,10 +340,24 @@ pub fn leave_crowd(catalog: &mut Catalog, watching: Option<&(String, String)>, i
 /// The `have` answer to `watch`: a super-seeded file's offer to this downloader, or every
 /// verified piece.
 fn watch(at: &mut At, group: &str, file: &str) -> Out {
+    let renewal = at
+        .watching
+        .as_ref()
+        .is_some_and(|(g, f)| g == group && f == file);
+    if renewal {
+        // A fresh ticket for the file already watched: its place in the crowd stays.
+        if let Some(e) = at.catalog.get(group, file) {
+            let have = match e.crowd.as_ref().and_then(|c| c.offer(at.id)) {
+                Some(offer) => offer,
+                None => e.have.clone(),
+            };
+            return small(Reply::Have { have });
+        }
+    }
     leave_crowd(at.catalog, at.watching.as_ref(), at.id);
     *at.watching = None;
     let Some(e) = at.catalog.get_mut(group, file) else {
-        return refuse(reason::NO_SUCH_FILE);
+        return refuse(reason::FORBIDDEN);
     };
     *at.watching = Some((group.to_string(), file.to_string()));
     if !e.super_seeds() {
@@ -333,15 +386,23 @@ fn answer(
         return Some(refuse(reason::BAD_REQUEST));
     };
     let (group, file, index) = match &req {
-        Request::Want { group, file } => {
+        Request::Want { group, file, pass } => {
+            if !admit(at, pass.as_ref(), group, file) {
+                return Some(refuse(reason::FORBIDDEN));
+            }
             return Some(match at.catalog.get(group, file) {
                 Some(e) => small(Reply::Have {
                     have: e.have.clone(),
                 }),
-                None => refuse(reason::NO_SUCH_FILE),
-            })
+                None => refuse(reason::FORBIDDEN),
+            });
         }
-        Request::Watch { group, file } => return Some(watch(at, group, file)),
+        Request::Watch { group, file, pass } => {
+            if !admit(at, pass.as_ref(), group, file) {
+                return Some(refuse(reason::FORBIDDEN));
+            }
+            return Some(watch(at, group, file));
+        }
         Request::Has(ranges) => {
             let (id, now) = (at.id, at.now);
             let Some((g, f)) = at.watching.as_ref() else {
@@ -357,7 +418,11 @@ fn answer(
         }
         Request::Get { group, file, index } => (group, file, *index),
     };
-    Some(serve(at, group, file, index, spare, cache))
+    match at.grants.access(group, file, at.gate.now(at.unix)) {
+        Access::Granted => Some(serve(at, group, file, index, spare, cache)),
+        Access::Expired => Some(refuse(reason::TICKET_EXPIRED)),
+        Access::None => Some(refuse(reason::FORBIDDEN)),
+    }
 }
 
 /// A `get`: the piece, read from the catalog entry's file.
@@ -426,13 +491,15 @@ fn serve(
 }
 
 /// Tells watchers what they may now ask for: the pieces downloads verified (to the watchers of
-/// those files) and the crowds' new offers. Returns the upload connections to close (not
-/// reading, or broken).
+/// those files) and the crowds' new offers; only watchers whose ticket lasts at the tracker's
+/// time `tracker_now` (a lapsed one hears its offers when it renews). Returns the upload
+/// connections to close (not reading, or broken).
 pub fn announce(
     slots: &mut Slab<Socket>,
     catalog: &mut Catalog,
     registry: &Registry,
     now: Instant,
+    tracker_now: u64,
 ) -> Vec<usize> {
     let mut news: HashMap<usize, Vec<usize>> = HashMap::new();
     let verified = catalog.take_verified();
@@ -461,6 +528,9 @@ pub fn announce(
         let Some(Socket::Upload(conn)) = slots.get_mut(key) else {
             continue;
         };
+        if !conn.may_hear(tracker_now) {
+            continue;
+        }
         pieces.sort_unstable();
         pieces.dedup();
         match conn.push_has(registry, Token(TOKEN_BASE + key), pieces) {
@@ -481,15 +551,44 @@ pub fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::ticket::{ticket_key, Claim, Ticket};
     use crate::client::peers::catalog::Entry;
     use crate::client::peers::superseed::OFFER_WINDOW;
     use crate::pieces::PieceSet;
 
     const N: usize = 20;
 
-    /// One connection's side of answering: its watched file and its id.
+    /// This seeder's session secret in these tests.
+    const SECRET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+    fn gate() -> TicketGate {
+        TicketGate::new(ticket_key(SECRET), Default::default())
+    }
+
+    /// `want g f` or `watch g f` with a ticket for downloader `me`, valid 30 s more; other
+    /// lines as they are.
+    fn t(line: &str) -> String {
+        let w: Vec<&str> = line.split(' ').collect();
+        let [verb @ ("want" | "watch"), group, file] = w[..] else {
+            return line.to_string();
+        };
+        let expiry = crate::auth::ticket::unix_now() + 30;
+        let claim = Claim {
+            downloader: "me",
+            downloader_key: None,
+            group,
+            file,
+            expiry,
+        };
+        let key = ticket_key(SECRET).unwrap_or_default();
+        let ticket = Ticket::issue(&key, &claim);
+        format!("{verb} {group} {file} me {}", ticket.encode())
+    }
+
+    /// One connection's side of answering: its watched file, its grants and its id.
     struct Conn {
         watching: Option<(String, String)>,
+        grants: Grants,
         id: WatcherId,
         spare: Vec<Vec<u8>>,
         cache: Option<(PathBuf, File)>,
@@ -499,19 +598,36 @@ mod tests {
         fn new(id: WatcherId) -> Conn {
             Conn {
                 watching: None,
+                grants: Grants::default(),
                 id,
                 spare: Vec::new(),
                 cache: None,
             }
         }
 
-        /// The reply's header line (`None`: no reply).
+        /// The reply's header line (`None`: no reply); `want`/`watch` get a good ticket.
         fn ask(&mut self, catalog: &mut Catalog, line: &str, now: Instant) -> Option<String> {
+            self.ask_as_is(catalog, &t(line), now, crate::auth::ticket::unix_now())
+        }
+
+        /// The reply to exactly this line, at local unix time `unix`.
+        fn ask_as_is(
+            &mut self,
+            catalog: &mut Catalog,
+            line: &str,
+            now: Instant,
+            unix: u64,
+        ) -> Option<String> {
+            let gate = gate();
             let mut at = At {
                 catalog,
                 watching: &mut self.watching,
                 id: self.id,
                 now,
+                gate: &gate,
+                grants: &mut self.grants,
+                remote_key: None,
+                unix,
             };
             let out = answer(line.as_bytes(), &mut at, &mut self.spare, &mut self.cache)?;
             let text = String::from_utf8_lossy(&out.data[out.start..out.end]).to_string();
@@ -616,6 +732,7 @@ mod tests {
         cat.mark("g", "f", &part, 9);
         assert_eq!(cat.take_verified(), vec![("g".into(), "f".into(), 9)]);
         assert!(cat.take_verified().is_empty());
+        a.ask(&mut cat, "want g f", now);
         assert_eq!(
             a.ask(&mut cat, "get g f 10", now),
             Some("err not_held".into())
@@ -635,7 +752,8 @@ mod tests {
         );
         assert_eq!(
             a.ask(&mut cat, "watch g nope", now),
-            Some("err no_such_file".into())
+            Some("err forbidden".into()),
+            "a good ticket for a file not served here: the same answer as a bad ticket"
         );
         assert!(a.watching.is_none());
         assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
@@ -645,5 +763,105 @@ mod tests {
             None,
             "past the end: ignored"
         );
+    }
+
+    #[test]
+    fn without_a_good_ticket_nothing_is_served_and_nothing_is_revealed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let unix = crate::auth::ticket::unix_now();
+        let mut c = Conn::new(1);
+        let good = t("want g f");
+        let forged = format!("{}0", &good[..good.len() - 1]);
+        let other_user = good.replace(" me ", " mallory ");
+        for line in [
+            "want g f",
+            "watch g f",
+            "get g f 0",
+            "want g nope",
+            forged.as_str(),
+            other_user.as_str(),
+        ] {
+            assert_eq!(
+                c.ask_as_is(&mut cat, line, now, unix),
+                Some("err forbidden".into()),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            c.ask_as_is(&mut cat, "get g f 0", now, unix),
+            Some("err forbidden".into()),
+            "no grant from the refused tickets"
+        );
+        assert!(c.watching.is_none());
+        assert!(cat.get("g", "f").is_some_and(|e| e.crowd.is_none()));
+    }
+
+    #[test]
+    fn a_get_after_the_ticket_expired_is_refused_until_a_fresh_one_comes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let unix = crate::auth::ticket::unix_now();
+        let mut c = Conn::new(1);
+        assert!(c
+            .ask_as_is(&mut cat, &t("want g f"), now, unix)
+            .is_some_and(|r| r.starts_with("have ")));
+        let piece = format!("piece 0 {PIECE_SIZE}");
+        assert_eq!(
+            c.ask_as_is(&mut cat, "get g f 0", now, unix + 30),
+            Some(piece)
+        );
+        assert_eq!(
+            c.ask_as_is(&mut cat, "get g f 0", now, unix + 31),
+            Some("err ticket_expired".into())
+        );
+        // The old ticket, shown again, no longer opens anything.
+        let stale = t("want g f");
+        assert_eq!(
+            c.ask_as_is(&mut cat, &stale, now, unix + 31),
+            Some("err forbidden".into())
+        );
+        assert!(c
+            .ask_as_is(&mut cat, &t("want g f"), now, unix)
+            .is_some_and(|r| r.starts_with("have ")));
+        assert!(c
+            .ask_as_is(&mut cat, "get g f 1", now, unix)
+            .is_some_and(|r| r.starts_with("piece 1 ")));
+    }
+
+    #[test]
+    fn a_renewed_watch_keeps_the_watchers_place_in_the_crowd() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cat = shared(dir.path());
+        let now = Instant::now();
+        let mut a = Conn::new(1);
+        let first = offer(a.ask(&mut cat, "watch g f", now));
+        let sent = first.iter().next().unwrap_or(0);
+        a.ask(&mut cat, &format!("get g f {sent}"), now);
+        let again = offer(a.ask(&mut cat, "watch g f", now));
+        assert!(!again.contains(sent), "what it holds is not offered again");
+        assert!(
+            first
+                .iter()
+                .filter(|&i| i != sent)
+                .all(|i| again.contains(i)),
+            "the rest of its offer stands"
+        );
+    }
+
+    #[test]
+    fn a_watcher_hears_news_only_while_its_ticket_lasts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = UploadConn::new(TcpStream::from_std(s));
+        assert!(!conn.may_hear(100), "not watching");
+        conn.watching = Some(("g".into(), "f".into()));
+        assert!(!conn.may_hear(100), "watching without a grant");
+        conn.grants.grant("g", "f", 100);
+        assert!(conn.may_hear(100));
+        assert!(!conn.may_hear(101), "the ticket ran out");
     }
 }

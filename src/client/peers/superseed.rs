@@ -105,6 +105,13 @@ impl Crowd {
             .map_or_else(|| PieceSet::empty(self.npieces), |w| w.offer.clone())
     }
 
+    /// What a watcher may ask for now: its current offer (`None` if it does not watch). The
+    /// answer to a `watch` that only renews the watcher's ticket, which must not reset its
+    /// place in the crowd.
+    pub fn offer(&self, id: WatcherId) -> Option<PieceSet> {
+        self.watchers.get(&id).map(|w| w.offer.clone())
+    }
+
     /// The downloader has these pieces (it said so, or they were just sent to it).
     pub fn holds(&mut self, id: WatcherId, pieces: impl IntoIterator<Item = usize>, now: Instant) {
         let Some(w) = self.watchers.get_mut(&id) else {

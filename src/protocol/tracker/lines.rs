@@ -2,6 +2,7 @@
 //! and `download_file`, and the whole `download_file` reply (size, hashes, peers).
 
 use super::reply::Reply;
+use crate::auth::ticket::Ticket;
 use crate::pieces::{self, Hash, PieceSet};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -79,30 +80,44 @@ fn parse_tenths(s: &str) -> Option<u64> {
         .checked_add(tenth.parse().ok()?)
 }
 
-/// A peer line of `peers` and `download_file`: `p <user> <addr> <have>`.
+/// A peer line of `peers` and `download_file`: `p <user> <addr> <have> <expiry> <mac>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerLine {
     pub user: String,
     pub addr: SocketAddr,
     /// The tracker's view of the peer's pieces: a hint, the peer's own `have` is the truth.
     pub have: PieceSet,
+    /// The requester's ticket for this peer (`auth::ticket`): what it shows the peer in `want`
+    /// and `watch`. A tracker always issues one; `None` only for a line without the two words.
+    pub ticket: Option<Ticket>,
 }
 
 impl PeerLine {
     pub fn encode(&self) -> String {
-        format!("p {} {} {}", self.user, self.addr, self.have.to_wire())
+        let mut line = format!("p {} {} {}", self.user, self.addr, self.have.to_wire());
+        if let Some(t) = &self.ticket {
+            line.push(' ');
+            line.push_str(&t.encode());
+        }
+        line
     }
 
     /// `None` if malformed or if the piece set does not fit a file of `npieces` pieces.
     pub fn parse(line: &str, npieces: usize) -> Option<PeerLine> {
-        match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
-            ["p", user, addr, have] => Some(PeerLine {
-                user: user.to_string(),
-                addr: addr.parse().ok()?,
-                have: PieceSet::from_wire(have, npieces)?,
-            }),
-            _ => None,
-        }
+        let (user, addr, have, ticket) =
+            match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
+                ["p", user, addr, have] => (*user, *addr, *have, None),
+                ["p", user, addr, have, expiry, mac] => {
+                    (*user, *addr, *have, Some(Ticket::parse(expiry, mac)?))
+                }
+                _ => return None,
+            };
+        Some(PeerLine {
+            user: user.to_string(),
+            addr: addr.parse().ok()?,
+            have: PieceSet::from_wire(have, npieces)?,
+            ticket,
+        })
     }
 }
 
@@ -176,7 +191,7 @@ mod tests {
         let head = vec![(pieces::PIECE_SIZE + 1).to_string(), "2".to_string()];
         let lines = vec![
             format!("h {}", pieces::hashes_to_hex(&hashes)),
-            "p bob 127.0.0.1:5000 all".to_string(),
+            format!("p bob 127.0.0.1:5000 all 1800000000 {}", "0a".repeat(32)),
             "p carol 127.0.0.1:5001 b80".to_string(),
             "p broken".to_string(),
         ];
@@ -185,6 +200,8 @@ mod tests {
         assert_eq!(&d.hashes[..], &hashes[..]);
         assert_eq!(d.peers.len(), 2);
         assert!(d.peers[0].have.is_full());
+        assert_eq!(d.peers[0].ticket.map(|t| t.expiry), Some(1_800_000_000));
+        assert_eq!(d.peers[1].ticket, None);
         assert_eq!(d.peers[1].have.count(), 1);
         assert!(DownloadReply::parse(&["5".into(), "2".into()], &[]).is_err());
         assert!(DownloadReply::parse(&head, &lines[1..]).is_err());
@@ -223,6 +240,7 @@ mod tests {
         fn data_lines_round_trip(
             g in name(), f in name(), n: usize, size: u64, owner in name(),
             ip: [u8; 4], port: u16, npieces in 0usize..2000, bits: Vec<bool>, copies: u64,
+            ticket: Option<(u64, [u8; 32])>,
         ) {
             let gl = GroupLine { group: g.clone(), members: n, owner };
             prop_assert_eq!(GroupLine::parse(&gl.encode()), Some(gl));
@@ -232,7 +250,8 @@ mod tests {
             for (i, b) in bits.iter().enumerate().take(npieces) {
                 if *b { have.insert(i); }
             }
-            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have };
+            let ticket = ticket.map(|(expiry, mac)| Ticket { expiry, mac });
+            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have, ticket };
             prop_assert_eq!(PeerLine::parse(&pl.encode(), npieces), Some(pl));
         }
 
@@ -244,6 +263,7 @@ mod tests {
                 user,
                 addr: SocketAddr::from(([127, 0, 0, 1], i as u16)),
                 have: PieceSet::full(n),
+                ticket: Some(Ticket { expiry: i as u64, mac: [seed; 32] }),
             }).collect();
             let d = DownloadReply { size, hashes: Cow::Owned(hashes), peers };
             let Reply::List { head, lines } = d.to_reply() else { panic!("a list") };

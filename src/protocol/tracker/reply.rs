@@ -58,7 +58,7 @@ impl Reply {
 pub enum WriteReply {
     /// A plain `ok`.
     Done,
-    /// `login`: the session token.
+    /// `login`: the session token and the session secret, `<token> <secret>`.
     Token(String),
     /// `attach`: the session's user.
     User(String),

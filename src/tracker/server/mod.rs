@@ -73,6 +73,9 @@ pub struct Config {
     /// PBKDF2 iterations for new users, told to clients in `hello` (`--kdf-iterations`); the
     /// client pays them per login, the tracker never.
     pub kdf_iterations: u32,
+    /// Seconds a peer ticket issued by this tracker stays valid (`--ticket-lifetime`, default
+    /// `ticket::DEFAULT_LIFETIME`, at most `ticket::MAX_LIFETIME`).
+    pub ticket_lifetime: u64,
 }
 
 pub struct Server {

@@ -4,6 +4,7 @@
 use super::ordering::QueuedReply;
 use super::*;
 use crate::auth::scram;
+use crate::auth::ticket;
 use crate::protocol::tracker::{FileLine, GroupLine, PeerLine};
 
 impl Server {
@@ -151,7 +152,14 @@ impl Server {
                 if let Some(cl) = self.client(key) {
                     cl.instance = Some(instance);
                 }
-                let words = vec![self.cfg.me.to_string(), self.cfg.kdf_iterations.to_string()];
+                // `<tracker_no> <kdf_iterations> <unix time>`: the last word is this tracker's
+                // clock, by which tickets expire; seeders correct theirs by it
+                // (`ticket::TrackerClock`).
+                let words = vec![
+                    self.cfg.me.to_string(),
+                    self.cfg.kdf_iterations.to_string(),
+                    ticket::unix_now().to_string(),
+                ];
                 self.reply(key, Reply::Ok(words).encode(tag));
             }
             Verb::Ping => self.reply(key, Reply::Ok(vec!["pong".into()]).encode(tag)),
@@ -230,11 +238,14 @@ impl Server {
                 self.answer(key, tag, r.map(|v| lines(&v, FileLine::encode)));
             }
             Verb::Peers { group, file } => {
-                let r = self.state.peers(&token, &group, &file);
+                let r = self
+                    .state
+                    .peers(&token, &group, &file, self.ticket_expiry());
                 self.answer(key, tag, r.map(|v| lines(&v, PeerLine::encode)));
             }
             Verb::DownloadFile { group, file } => {
-                let r = self.state.download(&token, &group, &file);
+                let expiry = self.ticket_expiry();
+                let r = self.state.download(&token, &group, &file, expiry);
                 self.answer(key, tag, r.map(|d| d.to_reply()));
             }
             Verb::UploadFile {
@@ -271,6 +282,14 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The expiry of tickets issued now: this tracker's unix time plus the ticket lifetime,
+    /// plus one for the part of the current second already gone, so a ticket lives at least
+    /// its lifetime (and at most a second more). Read from the clock here, at the edge; the
+    /// state only writes it into the tickets.
+    fn ticket_expiry(&self) -> u64 {
+        ticket::unix_now() + self.cfg.ticket_lifetime + 1
     }
 
     /// A request whose write already happened (the client re-sent it after losing its

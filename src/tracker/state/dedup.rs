@@ -15,7 +15,8 @@ pub const MAX_DEDUP: usize = 65_536;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct DedupEntry {
     pub(super) tag: u64,
-    /// The reply words after `ok`; one word or empty (snapshot lines end with it).
+    /// The reply words after `ok`, single-spaced (`login`'s are `<token> <secret>`), or empty;
+    /// snapshot lines end with them.
     pub(super) reply: String,
     /// Value of the table's clock when written: orders eviction.
     pub(super) written: u64,
@@ -112,13 +113,14 @@ impl DedupTable {
                 return Err("a dedup entry is newer than the clock".to_string());
             }
         }
-        if let Some(e) = self
-            .entries
-            .values()
-            .find(|e| e.reply.contains(['\n', ' ']))
-        {
+        if let Some(e) = self.entries.values().find(|e| {
+            e.reply.contains(['\n', '\t'])
+                || e.reply.starts_with(' ')
+                || e.reply.ends_with(' ')
+                || e.reply.contains("  ")
+        }) {
             return Err(format!(
-                "dedup reply '{}' is not one word",
+                "dedup reply '{}' is not single-spaced words",
                 e.reply.escape_debug()
             ));
         }
@@ -193,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn check_refuses_positions_past_the_clock_and_multi_word_replies() {
+    fn check_refuses_positions_past_the_clock_and_replies_that_are_not_single_spaced() {
         let e = |reply: &str| DedupEntry {
             tag: 1,
             reply: reply.to_string(),
@@ -201,10 +203,14 @@ mod tests {
         };
         let past_clock = DedupTable::from_entries(BTreeMap::from([(1, e(""))]), 0);
         assert!(past_clock.and_then(|t| t.check()).is_err());
-        let two_words = DedupTable::from_entries(BTreeMap::from([(1, e("a b"))]), 1);
-        assert!(two_words.and_then(|t| t.check()).is_err());
-        let fine = DedupTable::from_entries(BTreeMap::from([(1, e("a"))]), 1);
-        assert_eq!(fine.and_then(|t| t.check()), Ok(()));
+        for bad in ["a  b", "a ", " a", "a\nb", "a\tb"] {
+            let t = DedupTable::from_entries(BTreeMap::from([(1, e(bad))]), 1);
+            assert!(t.and_then(|t| t.check()).is_err(), "{bad:?}");
+        }
+        for fine in ["a", "a b", ""] {
+            let t = DedupTable::from_entries(BTreeMap::from([(1, e(fine))]), 1);
+            assert_eq!(t.and_then(|t| t.check()), Ok(()), "{fine:?}");
+        }
     }
 
     #[test]

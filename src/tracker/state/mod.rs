@@ -22,6 +22,7 @@ pub use quota::Limits;
 use quota::Usage;
 
 use crate::auth::scram::Verifier;
+use crate::auth::ticket::{self, Ticket};
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, PieceSet, MAX_PIECES};
 use crate::protocol::tracker::{
@@ -338,7 +339,7 @@ impl State {
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
-                Ok(WriteReply::Token(token.clone()))
+                Ok(WriteReply::Token(format!("{token} {secret}")))
             }
             Op::Attach {
                 token,
@@ -649,10 +650,19 @@ impl State {
         Ok((user, f))
     }
 
-    /// Online holders of pieces of `f`, `requester` excluded, by user name. A partial source's
-    /// bitfield must fit a client line (`MAX_LINE`): for files too large for that (over
-    /// ~250,000 pieces) only complete seeders are offered.
-    fn peer_lines(&self, f: &File, requester: &str) -> Vec<PeerLine> {
+    /// Online holders of pieces of `f`, `requester` excluded, by user name, each with the
+    /// requester's ticket for it valid until `expiry`. A partial source's bitfield must fit a
+    /// client line (`MAX_LINE`): for files too large for that (over ~250,000 pieces) only
+    /// complete seeders are offered. Only members get here (`member_file`), so a user who left
+    /// the group gets no more tickets from the moment the leave is applied.
+    fn peer_lines(
+        &self,
+        f: &File,
+        requester: &str,
+        group: &str,
+        file: &str,
+        expiry: u64,
+    ) -> Vec<PeerLine> {
         f.sharers
             .iter()
             .filter(|(u, _)| u.as_str() != requester)
@@ -660,33 +670,55 @@ impl State {
             .filter_map(|(u, set)| {
                 let s = self.sessions.get(self.user_sessions.get(u)?)?;
                 s.tracker?;
+                // Checked when the session was made (`op::is_secret`).
+                let key = ticket::ticket_key(&s.secret)?;
+                let claim = ticket::Claim {
+                    downloader: requester,
+                    // The one place the requester's channel key enters its tickets, once
+                    // sessions carry it (the secure transport, issue 9.1).
+                    downloader_key: None,
+                    group,
+                    file,
+                    expiry,
+                };
                 Some(PeerLine {
                     user: u.clone(),
                     // Checked when the session was made (`op::check_addr`).
                     addr: s.addr.parse().ok()?,
                     have: set.clone(),
+                    ticket: Some(Ticket::issue(&key, &claim)),
                 })
             })
             .collect()
     }
 
+    /// The `download_file` answer; its peer lines carry tickets valid until `expiry` (the
+    /// caller's clock: `apply` and the queries never read one).
     pub fn download(
         &self,
         token: &str,
         group: &str,
         file: &str,
+        expiry: u64,
     ) -> Result<DownloadReply<'_>, Refusal> {
         let (user, f) = self.member_file(token, group, file)?;
         Ok(DownloadReply {
             size: f.size,
             hashes: Cow::Borrowed(&f.hashes),
-            peers: self.peer_lines(f, &user),
+            peers: self.peer_lines(f, &user, group, file, expiry),
         })
     }
 
-    pub fn peers(&self, token: &str, group: &str, file: &str) -> Result<Vec<PeerLine>, Refusal> {
+    /// The `peers` answer, tickets valid until `expiry`.
+    pub fn peers(
+        &self,
+        token: &str,
+        group: &str,
+        file: &str,
+        expiry: u64,
+    ) -> Result<Vec<PeerLine>, Refusal> {
         let (user, f) = self.member_file(token, group, file)?;
-        Ok(self.peer_lines(f, &user))
+        Ok(self.peer_lines(f, &user, group, file, expiry))
     }
 
     /// Tokens of the sessions attached at `tracker`.
@@ -717,6 +749,21 @@ mod tests {
 
     fn pl(line: &str) -> PeerLine {
         PeerLine::parse(line, 3).expect("a peer line of a 3-piece file")
+    }
+
+    /// Ticket expiry for the queries; the tickets themselves are checked on their own.
+    const EXP: u64 = 1_800_000_030;
+
+    /// Peer lines without their tickets, to compare with `pl`.
+    fn bare(r: Result<Vec<PeerLine>, Refusal>) -> Result<Vec<PeerLine>, Refusal> {
+        r.map(|v| {
+            v.into_iter()
+                .map(|p| {
+                    assert!(p.ticket.is_some(), "every peer line carries a ticket");
+                    PeerLine { ticket: None, ..p }
+                })
+                .collect()
+        })
     }
 
     #[test]
@@ -806,7 +853,8 @@ mod tests {
     fn login_returns_the_token_and_attaches_the_session() {
         let mut st = State::new();
         ok(&mut st, create_user("alice"));
-        assert_eq!(ok(&mut st, login(1, "alice", 2)), tok(1));
+        let reply = format!("{} {}", tok(1), secret(1));
+        assert_eq!(ok(&mut st, login(1, "alice", 2)), reply, "token and secret");
         assert_eq!(st.session_user(&tok(1)), Some("alice"));
         assert_eq!(st.sessions_at(2), vec![tok(1)]);
         assert!(st.sessions_at(1).is_empty());
@@ -949,7 +997,10 @@ mod tests {
         assert_eq!(st.list_groups(&tok(9)), Err(Refusal::NotLoggedIn));
         assert_eq!(st.list_files(&tok(9), "g"), Err(Refusal::NotLoggedIn));
         assert_eq!(st.list_requests(&tok(9), "g"), Err(Refusal::NotLoggedIn));
-        assert_eq!(st.peers(&tok(9), "g", "f"), Err(Refusal::NotLoggedIn));
+        assert_eq!(
+            bare(st.peers(&tok(9), "g", "f", EXP)),
+            Err(Refusal::NotLoggedIn)
+        );
     }
 
     #[test]
@@ -1181,10 +1232,13 @@ mod tests {
             hashes: vec![],
         };
         assert_eq!(ok(&mut st, op), "new");
-        let d = st.download(&tok(2), "g", "empty").unwrap();
+        let d = st.download(&tok(2), "g", "empty", EXP).unwrap();
         assert_eq!((d.size, d.hashes.len()), (0, 0));
         let seeder = PeerLine::parse("p alice 127.0.0.1:7001 all", 0);
-        assert_eq!(d.peers, vec![seeder.expect("a peer line of an empty file")]);
+        assert_eq!(
+            bare(Ok(d.peers)),
+            Ok(vec![seeder.expect("a peer line of an empty file")])
+        );
         let st2 = round_trip(&st);
         assert_eq!(st2.digest(), st.digest());
     }
@@ -1195,7 +1249,7 @@ mod tests {
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, have(2, "g", "f", &[0, 2]));
         assert_eq!(
-            st.peers(&tok(1), "g", "f"),
+            bare(st.peers(&tok(1), "g", "f", EXP)),
             Ok(vec![pl("p bob 127.0.0.1:7002 ba0")])
         );
         assert_eq!(
@@ -1204,7 +1258,7 @@ mod tests {
         );
         ok(&mut st, have(2, "g", "f", &[1]));
         assert_eq!(
-            st.peers(&tok(1), "g", "f"),
+            bare(st.peers(&tok(1), "g", "f", EXP)),
             Ok(vec![pl("p bob 127.0.0.1:7002 all")])
         );
         assert_eq!(
@@ -1228,14 +1282,14 @@ mod tests {
             },
         );
         ok(&mut st, have(2, "g", "huge", &[0]));
-        let peers = st.peers(&tok(3), "g", "huge");
+        let peers = bare(st.peers(&tok(3), "g", "huge", EXP));
         // carol is not a member: refused; alice (the seeder) is offered to bob, bob to no one.
         assert!(peers.is_err());
-        let to_bob = st.peers(&tok(2), "g", "huge").unwrap();
+        let to_bob = bare(st.peers(&tok(2), "g", "huge", EXP)).unwrap();
         assert_eq!(to_bob.len(), 1);
         let line = to_bob[0].encode();
         assert!(line.starts_with("p alice ") && line.ends_with(" all"));
-        let d = st.download(&tok(1), "g", "huge").unwrap();
+        let d = st.download(&tok(1), "g", "huge", EXP).unwrap();
         assert!(
             d.peers.is_empty(),
             "bob's partial bitfield would not fit a line"
@@ -1284,7 +1338,7 @@ mod tests {
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, have(2, "g", "f", &[1]));
         ok(&mut st, stop(2, "g", "f"));
-        assert_eq!(st.peers(&tok(1), "g", "f"), Ok(vec![]));
+        assert_eq!(bare(st.peers(&tok(1), "g", "f", EXP)), Ok(vec![]));
         assert_eq!(
             st.list_files(&tok(1), "g").unwrap(),
             vec![fl("f 1048577 1 1.0")]
@@ -1362,19 +1416,65 @@ mod tests {
             st.list_files(&tok(2), "g").unwrap(),
             vec![fl("f 1048577 1 0.0")]
         );
-        assert_eq!(st.peers(&tok(2), "g", "f"), Ok(vec![]));
+        assert_eq!(bare(st.peers(&tok(2), "g", "f", EXP)), Ok(vec![]));
         ok(&mut st, login(7, "alice", 2));
         assert_eq!(
-            st.peers(&tok(2), "g", "f"),
+            bare(st.peers(&tok(2), "g", "f", EXP)),
             Ok(vec![pl("p alice 127.0.0.1:7007 all")])
         );
         ok(&mut st, Op::Detach { tracker: 2 });
         ok(&mut st, login(2, "bob", 1));
         assert_eq!(
-            st.peers(&tok(2), "g", "f"),
+            bare(st.peers(&tok(2), "g", "f", EXP)),
             Ok(vec![]),
             "orphans are offline"
         );
+    }
+
+    #[test]
+    fn each_peer_line_carries_a_ticket_for_the_requester_under_that_peers_key() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        let lines = st.peers(&tok(2), "g", "f", EXP).unwrap();
+        let t = lines[0].ticket.expect("a ticket");
+        assert_eq!(t.expiry, EXP);
+        let alice = ticket::ticket_key(&secret(1)).unwrap();
+        let claim = ticket::Claim {
+            downloader: "bob",
+            downloader_key: None,
+            group: "g",
+            file: "f",
+            expiry: EXP,
+        };
+        assert_eq!(t.check(&alice, &claim, EXP - 30), Ok(()));
+        let bobs_key = ticket::ticket_key(&secret(2)).unwrap();
+        assert!(
+            t.check(&bobs_key, &claim, EXP - 30).is_err(),
+            "bound to alice"
+        );
+        let as_carol = ticket::Claim {
+            downloader: "carol",
+            ..claim
+        };
+        assert!(
+            t.check(&alice, &as_carol, EXP - 30).is_err(),
+            "bound to bob"
+        );
+        let d = st.download(&tok(2), "g", "f", EXP).unwrap();
+        assert_eq!(d.peers, lines, "download_file issues the same tickets");
+    }
+
+    #[test]
+    fn a_member_who_left_gets_no_more_tickets() {
+        let mut st = world();
+        ok(&mut st, upload(1, "g", "f", 1));
+        assert!(st.peers(&tok(2), "g", "f", EXP).is_ok());
+        ok(&mut st, leave(2, "g"));
+        assert_eq!(
+            st.peers(&tok(2), "g", "f", EXP),
+            Err(Refusal::NotMember("g".into()))
+        );
+        assert!(st.download(&tok(2), "g", "f", EXP).is_err());
     }
 
     #[test]
@@ -1382,16 +1482,19 @@ mod tests {
         let mut st = world();
         ok(&mut st, upload(1, "g", "f", 1));
         ok(&mut st, upload(2, "g", "f", 1));
-        let d = st.download(&tok(2), "g", "f").unwrap();
+        let d = st.download(&tok(2), "g", "f", EXP).unwrap();
         assert_eq!(d.size, 2 * PIECE_SIZE + 1);
         assert_eq!(&d.hashes[..], &[[1; 20], [2; 20], [3; 20]]);
-        assert_eq!(d.peers, vec![pl("p alice 127.0.0.1:7001 all")]);
         assert_eq!(
-            st.download(&tok(3), "g", "f").map(|d| d.size),
+            bare(Ok(d.peers)),
+            Ok(vec![pl("p alice 127.0.0.1:7001 all")])
+        );
+        assert_eq!(
+            st.download(&tok(3), "g", "f", EXP).map(|d| d.size),
             Err(Refusal::NotMember("g".into()))
         );
         assert_eq!(
-            st.download(&tok(1), "g", "x").map(|d| d.size),
+            st.download(&tok(1), "g", "x", EXP).map(|d| d.size),
             Err(Refusal::NoSuchFile("g".into(), "x".into()))
         );
         assert_eq!(
