@@ -73,7 +73,9 @@ pub fn tracker_error(cmd: &Command, file: Option<&str>, code: ErrorCode, message
             "a different file named '{file}' is already shared in group '{group}' (rename yours to share it)"
         ),
         ErrorCode::Unavailable => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
-        ErrorCode::InvalidName if !message.is_empty() => message.to_string(),
+        ErrorCode::InvalidName | ErrorCode::WriteUndone if !message.is_empty() => {
+            message.to_string()
+        }
         _ if message.is_empty() => format!("the tracker refused the request ({code})"),
         _ => format!("the tracker refused the request: {message}"),
     }

@@ -5,6 +5,7 @@
 //! - `state`       — the state as plain data; `apply(op) -> outcome`, queries, snapshots
 //! - `journal`     — snapshot + fsync'ed journal in the data directory; recovery at start
 //! - `link`        — peer-link messages and the cluster-key handshake
+//! - `replay`      — healing a split: the loser's writes proposed again on the winner's log
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
 //!
 //! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`.
@@ -12,5 +13,6 @@ pub mod journal;
 pub mod link;
 pub mod op;
 pub mod password;
+pub mod replay;
 pub mod server;
 pub mod state;

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     NotSeeder,
     ContentMismatch,
     TooManyConnections,
+    /// A write of this client was undone when the trackers healed a split; the message says
+    /// which and why, and the command it answers was not run.
+    WriteUndone,
     /// A code this side does not know (a newer tracker); the reader keeps its text in the
     /// message so a person still sees it. Never sent.
     Unknown,
@@ -57,6 +60,7 @@ pub(super) const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::NotSeeder, "not_seeder"),
     (ErrorCode::ContentMismatch, "content_mismatch"),
     (ErrorCode::TooManyConnections, "too_many_connections"),
+    (ErrorCode::WriteUndone, "write_undone"),
 ];
 
 impl ErrorCode {

@@ -169,6 +169,34 @@ pub struct State {
     user_sessions: BTreeMap<String, Token>,
     /// Each client instance's last deduplicated write; replicated state (in snapshots).
     dedup: DedupTable,
+    /// Writes undone when a split healed, oldest first, until their client is told; at most
+    /// `MAX_NOTICES` (the oldest goes first).
+    notices: Vec<Notice>,
+}
+
+/// At most this many notices are kept: each is a sentence (≤ 1 KiB), told once, and a split
+/// undoes only the writes that conflict, so a few are normal and thousands mean nobody reads.
+pub const MAX_NOTICES: usize = 1024;
+
+/// The session a `redo` acts through while it is applied; no real token looks like it (those
+/// are 32 hex digits), so it can never collide with one.
+const REDO_TOKEN: &str = "redo";
+
+/// A write undone when a split healed, for the client instance that made it or a client of
+/// the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub instance: Option<u64>,
+    pub user: Option<String>,
+    pub text: String,
+}
+
+impl Notice {
+    /// Whether this notice is for a client with this instance id or session user.
+    fn is_for(&self, instance: Option<u64>, user: Option<&str>) -> bool {
+        (self.instance.is_some() && self.instance == instance)
+            || (self.user.is_some() && self.user.as_deref() == user)
+    }
 }
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
@@ -478,7 +506,120 @@ impl State {
             }
             // Terms are the replication layer's business; the state only carries them.
             Op::Term { .. } => Ok(WriteReply::Done),
+            Op::Redo { user, op } => self.apply_as(user, op),
+            Op::Notice {
+                instance,
+                user,
+                text,
+            } => {
+                op::check_notice_text(text).map_err(Refusal::BadRequest)?;
+                if self.notices.len() >= MAX_NOTICES {
+                    self.notices.remove(0);
+                }
+                self.notices.push(Notice {
+                    instance: *instance,
+                    user: user.clone(),
+                    text: text.clone(),
+                });
+                Ok(WriteReply::Done)
+            }
+            Op::NoticeSeen { instance, user } => {
+                self.notices
+                    .retain(|n| !n.is_for(*instance, user.as_deref()));
+                Ok(WriteReply::Done)
+            }
         }
+    }
+
+    /// A write made during a split, applied again as `user` (`Op::Redo`): through a session
+    /// that exists only while it is applied, so the write is validated exactly as the user's
+    /// own would be, whether or not the session it was made through still exists.
+    fn apply_as(&mut self, user: &str, op: &Op) -> Result<WriteReply, Refusal> {
+        if let Op::Login {
+            token,
+            user: who,
+            addr,
+            tracker,
+        } = op
+        {
+            return self.carry_session(user, who, token, addr, *tracker);
+        }
+        if !op.acts_as_user() {
+            return Err(Refusal::BadRequest(format!(
+                "{} cannot be applied again as a user",
+                op.verb()
+            )));
+        }
+        check_name(NameKind::User, user)?;
+        if !self.users.contains_key(user) {
+            return Err(Refusal::NoSuchUser(user.to_string()));
+        }
+        let session = Session {
+            user: user.to_string(),
+            addr: "0.0.0.0:0".to_string(),
+            tracker: Some(1),
+        };
+        self.sessions.insert(REDO_TOKEN.to_string(), session);
+        let result = self.apply_op(&op.with_token(REDO_TOKEN));
+        self.sessions.remove(REDO_TOKEN);
+        result
+    }
+
+    /// A session started during a split, carried over orphaned: its client may `attach` it
+    /// wherever it lands. Not if the user is online elsewhere (that session stays; this one is
+    /// not needed: the client logs in again).
+    fn carry_session(
+        &mut self,
+        user: &str,
+        who: &str,
+        token: &str,
+        addr: &str,
+        tracker: u8,
+    ) -> Result<WriteReply, Refusal> {
+        if who != user {
+            return Err(Refusal::BadRequest(
+                "a carried-over login must be the user's own".to_string(),
+            ));
+        }
+        check_name(NameKind::User, user)?;
+        if !op::is_token(token) {
+            return Err(Refusal::BadRequest("malformed session token".to_string()));
+        }
+        session_fields(addr, tracker)?;
+        if !self.users.contains_key(user) {
+            return Err(Refusal::NoSuchUser(user.to_string()));
+        }
+        if self.sessions.get(token).is_some_and(|s| s.user != user) {
+            return Err(Refusal::BadRequest(
+                "session token already in use".to_string(),
+            ));
+        }
+        if self.user_attached(user) {
+            return Ok(WriteReply::Done);
+        }
+        if let Some(old) = self.user_sessions.remove(user) {
+            self.sessions.remove(&old);
+        }
+        self.sessions.insert(
+            token.to_string(),
+            Session {
+                user: user.to_string(),
+                addr: addr.to_string(),
+                tracker: None,
+            },
+        );
+        self.user_sessions
+            .insert(user.to_string(), token.to_string());
+        Ok(WriteReply::Done)
+    }
+
+    /// The notices for a client with this instance id or session user, oldest first.
+    pub fn notices_for(&self, instance: Option<u64>, user: Option<&str>) -> Vec<&str> {
+        self.notices
+            .iter()
+            .filter(|n| n.is_for(instance, user))
+            .map(|n| n.text.as_str())
+            .collect()
     }
 
     /// The user of a session that exists, attached or orphaned.
