@@ -227,7 +227,7 @@ impl Server {
         instance: Option<u64>,
         session: Option<&str>,
     ) -> bool {
-        if !is_a_persons_command(verb) {
+        if !is_a_persons_command(verb) || !self.state.has_notices() {
             return false;
         }
         let user = session.and_then(|t| self.state.session_user(t));

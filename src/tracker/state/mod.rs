@@ -613,6 +613,12 @@ impl State {
         Ok(WriteReply::Done)
     }
 
+    /// Whether any write undone by a healed split is waiting to be told (the common case,
+    /// none, costs one check per command).
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
     /// The notices for a client with this instance id or session user, oldest first.
     pub fn notices_for(&self, instance: Option<u64>, user: Option<&str>) -> Vec<&str> {
         self.notices
