@@ -122,8 +122,8 @@ pub(super) struct Verdict {
     pub same: bool,
     /// The role before this verdict.
     pub was: Role,
-    /// This tracker led alone, wrote since, and now follows a different log: those writes
-    /// are about to be replaced (split brain healing).
+    /// This tracker led alone, wrote since, and now follows a different log: its state is
+    /// about to be replaced, and those writes proposed again on the leader's log (heal.rs).
     pub loses_solo_writes: bool,
 }
 
