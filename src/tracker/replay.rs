@@ -244,15 +244,21 @@ pub fn decode_items(text: &str) -> Result<Vec<Item>, String> {
     Ok(out)
 }
 
-/// The writes still to be proposed again, oldest first, and the one the leader is deciding.
-/// At most one is at the leader at a time, so each is decided on top of everything before it
-/// (a `redo` of a write whose user's creation was undone is refused, not applied to the
-/// other side's user of that name).
+/// Writes of a heal at the leader at once: a window keeps its disk busy with a turn's worth
+/// (thousands of `have`s heal in a few round trips, not thousands), and bounds what is resent
+/// if the link breaks.
+pub const REPLAY_WINDOW: usize = 256;
+
+/// The writes still to be proposed again, oldest first, and those the leader is deciding.
+/// The leader applies them in the order sent, so each is decided on top of everything before
+/// it; only a `create_user` must be answered before anything after it is sent, because what
+/// follows may act as that user, and must not be done as the other side's user of that name
+/// if this one's creation is undone (`Proposal::UserUndone`).
 #[derive(Debug, Default)]
 pub struct Replay {
     queue: VecDeque<Item>,
-    /// Forward id and item of the write at the leader.
-    in_flight: Option<(u64, Item)>,
+    /// The writes at the leader, by forward id (ascending: the order they were sent).
+    in_flight: BTreeMap<u64, Item>,
     /// Users whose creation this heal undid (their name is someone else's at the winner).
     undone_users: BTreeSet<String>,
     /// The `replay` file of an earlier run has been read.
@@ -293,16 +299,17 @@ impl Replay {
 
     /// Nothing queued and nothing at the leader.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.in_flight.is_none()
+        self.queue.is_empty() && self.in_flight.is_empty()
     }
 
-    pub fn is_waiting(&self) -> bool {
-        self.in_flight.is_some()
-    }
-
-    /// The next item to propose, unless one is still at the leader.
+    /// The next item to propose, unless the window is full or a `create_user` is still at
+    /// the leader.
     pub fn take_next(&mut self) -> Option<Item> {
-        if self.in_flight.is_some() {
+        let barrier = self
+            .in_flight
+            .values()
+            .any(|it| matches!(it.entry.op, Op::CreateUser { .. }));
+        if barrier || self.in_flight.len() >= REPLAY_WINDOW {
             return None;
         }
         self.queue.pop_front()
@@ -310,31 +317,28 @@ impl Replay {
 
     /// `item` went to the leader as forward `fid`.
     pub fn sent(&mut self, fid: u64, item: Item) {
-        self.in_flight = Some((fid, item));
+        self.in_flight.insert(fid, item);
     }
 
     /// The leader decided forward `fid`: its item, if it was this replay's.
     pub fn answered(&mut self, fid: u64) -> Option<Item> {
-        match &self.in_flight {
-            Some((f, _)) if *f == fid => self.in_flight.take().map(|(_, it)| it),
-            _ => None,
-        }
+        self.in_flight.remove(&fid)
     }
 
-    /// The link to the leader broke: the write at the leader goes back to the front, to be
-    /// decided again wherever this tracker goes next; its forward id, to be withdrawn.
-    pub fn link_lost(&mut self) -> Option<u64> {
-        let (fid, item) = self.in_flight.take()?;
-        self.queue.push_front(item);
-        Some(fid)
+    /// The link to the leader broke: the writes at the leader go back to the front, in their
+    /// order, to be decided again wherever this tracker goes next (deduplication answers those
+    /// the leader had applied); their forward ids, to be withdrawn.
+    pub fn link_lost(&mut self) -> Vec<u64> {
+        let fids: Vec<u64> = self.in_flight.keys().copied().collect();
+        for (_, item) in std::mem::take(&mut self.in_flight).into_iter().rev() {
+            self.queue.push_front(item);
+        }
+        fids
     }
 
     /// Everything not decided yet, oldest first (what the `replay` file must hold).
     pub fn remaining(&self) -> impl Iterator<Item = &Item> {
-        self.in_flight
-            .iter()
-            .map(|(_, it)| it)
-            .chain(self.queue.iter())
+        self.in_flight.values().chain(self.queue.iter())
     }
 }
 
@@ -680,25 +684,49 @@ mod tests {
     }
 
     #[test]
-    fn replay_keeps_one_write_at_the_leader_and_requeues_it_when_the_link_breaks() {
-        let mk = |seq| Item {
+    fn replay_sends_a_window_waits_behind_a_new_user_and_requeues_in_order_when_the_link_breaks() {
+        let new_user = |seq| Item {
             user: None,
             tail: false,
             entry: e(seq, 1, user(&format!("u{seq}"))),
         };
+        let write = |seq| Item {
+            user: Some("alice".into()),
+            tail: false,
+            entry: e(seq, 1, group(1, &format!("g{seq}"))),
+        };
         let mut r = Replay::default();
-        r.extend([mk(1), mk(2)]);
-        let first = r.take_next().expect("first");
-        r.sent(7, first.clone());
-        assert_eq!(r.take_next(), None, "one at a time");
-        assert_eq!(r.answered(8), None, "not ours");
-        assert_eq!(r.answered(7), Some(first.clone()));
-        let second = r.take_next().expect("second");
-        r.sent(9, second);
-        assert_eq!(r.link_lost(), Some(9));
-        assert_eq!(r.remaining().count(), 1);
-        assert_eq!(r.take_next().map(|i| i.entry.seq), Some(2));
-        assert!(r.is_empty());
+        r.extend([write(1), write(2), new_user(3), write(4)]);
+        for fid in [7, 8, 9] {
+            let it = r.take_next().expect("within the window");
+            r.sent(fid, it);
+        }
+        assert_eq!(
+            r.take_next(),
+            None,
+            "what follows a new user waits for its answer"
+        );
+        assert_eq!(r.answered(5), None, "not ours");
+        assert_eq!(
+            r.answered(8).map(|i| i.entry.seq),
+            Some(2),
+            "answers in any order"
+        );
+        assert_eq!(r.take_next(), None);
+        assert_eq!(r.answered(9).map(|i| i.entry.seq), Some(3));
+        let fourth = r.take_next().expect("after the new user's answer");
+        r.sent(10, fourth);
+        assert_eq!(r.link_lost(), [7, 10]);
+        let order: Vec<u64> = r.remaining().map(|i| i.entry.seq).collect();
+        assert_eq!(order, [1, 4], "back at the front, in their order");
+        assert!(!r.is_empty());
+        let mut many = Replay::default();
+        many.extend((0..REPLAY_WINDOW as u64 + 1).map(write));
+        for fid in 0..REPLAY_WINDOW as u64 {
+            let it = many.take_next().expect("within the window");
+            many.sent(fid, it);
+        }
+        assert_eq!(many.take_next(), None, "the window is full");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Healing a split at the tracker whose log is replaced (the decisions are in
 //! `tracker/replay.rs`): before the leader's snapshot replaces this tracker's log, the writes
 //! it acknowledged that the leader may not hold are read from the journal and kept in the
-//! `replay` file; once this tracker follows, they are forwarded to the leader one at a time
-//! (or, if it leads alone again first, applied here), each validated again by `State::apply`.
+//! `replay` file; once this tracker follows, they are forwarded to the leader in order, a
+//! window at a time (or, if it leads alone again first, applied here), each validated again by `State::apply`.
 //! A refused one is logged with the user it concerns and becomes a notice, which the next
 //! command of that client (or of a client of that user) is answered with: `write_undone`.
 
@@ -110,11 +110,11 @@ impl Server {
         }
     }
 
-    /// Moves the heal on: a follower sends the next write to the leader (one at a time), a
-    /// leader applies every one here; anyone else waits.
+    /// Moves the heal on: a follower sends the next writes to the leader (`Replay::take_next`
+    /// says how many), a leader applies every one here; anyone else waits.
     pub(super) fn replay_step(&mut self) {
         self.load_replay();
-        if self.repl.replay.is_empty() || self.repl.replay.is_waiting() {
+        if self.repl.replay.is_empty() {
             return;
         }
         let leading = self.repl.role() == Role::Leader;
@@ -163,9 +163,10 @@ impl Server {
             });
             self.send_link(&LinkMsg::Fwd { fid, origin, op });
             self.repl.replay.sent(fid, it);
-            return;
         }
-        self.replay_finished();
+        if self.repl.replay.is_empty() {
+            self.replay_finished();
+        }
     }
 
     /// The leader decided forward `fid`: `refused` holds why, if it refused. Not a replay's
@@ -180,10 +181,10 @@ impl Server {
         self.replay_step();
     }
 
-    /// The link broke with a write of the heal at the leader: it is decided again wherever
-    /// this tracker goes next (deduplication answers it if the leader had applied it).
+    /// The link broke with writes of the heal at the leader: they are decided again wherever
+    /// this tracker goes next (deduplication answers those the leader had applied).
     pub(super) fn replay_link_lost(&mut self) {
-        if let Some(fid) = self.repl.replay.link_lost() {
+        for fid in self.repl.replay.link_lost() {
             self.repl.forwards.remove(fid);
         }
     }
