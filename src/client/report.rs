@@ -265,5 +265,9 @@ mod tests {
             "something odd",
         );
         assert_eq!(e, "the tracker refused the request: something odd");
+        // A write undone when a split healed: the tracker's sentence is the whole message.
+        let told = "tracker 2 acknowledged your create_group dup, but ... so it was undone";
+        let e = tracker_error(&Command::ListGroups, None, ErrorCode::WriteUndone, told);
+        assert_eq!(e, told);
     }
 }

@@ -594,8 +594,10 @@ impl State {
                 "session token already in use".to_string(),
             ));
         }
+        // The reply is the token either way: it is what a retry of that login is answered
+        // with (deduplication), and re-attaching it tells that client where it stands.
         if self.user_attached(user) {
-            return Ok(WriteReply::Done);
+            return Ok(WriteReply::Token(token.to_string()));
         }
         if let Some(old) = self.user_sessions.remove(user) {
             self.sessions.remove(&old);
@@ -610,7 +612,7 @@ impl State {
         );
         self.user_sessions
             .insert(user.to_string(), token.to_string());
-        Ok(WriteReply::Done)
+        Ok(WriteReply::Token(token.to_string()))
     }
 
     /// Whether any write undone by a healed split is waiting to be told (the common case,
@@ -758,6 +760,63 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use crate::pieces::PIECE_SIZE;
+
+    fn redo(user: &str, op: Op) -> Op {
+        Op::Redo {
+            user: user.into(),
+            op: Box::new(op),
+        }
+    }
+
+    #[test]
+    fn redo_acts_as_the_user_whatever_became_of_the_session() {
+        let mut st = State::new();
+        ok(&mut st, create_user("alice"));
+        // No session at all: done as alice all the same, and refused as she would be.
+        ok(&mut st, redo("alice", create_group(9, "g")));
+        assert_eq!(st.groups["g"].owner, "alice");
+        assert_eq!(
+            refused(&mut st, redo("alice", create_group(9, "g"))),
+            Refusal::GroupExists("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, redo("zed", create_group(9, "h"))),
+            Refusal::NoSuchUser("zed".into())
+        );
+        assert!(matches!(
+            refused(&mut st, redo("alice", Op::Logout { token: tok(9) })),
+            Refusal::BadRequest(_)
+        ));
+        assert!(
+            st.sessions.is_empty(),
+            "the session it acted through is gone"
+        );
+    }
+
+    #[test]
+    fn a_carried_over_login_is_orphaned_and_gives_way_to_a_user_online_elsewhere() {
+        let mut st = State::new();
+        ok(&mut st, create_user("alice"));
+        ok(&mut st, create_user("bob"));
+        assert_eq!(ok(&mut st, redo("alice", login(1, "alice", 2))), tok(1));
+        assert_eq!(
+            st.sessions[&tok(1)].tracker,
+            None,
+            "valid for attach, not online"
+        );
+        ok(&mut st, login(2, "bob", 1));
+        let before = st.clone();
+        assert_eq!(ok(&mut st, redo("bob", login(3, "bob", 2))), tok(3));
+        assert_eq!(st, before, "bob is online: his live session stays");
+        assert!(matches!(
+            refused(&mut st, redo("bob", login(1, "bob", 2))),
+            Refusal::BadRequest(_)
+        ));
+        assert!(matches!(
+            refused(&mut st, redo("alice", login(4, "bob", 2))),
+            Refusal::BadRequest(_)
+        ));
+    }
 
     /// The typed form of a data line as the wire shows it, so the expectations below read as
     /// the client would see them.
