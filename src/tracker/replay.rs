@@ -297,6 +297,22 @@ impl Replay {
         self.queue.extend(items);
     }
 
+    /// A notice of an undone write goes next, as part of the heal: the heal is over (and the
+    /// tracker serves again) only once every notice is in the log, so the client's next
+    /// command finds it wherever it lands.
+    pub fn notice_next(&mut self, notice: Op) {
+        self.queue.push_front(Item {
+            user: None,
+            tail: false,
+            entry: Entry {
+                term: 0,
+                seq: 0,
+                origin: None,
+                op: notice,
+            },
+        });
+    }
+
     /// Nothing queued and nothing at the leader.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.in_flight.is_empty()
@@ -605,17 +621,24 @@ mod tests {
             .any(|l| l.starts_with(&format!("session {} dave ", tok(8))) && l.ends_with(" -")));
         assert_eq!(winner.session_user(&tok(1)), None);
         // alice's client is told at its next command, by instance or by name.
-        let for_alice = winner.notices_for(Some(11), None);
+        let texts = |i: Option<u64>, u: Option<&str>| -> Vec<String> {
+            winner
+                .notices_for(i, u)
+                .iter()
+                .map(|n| n.text.clone())
+                .collect()
+        };
+        let for_alice = texts(Some(11), None);
         assert_eq!(for_alice.len(), 1);
         assert!(for_alice[0].contains("create_group dup"), "{for_alice:?}");
-        assert_eq!(winner.notices_for(None, Some("alice")), for_alice);
+        assert_eq!(texts(None, Some("alice")), for_alice);
         // carol's creation lost: only the client that created her is told, never the winner's
         // carol; and what that client did as carol is undone with it, not done as the other
         // carol.
-        let for_creator = winner.notices_for(Some(12), None);
+        let for_creator = texts(Some(12), None);
         assert_eq!(for_creator.len(), 3, "{for_creator:?}");
         assert!(for_creator[0].contains("create_user carol"));
-        assert!(winner.notices_for(None, Some("carol")).is_empty());
+        assert!(texts(None, Some("carol")).is_empty());
         assert!(!winner
             .snapshot_lines()
             .contains(&"group carol-g carol".to_string()));

@@ -13,6 +13,7 @@ use crate::protocol::tracker::{ErrorCode, Verb};
 use crate::tracker::link::LinkMsg;
 use crate::tracker::op::Op;
 use crate::tracker::replay::{self, Item, Proposal};
+use crate::tracker::state::{Notice, MAX_NOTICES};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -190,6 +191,10 @@ impl Server {
     }
 
     fn replay_undone(&mut self, it: Item, why: &str) {
+        if let Op::Notice { .. } = it.entry.op {
+            log::error!("a notice of an undone write was refused: {why}");
+            return;
+        }
         // A write of the last paired term's tail was sent to the other tracker before the link
         // broke; the deduplication check before it catches those it holds, so a refusal is
         // still most likely a conflict, and is told as one.
@@ -206,7 +211,7 @@ impl Server {
             self.repl.me()
         );
         if let Some(notice) = self.repl.replay.undone(&it, self.repl.me(), why) {
-            self.propose(None, notice, None);
+            self.repl.replay.notice_next(notice);
         }
     }
 
@@ -228,18 +233,35 @@ impl Server {
         instance: Option<u64>,
         session: Option<&str>,
     ) -> bool {
-        if !is_a_persons_command(verb) || !self.state.has_notices() {
+        if !self.state.has_notices() {
+            self.repl.told.clear();
+            return false;
+        }
+        if !is_a_persons_command(verb) {
             return false;
         }
         let user = session.and_then(|t| self.state.session_user(t));
-        let notes = self.state.notices_for(instance, user);
+        let told = &self.repl.told;
+        let notes: Vec<Notice> = self
+            .state
+            .notices_for(instance, user)
+            .into_iter()
+            .filter(|n| !told.contains(n))
+            .cloned()
+            .collect();
         if notes.is_empty() {
             return false;
         }
+        let texts: Vec<&str> = notes.iter().map(|n| n.text.as_str()).collect();
         let text = format!(
             "{}. This command was not run; repeat it",
-            notes.join(". Also: ")
+            texts.join(". Also: ")
         );
+        self.repl.told.extend(notes);
+        if self.repl.told.len() > MAX_NOTICES {
+            let extra = self.repl.told.len() - MAX_NOTICES;
+            self.repl.told.drain(..extra);
+        }
         let seen = Op::NoticeSeen {
             instance,
             user: user.map(str::to_string),

@@ -47,6 +47,7 @@ use super::ordering::{CommitWaiters, Forwards, HeldFwdOks};
 use crate::tracker::journal::Position;
 use crate::tracker::link::LinkMsg;
 use crate::tracker::replay::Replay;
+use crate::tracker::state::Notice;
 use std::time::{Duration, Instant};
 
 /// Keep-alive on the peer link; silence for `LINK_TIMEOUT` means the other tracker is gone even
@@ -152,6 +153,10 @@ pub(super) struct Replica {
     pub fwd_oks: HeldFwdOks,
     /// The writes of a lost split still to be proposed again (heal.rs).
     pub replay: Replay,
+    /// Notices told by this tracker whose `notice_seen` is still on its way through the log
+    /// (a follower forwards it): not told twice meanwhile. Emptied whenever the state holds no
+    /// notice, and bounded like the notices themselves.
+    pub told: Vec<Notice>,
     /// The follower's last ack when this tracker, leading, lost it: entries after it may be
     /// missing at the other tracker.
     split_ack: Option<u64>,
@@ -181,6 +186,7 @@ impl Replica {
             waiters: CommitWaiters::default(),
             fwd_oks: HeldFwdOks::default(),
             replay: Replay::default(),
+            told: Vec::new(),
             split_ack: None,
             dial_at: (me == 2 && paired).then_some(now),
             dial_backoff: DIAL_MIN,

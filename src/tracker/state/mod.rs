@@ -622,11 +622,10 @@ impl State {
     }
 
     /// The notices for a client with this instance id or session user, oldest first.
-    pub fn notices_for(&self, instance: Option<u64>, user: Option<&str>) -> Vec<&str> {
+    pub fn notices_for(&self, instance: Option<u64>, user: Option<&str>) -> Vec<&Notice> {
         self.notices
             .iter()
             .filter(|n| n.is_for(instance, user))
-            .map(|n| n.text.as_str())
             .collect()
     }
 
