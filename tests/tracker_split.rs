@@ -403,3 +403,36 @@ fn two_new_trackers_that_took_writes_before_they_met_keep_both_sides_writes() {
     let msg = next_command_told(&cl, 2, 0xa1, &alice_token).expect("alice is told");
     assert!(msg.contains("create_group both"), "{msg}");
 }
+
+#[test]
+fn a_client_whose_write_was_undone_is_told_in_a_sentence_at_its_next_command() {
+    let (cl, fwd) = pair_through_forwarder();
+    let t1 = cl.addrs[0].to_string();
+    let mut alice = cl.client_with("alice", &[&t1], &[]);
+    alice.run("create_user alice s3cret", "created user alice");
+    alice.run("login alice s3cret", "logged in as alice");
+    cl.wait_same_digest();
+    fwd.cut();
+    wait_both_solo(&cl);
+    alice.run("create_group dup", "created group dup");
+    alice.run("create_group mine", "created group mine");
+    let (mut bob, _) = user_at(&cl, 2, 0xb2, "bob");
+    for g in ["dup", "b1", "b2", "b3"] {
+        bob.ok(&v::create_group(g));
+    }
+    fwd.heal();
+    wait_healed(&cl);
+    let told = alice.run_err("list_groups", "create_group dup");
+    assert!(
+        told.contains("was undone (group dup already exists)") && told.contains("repeat it"),
+        "{told}"
+    );
+    alice.send("list_groups");
+    let mut names: Vec<String> = alice
+        .sync()
+        .iter()
+        .filter_map(|l| l.split(' ').next().map(str::to_string))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b1", "b2", "b3", "dup", "mine"]);
+}
