@@ -33,6 +33,11 @@ impl Server {
     /// rather than lose them.
     pub(super) fn keep_unshared_writes(&mut self) -> Result<(), String> {
         self.load_replay();
+        // A log that ends in a paired term, of a tracker that did not lose its follower, has
+        // nothing the leader lacks: a restarted follower catching up reads no journal.
+        if !self.pos.solo && self.repl.split_ack().is_none() {
+            return Ok(());
+        }
         self.journal
             .flush()
             .map_err(|e| format!("cannot write the journal: {e}"))?;
