@@ -483,6 +483,10 @@ impl Op {
             "redo" => {
                 let user = args.first().ok_or("redo names no user")?;
                 let user = name(NameKind::User, user)?;
+                // Checked before decoding, so a chain of redos is refused without recursing.
+                if args.get(1) == Some(&"redo") {
+                    return Err("redo cannot carry 'redo'".to_string());
+                }
                 let inner = Op::decode(&args[1..].join(" "))?;
                 if !inner.acts_as_user() && !matches!(inner, Op::Login { .. }) {
                     return Err(format!("redo cannot carry '{}'", inner.verb()));
@@ -904,6 +908,7 @@ mod tests {
             "redo carol".into(),
             "redo carol term 1 solo".into(),
             format!("redo carol redo carol create_group {T} g"),
+            "redo a ".repeat(100_000) + "create_group x g",
             format!("redo c/d create_group {T} g"),
             "notice - -".into(),
             "notice 1 - text".into(),
