@@ -782,4 +782,90 @@ mod tests {
         };
         assert_eq!(undone_notice(&anonymous, 1, "taken", true), None);
     }
+
+    /// The user-visible records of a state (users, groups, members, requests, files, hashes,
+    /// sharers): what a split must not lose. Sessions and the dedup table are connection and
+    /// retry bookkeeping.
+    fn content(st: &State) -> Vec<String> {
+        let kept = [
+            "user ", "group ", "member ", "request ", "file ", "hashes ", "share ",
+        ];
+        st.snapshot_lines()
+            .into_iter()
+            .filter(|l| kept.iter().any(|k| l.starts_with(k)))
+            .collect()
+    }
+
+    fn arb_write() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let tok = || (1u8..=5).prop_map(tok);
+        let group = || prop::sample::select(vec!["g0", "g1", "g2"]).prop_map(String::from);
+        let name = || prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(String::from);
+        prop_oneof![
+            1 => prop::sample::select(vec!["d", "e"]).prop_map(user),
+            1 => (4u8..=5).prop_map(|n| login(n, if n == 4 { "d" } else { "e" })),
+            3 => (tok(), group()).prop_map(|(t, g)| Op::CreateGroup { token: t, group: g }),
+            3 => (tok(), group()).prop_map(|(t, g)| Op::JoinGroup { token: t, group: g }),
+            1 => (tok(), group()).prop_map(|(t, g)| Op::LeaveGroup { token: t, group: g }),
+            3 => (tok(), group(), name())
+                .prop_map(|(t, g, u)| Op::AcceptRequest { token: t, group: g, user: u }),
+            2 => (tok(), group(), 0u8..2).prop_map(|(t, g, c)| Op::Upload {
+                token: t,
+                group: g,
+                file: "f".into(),
+                size: 1,
+                hashes: vec![[c; 20]],
+            }),
+            1 => (tok(), group()).prop_map(|(t, g)| Op::StopShare {
+                token: t,
+                group: g,
+                file: "f".into(),
+            }),
+            1 => tok().prop_map(|t| Op::Logout { token: t }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// With nothing written at the winner, nothing can conflict: every write the loser
+        /// acknowledged alone, applied again on the winner's log, gives the loser's content.
+        #[test]
+        fn every_write_that_conflicts_with_none_survives_the_heal(
+            writes in proptest::collection::vec(arb_write(), 0..40),
+            leader_acked_tail in proptest::prelude::any::<bool>(),
+        ) {
+            let mut common = vec![term(1, false)];
+            for (i, u) in ["a", "b", "c"].iter().enumerate() {
+                common.push(e(common.len() as u64 + 1, 1, user(u)));
+                common.push(e(common.len() as u64 + 1, 1, login(i as u8 + 1, u)));
+            }
+            let mut winner = State::new();
+            apply_all(&mut winner, &common);
+            let mut loser = winner.clone();
+            let mut log = common.clone();
+            let mut seq = log.len() as u64;
+            for (op, instance) in [(Op::Term { term: 2, solo: true }, 0), (Op::Detach { tracker: 1 }, 0)]
+                .into_iter()
+                .chain(writes.into_iter().map(|w| (w, 7)))
+            {
+                seq += 1;
+                let entry = e(seq, instance, op);
+                // Only what the loser acknowledged is in its log.
+                if loser.apply(entry.origin, &entry.op).is_ok() {
+                    log.push(entry);
+                } else {
+                    seq -= 1;
+                }
+            }
+            apply_all(&mut winner, &[term(seq + 100, true), e(seq + 101, 0, Op::Detach { tracker: 2 })]);
+            let split_ack = leader_acked_tail.then_some(common.len() as u64 - 1);
+            let d = divergence(&log, pos(0, false), split_ack);
+            let it = items(&log, d, |t| loser.session_user(t).map(str::to_string));
+            let undone = heal(&mut winner, &it);
+            proptest::prop_assert!(undone.is_empty(), "{:?}", undone);
+            proptest::prop_assert_eq!(content(&winner), content(&loser));
+            proptest::prop_assert_eq!(winner.check_invariants(), Ok(()));
+        }
+    }
 }
