@@ -430,7 +430,7 @@ fn the_hashes_of_a_64_gib_file_cross_the_pair_intact() {
     cl.wait_same_digest();
 }
 
-/// Split brain, forced: the leader is frozen (SIGSTOP) until the follower gives up on it and
+/// A forced split: the leader is frozen (SIGSTOP) until the follower gives up on it and
 /// leads alone, takes a write there, then the old leader resumes and leads alone too. When
 /// they meet again they must end with one state, whichever log wins.
 #[test]

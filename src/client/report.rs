@@ -74,7 +74,9 @@ pub fn tracker_error(cmd: &Command, file: Option<&str>, code: ErrorCode, message
             "a different file named '{file}' is already shared in group '{group}' (rename yours to share it)"
         ),
         ErrorCode::Unavailable => "the tracker is catching up with the other tracker; try again in a moment".to_string(),
-        ErrorCode::InvalidName if !message.is_empty() => message.to_string(),
+        ErrorCode::InvalidName | ErrorCode::WriteUndone if !message.is_empty() => {
+            message.to_string()
+        }
         // The tracker's sentence names the limit and what to do; these are the fallbacks.
         ErrorCode::RateLimited | ErrorCode::QuotaExceeded | ErrorCode::TrackerFull
             if !message.is_empty() =>
@@ -277,6 +279,10 @@ mod tests {
             "something odd",
         );
         assert_eq!(e, "the tracker refused the request: something odd");
+        // A write undone when a split healed: the tracker's sentence is the whole message.
+        let told = "tracker 2 acknowledged your create_group dup, but ... so it was undone";
+        let e = tracker_error(&Command::ListGroups, None, ErrorCode::WriteUndone, told);
+        assert_eq!(e, told);
     }
 
     #[test]

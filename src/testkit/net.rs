@@ -3,17 +3,38 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Loopback ports that were free a moment ago: held together so that they differ, then
-/// released for the process under test to bind (a small race that tests accept).
+/// Where `free_ports` looks: below Linux's ephemeral range (32768–60999), which the kernel
+/// hands to every outgoing connection and to `bind(:0)`. A port chosen there could be taken
+/// by some test's client socket before the tracker under test binds it ("Address already in
+/// use"); below it, only another `free_ports` could take it, and the counter makes each call
+/// in this process return new ports.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// Loopback ports that are free now (each checked by binding it), never returned twice by this
+/// process, for a process under test to bind. Several test processes on one machine start at
+/// different places in the range (by pid).
 pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let ls = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot find a free loopback port: {e}"))?;
-    ls.iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read a bound port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..span {
+        if out.len() == n {
+            break;
+        }
+        let k = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORT_RANGE.start + k as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+        }
+    }
+    if out.len() < n {
+        return Err(format!(
+            "cannot find {n} free loopback ports in {PORT_RANGE:?}"
+        ));
+    }
+    Ok(out)
 }
 
 /// `free_ports` as `127.0.0.1:<port>` addresses.

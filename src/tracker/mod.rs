@@ -5,6 +5,7 @@
 //! - `rates`       — per-address token buckets (registrations, failed logins); local, pure
 //! - `journal`     — snapshot + fsync'ed journal in the data directory; recovery at start
 //! - `link`        — peer-link messages and the cluster-key handshake
+//! - `replay`      — healing a split: the loser's writes proposed again on the winner's log
 //! - `server`      — the poll loop: connections, replication roles, commit and replies
 //!
 //! Client request and reply lines are parsed and encoded in `crate::protocol::tracker`; the
@@ -13,5 +14,6 @@ pub mod journal;
 pub mod link;
 pub mod op;
 pub mod rates;
+pub mod replay;
 pub mod server;
 pub mod state;

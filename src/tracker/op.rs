@@ -98,7 +98,33 @@ pub enum Op {
     /// The quotas in force from here on: the leader's configured limits, appended right after
     /// each term entry it opens, so both trackers check the same numbers (`state/quota.rs`).
     Limits(Limits),
+    /// A write acknowledged by a tracker that led alone during a split, applied again on top
+    /// of the log that won when the pair re-formed (`tracker/replay.rs`). `op` is one that acts
+    /// through a session (`Op::acts_as_user`); it is applied as `user`, whether or not the
+    /// session it named still exists, because sessions are connection state and the user is
+    /// who acted. `op` may also be that user's `login`: the session is then carried over
+    /// orphaned (valid for `attach`), unless the user is online elsewhere.
+    Redo {
+        user: String,
+        op: Box<Op>,
+    },
+    /// A write undone when a split healed (it conflicted with the winning log), to be told to
+    /// the client instance that made it, or to a client of `user`, at its next command.
+    Notice {
+        instance: Option<u64>,
+        user: Option<String>,
+        /// Printable ASCII words separated by single spaces, at most `MAX_NOTICE_TEXT` bytes.
+        text: String,
+    },
+    /// The notices of this instance or user were told; they are dropped.
+    NoticeSeen {
+        instance: Option<u64>,
+        user: Option<String>,
+    },
 }
+
+/// Longest notice text: a sentence naming a few names (each at most 255 bytes).
+pub const MAX_NOTICE_TEXT: usize = 1024;
 
 /// One journal line: the operation with its log position and origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,6 +359,79 @@ impl Op {
             Op::StopShare { .. } => "stop_share",
             Op::Term { .. } => "term",
             Op::Limits(_) => "limits",
+            Op::Redo { .. } => "redo",
+            Op::Notice { .. } => "notice",
+            Op::NoticeSeen { .. } => "notice_seen",
+        }
+    }
+
+    /// Whether the operation acts through a session as its user (what `redo` may carry).
+    pub fn acts_as_user(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateGroup { .. }
+                | Op::JoinGroup { .. }
+                | Op::LeaveGroup { .. }
+                | Op::AcceptRequest { .. }
+                | Op::Upload { .. }
+                | Op::Have { .. }
+                | Op::StopShare { .. }
+        )
+    }
+
+    /// The session token an operation acts through, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Op::Login { token, .. }
+            | Op::Attach { token, .. }
+            | Op::Logout { token }
+            | Op::CreateGroup { token, .. }
+            | Op::JoinGroup { token, .. }
+            | Op::LeaveGroup { token, .. }
+            | Op::AcceptRequest { token, .. }
+            | Op::Upload { token, .. }
+            | Op::Have { token, .. }
+            | Op::StopShare { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The same operation acting through session `to` instead (for `redo`).
+    pub fn with_token(&self, to: &str) -> Op {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Login { token, .. }
+            | Op::Attach { token, .. }
+            | Op::Logout { token }
+            | Op::CreateGroup { token, .. }
+            | Op::JoinGroup { token, .. }
+            | Op::LeaveGroup { token, .. }
+            | Op::AcceptRequest { token, .. }
+            | Op::Upload { token, .. }
+            | Op::Have { token, .. }
+            | Op::StopShare { token, .. } => *token = to.to_string(),
+            _ => {}
+        }
+        op
+    }
+
+    /// What a person typed to cause this operation, names included and secrets left out
+    /// (`create_group physics`), for notices and logs.
+    pub fn describe(&self) -> String {
+        let v = self.verb();
+        match self {
+            Op::CreateUser { user, .. } => format!("{v} {user}"),
+            Op::Login { user, .. } => format!("{v} {user}"),
+            Op::CreateGroup { group, .. }
+            | Op::JoinGroup { group, .. }
+            | Op::LeaveGroup { group, .. } => format!("{v} {group}"),
+            Op::AcceptRequest { group, user, .. } => format!("{v} {group} {user}"),
+            Op::Upload { group, file, .. } => format!("upload_file {file} {group}"),
+            Op::Have { group, file, .. } | Op::StopShare { group, file, .. } => {
+                format!("{v} {group} {file}")
+            }
+            Op::Redo { op, .. } => op.describe(),
+            _ => v.to_string(),
         }
     }
 
@@ -384,6 +483,21 @@ impl Op {
             Op::StopShare { token, group, file } => format!("{v} {token} {group} {file}"),
             Op::Term { term, solo } => format!("{v} {term} {}", solo_word(*solo)),
             Op::Limits(l) => format!("{v} {}", l.encode()),
+            Op::Redo { user, op } => format!("{v} {user} {}", op.encode()),
+            Op::Notice {
+                instance,
+                user,
+                text,
+            } => format!(
+                "{v} {} {} {text}",
+                encode_instance(instance),
+                user.as_deref().unwrap_or("-")
+            ),
+            Op::NoticeSeen { instance, user } => format!(
+                "{v} {} {}",
+                encode_instance(instance),
+                user.as_deref().unwrap_or("-")
+            ),
         }
     }
 
@@ -407,6 +521,41 @@ impl Op {
             }
         };
         let op = match *verb {
+            "redo" => {
+                let user = args.first().ok_or("redo names no user")?;
+                let user = name(NameKind::User, user)?;
+                // Checked before decoding, so a chain of redos is refused without recursing.
+                if args.get(1) == Some(&"redo") {
+                    return Err("redo cannot carry 'redo'".to_string());
+                }
+                let inner = Op::decode(&args[1..].join(" "))?;
+                if !inner.acts_as_user() && !matches!(inner, Op::Login { .. }) {
+                    return Err(format!("redo cannot carry '{}'", inner.verb()));
+                }
+                Op::Redo {
+                    user,
+                    op: Box::new(inner),
+                }
+            }
+            "notice" => {
+                if args.len() < 3 {
+                    return Err("notice takes an instance, a user and a text".to_string());
+                }
+                let text = args[2..].join(" ");
+                check_notice_text(&text)?;
+                Op::Notice {
+                    instance: decode_instance(args[0])?,
+                    user: optional_user(args[1])?,
+                    text,
+                }
+            }
+            "notice_seen" => {
+                want(2)?;
+                Op::NoticeSeen {
+                    instance: decode_instance(args[0])?,
+                    user: optional_user(args[1])?,
+                }
+            }
             "create_user" => {
                 want(2)?;
                 if scram::Verifier::parse(args[1]).is_none() {
@@ -519,16 +668,52 @@ impl Op {
     /// a retry is a fresh exchange, never an answer from the record (which would hand out a
     /// secret).
     pub fn is_write_dedup(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            Op::Redo { op, .. } => op.is_write_dedup(),
             Op::Have { .. }
-                | Op::Term { .. }
-                | Op::Detach { .. }
-                | Op::Limits(_)
-                | Op::Login { .. }
-                | Op::Attach { .. }
-        )
+            | Op::Term { .. }
+            | Op::Detach { .. }
+            | Op::Limits(_)
+            | Op::Login { .. }
+            | Op::Attach { .. }
+            | Op::Notice { .. }
+            | Op::NoticeSeen { .. } => false,
+            _ => true,
+        }
     }
+}
+
+fn encode_instance(instance: &Option<u64>) -> String {
+    instance.map_or_else(|| "-".to_string(), |i| format!("{i:016x}"))
+}
+
+fn decode_instance(s: &str) -> Result<Option<u64>, String> {
+    if s == "-" {
+        return Ok(None);
+    }
+    Origin::decode(&format!("{s}:0")).map(|o| o.map(|o| o.instance))
+}
+
+fn optional_user(s: &str) -> Result<Option<String>, String> {
+    if s == "-" {
+        Ok(None)
+    } else {
+        name(NameKind::User, s).map(Some)
+    }
+}
+
+/// A notice's text: printable ASCII words, bounded, so it fits one reply line as it is.
+pub fn check_notice_text(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > MAX_NOTICE_TEXT {
+        return Err(format!(
+            "a notice text is 1 to {MAX_NOTICE_TEXT} bytes, not {}",
+            text.len()
+        ));
+    }
+    if !text.bytes().all(|c| c.is_ascii_graphic() || c == b' ') || text.contains("  ") {
+        return Err("a notice text is printable words separated by single spaces".to_string());
+    }
+    Ok(())
 }
 
 impl Entry {
@@ -648,6 +833,26 @@ mod tests {
                 users: 10,
                 ..Limits::default()
             }),
+            Op::Redo {
+                user: "carol".into(),
+                op: Box::new(Op::CreateGroup {
+                    token: t.clone(),
+                    group: "g2".into(),
+                }),
+            },
+            Op::Notice {
+                instance: Some(0xab),
+                user: Some("carol".into()),
+                text: "your create_group g2 was undone: group g2 already exists".into(),
+            },
+            Op::NoticeSeen {
+                instance: None,
+                user: Some("carol".into()),
+            },
+            Op::NoticeSeen {
+                instance: Some(7),
+                user: None,
+            },
         ]
     }
 
@@ -675,6 +880,12 @@ mod tests {
         assert!(ops[15]
             .encode()
             .starts_with("limits users=10 groups=262144 files="));
+        assert_eq!(ops[16].encode(), format!("redo carol create_group {T} g2"));
+        assert_eq!(
+            ops[17].encode(),
+            "notice 00000000000000ab carol your create_group g2 was undone: group g2 already exists"
+        );
+        assert_eq!(ops[19].encode(), "notice_seen 0000000000000007 -");
     }
 
     #[test]
@@ -717,6 +928,8 @@ mod tests {
                     | Op::Limits(_)
                     | Op::Login { .. }
                     | Op::Attach { .. }
+                    | Op::Notice { .. }
+                    | Op::NoticeSeen { .. }
             );
             assert_eq!(op.is_write_dedup(), expect, "{}", op.verb());
         }
@@ -763,6 +976,16 @@ mod tests {
             format!("stop_share {T} g"),
             "term 1 both".into(),
             "term -1 solo".into(),
+            "redo carol".into(),
+            "redo carol term 1 solo".into(),
+            format!("redo carol redo carol create_group {T} g"),
+            "redo a ".repeat(100_000) + "create_group x g",
+            format!("redo c/d create_group {T} g"),
+            "notice - -".into(),
+            "notice 1 - text".into(),
+            "notice - - tab\there".into(),
+            format!("notice - - {}", "x".repeat(MAX_NOTICE_TEXT + 1)),
+            "notice_seen - - extra".into(),
         ];
         for b in &bad {
             let r = Op::decode(b);
@@ -819,7 +1042,7 @@ mod tests {
             verb in prop::sample::select(vec![
                 "create_user", "login", "attach", "logout", "detach", "create_group",
                 "join_group", "leave_group", "accept_request", "upload", "have",
-                "stop_share", "term",
+                "stop_share", "term", "redo", "notice", "notice_seen",
             ]),
             args in prop::collection::vec(
                 prop::sample::select(vec![

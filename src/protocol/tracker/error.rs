@@ -37,6 +37,9 @@ pub enum ErrorCode {
     /// Unsolicited (tag 0): a correct login of this session's user from another client ended
     /// this session; the connection is closed after it.
     SessionTakenOver,
+    /// A write of this client was undone when the trackers healed a split; the message says
+    /// which and why, and the command it answers was not run.
+    WriteUndone,
     /// A code this side does not know (a newer tracker); the reader keeps its text in the
     /// message so a person still sees it. Never sent.
     Unknown,
@@ -70,6 +73,7 @@ pub(super) const CODES: &[(ErrorCode, &str)] = &[
     (ErrorCode::QuotaExceeded, "quota_exceeded"),
     (ErrorCode::TrackerFull, "tracker_full"),
     (ErrorCode::SessionTakenOver, "session_taken_over"),
+    (ErrorCode::WriteUndone, "write_undone"),
 ];
 
 impl ErrorCode {

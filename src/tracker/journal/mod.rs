@@ -211,6 +211,28 @@ impl Journal {
     }
 
     /// Bytes of journal that a snapshot would make unnecessary.
+    /// The log as the files hold it: the snapshot's position and the entries of every segment
+    /// after it, in order (flush first for the entries of this turn). Healing a split reads
+    /// this tracker's own writes since the divergence point here before a snapshot replaces
+    /// them.
+    pub fn read_log(&self) -> Result<(Position, Vec<Entry>), String> {
+        let base = files::read_snapshot(&self.dir)?.map_or(Position::default(), |s| s.pos);
+        let mut entries = Vec::new();
+        for &(n, _) in &self.segments {
+            let path = files::segment_path(&self.dir, n);
+            let text = fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let e = Entry::decode(line)
+                    .map_err(|e| format!("{}, line {}: {e}", path.display(), i + 1))?;
+                if e.seq > base.seq {
+                    entries.push(e);
+                }
+            }
+        }
+        Ok((base, entries))
+    }
+
     fn journal_bytes(&self) -> u64 {
         self.segments.iter().map(|&(_, b)| b).sum()
     }
@@ -768,6 +790,34 @@ mod tests {
         assert!(r.state.user_exists("u5"));
         assert!(!dir.path().join("journal").exists());
         assert_eq!(segments_on_disk(dir.path()), vec![0]);
+    }
+
+    #[test]
+    fn read_log_gives_the_snapshot_position_and_the_entries_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, r) = Journal::open(dir.path()).expect("open");
+        let (mut state, mut pos) = (r.state, r.pos);
+        for i in 1..=3 {
+            add(&mut j, &mut state, &mut pos, &format!("u{i}"));
+        }
+        j.flush().expect("flush");
+        let (base, entries) = j.read_log().expect("read");
+        assert_eq!(base, Position::default());
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        // A snapshot at 3 (as a finished compaction leaves it), then one more entry.
+        let segment = j.fork_point(pos).expect("flush").expect("fork point");
+        child_writes(dir.path(), &state, pos, segment);
+        j.snapshot_done(Child {
+            pid: 0,
+            pos,
+            segment,
+            started: Instant::now(),
+        });
+        add(&mut j, &mut state, &mut pos, "u4");
+        j.flush().expect("flush");
+        let (base, entries) = j.read_log().expect("read");
+        assert_eq!(base.seq, 3);
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
     }
 
     #[test]

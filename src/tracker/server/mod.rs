@@ -10,6 +10,7 @@
 
 mod accept;
 mod connection;
+mod heal;
 mod limits;
 mod login;
 mod ordering;

@@ -30,6 +30,12 @@
 //!   as leader re-orders all of them (`Forwards::take_all`).
 //! - `waiters` is sorted by seq; `release` pops exactly those at or below `commit`.
 //!   `fwd_oks` (a leader's answers to deduplicated forwarded retries) likewise.
+//! - `replay` holds the writes of a split this tracker lost, still to be proposed again on the
+//!   leader's log (`tracker/replay.rs`); while it is not empty a follower serves nobody, so its
+//!   clients go where those writes are being decided. `split_ack` is set only by a leader that
+//!   lost a live link (the follower's last ack then) and cleared when this tracker's log is
+//!   known to be the pair's again (it leads a re-formed pair, the logs are equal, or the
+//!   leader's snapshot was installed).
 //! - Timers: `dial_at` is set only at tracker 2 of a pair and acted on only while `link` is
 //!   `Down`; `solo_at` is set only while fresh and `Waiting`, and cleared by leading or by the
 //!   link coming up; `solo_from` is the seq at which the current solo term began.
@@ -40,6 +46,8 @@
 use super::ordering::{CommitWaiters, Forwards, HeldFwdOks};
 use crate::tracker::journal::Position;
 use crate::tracker::link::LinkMsg;
+use crate::tracker::replay::Replay;
+use crate::tracker::state::Notice;
 use std::time::{Duration, Instant};
 
 /// Keep-alive on the peer link; silence for `LINK_TIMEOUT` means the other tracker is gone even
@@ -115,8 +123,8 @@ pub(super) struct Verdict {
     pub same: bool,
     /// The role before this verdict.
     pub was: Role,
-    /// This tracker led alone, wrote since, and now follows a different log: those writes
-    /// are about to be replaced (split brain healing).
+    /// This tracker led alone, wrote since, and now follows a different log: its state is
+    /// about to be replaced, and those writes proposed again on the leader's log (heal.rs).
     pub loses_solo_writes: bool,
 }
 
@@ -143,6 +151,15 @@ pub(super) struct Replica {
     pub waiters: CommitWaiters,
     /// Leader: `fwd-ok` answers to deduplicated forwarded retries, released at commit.
     pub fwd_oks: HeldFwdOks,
+    /// The writes of a lost split still to be proposed again (heal.rs).
+    pub replay: Replay,
+    /// Notices told by this tracker whose `notice_seen` is still on its way through the log
+    /// (a follower forwards it): not told twice meanwhile. Emptied whenever the state holds no
+    /// notice, and bounded like the notices themselves.
+    pub told: Vec<Notice>,
+    /// The follower's last ack when this tracker, leading, lost it: entries after it may be
+    /// missing at the other tracker.
+    split_ack: Option<u64>,
     dial_at: Option<Instant>,
     dial_backoff: Duration,
     solo_at: Option<Instant>,
@@ -168,6 +185,9 @@ impl Replica {
             forwards: Forwards::default(),
             waiters: CommitWaiters::default(),
             fwd_oks: HeldFwdOks::default(),
+            replay: Replay::default(),
+            told: Vec::new(),
+            split_ack: None,
             dial_at: (me == 2 && paired).then_some(now),
             dial_backoff: DIAL_MIN,
             solo_at: None,
@@ -209,9 +229,19 @@ impl Replica {
         self.commit
     }
 
-    /// Whether client requests are served (`ping` and `digest` always are).
+    /// Whether client requests are served (`ping` and `digest` always are): not by a follower
+    /// still proposing the writes of a lost split again.
     pub fn serving(&self) -> bool {
-        matches!(self.role, Role::Leader | Role::Follower)
+        match self.role {
+            Role::Leader => true,
+            Role::Follower => self.replay.is_empty(),
+            Role::Syncing | Role::Waiting => false,
+        }
+    }
+
+    /// See `split_ack` on the struct.
+    pub fn split_ack(&self) -> Option<u64> {
+        self.split_ack
     }
 
     /// A follower, caught up or not.
@@ -303,6 +333,9 @@ impl Replica {
             && was == Role::Leader
             && !same
             && self.solo_from.is_some_and(|from| pos_now.seq > from);
+        if lead || same {
+            self.split_ack = None;
+        }
         if lead {
             // A waiting tracker that turns out to hold the longer log leads.
             self.role = Role::Leader;
@@ -335,6 +368,10 @@ impl Replica {
             }
             return AfterLinkClosed::Nothing;
         }
+        if self.role == Role::Leader && self.follower_ack > 0 {
+            let ack = self.follower_ack;
+            self.split_ack = Some(self.split_ack.map_or(ack, |a| a.min(ack)));
+        }
         self.follower_ack = 0;
         self.sent_ack = 0;
         self.sent_commit = 0;
@@ -364,6 +401,7 @@ impl Replica {
 
     /// The leader's snapshot at `seq` replaced this tracker's state and is durable.
     pub fn snapshot_installed(&mut self, seq: u64) {
+        self.split_ack = None;
         self.commit = self.commit.min(seq);
         self.role = Role::Follower;
         self.sent_ack = 0;
@@ -589,6 +627,55 @@ mod tests {
         let v = r.link_up(pos(4, 6), "b", pos(2, 8), now);
         assert!(!v.lead && v.loses_solo_writes);
         assert_eq!(v.was, Role::Leader);
+    }
+
+    #[test]
+    fn link_closed_a_leader_remembers_the_followers_last_ack_until_the_logs_are_one_again() {
+        let now = Instant::now();
+        let mut r = authenticated(1, pos(1, 5), "d", now);
+        r.link_up(pos(1, 5), "d", pos(1, 5), now);
+        r.acked(7);
+        assert_eq!(r.split_ack(), None);
+        assert_eq!(r.link_closed(now), AfterLinkClosed::GoOnAlone);
+        assert_eq!(r.split_ack(), Some(7));
+        // It loses the heal: the ack is what the snapshot's install needs, then it is gone.
+        r.link_authenticated(8, announced(pos(2, 9), "a"));
+        let v = r.link_up(pos(3, 9), "b", pos(2, 9), now);
+        assert!(!v.lead);
+        assert_eq!(r.split_ack(), Some(7));
+        assert!(r.snapshot_begins());
+        r.snapshot_installed(9);
+        assert_eq!(r.split_ack(), None);
+    }
+
+    #[test]
+    fn a_follower_with_writes_to_propose_again_serves_nobody_until_they_are_decided() {
+        use crate::tracker::op::{Entry, Op};
+        use crate::tracker::replay::Item;
+        let now = Instant::now();
+        let mut r = authenticated(2, pos(1, 3), "d", now);
+        r.link_up(pos(1, 3), "d", pos(1, 3), now);
+        assert!(r.serving());
+        let item = Item {
+            user: None,
+            tail: false,
+            entry: Entry {
+                term: 1,
+                seq: 3,
+                origin: None,
+                op: Op::Detach { tracker: 1 },
+            },
+        };
+        r.replay.extend([item]);
+        assert!(
+            !r.serving(),
+            "its clients must go where the writes are decided"
+        );
+        let it = r.replay.take_next().expect("queued");
+        r.replay.sent(4, it);
+        assert!(!r.serving());
+        assert!(r.replay.answered(4).is_some());
+        assert!(r.serving());
     }
 
     #[test]

@@ -96,6 +96,8 @@ impl Server {
         for fwd in forwards {
             self.reproposed(fwd);
         }
+        // The writes of a lost split still to be proposed again are applied here now.
+        self.replay_step();
     }
 
     /// A new solo term, and the sessions held at tracker `stale` orphaned.
@@ -184,6 +186,7 @@ impl Server {
     /// The link's connection `key` is gone: act on what the replica decides.
     pub(super) fn link_closed(&mut self, now: Instant) {
         let other = self.repl.other();
+        self.replay_link_lost();
         match self.repl.link_closed(now) {
             AfterLinkClosed::GoOnAlone => {
                 log::warn!("lost tracker {other}; going on alone");
@@ -429,10 +432,10 @@ impl Server {
         } else {
             log::info!("peer link up: tracker {other} leads, tracker {me} follows");
             if v.loses_solo_writes {
-                log::error!(
+                log::warn!(
                     "both trackers led alone (the link broke while both were running); \
-                     tracker {other}'s longer log wins and replaces this tracker's writes \
-                     since the break"
+                     tracker {other}'s log wins, and the writes this tracker acknowledged \
+                     alone are proposed again on it"
                 );
             }
             if v.was == Role::Leader {
@@ -447,6 +450,9 @@ impl Server {
                 {
                     p.snapshot = None; // armed by snapshot-begin
                 }
+            } else {
+                // Writes of an unfinished heal (from the replay file) go on at once.
+                self.replay_step();
             }
         }
     }
@@ -524,6 +530,9 @@ impl Server {
                 self.pos.seq = entry.seq;
                 self.journal.append(&entry);
                 let seq = entry.seq;
+                if let Some(f) = fid {
+                    self.replay_answered(f, None);
+                }
                 if let Some((fid, w)) =
                     fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
                 {
@@ -541,12 +550,14 @@ impl Server {
             }
             LinkMsg::Commit { seq } if self.repl.following() => self.repl.leader_committed(seq),
             LinkMsg::FwdErr { fid, code, message } if self.repl.following() => {
+                self.replay_answered(fid, Some(&message));
                 if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
                     let outcome = QueuedReply::Ready(proto::encode_err(to.tag, code, &message));
                     self.resolve_forward(to, fid, outcome);
                 }
             }
             LinkMsg::FwdOk { fid, reply } if self.repl.following() => {
+                self.replay_answered(fid, None);
                 if let Some(to) = self.repl.forwards.remove(fid).and_then(|w| w.to) {
                     let outcome = QueuedReply::Ready(proto::encode_ok(to.tag, &reply));
                     self.resolve_forward(to, fid, outcome);
@@ -571,6 +582,13 @@ impl Server {
     fn install_snapshot(&mut self, key: usize, pos: Position, lines: &[String], now: Instant) {
         match State::from_snapshot_lines(lines.iter().map(String::as_str)) {
             Ok(state) => {
+                // What this tracker acknowledged alone is in the journal the snapshot is about
+                // to replace: keep it first.
+                if let Err(e) = self.keep_unshared_writes() {
+                    log::error!("{e}; stopping rather than lose them");
+                    self.shutdown = true;
+                    return;
+                }
                 if let Err(e) = self
                     .journal
                     .write_snapshot(lines.iter().map(String::as_str), pos)
@@ -583,6 +601,7 @@ impl Server {
                 self.pos = pos;
                 self.repl.snapshot_installed(pos.seq);
                 log::info!("caught up with the leader by snapshot at {}", pos.seq);
+                self.replay_step();
             }
             Err(e) => {
                 log::error!("the leader's snapshot is invalid: {e}");

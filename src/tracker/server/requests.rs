@@ -132,7 +132,8 @@ impl Server {
             return;
         };
         let tag = req.tag;
-        let origin = cl.instance.map(|instance| Origin { instance, tag });
+        let instance = cl.instance;
+        let origin = instance.map(|instance| Origin { instance, tag });
         let session = cl.session.clone();
         let from = self.reply_to(key, tag);
         let needs_session = req.verb.needs_session();
@@ -147,6 +148,9 @@ impl Server {
             (None, true) => return self.refuse(key, tag, &Refusal::NotLoggedIn),
             (None, false) => String::new(),
         };
+        if self.tell_notices(key, tag, &req.verb, instance, session.as_deref()) {
+            return;
+        }
         match req.verb {
             Verb::Hello { instance } => {
                 if let Some(cl) = self.client(key) {

@@ -185,6 +185,30 @@ mod tests {
                     requests_per_group: per,
                 }
             )),
+            // A split's writes applied again as their user (healing), sessions carried over.
+            2 => (user(), token(), group(), 0u8..3).prop_map(|(u, t, g, k)| Op::Redo {
+                user: u,
+                op: Box::new(match k {
+                    0 => Op::CreateGroup { token: t, group: g },
+                    1 => Op::JoinGroup { token: t, group: g },
+                    _ => Op::LeaveGroup { token: t, group: g },
+                }),
+            }),
+            1 => (user(), token(), 1u8..=2).prop_map(|(u, t, tr)| Op::Redo {
+                user: u.clone(),
+                op: Box::new(Op::Login {
+                    secret: format!("{:064x}", t.len()),
+                    token: t,
+                    user: u,
+                    addr: ADDR.into(),
+                    tracker: tr,
+                }),
+            }),
+            1 => (prop::option::of(0u64..3), prop::option::of(user())).prop_map(|(i, u)| {
+                Op::Notice { instance: i, user: u, text: "a write was undone".into() }
+            }),
+            1 => (prop::option::of(0u64..3), prop::option::of(user()))
+                .prop_map(|(instance, user)| Op::NoticeSeen { instance, user }),
         ]
     }
 

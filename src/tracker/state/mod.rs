@@ -203,6 +203,34 @@ pub struct State {
     /// Groups owned per user, files and piece hashes in all: what the quotas count, derived
     /// from `groups` and kept in step by `apply` (not in snapshots).
     usage: Usage,
+    /// Writes undone when a split healed, oldest first, until their client is told; at most
+    /// `MAX_NOTICES` (the oldest goes first).
+    notices: Vec<Notice>,
+}
+
+/// At most this many notices are kept: each is a sentence (≤ 1 KiB), told once, and a split
+/// undoes only the writes that conflict, so a few are normal and thousands mean nobody reads.
+pub const MAX_NOTICES: usize = 1024;
+
+/// The session a `redo` acts through while it is applied; no real token looks like it (those
+/// are 32 hex digits), so it can never collide with one.
+const REDO_TOKEN: &str = "redo";
+
+/// A write undone when a split healed, for the client instance that made it or a client of
+/// the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub instance: Option<u64>,
+    pub user: Option<String>,
+    pub text: String,
+}
+
+impl Notice {
+    /// Whether this notice is for a client with this instance id or session user.
+    fn is_for(&self, instance: Option<u64>, user: Option<&str>) -> bool {
+        (self.instance.is_some() && self.instance == instance)
+            || (self.user.is_some() && self.user.as_deref() == user)
+    }
 }
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
@@ -553,7 +581,133 @@ impl State {
                 self.limits = *limits;
                 Ok(WriteReply::Done)
             }
+            Op::Redo { user, op } => self.apply_as(user, op),
+            Op::Notice {
+                instance,
+                user,
+                text,
+            } => {
+                op::check_notice_text(text).map_err(Refusal::BadRequest)?;
+                if self.notices.len() >= MAX_NOTICES {
+                    self.notices.remove(0);
+                }
+                self.notices.push(Notice {
+                    instance: *instance,
+                    user: user.clone(),
+                    text: text.clone(),
+                });
+                Ok(WriteReply::Done)
+            }
+            Op::NoticeSeen { instance, user } => {
+                self.notices
+                    .retain(|n| !n.is_for(*instance, user.as_deref()));
+                Ok(WriteReply::Done)
+            }
         }
+    }
+
+    /// A write made during a split, applied again as `user` (`Op::Redo`): through a session
+    /// that exists only while it is applied, so the write is validated exactly as the user's
+    /// own would be, whether or not the session it was made through still exists.
+    fn apply_as(&mut self, user: &str, op: &Op) -> Result<WriteReply, Refusal> {
+        if let Op::Login {
+            token,
+            user: who,
+            addr,
+            tracker,
+            secret,
+        } = op
+        {
+            return self.carry_session(user, who, token, (addr, *tracker, secret));
+        }
+        if !op.acts_as_user() {
+            return Err(Refusal::BadRequest(format!(
+                "{} cannot be applied again as a user",
+                op.verb()
+            )));
+        }
+        check_name(NameKind::User, user)?;
+        if !self.users.contains_key(user) {
+            return Err(Refusal::NoSuchUser(user.to_string()));
+        }
+        let session = Session {
+            user: user.to_string(),
+            addr: "0.0.0.0:0".to_string(),
+            tracker: Some(1),
+            // Never seen by a client: the session lives only while the write is applied.
+            secret: "0".repeat(op::SECRET_LEN),
+        };
+        self.sessions.insert(REDO_TOKEN.to_string(), session);
+        let result = self.apply_op(&op.with_token(REDO_TOKEN));
+        self.sessions.remove(REDO_TOKEN);
+        result
+    }
+
+    /// A session started during a split, carried over orphaned: its client may `attach` it
+    /// wherever it lands. Not if the user is online elsewhere (that session stays; this one is
+    /// not needed: the client logs in again).
+    fn carry_session(
+        &mut self,
+        user: &str,
+        who: &str,
+        token: &str,
+        (addr, tracker, secret): (&str, u8, &str),
+    ) -> Result<WriteReply, Refusal> {
+        if who != user {
+            return Err(Refusal::BadRequest(
+                "a carried-over login must be the user's own".to_string(),
+            ));
+        }
+        check_name(NameKind::User, user)?;
+        if !op::is_token(token) {
+            return Err(Refusal::BadRequest("malformed session token".to_string()));
+        }
+        session_fields(addr, tracker)?;
+        if !op::is_secret(secret) {
+            return Err(Refusal::BadRequest("malformed session secret".to_string()));
+        }
+        if !self.users.contains_key(user) {
+            return Err(Refusal::NoSuchUser(user.to_string()));
+        }
+        if self.sessions.get(token).is_some_and(|s| s.user != user) {
+            return Err(Refusal::BadRequest(
+                "session token already in use".to_string(),
+            ));
+        }
+        // The reply is the token either way: it is what a retry of that login is answered
+        // with (deduplication), and re-attaching it tells that client where it stands.
+        if self.user_attached(user) {
+            return Ok(WriteReply::Token(token.to_string()));
+        }
+        if let Some(old) = self.user_sessions.remove(user) {
+            self.sessions.remove(&old);
+        }
+        self.sessions.insert(
+            token.to_string(),
+            Session {
+                user: user.to_string(),
+                addr: addr.to_string(),
+                tracker: None,
+                secret: secret.to_string(),
+            },
+        );
+        self.user_sessions
+            .insert(user.to_string(), token.to_string());
+        Ok(WriteReply::Token(token.to_string()))
+    }
+
+    /// Whether any write undone by a healed split is waiting to be told (the common case,
+    /// none, costs one check per command).
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty()
+    }
+
+    /// The notices for a client with this instance id or session user, oldest first.
+    pub fn notices_for(&self, instance: Option<u64>, user: Option<&str>) -> Vec<&Notice> {
+        self.notices
+            .iter()
+            .filter(|n| n.is_for(instance, user))
+            .collect()
     }
 
     /// The user of a session that exists, attached or orphaned.
@@ -736,6 +890,63 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use crate::pieces::PIECE_SIZE;
+
+    fn redo(user: &str, op: Op) -> Op {
+        Op::Redo {
+            user: user.into(),
+            op: Box::new(op),
+        }
+    }
+
+    #[test]
+    fn redo_acts_as_the_user_whatever_became_of_the_session() {
+        let mut st = State::new();
+        ok(&mut st, create_user("alice"));
+        // No session at all: done as alice all the same, and refused as she would be.
+        ok(&mut st, redo("alice", create_group(9, "g")));
+        assert_eq!(st.groups["g"].owner, "alice");
+        assert_eq!(
+            refused(&mut st, redo("alice", create_group(9, "g"))),
+            Refusal::GroupExists("g".into())
+        );
+        assert_eq!(
+            refused(&mut st, redo("zed", create_group(9, "h"))),
+            Refusal::NoSuchUser("zed".into())
+        );
+        assert!(matches!(
+            refused(&mut st, redo("alice", Op::Logout { token: tok(9) })),
+            Refusal::BadRequest(_)
+        ));
+        assert!(
+            st.sessions.is_empty(),
+            "the session it acted through is gone"
+        );
+    }
+
+    #[test]
+    fn a_carried_over_login_is_orphaned_and_gives_way_to_a_user_online_elsewhere() {
+        let mut st = State::new();
+        ok(&mut st, create_user("alice"));
+        ok(&mut st, create_user("bob"));
+        assert_eq!(ok(&mut st, redo("alice", login(1, "alice", 2))), tok(1));
+        assert_eq!(
+            st.sessions[&tok(1)].tracker,
+            None,
+            "valid for attach, not online"
+        );
+        ok(&mut st, login(2, "bob", 1));
+        let before = st.clone();
+        assert_eq!(ok(&mut st, redo("bob", login(3, "bob", 2))), tok(3));
+        assert_eq!(st, before, "bob is online: his live session stays");
+        assert!(matches!(
+            refused(&mut st, redo("bob", login(1, "bob", 2))),
+            Refusal::BadRequest(_)
+        ));
+        assert!(matches!(
+            refused(&mut st, redo("alice", login(4, "bob", 2))),
+            Refusal::BadRequest(_)
+        ));
+    }
 
     /// The typed form of a data line as the wire shows it, so the expectations below read as
     /// the client would see them.

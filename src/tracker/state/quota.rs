@@ -177,6 +177,8 @@ pub(super) fn group_counted(op: &Op) -> Option<&str> {
         | Op::LeaveGroup { group, .. }
         | Op::Upload { group, .. }
         | Op::StopShare { group, .. } => Some(group),
+        // A healed split's write counts as the write it carries.
+        Op::Redo { op, .. } => group_counted(op),
         _ => None,
     }
 }

@@ -36,6 +36,7 @@ impl State {
     /// hashes <group> <file> <hex>        in piece order, absent for an empty file
     /// share <group> <file> <user> <have>
     /// session <token> <user> <addr> <tracker|-> <secret>
+    /// notice <instance|-> <user|-> <text...>   oldest first
     /// dedup <instance> <tag> <written> [reply]
     /// clock <dedup clock>
     /// ```
@@ -71,6 +72,13 @@ impl State {
                 "session {t} {} {} {tracker} {}",
                 s.user, s.addr, s.secret
             ));
+        }
+        for n in &self.notices {
+            let instance = n
+                .instance
+                .map_or_else(|| "-".to_string(), |i| format!("{i:016x}"));
+            let user = n.user.as_deref().unwrap_or("-");
+            out.push(format!("notice {instance} {user} {}", n.text));
         }
         for (instance, e) in self.dedup.entries() {
             let mut line = format!("dedup {instance:016x} {} {}", e.tag, e.written);
@@ -238,6 +246,24 @@ impl State {
                 };
                 if self.sessions.insert(words[1].to_string(), s).is_some() {
                     return Err("a session token appears twice".to_string());
+                }
+            }
+            "notice" => {
+                // The same words as the operation that made it.
+                match op::Op::decode(line) {
+                    Ok(op::Op::Notice {
+                        instance,
+                        user,
+                        text,
+                    }) if self.notices.len() < super::MAX_NOTICES => {
+                        self.notices.push(super::Notice {
+                            instance,
+                            user,
+                            text,
+                        });
+                    }
+                    Ok(_) => return Err("too many notices".to_string()),
+                    Err(e) => return Err(e),
                 }
             }
             "dedup" => {
