@@ -502,10 +502,28 @@ impl Server {
                 self.on_readable(k, now, false);
             }
         }
-        // 1. Entries go to the follower before our own fsync, so both disks work at once.
-        if let Some(k) = self.repl.link_key() {
-            self.flush_conn(k);
+        // 1. Replies the follower's acknowledgement committed (read this turn, for entries
+        //    already durable here) leave before this turn's fsync, not after it. The entries
+        //    appended this turn go to the follower first, so both disks work at once; a link
+        //    that carries only a `commit` waits behind the replies. Other output (replies to
+        //    reads of this turn) still leaves after the fsync, as before.
+        let appended = self.journal.appended > self.journal.durable;
+        let later = std::mem::take(&mut self.dirty);
+        let mut tell = self.repl.advance_commit(self.journal.durable);
+        if appended {
+            if let Some(msg) = tell.take() {
+                self.send_link(&msg); // carried with the entries
+            }
+            if let Some(k) = self.repl.link_key() {
+                self.flush_conn(k);
+            }
         }
+        self.release();
+        self.flush_dirty();
+        if let Some(msg) = tell {
+            self.send_link(&msg);
+        }
+        self.dirty.extend(later);
         // 2. One fsync for everything appended this turn.
         if let Err(e) = self.journal.flush() {
             // Acknowledging without durability would lie to clients; stopping is the only
@@ -514,21 +532,10 @@ impl Server {
             self.shutdown = true;
             return;
         }
-        // 3. Commit point.
-        if let Some(msg) = self.repl.advance_commit(self.journal.durable) {
-            self.send_link(&msg);
-        }
-        self.release();
+        // 3. Commit point, now that this turn's entries are durable here.
+        self.advance_commit_and_release(self.journal.durable);
         // 4. Output.
-        // Flushing can resume a paused reader, whose replies dirty more connections.
-        while !self.dirty.is_empty() {
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for k in dirty {
-                self.flush_conn(k);
-            }
-        }
+        self.flush_dirty();
         // 5. Close what was scheduled.
         let closed = !self.closing.is_empty();
         for k in std::mem::take(&mut self.closing) {
@@ -544,6 +551,28 @@ impl Server {
         if self.journal.wants_compaction() {
             if let Err(e) = self.journal.compact(&self.state, self.pos) {
                 log::error!("cannot write a snapshot: {e}");
+            }
+        }
+    }
+
+    /// Moves the commit point to what both trackers hold (`durable` here), tells the other
+    /// tracker, and queues the replies that were waiting for it.
+    fn advance_commit_and_release(&mut self, durable: u64) {
+        if let Some(msg) = self.repl.advance_commit(durable) {
+            self.send_link(&msg);
+        }
+        self.release();
+    }
+
+    /// Sends the output of every connection that has some.
+    fn flush_dirty(&mut self) {
+        // Flushing can resume a paused reader, whose replies dirty more connections.
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for k in dirty {
+                self.flush_conn(k);
             }
         }
     }
