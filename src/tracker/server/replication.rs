@@ -363,7 +363,7 @@ impl Server {
             (LinkPhase::AwaitState, LinkMsg::State { pos, digest }) => {
                 self.on_peer_state(key, pos, digest)
             }
-            (LinkPhase::Live, msg) => self.on_link_msg(key, msg, now),
+            (LinkPhase::Live, msg) => self.on_link_msg(key, msg, text, now),
             (_, _) => {
                 log::warn!("peer link: unexpected message during the handshake; dropping it");
                 self.drop_conn(key, now);
@@ -468,7 +468,8 @@ impl Server {
 
     // ----- a live link ---------------------------------------------------------------------
 
-    fn on_link_msg(&mut self, key: usize, msg: LinkMsg, now: Instant) {
+    /// `text` is the message as received (an `op`'s entry is journaled as the leader wrote it).
+    fn on_link_msg(&mut self, key: usize, msg: LinkMsg, text: &str, now: Instant) {
         match msg {
             LinkMsg::Ping => self.send(key, &LinkMsg::Pong.encode()),
             LinkMsg::Pong => {}
@@ -521,7 +522,13 @@ impl Server {
                 }
                 self.pos.term = self.pos.term.max(entry.term);
                 self.pos.seq = entry.seq;
-                self.journal.append(&entry);
+                // The leader's own journal line, not decoded and encoded again.
+                match link::op_entry_text(text) {
+                    Some(line) => self.journal.append_encoded(entry.seq, line),
+                    None => {
+                        self.journal.append(&entry);
+                    }
+                }
                 let seq = entry.seq;
                 if let Some((fid, w)) =
                     fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
