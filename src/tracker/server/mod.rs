@@ -482,6 +482,9 @@ impl Server {
         if self.repl.take_due_dial(now) {
             self.dial(now);
         }
+        if let Some(msg) = self.repl.take_due_commit(now) {
+            self.send_link(&msg);
+        }
         let (Some(k), Some(times)) = (self.repl.link_key(), self.link_times()) else {
             return;
         };
@@ -505,14 +508,16 @@ impl Server {
         // 1. Replies the follower's acknowledgement committed (read this turn, for entries
         //    already durable here) leave before this turn's fsync, not after it. The entries
         //    appended this turn go to the follower first, so both disks work at once; a link
-        //    that carries only a `commit` waits behind the replies. Other output (replies to
+        //    that would carry only a `commit` waits behind the replies (and the commit
+        //    itself waits for the next entries, `COMMIT_DELAY` at most). Other output (replies to
         //    reads of this turn) still leaves after the fsync, as before.
         let appended = self.journal.appended > self.journal.durable;
         let later = std::mem::take(&mut self.dirty);
-        let mut tell = self.repl.advance_commit(self.journal.durable);
+        let mut tell = self.repl.advance_commit_lazily(self.journal.durable, now);
         if appended {
-            if let Some(msg) = tell.take() {
-                self.send_link(&msg); // carried with the entries
+            // A held-back commit rides with the entries.
+            if let Some(msg) = tell.take().or_else(|| self.repl.carry_commit()) {
+                self.send_link(&msg);
             }
             if let Some(k) = self.repl.link_key() {
                 self.flush_conn(k);
@@ -558,7 +563,7 @@ impl Server {
     /// Moves the commit point to what both trackers hold (`durable` here), tells the other
     /// tracker, and queues the replies that were waiting for it.
     fn advance_commit_and_release(&mut self, durable: u64) {
-        if let Some(msg) = self.repl.advance_commit(durable) {
+        if let Some(msg) = self.repl.advance_commit_lazily(durable, Instant::now()) {
             self.send_link(&msg);
         }
         self.release();

@@ -270,6 +270,9 @@ impl Server {
             ..entry
         };
         self.pos.seq = entry.seq;
+        if fid.is_some() && self.repl.paired_leader() {
+            self.repl.forwarded_entry(entry.seq);
+        }
         let line = self.journal.append(&entry);
         // The follower gets the journal's own bytes: one encoding, no intermediate `String`.
         let link = self.repl.link_key().filter(|_| self.repl.paired_leader());
