@@ -498,13 +498,7 @@ impl Server {
 
     fn before_sleep(&mut self) {
         let now = Instant::now();
-        while !self.resume.is_empty() {
-            for k in std::mem::take(&mut self.resume) {
-                // The held-back line first, then whatever else the client sent meanwhile.
-                self.handle_lines(k, now);
-                self.on_readable(k, now, false);
-            }
-        }
+        self.resume_clients(now);
         // 1. Replies the follower's acknowledgement committed (read this turn, for entries
         //    already durable here) leave before this turn's fsync, not after it. The entries
         //    appended this turn go to the follower first, so both disks work at once; a link
@@ -539,6 +533,14 @@ impl Server {
         }
         // 3. Commit point, now that this turn's entries are durable here.
         self.advance_commit_and_release(self.journal.durable);
+        if !self.repl.unapplied.is_empty() {
+            // A follower's ack leaves before it applies what it acknowledges.
+            if let Some(k) = self.repl.link_key() {
+                self.flush_conn(k);
+            }
+            self.apply_received();
+            self.resume_clients(now);
+        }
         // 4. Output.
         self.flush_dirty();
         // 5. Close what was scheduled.
@@ -556,6 +558,17 @@ impl Server {
         if self.journal.wants_compaction() {
             if let Err(e) = self.journal.compact(&self.state, self.pos) {
                 log::error!("cannot write a snapshot: {e}");
+            }
+        }
+    }
+
+    /// Clients whose forwarded writes came back: their held-back line first, then whatever
+    /// else they sent meanwhile.
+    fn resume_clients(&mut self, now: Instant) {
+        while !self.resume.is_empty() {
+            for k in std::mem::take(&mut self.resume) {
+                self.handle_lines(k, now);
+                self.on_readable(k, now, false);
             }
         }
     }

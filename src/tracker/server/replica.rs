@@ -40,6 +40,7 @@
 use super::ordering::{CommitWaiters, Forwards, HeldFwdOks};
 use crate::tracker::journal::Position;
 use crate::tracker::link::LinkMsg;
+use crate::tracker::op::Entry;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -148,6 +149,10 @@ pub(super) struct Replica {
     fwd_seqs: VecDeque<u64>,
     /// Leader: a commit point not yet told to the follower goes by then at the latest.
     commit_due: Option<Instant>,
+    /// Follower: entries received (journaled, in `pos`) and not yet applied to the state, with
+    /// their forward ids. Applied once the turn's `ack` is out, or before anything reads the
+    /// state (`Server::apply_received`); empty at the end of every turn.
+    pub unapplied: Vec<(Option<u64>, Entry)>,
     /// Writes forwarded to the leader and not yet answered.
     pub forwards: Forwards,
     /// Client replies waiting for a commit, in sequence order.
@@ -178,6 +183,7 @@ impl Replica {
             sent_ack: 0,
             fwd_seqs: VecDeque::new(),
             commit_due: None,
+            unapplied: Vec::new(),
             forwards: Forwards::default(),
             waiters: CommitWaiters::default(),
             fwd_oks: HeldFwdOks::default(),

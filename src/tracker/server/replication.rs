@@ -182,6 +182,7 @@ impl Server {
 
     /// The link's connection `key` is gone: act on what the replica decides.
     pub(super) fn link_closed(&mut self, now: Instant) {
+        self.apply_received();
         let other = self.repl.other();
         match self.repl.link_closed(now) {
             AfterLinkClosed::GoOnAlone => {
@@ -470,6 +471,10 @@ impl Server {
 
     /// `text` is the message as received (an `op`'s entry is journaled as the leader wrote it).
     fn on_link_msg(&mut self, key: usize, msg: LinkMsg, text: &str, now: Instant) {
+        if !matches!(msg, LinkMsg::Op { .. }) {
+            // Everything else acts on the state the entries before it made.
+            self.apply_received();
+        }
         match msg {
             LinkMsg::Ping => self.send(key, &LinkMsg::Pong.encode()),
             LinkMsg::Pong => {}
@@ -515,7 +520,6 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                let result = self.state.apply(entry.origin, &entry.op);
                 if let Op::Term { term, solo } = entry.op {
                     self.pos.term = term;
                     self.pos.solo = solo;
@@ -529,17 +533,9 @@ impl Server {
                         self.journal.append(&entry);
                     }
                 }
-                let seq = entry.seq;
-                if let Some((fid, w)) =
-                    fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
-                {
-                    self.bind_session(&entry.op, w.to);
-                    if let Some(to) = w.to {
-                        let words = result.as_ref().map(WriteReply::words);
-                        let outcome = forward_outcome(to.tag, seq, words.map_err(Clone::clone));
-                        self.resolve_forward(to, fid, outcome);
-                    }
-                }
+                // Applied after this turn's fsync and ack (`apply_received`): the leader waits
+                // for the ack, not for the apply.
+                self.repl.unapplied.push((fid, entry));
             }
             LinkMsg::Commit { seq } if self.repl.following() => self.repl.leader_committed(seq),
             LinkMsg::FwdErr { fid, code, message } if self.repl.following() => {
@@ -565,6 +561,24 @@ impl Server {
                     self.repl.role()
                 );
                 self.drop_conn(key, now);
+            }
+        }
+    }
+
+    /// Applies the entries received from the leader (already journaled) to the state, and
+    /// answers the forwarded writes among them.
+    pub(super) fn apply_received(&mut self) {
+        for (fid, entry) in std::mem::take(&mut self.repl.unapplied) {
+            let result = self.state.apply(entry.origin, &entry.op);
+            let Some((fid, w)) = fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
+            else {
+                continue;
+            };
+            self.bind_session(&entry.op, w.to);
+            if let Some(to) = w.to {
+                let words = result.as_ref().map(WriteReply::words);
+                let outcome = forward_outcome(to.tag, entry.seq, words.map_err(Clone::clone));
+                self.resolve_forward(to, fid, outcome);
             }
         }
     }
