@@ -242,6 +242,25 @@ pub fn op_line(fid: Option<u64>, journal_line: &str) -> String {
     }
 }
 
+/// Queues `op_line(fid, journal_line)` on `conn` without building it first.
+pub fn send_op<S: std::io::Read + std::io::Write>(
+    conn: &mut crate::net::conn::Conn<S>,
+    fid: Option<u64>,
+    journal_line: &str,
+) {
+    match fid {
+        Some(f) => conn.send_bytes(format!("op {f} ").as_bytes()),
+        None => conn.send_bytes(b"op - "),
+    }
+    conn.send_line(journal_line);
+}
+
+/// The journal line an `op` line carries (`op <fid|-> <entry>`), as the leader journaled it.
+pub fn op_entry_text(op_line: &str) -> Option<&str> {
+    let rest = op_line.strip_prefix("op ")?;
+    rest.split_once(' ').map(|(_, entry)| entry)
+}
+
 /// A fresh random nonce, 32 hex digits.
 pub fn nonce() -> String {
     crate::runtime::random_hex(16)
@@ -274,6 +293,39 @@ pub fn verify_mac(key: &[u8], who: u8, theirs: &str, mine: &str, got: &str) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_op_queues_the_same_bytes_as_op_line_and_the_follower_finds_the_entry_again() {
+        let entry = Entry {
+            term: 2,
+            seq: 41,
+            origin: Some(Origin {
+                instance: 0xab,
+                tag: 7,
+            }),
+            op: Op::Logout {
+                token: "0123456789abcdef0123456789abcdef".into(),
+            },
+        };
+        let line = entry.encode();
+        for fid in [None, Some(12)] {
+            let mut conn = crate::net::conn::Conn::new(std::io::Cursor::new(Vec::new()), 1 << 16);
+            send_op(&mut conn, fid, &line);
+            assert_eq!(conn.flush().ok(), Some(true));
+            let sent = String::from_utf8(conn.stream.get_ref().clone()).expect("utf-8");
+            assert_eq!(sent, format!("{}\n", op_line(fid, &line)));
+            assert_eq!(op_entry_text(sent.trim_end()), Some(line.as_str()));
+            assert_eq!(
+                LinkMsg::decode(sent.trim_end()),
+                Ok(LinkMsg::Op {
+                    fid,
+                    entry: entry.clone()
+                })
+            );
+        }
+        assert_eq!(op_entry_text("ack 3"), None);
+        assert_eq!(op_entry_text("op 3"), None);
+    }
 
     #[test]
     fn messages_round_trip() {

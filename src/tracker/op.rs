@@ -10,6 +10,7 @@ use crate::auth::scram;
 use crate::names::{self, NameKind};
 use crate::pieces::{self, Hash, MAX_PIECES};
 use crate::tracker::state::Limits;
+use std::fmt;
 use std::net::SocketAddr;
 
 /// A session token: 32 lowercase hex digits, chosen at random by the tracker that took the login.
@@ -337,10 +338,6 @@ impl Origin {
     }
 }
 
-fn encode_origin(origin: &Option<Origin>) -> String {
-    origin.map_or_else(|| "-".to_string(), |o| o.encode())
-}
-
 impl Op {
     /// The verb: the first word of the text form.
     pub fn verb(&self) -> &'static str {
@@ -436,27 +433,38 @@ impl Op {
     }
 
     pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(96);
+        self.write_to(&mut s);
+        s
+    }
+
+    /// Appends the text form to `out` (a reused buffer: the journal's, when a leader appends),
+    /// without the intermediate `String`s of `format!`.
+    pub fn write_to(&self, out: &mut impl fmt::Write) {
         let v = self.verb();
-        match self {
-            Op::CreateUser { user, verifier } => format!("{v} {user} {verifier}"),
+        // Writing into a String or a Vec cannot fail.
+        let _ = match self {
+            Op::CreateUser { user, verifier } => write!(out, "{v} {user} {verifier}"),
             Op::Login {
                 token,
                 user,
                 addr,
                 tracker,
                 secret,
-            } => format!("{v} {token} {user} {addr} {tracker} {secret}"),
+            } => write!(out, "{v} {token} {user} {addr} {tracker} {secret}"),
             Op::Attach {
                 token,
                 addr,
                 tracker,
-            } => format!("{v} {token} {addr} {tracker}"),
-            Op::Logout { token } => format!("{v} {token}"),
-            Op::Detach { tracker } => format!("{v} {tracker}"),
+            } => write!(out, "{v} {token} {addr} {tracker}"),
+            Op::Logout { token } => write!(out, "{v} {token}"),
+            Op::Detach { tracker } => write!(out, "{v} {tracker}"),
             Op::CreateGroup { token, group }
             | Op::JoinGroup { token, group }
-            | Op::LeaveGroup { token, group } => format!("{v} {token} {group}"),
-            Op::AcceptRequest { token, group, user } => format!("{v} {token} {group} {user}"),
+            | Op::LeaveGroup { token, group } => write!(out, "{v} {token} {group}"),
+            Op::AcceptRequest { token, group, user } => {
+                write!(out, "{v} {token} {group} {user}")
+            }
             Op::Upload {
                 token,
                 group,
@@ -469,36 +477,43 @@ impl Op {
                 } else {
                     pieces::hashes_to_hex(hashes)
                 };
-                format!("{v} {token} {group} {file} {size} {hex}")
+                write!(out, "{v} {token} {group} {file} {size} {hex}")
             }
             Op::Have {
                 token,
                 group,
                 file,
                 pieces,
-            } => format!(
+            } => write!(
+                out,
                 "{v} {token} {group} {file} {}",
                 pieces::format_ranges(pieces.iter().copied())
             ),
-            Op::StopShare { token, group, file } => format!("{v} {token} {group} {file}"),
-            Op::Term { term, solo } => format!("{v} {term} {}", solo_word(*solo)),
-            Op::Limits(l) => format!("{v} {}", l.encode()),
-            Op::Redo { user, op } => format!("{v} {user} {}", op.encode()),
+            Op::StopShare { token, group, file } => write!(out, "{v} {token} {group} {file}"),
+            Op::Term { term, solo } => write!(out, "{v} {term} {}", solo_word(*solo)),
+            Op::Limits(l) => write!(out, "{v} {}", l.encode()),
+            Op::Redo { user, op } => {
+                let _ = write!(out, "{v} {user} ");
+                op.write_to(out);
+                Ok(())
+            }
             Op::Notice {
                 instance,
                 user,
                 text,
-            } => format!(
+            } => write!(
+                out,
                 "{v} {} {} {text}",
                 encode_instance(instance),
                 user.as_deref().unwrap_or("-")
             ),
-            Op::NoticeSeen { instance, user } => format!(
+            Op::NoticeSeen { instance, user } => write!(
+                out,
                 "{v} {} {}",
                 encode_instance(instance),
                 user.as_deref().unwrap_or("-")
             ),
-        }
+        };
     }
 
     pub fn decode(line: &str) -> Result<Op, String> {
@@ -719,13 +734,20 @@ pub fn check_notice_text(text: &str) -> Result<(), String> {
 impl Entry {
     /// `<term> <seq> <origin|-> <operation>`.
     pub fn encode(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.term,
-            self.seq,
-            encode_origin(&self.origin),
-            self.op.encode()
-        )
+        let mut s = String::with_capacity(128);
+        self.write_to(&mut s);
+        s
+    }
+
+    /// Appends `encode`'s text to `out`.
+    pub fn write_to(&self, out: &mut impl fmt::Write) {
+        let _ = write!(out, "{} {} ", self.term, self.seq);
+        let _ = match &self.origin {
+            Some(o) => write!(out, "{:016x}:{}", o.instance, o.tag),
+            None => out.write_str("-"),
+        };
+        let _ = out.write_char(' ');
+        self.op.write_to(out);
     }
 
     pub fn decode(line: &str) -> Result<Entry, String> {

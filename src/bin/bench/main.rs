@@ -156,6 +156,7 @@ fn main() -> ExitCode {
     let mut only_flash = false;
     let mut only_compaction = false;
     let mut only_login = false;
+    let mut only_writes = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -165,6 +166,7 @@ fn main() -> ExitCode {
             "--only-flash" => only_flash = true,
             "--only-compaction" => only_compaction = true,
             "--only-login" => only_login = true,
+            "--only-writes" => only_writes = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -174,7 +176,7 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-compaction] [--only-login] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
@@ -182,6 +184,8 @@ fn main() -> ExitCode {
                      --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
                      --only-compaction  only part D (the loop pause while compacting)\n  \
                      --only-login  only the login cost (C7); prints it, writes no report\n  \
+                     --only-writes  only the leader's replicated writes against both Redis\n                \
+                     anchors; prints them, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -194,6 +198,15 @@ fn main() -> ExitCode {
     }
     if only_login {
         return match login::run_alone(&Settings::new(quick)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if only_writes {
+        return match run_writes(&Settings::new(quick)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: error: {e}");
@@ -277,6 +290,56 @@ fn run(
     std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     print!("{text}");
     eprintln!("bench: wrote {} in {:.0} s", out.display(), r.elapsed);
+    Ok(())
+}
+
+/// `--only-writes`: the leader's replicated `create_group` at depth 1 and 16 against the Redis
+/// primary + replica anchor and the single Redis with `appendfsync always`, for iterating on
+/// the write path. The machine is shared and noisy, so each Redis case runs twice right before
+/// the tracker case it bounds and the second run is kept (the first warms the machine up to
+/// the same state); one line per depth goes to standard output.
+fn run_writes(s: &Settings) -> Result<(), String> {
+    let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
+    let redis_bin = servers::find_redis().ok_or("redis-server is not on PATH")?;
+    let mut redis = RedisSide::start(s, &redis_bin)?;
+    let mut anchor = redis_pair::RedisPair::start(s, &redis_bin)?;
+    let mut pair = servers::TrackerPair::start(&tracker_bin, "w")?;
+    let lead = pair.leader;
+    let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
+    println!(
+        "| depth | tracker req/s | p50 | p99 | Redis pair req/s | tracker / pair | Redis AOF req/s | tracker / AOF |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for depth in [1, 16] {
+        eprintln!("bench:   depth {depth}: Redis pair twice, Redis AOF twice, tracker");
+        let _ = anchor.run(s.plan(depth))?;
+        let pair_st = anchor.run(s.plan(depth))?;
+        let _ = redis.run(s.plan(depth), true)?;
+        let aof_st = redis.run(s.plan(depth), true)?;
+        let st = leader
+            .run(Proto::Tracker, s.plan(depth), |c, tag, out| {
+                tracker_write(out, tag, format!("w{depth}c{c}t{tag}"))
+            })
+            .map_err(|e| format!("{e}\n{}", pair.log_tail()))?;
+        pair.check_alive()?;
+        if st.errors > 0 {
+            return Err(format!(
+                "{} error replies, first: {}",
+                st.errors,
+                st.first_error.unwrap_or_default()
+            ));
+        }
+        println!(
+            "| {depth} | {} | {} | {} | {} | {:.2} | {} | {:.2} |",
+            report::thousands(st.rate()),
+            report::us(st.p50_us),
+            report::us(st.p99_us),
+            report::thousands(pair_st.rate()),
+            st.rate() / pair_st.rate(),
+            report::thousands(aof_st.rate()),
+            st.rate() / aof_st.rate(),
+        );
+    }
     Ok(())
 }
 

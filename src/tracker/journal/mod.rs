@@ -46,6 +46,16 @@ pub struct Recovered {
     pub fresh: bool,
 }
 
+/// `fmt::Write` into the journal's byte buffer.
+struct Utf8Sink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 pub struct Journal {
     dir: PathBuf,
     /// The current segment, opened for appending.
@@ -146,8 +156,17 @@ impl Journal {
     }
 
     /// Queues an entry; it is on disk after the next `flush`.
-    pub fn append(&mut self, entry: &Entry) {
-        self.append_encoded(entry.seq, &entry.encode());
+    /// Queues an entry, encoded straight into the write buffer (which keeps its capacity from
+    /// turn to turn); it is on disk after the next `flush`. Returns the entry's line, without
+    /// the `\n`, for the leader to send the same text to its follower.
+    pub fn append(&mut self, entry: &Entry) -> &str {
+        let start = self.buf.len();
+        entry.write_to(&mut Utf8Sink(&mut self.buf));
+        let end = self.buf.len();
+        self.buf.push(b'\n');
+        self.appended = entry.seq;
+        // Only `&str`s were written, so the slice is UTF-8.
+        std::str::from_utf8(&self.buf[start..end]).unwrap_or_default()
     }
 
     /// Queues an entry already encoded (`Entry::encode`) as entry `seq`.
@@ -548,6 +567,19 @@ mod tests {
 
     fn segments_on_disk(dir: &Path) -> Vec<u64> {
         files::list_segments(dir).expect("list")
+    }
+
+    #[test]
+    fn append_returns_the_encoded_line_and_appends_back_to_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = Journal::open(dir.path()).expect("open");
+        let (a, b, c) = (entry(1, "a"), entry(2, "b"), entry(3, "c"));
+        assert_eq!(j.append(&a), a.encode());
+        assert_eq!(j.append(&b), b.encode());
+        j.append_encoded(3, &c.encode());
+        assert_eq!(j.flush().ok(), Some(true));
+        let (_, entries) = j.read_log().expect("read");
+        assert_eq!(entries, [a, b, c]);
     }
 
     #[test]

@@ -509,6 +509,9 @@ impl Server {
         if self.repl.take_due_dial(now) {
             self.dial(now);
         }
+        if let Some(msg) = self.repl.take_due_commit(now) {
+            self.send_link(&msg);
+        }
         let (Some(k), Some(times)) = (self.repl.link_key(), self.link_times()) else {
             return;
         };
@@ -522,17 +525,31 @@ impl Server {
 
     fn before_sleep(&mut self) {
         let now = Instant::now();
-        while !self.resume.is_empty() {
-            for k in std::mem::take(&mut self.resume) {
-                // The held-back line first, then whatever else the client sent meanwhile.
-                self.handle_lines(k, now);
-                self.on_readable(k, now, false);
+        self.resume_clients(now);
+        // 1. Replies the follower's acknowledgement committed (read this turn, for entries
+        //    already durable here) leave before this turn's fsync, not after it. The entries
+        //    appended this turn go to the follower first, so both disks work at once; a link
+        //    that would carry only a `commit` waits behind the replies (and the commit
+        //    itself waits for the next entries, `COMMIT_DELAY` at most). Other output (replies to
+        //    reads of this turn) still leaves after the fsync, as before.
+        let appended = self.journal.appended > self.journal.durable;
+        let later = std::mem::take(&mut self.dirty);
+        let mut tell = self.repl.advance_commit_lazily(self.journal.durable, now);
+        if appended {
+            // A held-back commit rides with the entries.
+            if let Some(msg) = tell.take().or_else(|| self.repl.carry_commit()) {
+                self.send_link(&msg);
+            }
+            if let Some(k) = self.repl.link_key() {
+                self.flush_conn(k);
             }
         }
-        // 1. Entries go to the follower before our own fsync, so both disks work at once.
-        if let Some(k) = self.repl.link_key() {
-            self.flush_conn(k);
+        self.release();
+        self.flush_dirty();
+        if let Some(msg) = tell {
+            self.send_link(&msg);
         }
+        self.dirty.extend(later);
         // 2. One fsync for everything appended this turn.
         if let Err(e) = self.journal.flush() {
             // Acknowledging without durability would lie to clients; stopping is the only
@@ -541,21 +558,18 @@ impl Server {
             self.shutdown = true;
             return;
         }
-        // 3. Commit point.
-        if let Some(msg) = self.repl.advance_commit(self.journal.durable) {
-            self.send_link(&msg);
-        }
-        self.release();
-        // 4. Output.
-        // Flushing can resume a paused reader, whose replies dirty more connections.
-        while !self.dirty.is_empty() {
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for k in dirty {
+        // 3. Commit point, now that this turn's entries are durable here.
+        self.advance_commit_and_release(self.journal.durable);
+        if !self.repl.unapplied.is_empty() {
+            // A follower's ack leaves before it applies what it acknowledges.
+            if let Some(k) = self.repl.link_key() {
                 self.flush_conn(k);
             }
+            self.apply_received();
+            self.resume_clients(now);
         }
+        // 4. Output.
+        self.flush_dirty();
         // 5. Close what was scheduled.
         let closed = !self.closing.is_empty();
         for k in std::mem::take(&mut self.closing) {
@@ -572,6 +586,39 @@ impl Server {
         if let Err(e) = self.journal.compact(&self.state, self.pos) {
             log::error!("cannot write the journal: {e}; stopping");
             self.shutdown = true;
+        }
+    }
+
+    /// Clients whose forwarded writes came back: their held-back line first, then whatever
+    /// else they sent meanwhile.
+    fn resume_clients(&mut self, now: Instant) {
+        while !self.resume.is_empty() {
+            for k in std::mem::take(&mut self.resume) {
+                self.handle_lines(k, now);
+                self.on_readable(k, now, false);
+            }
+        }
+    }
+
+    /// Moves the commit point to what both trackers hold (`durable` here), tells the other
+    /// tracker, and queues the replies that were waiting for it.
+    fn advance_commit_and_release(&mut self, durable: u64) {
+        if let Some(msg) = self.repl.advance_commit_lazily(durable, Instant::now()) {
+            self.send_link(&msg);
+        }
+        self.release();
+    }
+
+    /// Sends the output of every connection that has some.
+    fn flush_dirty(&mut self) {
+        // Flushing can resume a paused reader, whose replies dirty more connections.
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for k in dirty {
+                self.flush_conn(k);
+            }
         }
     }
 

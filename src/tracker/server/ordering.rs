@@ -267,11 +267,17 @@ impl Server {
             ..entry
         };
         self.pos.seq = entry.seq;
-        let line = entry.encode();
-        self.journal.append_encoded(entry.seq, &line);
-        if self.repl.paired_leader() {
-            if let Some(k) = self.repl.link_key() {
-                self.send(k, &link::op_line(fid, &line));
+        if fid.is_some() && self.repl.paired_leader() {
+            self.repl.forwarded_entry(entry.seq);
+        }
+        let line = self.journal.append(&entry);
+        // The follower gets the journal's own bytes: one encoding, no intermediate `String`.
+        let link = self.repl.link_key().filter(|_| self.repl.paired_leader());
+        if let Some(c) = link.and_then(|k| self.conns.get_mut(k)) {
+            let was_idle = c.conn.out_pending() == 0;
+            link::send_op(&mut c.conn, fid, line);
+            if was_idle {
+                self.dirty.extend(link);
             }
         }
         let seq = self.pos.seq;

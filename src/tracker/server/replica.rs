@@ -46,14 +46,21 @@
 use super::ordering::{CommitWaiters, Forwards, HeldFwdOks};
 use crate::tracker::journal::Position;
 use crate::tracker::link::LinkMsg;
+use crate::tracker::op::Entry;
 use crate::tracker::replay::Replay;
 use crate::tracker::state::Notice;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Keep-alive on the peer link; silence for `LINK_TIMEOUT` means the other tracker is gone even
 /// if its socket was not closed (a stopped process, a dead host).
 pub(super) const LINK_PING: Duration = Duration::from_secs(1);
 pub(super) const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a paired leader may keep a new commit point from its follower when nothing else
+/// goes there: the commit usually rides on the next batch of entries instead of waking the
+/// follower on its own. Only the follower's clients with forwarded writes wait for it, and for
+/// them it goes at once (`advance_commit_lazily`).
+pub(super) const COMMIT_DELAY: Duration = Duration::from_millis(1);
 /// Tracker 2 redials tracker 1 with this backoff: fast enough for a restart to be noticed in
 /// well under a second, slow enough not to spin.
 pub(super) const DIAL_MIN: Duration = Duration::from_millis(50);
@@ -145,6 +152,15 @@ pub(super) struct Replica {
     sent_commit: u64,
     leader_commit: u64,
     sent_ack: u64,
+    /// Leader: entries that answer the follower's forwarded writes and are not yet told
+    /// committed, in seq order (their clients wait at the follower for that `commit`).
+    fwd_seqs: VecDeque<u64>,
+    /// Leader: a commit point not yet told to the follower goes by then at the latest.
+    commit_due: Option<Instant>,
+    /// Follower: entries received (journaled, in `pos`) and not yet applied to the state, with
+    /// their forward ids. Applied once the turn's `ack` is out, or before anything reads the
+    /// state (`Server::apply_received`); empty at the end of every turn.
+    pub unapplied: Vec<(Option<u64>, Entry)>,
     /// Writes forwarded to the leader and not yet answered.
     pub forwards: Forwards,
     /// Client replies waiting for a commit, in sequence order.
@@ -182,6 +198,9 @@ impl Replica {
             sent_commit: 0,
             leader_commit: 0,
             sent_ack: 0,
+            fwd_seqs: VecDeque::new(),
+            commit_due: None,
+            unapplied: Vec::new(),
             forwards: Forwards::default(),
             waiters: CommitWaiters::default(),
             fwd_oks: HeldFwdOks::default(),
@@ -341,6 +360,8 @@ impl Replica {
             self.role = Role::Leader;
             self.follower_ack = if same { pos_now.seq } else { 0 };
             self.sent_commit = 0;
+            self.fwd_seqs.clear();
+            self.commit_due = None;
         } else {
             self.role = if same { Role::Follower } else { Role::Syncing };
             self.leader_commit = 0;
@@ -447,6 +468,53 @@ impl Replica {
         }
     }
 
+    /// Leader: entry `seq` answers a write the follower forwarded.
+    pub fn forwarded_entry(&mut self, seq: u64) {
+        self.fwd_seqs.push_back(seq);
+    }
+
+    /// `advance_commit`, except that a paired leader tells the follower its new commit point
+    /// at once only if it commits an entry a follower's client waits for; otherwise the commit
+    /// waits for `carry_commit` (entries going to the follower anyway) or `COMMIT_DELAY`
+    /// (`take_due_commit`). A follower's `ack` always goes at once.
+    pub fn advance_commit_lazily(&mut self, durable: u64, now: Instant) -> Option<LinkMsg> {
+        if !self.paired_leader() {
+            return self.advance_commit(durable);
+        }
+        self.commit = self.commit.max(durable.min(self.follower_ack));
+        if self.commit <= self.sent_commit {
+            return None;
+        }
+        let mut waited_for = false;
+        while self.fwd_seqs.front().is_some_and(|&s| s <= self.commit) {
+            self.fwd_seqs.pop_front();
+            waited_for = true;
+        }
+        if waited_for {
+            return self.carry_commit();
+        }
+        self.commit_due.get_or_insert(now + COMMIT_DELAY);
+        None
+    }
+
+    /// Leader: the commit point not yet told, to go with what is sent to the follower now.
+    pub fn carry_commit(&mut self) -> Option<LinkMsg> {
+        self.commit_due = None;
+        if !self.paired_leader() || self.commit <= self.sent_commit {
+            return None;
+        }
+        self.sent_commit = self.commit;
+        Some(LinkMsg::Commit { seq: self.commit })
+    }
+
+    /// Leader: the commit point that waited `COMMIT_DELAY` for a batch to ride on.
+    pub fn take_due_commit(&mut self, now: Instant) -> Option<LinkMsg> {
+        if self.commit_due.is_some_and(|at| now >= at) {
+            return self.carry_commit();
+        }
+        None
+    }
+
     pub fn schedule_dial(&mut self, now: Instant) {
         self.dial_at = Some(now + self.dial_backoff);
         self.dial_backoff = (self.dial_backoff * 2).min(DIAL_MAX);
@@ -485,7 +553,7 @@ impl Replica {
     }
 
     /// The earliest moment a timer needs the loop: the redial, the end of the fresh-start
-    /// grace, the next ping, the link's silence or handshake limit. `None`: nothing is timed
+    /// grace, the next ping, the link's silence or handshake limit, a held-back commit. `None`: nothing is timed
     /// (a single tracker), so the loop may sleep until a socket wakes it.
     pub fn next_deadline(&self, link: Option<LinkTimes>) -> Option<Instant> {
         let dial = self.dial_at.filter(|_| self.link == Link::Down);
@@ -497,7 +565,8 @@ impl Replica {
             };
             phase.min(t.heard + LINK_TIMEOUT)
         });
-        [dial, self.solo_at, link_deadline]
+        let commit = self.commit_due.filter(|_| self.paired_leader());
+        [dial, self.solo_at, link_deadline, commit]
             .into_iter()
             .flatten()
             .min()
@@ -703,6 +772,98 @@ mod tests {
             Some(LinkMsg::Commit { seq: 5 }),
             "own disk bounds it"
         );
+    }
+
+    /// A paired leader at `pos(1, 2)` whose follower had the same log.
+    fn paired_leader(now: Instant) -> Replica {
+        let mut r = authenticated(1, pos(1, 2), "d", now);
+        r.link_up(pos(1, 2), "d", pos(1, 2), now);
+        r
+    }
+
+    #[test]
+    fn a_lazy_commit_waits_for_a_batch_to_ride_on_or_the_delay() {
+        let now = Instant::now();
+        let mut r = paired_leader(now);
+        r.acked(4);
+        assert_eq!(r.advance_commit_lazily(4, now), None, "held back");
+        assert_eq!(
+            r.commit(),
+            4,
+            "the commit point itself moved: replies leave"
+        );
+        assert_eq!(r.next_deadline(None), Some(now + COMMIT_DELAY));
+        assert_eq!(r.take_due_commit(now), None, "not due yet");
+        assert_eq!(
+            r.carry_commit(),
+            Some(LinkMsg::Commit { seq: 4 }),
+            "rides on the next entries"
+        );
+        assert_eq!(r.carry_commit(), None, "told once");
+        assert_eq!(r.next_deadline(None), None, "no timer left");
+        r.acked(6);
+        assert_eq!(r.advance_commit_lazily(6, now), None);
+        let later = now + COMMIT_DELAY / 2;
+        r.acked(7);
+        assert_eq!(r.advance_commit_lazily(7, later), None);
+        assert_eq!(
+            r.next_deadline(None),
+            Some(now + COMMIT_DELAY),
+            "the first held commit sets the deadline"
+        );
+        assert_eq!(
+            r.take_due_commit(now + COMMIT_DELAY),
+            Some(LinkMsg::Commit { seq: 7 }),
+            "no batch came: it goes alone, with everything committed since"
+        );
+        assert_eq!(r.take_due_commit(now + COMMIT_DELAY * 2), None);
+    }
+
+    #[test]
+    fn a_lazy_commit_goes_at_once_when_it_commits_a_forwarded_write() {
+        let now = Instant::now();
+        let mut r = paired_leader(now);
+        r.forwarded_entry(4);
+        r.forwarded_entry(6);
+        r.acked(3);
+        assert_eq!(
+            r.advance_commit_lazily(9, now),
+            None,
+            "3 answers no forward"
+        );
+        r.acked(5);
+        assert_eq!(
+            r.advance_commit_lazily(9, now),
+            Some(LinkMsg::Commit { seq: 5 }),
+            "4 was forwarded: its client waits at the follower"
+        );
+        assert_eq!(r.take_due_commit(now + COMMIT_DELAY), None, "nothing held");
+        r.acked(9);
+        assert_eq!(
+            r.advance_commit_lazily(9, now),
+            Some(LinkMsg::Commit { seq: 9 })
+        );
+        r.acked(10);
+        assert_eq!(r.advance_commit_lazily(10, now), None, "no forward left");
+    }
+
+    #[test]
+    fn a_follower_and_a_lone_leader_are_never_lazy() {
+        let now = Instant::now();
+        let mut f = authenticated(2, pos(1, 3), "d", now);
+        f.link_up(pos(1, 3), "d", pos(1, 3), now);
+        assert_eq!(
+            f.advance_commit_lazily(5, now),
+            Some(LinkMsg::Ack { seq: 5 })
+        );
+        let mut l = paired_leader(now);
+        l.acked(3);
+        assert_eq!(l.advance_commit_lazily(3, now), None);
+        l.link_closed(now);
+        assert_eq!(l.carry_commit(), None, "no link, nothing to tell");
+        assert_eq!(l.next_deadline(None), None, "and no timer");
+        assert_eq!(l.advance_commit_lazily(8, now), None);
+        assert_eq!(l.commit(), 8, "alone, its own disk is the commit point");
     }
 
     #[test]

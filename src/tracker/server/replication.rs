@@ -185,6 +185,7 @@ impl Server {
 
     /// The link's connection `key` is gone: act on what the replica decides.
     pub(super) fn link_closed(&mut self, now: Instant) {
+        self.apply_received();
         let other = self.repl.other();
         self.replay_link_lost();
         match self.repl.link_closed(now) {
@@ -367,7 +368,7 @@ impl Server {
             (LinkPhase::AwaitState, LinkMsg::State { pos, digest }) => {
                 self.on_peer_state(key, pos, digest)
             }
-            (LinkPhase::Live, msg) => self.on_link_msg(key, msg, now),
+            (LinkPhase::Live, msg) => self.on_link_msg(key, msg, text, now),
             (_, _) => {
                 log::warn!("peer link: unexpected message during the handshake; dropping it");
                 self.drop_conn(key, now);
@@ -475,7 +476,12 @@ impl Server {
 
     // ----- a live link ---------------------------------------------------------------------
 
-    fn on_link_msg(&mut self, key: usize, msg: LinkMsg, now: Instant) {
+    /// `text` is the message as received (an `op`'s entry is journaled as the leader wrote it).
+    fn on_link_msg(&mut self, key: usize, msg: LinkMsg, text: &str, now: Instant) {
+        if !matches!(msg, LinkMsg::Op { .. }) {
+            // Everything else acts on the state the entries before it made.
+            self.apply_received();
+        }
         match msg {
             LinkMsg::Ping => self.send(key, &LinkMsg::Pong.encode()),
             LinkMsg::Pong => {}
@@ -521,32 +527,22 @@ impl Server {
                     );
                     return self.drop_conn(key, now);
                 }
-                let result = self.apply_op(entry.origin, &entry.op);
                 if let Op::Term { term, solo } = entry.op {
                     self.pos.term = term;
                     self.pos.solo = solo;
                 }
                 self.pos.term = self.pos.term.max(entry.term);
                 self.pos.seq = entry.seq;
-                self.journal.append(&entry);
-                let seq = entry.seq;
-                if let Some(f) = fid {
-                    self.replay_answered(f, None);
-                }
-                if let Some((fid, w)) =
-                    fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
-                {
-                    self.bind_session(&entry.op, w.to);
-                    let words = match &result {
-                        Ok(r) => Ok(self.reply_words(&entry.op, w.to, r.words())),
-                        Err(e) => Err(e.clone()),
-                    };
-                    if let Some(to) = w.to {
-                        let words = words.as_deref().map_err(Clone::clone);
-                        let outcome = forward_outcome(to.tag, seq, words);
-                        self.resolve_forward(to, fid, outcome);
+                // The leader's own journal line, not decoded and encoded again.
+                match link::op_entry_text(text) {
+                    Some(line) => self.journal.append_encoded(entry.seq, line),
+                    None => {
+                        self.journal.append(&entry);
                     }
                 }
+                // Applied after this turn's fsync and ack (`apply_received`): the leader waits
+                // for the ack, not for the apply.
+                self.repl.unapplied.push((fid, entry));
             }
             LinkMsg::Commit { seq } if self.repl.following() => self.repl.leader_committed(seq),
             LinkMsg::FwdErr { fid, code, message } if self.repl.following() => {
@@ -574,6 +570,33 @@ impl Server {
                     self.repl.role()
                 );
                 self.drop_conn(key, now);
+            }
+        }
+    }
+
+    /// Applies the entries received from the leader (already journaled) to the state, and
+    /// answers the forwarded writes among them.
+    pub(super) fn apply_received(&mut self) {
+        for (fid, entry) in std::mem::take(&mut self.repl.unapplied) {
+            // `apply_op`: the state's `apply` plus what a login's takeover does to the old
+            // session's connection at this tracker.
+            let result = self.apply_op(entry.origin, &entry.op);
+            if let Some(f) = fid {
+                self.replay_answered(f, None);
+            }
+            let Some((fid, w)) = fid.and_then(|f| self.repl.forwards.remove(f).map(|w| (f, w)))
+            else {
+                continue;
+            };
+            self.bind_session(&entry.op, w.to);
+            if let Some(to) = w.to {
+                let words = match &result {
+                    Ok(r) => Ok(self.reply_words(&entry.op, w.to, r.words())),
+                    Err(e) => Err(e.clone()),
+                };
+                let words = words.as_deref().map_err(Clone::clone);
+                let outcome = forward_outcome(to.tag, entry.seq, words);
+                self.resolve_forward(to, fid, outcome);
             }
         }
     }

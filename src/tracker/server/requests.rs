@@ -54,6 +54,8 @@ impl Server {
     }
 
     pub(super) fn handle_client_line(&mut self, key: usize, line: &[u8], now: Instant) {
+        // A follower's clients see every entry it has received.
+        self.apply_received();
         // Hash lines of an upload in progress.
         if let Some(cl) = self.client(key) {
             if let Some(up) = cl.upload.as_mut() {
