@@ -33,6 +33,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// enough for a tracker that is waiting on its peer's fsync, short enough that a user waits
 /// for a hung tracker no longer than for a slow command.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// A logged-in link that has sent nothing for this long sends a `ping`: the tracker closes a
+/// logged-in connection it has not heard from for 25 s (and ends its session), so an idle
+/// client pings twice within that, and a frozen or vanished one stops being listed as a
+/// source. An application ping rather than TCP keepalive because a stopped process's socket
+/// still answers keepalive probes from the kernel; only the program itself can say it runs.
+/// The ping's reply also tells an idle client that its tracker still answers.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// Backoff after every tracker was tried in vain: doubles from the first value to the last.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -144,6 +151,10 @@ pub struct TrackerLink {
     reported_unreachable: bool,
     /// When the oldest in-flight request started waiting for progress.
     waiting_since: Option<Instant>,
+    /// When the last request went out on this connection: the keepalive's clock.
+    last_sent: Instant,
+    /// The tag of the keepalive `ping` in flight; its reply is the link's own.
+    keepalive: Option<u64>,
     events: Vec<LinkEvent>,
 }
 
@@ -173,6 +184,8 @@ impl TrackerLink {
             failures: 0,
             reported_unreachable: false,
             waiting_since: None,
+            last_sent: now,
+            keepalive: None,
             events: Vec::new(),
         }
     }
@@ -242,8 +255,20 @@ impl TrackerLink {
             | LinkState::Hello { since, .. }
             | LinkState::Attaching { since, .. } => Some(since + HANDSHAKE_TIMEOUT),
             LinkState::Retrying { since, .. } => Some(since + REPLY_TIMEOUT),
-            LinkState::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
+            LinkState::Ready => self
+                .waiting_since
+                .map(|t| t + REPLY_TIMEOUT)
+                .or_else(|| self.keepalive_due()),
         }
+    }
+
+    /// When an idle, logged-in link sends its keepalive `ping`; `None` while it is not idle.
+    fn keepalive_due(&self) -> Option<Instant> {
+        let idle = self.session.is_some()
+            && self.keepalive.is_none()
+            && self.in_flight.is_empty()
+            && self.queue.is_empty();
+        idle.then_some(self.last_sent + KEEPALIVE_IDLE)
     }
 
     /// Runs the link's timers: connection attempts, handshake and reply timeouts.
@@ -268,6 +293,17 @@ impl TrackerLink {
                         log::warn!("tracker {} stopped answering", self.tracker_addr());
                         self.fail(registry, now, true);
                     }
+                } else if self.keepalive_due().is_some_and(|at| now >= at) {
+                    let tag = self.take_tag();
+                    self.keepalive = Some(tag);
+                    self.queue.push_back(QueuedRequest {
+                        tag,
+                        class: RequestClass::Read,
+                        line: Verb::Ping.encode(),
+                        extra: Vec::new(),
+                        retried_session: false,
+                    });
+                    self.pump(registry, now);
                 }
             }
             _ => {}
@@ -572,6 +608,7 @@ impl TrackerLink {
 
     fn become_ready(&mut self, registry: &Registry, now: Instant) {
         self.state = LinkState::Ready;
+        self.last_sent = now;
         self.failures = 0;
         self.reported_unreachable = false;
         let switched = self.last_ready.is_some_and(|i| i != self.current);
@@ -620,6 +657,7 @@ impl TrackerLink {
             if self.in_flight.is_empty() {
                 self.waiting_since = Some(now);
             }
+            self.last_sent = now;
             self.in_flight.push_back(r);
         }
         self.flush(registry, now);
@@ -666,7 +704,11 @@ impl TrackerLink {
         } else {
             Some(now)
         };
-        self.events.push(LinkEvent::Reply { tag, reply });
+        if self.keepalive == Some(tag) {
+            self.keepalive = None; // the link's own: the tracker answers, nothing to tell
+        } else {
+            self.events.push(LinkEvent::Reply { tag, reply });
+        }
         self.pump(registry, now);
     }
 
