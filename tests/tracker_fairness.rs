@@ -1,0 +1,248 @@
+//! One misbehaving client hurts nobody else: a connection that floods, one that makes the
+//! tracker queue replies it never reads, and a client that vanishes without closing.
+
+mod common;
+use common::*;
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The promise to honest clients while another connection floods.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(2);
+
+/// Pipelined requests that exist before and after the login change: `create_user` with bad
+/// arguments, `list_groups` without a session, `ping`, garbage; never a reply read.
+fn flood_batch() -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in 0..2_000u32 {
+        let line = match i % 5 {
+            0 => format!("{i} create_user\n"),
+            1 => format!("{i} create_user bad/name pw\n"),
+            2 => format!("{i} list_groups\n"),
+            3 => format!("{i} ping\n"),
+            _ => format!("\u{1}\u{2} garbage {i} ~~~\n"),
+        };
+        b.extend_from_slice(line.as_bytes());
+    }
+    b.extend_from_slice(b"\xff\xfe not utf-8\n");
+    b
+}
+
+/// Starts a thread that floods `addr` until `stop`; returns the bytes it managed to write.
+fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    let written = Arc::new(AtomicU64::new(0));
+    thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("flood connect");
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .expect("write timeout");
+        let batch = flood_batch();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match s.write(&batch) {
+                Ok(n) => {
+                    written.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break, // closed by the tracker
+            }
+        }
+        written.load(Ordering::Relaxed)
+    })
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let out = f();
+    let took = t.elapsed();
+    assert!(
+        took <= ANSWERED_WITHIN,
+        "{what} took {took:?} while another connection flooded"
+    );
+    (out, took)
+}
+
+#[test]
+fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
+    let cl = Cluster::start(2);
+    cl.wait_paired();
+    let mut at1 = cl.conn(1);
+    at1.user("honest1");
+    let mut at2 = cl.conn(2);
+    at2.user("honest2");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(cl.addrs[0], stop.clone());
+    // Longer than the link's 5 s silence limit, so a starved link would have been dropped.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut worst = Duration::ZERO;
+    let mut i = 0;
+    while Instant::now() < until && i < 10_000 {
+        let (_, a) = timed("list_groups at tracker 1", || at1.req("list_groups"));
+        let (r, b) = timed("create_group at tracker 2", || {
+            at2.req(&v::create_group(&format!("g2_{i}")))
+        });
+        assert!(r[0].starts_with("ok"), "{r:?}");
+        let (r, c) = timed("create_group at tracker 1", || {
+            at1.req(&v::create_group(&format!("g1_{i}")))
+        });
+        assert!(r[0].starts_with("ok"), "{r:?}");
+        worst = worst.max(a).max(b).max(c);
+        i += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flooded = flooder.join().expect("flood thread");
+    eprintln!("flood wrote {flooded} bytes; {i} rounds; worst honest reply {worst:?}");
+    assert!(
+        flooded > 1 << 20,
+        "the flood should have got a megabyte in, wrote {flooded}"
+    );
+
+    // The pair stayed one: same roles, nobody led alone, and both logs say so.
+    assert!(
+        cl.paired_leader().is_some(),
+        "roles after the flood: {} / {}",
+        cl.role(1),
+        cl.role(2)
+    );
+    let digest = cl.wait_same_digest();
+    assert!(!digest.is_empty());
+    for n in 1..=2 {
+        let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
+        for bad in ["silent for too long", "lost tracker", "lost the leader", "leads alone"] {
+            assert!(
+                !log.contains(bad),
+                "tracker {n} logged '{bad}' during the flood:\n{}",
+                cl.log_tail()
+            );
+        }
+    }
+}
+
+/// The tracker's resident set in bytes, from /proc.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn replies_held_behind_an_uncommitted_write_count_against_the_output_limit() {
+    let mut cl = Cluster::start(2);
+    let leader = groupshare::testkit::Cluster::wait_paired(&cl).expect("paired");
+    let pid = cl.pid(leader);
+    let mut a = cl.conn(leader);
+    a.user("amp");
+    a.ok(&v::create_group("big"));
+    // 64 GiB: 131,072 hashes, a `download_file` reply of about 5 MiB.
+    let r = a.upload("big", "huge.bin", 64 << 30, 7);
+    assert!(r[0].starts_with("ok"), "{r:?}");
+    let before = rss(pid);
+    assert!(before > 0, "cannot read the tracker's RSS");
+
+    // One write, then thousands of reads behind it, in one burst; never a reply read.
+    let mut burst = String::from("900000 create_group other\n");
+    for i in 0..4_000 {
+        burst.push_str(&format!("{} download_file big huge.bin\n", 900_001 + i));
+    }
+    a.send_raw(burst.as_bytes());
+
+    let mut honest = cl.conn(leader);
+    honest.user("bystander");
+    let mut peak = before;
+    for _ in 0..30 {
+        peak = peak.max(rss(pid));
+        let (r, _) = timed("list_groups beside the amplifier", || {
+            honest.req("list_groups")
+        });
+        assert!(r[0].starts_with("list"), "{r:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "tracker RSS {} MiB before, peak {} MiB with 4,000 five-MiB replies asked for",
+        before >> 20,
+        peak >> 20
+    );
+    // Unbounded, 4,000 replies of 5 MiB would be 20 GiB; the limits allow the soft limit, one
+    // reply past it and what the kernel buffers.
+    assert!(
+        peak < before + (200 << 20),
+        "RSS grew from {} MiB to {} MiB",
+        before >> 20,
+        peak >> 20
+    );
+    groupshare::testkit::Cluster::check_alive(&mut cl).expect("the tracker survived");
+}
+
+#[test]
+fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
+    let cl = Cluster::start(1);
+    let dir = cl.path().join("share");
+    std::fs::create_dir_all(&dir).expect("share dir");
+    let file = dir.join("kept.bin");
+    std::fs::write(&file, test_data(100_000, 3)).expect("write share");
+
+    // Carol, a real client, shares a file and then sits idle: her link pings.
+    let mut carol = cl.client("carol");
+    carol.run("create_user carol pw", "created user carol");
+    carol.run("login carol pw", "logged in as carol");
+    carol.run("create_group g", "created group g");
+
+    // Alice, a raw connection, shares a file too, then stops answering without closing.
+    let mut alice = cl.conn(1);
+    alice.user("alice");
+    alice.ok(&v::join_group("g"));
+    carol.run("accept_request g alice", "alice is now a member of group g");
+    let r = alice.upload("g", "gone.bin", 1 << 20, 1);
+    assert!(r[0].starts_with("ok"), "{r:?}");
+    carol.run(
+        &format!("upload_file {} g", file.display()),
+        "uploaded kept.bin to g",
+    );
+    let silent_since = Instant::now();
+
+    let mut bob = cl.conn(1);
+    bob.user("bob");
+    bob.ok(&v::join_group("g"));
+    carol.run("accept_request g bob", "bob is now a member of group g");
+    let listed = |bob: &mut Conn, file: &str, user: &str| {
+        bob.req(&v::peers("g", file))
+            .iter()
+            .skip(1)
+            .any(|l| l.starts_with(&format!("p {user} ")))
+    };
+    assert!(listed(&mut bob, "gone.bin", "alice"));
+    assert!(listed(&mut bob, "kept.bin", "carol"));
+
+    // Bob keeps asking (so he is not silent himself); alice must disappear within the bound.
+    let deadline = silent_since + Duration::from_secs(45);
+    while listed(&mut bob, "gone.bin", "alice") {
+        assert!(
+            Instant::now() < deadline,
+            "alice is still listed {:?} after she went silent",
+            silent_since.elapsed()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    let gone_after = silent_since.elapsed();
+    eprintln!("the silent client stopped being listed after {gone_after:?}");
+    assert!(
+        gone_after >= Duration::from_secs(20),
+        "alice was dropped after {gone_after:?}: honest clients get 25 s"
+    );
+    // Carol sent no command since, only her link's pings: she is still a source.
+    assert!(
+        listed(&mut bob, "kept.bin", "carol"),
+        "an idle client that pings must stay listed"
+    );
+    // Alice's session is over: her user may log in again from elsewhere.
+    let mut again = cl.conn(1);
+    again.login("alice");
+    drop(alice);
+}
