@@ -9,6 +9,7 @@
 mod charts;
 mod clients;
 mod failover;
+mod flood;
 mod idle;
 mod load;
 mod procs;
@@ -120,6 +121,8 @@ pub struct Results {
     pub tracker_failover: Option<Result<Vec<f64>, String>>,
     pub client_failover: Option<Result<transfer::ClientFailover, transfer::Pending>>,
     pub flash: Option<Result<transfer::FlashCase, transfer::Pending>>,
+    /// Part D: honest clients' latency beside a flooding connection.
+    pub flood: Option<Result<flood::FloodCase, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut only_c = false;
     let mut only_flash = false;
+    let mut only_flood = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             "--only-c" => only_c = true,
             "--only-flash" => only_flash = true,
+            "--only-flood" => only_flood = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -164,12 +169,13 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-flood] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
                      --only-c    only part C (transfer, hashing, failover)\n  \
                      --only-flash  only the flash crowd (C6); prints it, writes no report\n  \
+                     --only-flood  only part D (fairness under a flood); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -179,6 +185,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if only_flood {
+        let s = Settings::new(quick);
+        let r = Results {
+            flood: Some(groupshare::testkit::sibling_bin("tracker").and_then(|t| flood::run(&s, &t))),
+            ..Results::default()
+        };
+        let mut o = String::new();
+        flood::section(&mut o, r.flood.as_ref());
+        print!("{o}");
+        return ExitCode::SUCCESS;
     }
     if only_flash {
         return match run_flash(&Settings::new(quick)) {
@@ -231,6 +248,8 @@ fn run(s: Settings, only_c: bool, out: &std::path::Path) -> Result<(), String> {
         part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
         eprintln!("bench: B. {} idle connections", s.idle_conns);
         part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+        eprintln!("bench: D. honest clients beside a flooding connection");
+        r.flood = Some(flood::run(&s, &tracker_bin));
     }
     eprintln!("bench: C. transfer and hashing bounds, failover");
     part_c(&s, &tracker_bin, &client_bin, &mut r)?;

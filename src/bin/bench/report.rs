@@ -55,6 +55,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     part_b(&mut o, r);
     part_c(&mut o, r);
     flash_section(&mut o, r);
+    crate::flood::section(&mut o, r.flood.as_ref());
     if let Ok(notes) = std::fs::read_to_string(PROFILE_NOTES) {
         let _ = writeln!(
             o,
