@@ -83,7 +83,6 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
     drop(alice);
 }
 
-
 /// A TCP connection to `to` from the loopback address `from` (another address than the real
 /// downloader's 127.0.0.1, as a second host would be).
 fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -183,7 +182,11 @@ fn a_seeder_with_64_idle_connections_still_serves_a_real_downloader_and_closes_t
         &format!("download_file g data.bin {}", down.display()),
         "downloading data.bin from g",
     );
-    bob.expect(false, "download of data.bin complete", Duration::from_secs(60));
+    bob.expect(
+        false,
+        "download of data.bin complete",
+        Duration::from_secs(60),
+    );
     assert_eq!(
         std::fs::read(down.join("data.bin")).expect("downloaded file"),
         data

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,12 +32,37 @@ fn flood_batch() -> Vec<u8> {
 }
 
 /// Starts a thread that floods `addr` until `stop`; returns the bytes it managed to write.
-fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+/// With `reading`, a second thread reads and discards the replies, so the tracker never pauses
+/// the connection for its output: only the per-turn budget keeps it from taking every turn.
+fn flood(
+    addr: std::net::SocketAddr,
+    reading: bool,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
     let written = Arc::new(AtomicU64::new(0));
     thread::spawn(move || {
         let mut s = TcpStream::connect(addr).expect("flood connect");
         s.set_write_timeout(Some(Duration::from_millis(100)))
             .expect("write timeout");
+        let reader = reading.then(|| {
+            let mut r = s.try_clone().expect("clone");
+            r.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("read timeout");
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        });
         let batch = flood_batch();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -48,6 +73,9 @@ fn flood(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandl
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => break, // closed by the tracker
             }
+        }
+        if let Some(r) = reader {
+            let _ = r.join();
         }
         written.load(Ordering::Relaxed)
     })
@@ -74,7 +102,12 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     at2.user("honest2");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let flooder = flood(cl.addrs[0], stop.clone());
+    // The issue's flood (never reads), and one that reads its replies so that it is never
+    // paused for its output.
+    let flooders = [
+        flood(cl.addrs[0], false, stop.clone()),
+        flood(cl.addrs[0], true, stop.clone()),
+    ];
     // Longer than the link's 5 s silence limit, so a starved link would have been dropped.
     let until = Instant::now() + Duration::from_secs(8);
     let mut worst = Duration::ZERO;
@@ -90,15 +123,21 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
         });
         assert!(r[0].starts_with("ok"), "{r:?}");
         worst = worst.max(a).max(b).max(c);
+        if a.max(b).max(c) > Duration::from_millis(300) {
+            eprintln!("slow round {i}: read@1 {a:?} write@2 {b:?} write@1 {c:?}");
+        }
         i += 1;
         thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
-    let flooded = flooder.join().expect("flood thread");
-    eprintln!("flood wrote {flooded} bytes; {i} rounds; worst honest reply {worst:?}");
+    let [quiet, loud] = flooders.map(|f| f.join().expect("flood thread"));
+    eprintln!(
+        "floods wrote {quiet} bytes (not reading) and {loud} (reading); {i} rounds; worst \
+         honest reply {worst:?}"
+    );
     assert!(
-        flooded > 1 << 20,
-        "the flood should have got a megabyte in, wrote {flooded}"
+        quiet > 1 << 20 && loud > 1 << 20,
+        "each flood should have got a megabyte in, wrote {quiet} and {loud}"
     );
 
     // The pair stayed one: same roles, nobody led alone, and both logs say so.
@@ -112,7 +151,12 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     assert!(!digest.is_empty());
     for n in 1..=2 {
         let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
-        for bad in ["silent for too long", "lost tracker", "lost the leader", "leads alone"] {
+        for bad in [
+            "silent for too long",
+            "lost tracker",
+            "lost the leader",
+            "leads alone",
+        ] {
             assert!(
                 !log.contains(bad),
                 "tracker {n} logged '{bad}' during the flood:\n{}",

@@ -99,7 +99,8 @@ impl Flooder {
                     match r.read(&mut buf) {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                         Err(_) => break,
                     }
                 }
@@ -174,7 +175,10 @@ pub fn section(o: &mut String, case: Option<&Result<FloodCase, String>>) {
     let Some(case) = case else {
         return;
     };
-    let _ = writeln!(o, "## D. Fairness: honest clients beside a flooding connection\n");
+    let _ = writeln!(
+        o,
+        "## D. Fairness: honest clients beside a flooding connection\n"
+    );
     let _ = writeln!(
         o,
         "{HONEST} logged-in connections at the leader of a pair, each with one `list_groups` in \

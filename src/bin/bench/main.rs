@@ -189,7 +189,9 @@ fn main() -> ExitCode {
     if only_flood {
         let s = Settings::new(quick);
         let r = Results {
-            flood: Some(groupshare::testkit::sibling_bin("tracker").and_then(|t| flood::run(&s, &t))),
+            flood: Some(
+                groupshare::testkit::sibling_bin("tracker").and_then(|t| flood::run(&s, &t)),
+            ),
             ..Results::default()
         };
         let mut o = String::new();

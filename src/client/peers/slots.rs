@@ -75,7 +75,8 @@ impl UploadSlots {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Slots held now.
+    pub fn held(&self) -> usize {
         self.by_key.len()
     }
 
@@ -114,7 +115,7 @@ mod tests {
         assert_eq!(s.admits(ip(1), 64), Ok(()), "another address is let in");
         s.released(3);
         assert_eq!(s.admits(ip(2), 64), Ok(()), "a slot freed is usable again");
-        assert_eq!(s.len(), MAX_UPLOADS_PER_ADDR - 1);
+        assert_eq!(s.held(), MAX_UPLOADS_PER_ADDR - 1);
     }
 
     #[test]

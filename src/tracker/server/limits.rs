@@ -133,7 +133,8 @@ impl LoopClock {
         now: Instant,
     ) -> bool {
         let slow_turn = polled_at.saturating_duration_since(self.turn_began) > STALL;
-        let overslept = timeout.is_some_and(|t| now.saturating_duration_since(polled_at) > t + STALL);
+        let overslept =
+            timeout.is_some_and(|t| now.saturating_duration_since(polled_at) > t + STALL);
         self.turn_began = now;
         if slow_turn || overslept {
             self.awake_since = now;
@@ -154,27 +155,48 @@ mod tests {
     #[test]
     fn output_verdict_pauses_past_the_soft_limit_and_resumes_below_half() {
         assert_eq!(output_verdict(OUTPUT_SOFT, 0, false), OutputVerdict::Read);
-        assert_eq!(output_verdict(OUTPUT_SOFT + 1, 0, false), OutputVerdict::Pause);
+        assert_eq!(
+            output_verdict(OUTPUT_SOFT + 1, 0, false),
+            OutputVerdict::Pause
+        );
         assert_eq!(
             output_verdict(OUTPUT_SOFT, 0, true),
             OutputVerdict::Pause,
             "a paused client stays paused until below half"
         );
-        assert_eq!(output_verdict(OUTPUT_SOFT / 2, 0, true), OutputVerdict::Read);
+        assert_eq!(
+            output_verdict(OUTPUT_SOFT / 2, 0, true),
+            OutputVerdict::Read
+        );
     }
 
     #[test]
     fn output_verdict_counts_replies_waiting_behind_writes() {
         assert_eq!(output_verdict(0, MAX_AWAITING, false), OutputVerdict::Read);
-        assert_eq!(output_verdict(0, MAX_AWAITING + 1, false), OutputVerdict::Pause);
-        assert_eq!(output_verdict(0, MAX_AWAITING / 2 + 1, true), OutputVerdict::Pause);
-        assert_eq!(output_verdict(0, MAX_AWAITING / 2, true), OutputVerdict::Read);
+        assert_eq!(
+            output_verdict(0, MAX_AWAITING + 1, false),
+            OutputVerdict::Pause
+        );
+        assert_eq!(
+            output_verdict(0, MAX_AWAITING / 2 + 1, true),
+            OutputVerdict::Pause
+        );
+        assert_eq!(
+            output_verdict(0, MAX_AWAITING / 2, true),
+            OutputVerdict::Read
+        );
     }
 
     #[test]
     fn output_verdict_closes_past_the_hard_limit_paused_or_not() {
-        assert_eq!(output_verdict(OUTPUT_HARD + 1, 0, false), OutputVerdict::Close);
-        assert_eq!(output_verdict(OUTPUT_HARD + 1, 0, true), OutputVerdict::Close);
+        assert_eq!(
+            output_verdict(OUTPUT_HARD + 1, 0, false),
+            OutputVerdict::Close
+        );
+        assert_eq!(
+            output_verdict(OUTPUT_HARD + 1, 0, true),
+            OutputVerdict::Close
+        );
         assert_eq!(output_verdict(OUTPUT_HARD, 0, true), OutputVerdict::Pause);
     }
 
@@ -199,7 +221,11 @@ mod tests {
         let mut c = LoopClock::new(t0);
         // A normal turn: polled at +10 ms with a 1 s timeout, woke at +1 s.
         assert!(!c.turn_starts(t0 + s / 100, Some(s), t0 + s));
-        assert_eq!(c.heard_since(t0), t0, "no stall: silence counts from when last heard");
+        assert_eq!(
+            c.heard_since(t0),
+            t0,
+            "no stall: silence counts from when last heard"
+        );
         // Stopped for 8 s inside a 1 s poll.
         let resumed = t0 + 10 * s;
         assert!(c.turn_starts(t0 + s + s / 100, Some(s), resumed));

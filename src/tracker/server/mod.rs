@@ -244,7 +244,11 @@ impl Server {
     }
 
     /// One connection's readiness: `(key, readable, writable, closed)`.
-    fn on_event(&mut self, (key, readable, writable, closed): (usize, bool, bool, bool), now: Instant) {
+    fn on_event(
+        &mut self,
+        (key, readable, writable, closed): (usize, bool, bool, bool),
+        now: Instant,
+    ) {
         let Some(c) = self.conns.get(key) else {
             return; // closed earlier in this batch
         };

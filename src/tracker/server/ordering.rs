@@ -449,7 +449,11 @@ mod tests {
         q.push_back(ready("2 ok big reply"));
         q.push_back(QueuedReply::Forwarded { fid: 9, tag: 3 });
         assert_eq!(q.len(), 3);
-        assert_eq!(q.queued_bytes(), 5 + 15, "a forward counts once its outcome is in");
+        assert_eq!(
+            q.queued_bytes(),
+            5 + 15,
+            "a forward counts once its outcome is in"
+        );
         assert!(!q.resolve(9, ready("3 ok")));
         assert_eq!(q.queued_bytes(), 5 + 15 + 5);
         assert_eq!(q.pop_ready(5).as_deref(), Some("1 ok"));
