@@ -147,7 +147,9 @@ pub fn run(s: &Settings, tracker_bin: &Path) -> Result<FloodCase, String> {
         measure: s.measure,
     };
     let mut rows = Vec::new();
-    for flood in [Flood::None, Flood::NotReading, Flood::Reading] {
+    // The quiet case once more at the end: on a shared machine the spread between two quiet
+    // runs says how much of a difference is noise.
+    for flood in [Flood::None, Flood::NotReading, Flood::Reading, Flood::None] {
         eprintln!("bench:   honest list_groups, {}", flood.label());
         let flooder = Flooder::start(pair.addrs[lead - 1], flood)?;
         // Let the flood fill the socket buffers before measuring.
