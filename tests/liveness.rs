@@ -23,6 +23,8 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
     std::fs::create_dir_all(&dir).expect("share dir");
     let file = dir.join("kept.bin");
     std::fs::write(&file, test_data(100_000, 3)).expect("write share");
+    let frozen_file = dir.join("frozen.bin");
+    std::fs::write(&frozen_file, test_data(100_000, 4)).expect("write share");
 
     // Carol, a real client, shares a file and then sits idle: her link pings.
     let mut carol = cl.client("carol");
@@ -42,6 +44,20 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
         "uploaded kept.bin to g",
     );
     let silent_since = Instant::now();
+    // Dave, a real client, shares a file and is then frozen (SIGSTOP: a laptop lid closed).
+    let mut dave = cl.client("dave");
+    dave.run("create_user dave pw-dave", "created user dave");
+    dave.run("login dave pw-dave", "logged in as dave");
+    dave.run("join_group g", "asked to join");
+    carol.run("accept_request g dave", "dave is now a member of group g");
+    dave.run(
+        &format!("upload_file {} g", frozen_file.display()),
+        "uploaded frozen.bin to g",
+    );
+    // SAFETY: kill(2) on our own child, which the harness has not reaped.
+    unsafe {
+        libc::kill(dave.pid() as libc::pid_t, libc::SIGSTOP);
+    }
 
     let mut bob = cl.conn(1);
     bob.user("bob");
@@ -55,13 +71,15 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
     };
     assert!(listed(&mut bob, "gone.bin", "alice"));
     assert!(listed(&mut bob, "kept.bin", "carol"));
+    assert!(listed(&mut bob, "frozen.bin", "dave"));
 
-    // Bob keeps asking (so he is not silent himself); alice must disappear within the bound.
+    // Bob keeps asking (so he is not silent himself); alice and dave must disappear within
+    // the bound.
     let deadline = silent_since + Duration::from_secs(45);
-    while listed(&mut bob, "gone.bin", "alice") {
+    while listed(&mut bob, "gone.bin", "alice") || listed(&mut bob, "frozen.bin", "dave") {
         assert!(
             Instant::now() < deadline,
-            "alice is still listed {:?} after she went silent",
+            "alice or dave is still listed {:?} after they went silent",
             silent_since.elapsed()
         );
         thread::sleep(Duration::from_millis(500));
@@ -77,10 +95,13 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
         listed(&mut bob, "kept.bin", "carol"),
         "an idle client that pings must stay listed"
     );
-    // Alice's session is over: her user may log in again from elsewhere.
+    // Their sessions are over: each user may log in again from elsewhere.
     let mut again = cl.conn(1);
     again.login("alice");
+    let mut again = cl.conn(1);
+    again.login("dave");
     drop(alice);
+    drop(dave); // killed, stopped or not
 }
 
 /// A TCP connection to `to` from the loopback address `from` (another address than the real

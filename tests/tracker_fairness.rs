@@ -101,6 +101,15 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     let mut at2 = cl.conn(2);
     at2.user("honest2");
 
+    // Only what the trackers log from here on counts (a fresh pair may start with tracker 2
+    // leading alone for a moment, when its first dial is refused).
+    let log_at_start: Vec<usize> = (1..=2)
+        .map(|n| {
+            std::fs::read_to_string(cl.log_path(n))
+                .unwrap_or_default()
+                .len()
+        })
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     // The flood (never reads), and one that reads its replies so that it is never
     // paused for its output.
@@ -122,6 +131,11 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
             at1.req(&v::create_group(&format!("g1_{i}")))
         });
         assert!(r[0].starts_with("ok"), "{r:?}");
+        if i % 10 == 0 {
+            // Accepting does not wait behind the flood either.
+            let (_, d) = timed("a new connection's hello at tracker 1", || cl.conn(1));
+            worst = worst.max(d);
+        }
         worst = worst.max(a).max(b).max(c);
         if a.max(b).max(c) > Duration::from_millis(300) {
             eprintln!("slow round {i}: read@1 {a:?} write@2 {b:?} write@1 {c:?}");
@@ -151,6 +165,7 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     assert!(!digest.is_empty());
     for n in 1..=2 {
         let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
+        let log = log.get(log_at_start[n - 1]..).unwrap_or_default();
         for bad in [
             "silent for too long",
             "lost tracker",
