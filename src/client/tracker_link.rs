@@ -994,4 +994,67 @@ mod tests {
         t1.join().unwrap();
         t2.join().unwrap();
     }
+
+    #[test]
+    fn an_idle_logged_in_link_pings_and_keeps_the_reply_to_itself() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = vec![l.local_addr().unwrap()];
+        let t = scripted(
+            l,
+            vec![
+                (" hello ", "{tag} ok 1"),
+                (" attach tok ", "{tag} ok alice"),
+                (" list_groups", "{tag} list 0"),
+                (" ping", "{tag} ok pong"),
+            ],
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            0xef,
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
+        );
+        link.set_session(Some(Session {
+            user: "alice".into(),
+            password: "pw".into(),
+            token: "tok".into(),
+        }));
+        let mut got = Vec::new();
+        let r = link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == r))
+        });
+        // Idle now: the next deadline is the keepalive, KEEPALIVE_IDLE after the last request.
+        let due = link.next_deadline().expect("a keepalive is due");
+        assert!(due >= Instant::now() + KEEPALIVE_IDLE - Duration::from_secs(1));
+        // Its time comes (the clock is the caller's): one `ping`, answered, and no event.
+        link.tick(&reg, due);
+        let ping = link.keepalive.expect("a ping in flight");
+        assert_eq!(link.keepalive_due(), None, "one ping at a time");
+        let mut events = mio::Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.keepalive.is_some() {
+            assert!(Instant::now() < deadline, "the ping was not answered");
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in events.iter() {
+                link.handle_event(&reg, e, due);
+            }
+            got.extend(link.take_events());
+        }
+        assert!(
+            !got.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == ping)),
+            "the ping's reply is the link's own: {got:?}"
+        );
+        // Without a session there is nothing to keep alive.
+        link.set_session(None);
+        assert_eq!(link.keepalive_due(), None);
+        link.close(&reg);
+        t.join().unwrap();
+    }
 }

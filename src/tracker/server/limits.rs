@@ -35,7 +35,9 @@ pub(super) const OUTPUT_HARD: usize = 32 << 20;
 /// less recently than this is taken for vanished: its connection is closed and its session
 /// logged out, so its presence ends. Clients ping after `tracker_link::KEEPALIVE_IDLE` (10 s)
 /// of quiet, so an honest idle client sends twice within it; with the 1 s sweep, a vanished
-/// client's presence ends within 26 s, inside the 30 s the contract promises.
+/// client's presence ends within 26 s, inside the 30 s the contract promises. A client whose
+/// reading is paused (it does not read its replies) is not heard either: one that neither
+/// reads nor writes for this long is as gone as a silent one.
 pub(super) const CLIENT_SILENCE: Duration = Duration::from_secs(25);
 /// How often logged-in connections are checked for silence: a scan of every connection, so
 /// not every turn.
