@@ -10,9 +10,9 @@ mod common;
 
 use common::*;
 use groupshare::client::peers::slots::{MAX_UPLOADS_PER_ADDR, UPLOAD_IDLE};
+use groupshare::testkit::connect_from;
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -102,41 +102,6 @@ fn a_vanished_client_stops_being_listed_and_an_idle_one_stays() {
     again.login("dave");
     drop(alice);
     drop(dave); // killed, stopped or not
-}
-
-/// A TCP connection to `to` from the loopback address `from` (another address than the real
-/// downloader's 127.0.0.1, as a second host would be).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let SocketAddr::V4(to) = to else {
-        return Err(std::io::Error::other("IPv4 only"));
-    };
-    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns; it is handed to
-    // `TcpStream` (which closes it) right after `socket` succeeds.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let src = sockaddr(from, 0);
-        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let dst = sockaddr(*to.ip(), to.port());
-        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
 }
 
 #[test]
