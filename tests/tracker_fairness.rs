@@ -238,3 +238,52 @@ fn replies_held_behind_an_uncommitted_write_count_against_the_output_limit() {
     );
     groupshare::testkit::Cluster::check_alive(&mut cl).expect("the tracker survived");
 }
+
+#[test]
+fn a_pair_frozen_together_stays_one_when_it_resumes() {
+    // Both trackers stopped at once past the link's 5 s silence limit (a host suspended, a VM
+    // paused): on resume each finds the other silent for 7 s, but the silence is its own
+    // stall. Each must hear from the other, or fail to, after it resumes.
+    let cl = Cluster::start(2);
+    cl.wait_paired();
+    let mut c = cl.conn(1);
+    c.user("before_the_freeze");
+    let log_at_start: Vec<usize> = (1..=2)
+        .map(|n| {
+            std::fs::read_to_string(cl.log_path(n))
+                .unwrap_or_default()
+                .len()
+        })
+        .collect();
+    cl.signal(1, libc::SIGSTOP);
+    cl.signal(2, libc::SIGSTOP);
+    thread::sleep(Duration::from_secs(7));
+    cl.signal(1, libc::SIGCONT);
+    cl.signal(2, libc::SIGCONT);
+    // A false "silent for too long" would come in the first turn after the resume; give the
+    // trackers several link pings' worth of time.
+    thread::sleep(Duration::from_secs(3));
+    c.ok(&v::create_group("after_the_freeze"));
+    assert!(
+        cl.paired_leader().is_some(),
+        "roles after the freeze: {} / {}",
+        cl.role(1),
+        cl.role(2)
+    );
+    cl.wait_same_digest();
+    for n in 1..=2 {
+        let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
+        let log = log.get(log_at_start[n - 1]..).unwrap_or_default();
+        assert!(
+            log.contains("loop stalled"),
+            "tracker {n} did not notice its stall:\n{log}"
+        );
+        for bad in ["silent for too long", "lost tracker", "lost the leader"] {
+            assert!(
+                !log.contains(bad),
+                "tracker {n} logged '{bad}' after the freeze:\n{}",
+                cl.log_tail()
+            );
+        }
+    }
+}
