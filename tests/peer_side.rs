@@ -285,6 +285,13 @@ impl Client {
         Client { s, buf: Vec::new() }
     }
 
+    /// From another loopback address, as another host would connect.
+    fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
+        let s = groupshare::testkit::connect_from(from, addr).unwrap();
+        s.set_nonblocking(true).unwrap();
+        Client { s, buf: Vec::new() }
+    }
+
     fn send(&mut self, line: &str) {
         self.s.set_nonblocking(false).unwrap();
         self.s.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -589,20 +596,23 @@ fn uploads_past_the_cap_are_told_busy() {
     let mut s = Node::new("s");
     share(&mut s, dir.path(), "f", &data);
     let cap = groupshare::client::peers::seeder::MAX_UPLOADS;
+    // From several loopback addresses, each within its share (`slots::MAX_UPLOADS_PER_ADDR`).
+    let per_addr = groupshare::client::peers::slots::MAX_UPLOADS_PER_ADDR;
+    let host = |i: usize| std::net::Ipv4Addr::new(127, 0, 0, 1 + (i / per_addr) as u8);
     let mut held: Vec<Client> = Vec::new();
-    for _ in 0..cap {
-        let mut c = Client::connect(s.addr);
+    for i in 0..cap {
+        let mut c = Client::connect_from(host(i), s.addr);
         c.send(&t("want g f"));
         assert_eq!(c.line(&mut [&mut s]), "have 1 all");
         held.push(c);
     }
-    let mut extra = Client::connect(s.addr);
+    let mut extra = Client::connect_from(host(cap), s.addr);
     assert_eq!(extra.line(&mut [&mut s]), "err busy");
     assert!(!extra.fill(extra.buf.len() + 1, &mut [&mut s]));
     // A slot freed is a slot usable again.
     drop(held.pop());
     spin(&mut [&mut s], 3);
-    let mut again = Client::connect(s.addr);
+    let mut again = Client::connect_from(host(cap - 1), s.addr);
     again.send(&t("want g f"));
     assert_eq!(again.line(&mut [&mut s]), "have 1 all");
 }

@@ -73,6 +73,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// enough for a tracker that is waiting on its peer's fsync, short enough that a user waits
 /// for a hung tracker no longer than for a slow command.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// A logged-in link that has sent nothing for this long sends a `ping`: the tracker closes a
+/// logged-in connection it has not heard from for 25 s (and ends its session), so an idle
+/// client pings twice within that, and a frozen or vanished one stops being listed as a
+/// source. An application ping rather than TCP keepalive because a stopped process's socket
+/// still answers keepalive probes from the kernel; only the program itself can say it runs.
+/// The ping's reply also tells an idle client that its tracker still answers.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// Backoff after every tracker was tried in vain: doubles from the first value to the last.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -214,6 +221,10 @@ pub struct TrackerLink {
     reported_unreachable: bool,
     /// When the oldest in-flight request started waiting for progress.
     waiting_since: Option<Instant>,
+    /// When the last request went out on this connection: the keepalive's clock.
+    last_sent: Instant,
+    /// The tag of the keepalive `ping` in flight; its reply is the link's own.
+    keepalive: Option<u64>,
     events: Vec<LinkEvent>,
     /// The tracker's clock as its last `hello` reply told it: tickets expire by it.
     clock: TrackerClock,
@@ -247,6 +258,8 @@ impl TrackerLink {
             failures: 0,
             reported_unreachable: false,
             waiting_since: None,
+            last_sent: now,
+            keepalive: None,
             events: Vec::new(),
         }
     }
@@ -333,8 +346,20 @@ impl TrackerLink {
             | LinkState::Hello { since, .. }
             | LinkState::Attaching { since, .. } => Some(*since + HANDSHAKE_TIMEOUT),
             LinkState::Retrying { since, .. } => Some(*since + REPLY_TIMEOUT),
-            LinkState::Ready => self.waiting_since.map(|t| t + REPLY_TIMEOUT),
+            LinkState::Ready => self
+                .waiting_since
+                .map(|t| t + REPLY_TIMEOUT)
+                .or_else(|| self.keepalive_due()),
         }
+    }
+
+    /// When an idle, logged-in link sends its keepalive `ping`; `None` while it is not idle.
+    fn keepalive_due(&self) -> Option<Instant> {
+        let idle = self.session.is_some()
+            && self.keepalive.is_none()
+            && self.in_flight.is_empty()
+            && self.queue.is_empty();
+        idle.then_some(self.last_sent + KEEPALIVE_IDLE)
     }
 
     /// Runs the link's timers: connection attempts, handshake and reply timeouts.
@@ -359,6 +384,17 @@ impl TrackerLink {
                         log::warn!("tracker {} stopped answering", self.tracker_addr());
                         self.fail(registry, now, true);
                     }
+                } else if self.keepalive_due().is_some_and(|at| now >= at) {
+                    let tag = self.take_tag();
+                    self.keepalive = Some(tag);
+                    self.queue.push_back(QueuedRequest {
+                        tag,
+                        class: RequestClass::Read,
+                        line: Verb::Ping.encode(),
+                        extra: Vec::new(),
+                        retried_session: false,
+                    });
+                    self.pump(registry, now);
                 }
             }
             _ => {}
@@ -739,6 +775,7 @@ impl TrackerLink {
 
     fn become_ready(&mut self, registry: &Registry, now: Instant) {
         self.state = LinkState::Ready;
+        self.last_sent = now;
         self.failures = 0;
         self.reported_unreachable = false;
         let switched = self.last_ready.is_some_and(|i| i != self.current);
@@ -787,6 +824,7 @@ impl TrackerLink {
             if self.in_flight.is_empty() {
                 self.waiting_since = Some(now);
             }
+            self.last_sent = now;
             self.in_flight.push_back(r);
         }
         self.flush(registry, now);
@@ -833,7 +871,11 @@ impl TrackerLink {
         } else {
             Some(now)
         };
-        self.events.push(LinkEvent::Reply { tag, reply });
+        if self.keepalive == Some(tag) {
+            self.keepalive = None; // the link's own: the tracker answers, nothing to tell
+        } else {
+            self.events.push(LinkEvent::Reply { tag, reply });
+        }
         self.pump(registry, now);
     }
 
@@ -1192,5 +1234,64 @@ mod tests {
         link.close(&reg);
         t1.join().unwrap();
         t2.join().unwrap();
+    }
+
+    #[test]
+    fn an_idle_logged_in_link_pings_and_keeps_the_reply_to_itself() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = vec![l.local_addr().unwrap()];
+        let t = scripted(
+            l,
+            vec![
+                (" hello ", "{tag} ok 1"),
+                (" attach tok ", "{tag} ok alice"),
+                (" list_groups", "{tag} list 0"),
+                (" ping", "{tag} ok pong"),
+            ],
+        );
+        let mut poll = mio::Poll::new().unwrap();
+        let reg = poll.registry().try_clone().unwrap();
+        let mut link = TrackerLink::new(
+            addrs,
+            0,
+            0xef,
+            "127.0.0.1:7000".parse().unwrap(),
+            Instant::now(),
+        );
+        link.set_session(Some(session("tok")));
+        let mut got = Vec::new();
+        let r = link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
+        drive(&mut link, &mut poll, &mut got, |g| {
+            g.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == r))
+        });
+        // Idle now: the next deadline is the keepalive, KEEPALIVE_IDLE after the last request.
+        let due = link.next_deadline().expect("a keepalive is due");
+        assert!(due >= Instant::now() + KEEPALIVE_IDLE - Duration::from_secs(1));
+        // Its time comes (the clock is the caller's): one `ping`, answered, and no event.
+        link.tick(&reg, due);
+        let ping = link.keepalive.expect("a ping in flight");
+        assert_eq!(link.keepalive_due(), None, "one ping at a time");
+        let mut events = mio::Events::with_capacity(16);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.keepalive.is_some() {
+            assert!(Instant::now() < deadline, "the ping was not answered");
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in events.iter() {
+                link.handle_event(&reg, e, due);
+            }
+            got.extend(link.take_events());
+        }
+        assert!(
+            !got.iter()
+                .any(|e| matches!(e, LinkEvent::Reply { tag, .. } if *tag == ping)),
+            "the ping's reply is the link's own: {got:?}"
+        );
+        // Without a session there is nothing to keep alive.
+        link.set_session(None);
+        assert_eq!(link.keepalive_due(), None);
+        link.close(&reg);
+        t.join().unwrap();
     }
 }

@@ -22,6 +22,6 @@ pub mod tickets;
 pub use client::{client_command, Client, Stream};
 pub use cluster::{Cluster, TrackerLog};
 pub use conn::{check_login_reply, prove, v, Conn, LineConn, RequestText};
-pub use net::{free_addrs, free_ports, wait_for, wait_listening};
+pub use net::{connect_from, free_addrs, free_ports, wait_for, wait_listening};
 pub use process::{forward_lines, lines_of, piped, sibling_bin, signal, spawn_child, Proc};
 pub use tempdir::TempDir;

@@ -11,6 +11,7 @@ mod clients;
 mod compaction;
 mod failover;
 mod flash;
+mod flood;
 mod idle;
 mod load;
 mod login;
@@ -126,6 +127,8 @@ pub struct Results {
     pub compaction: Option<Result<compaction::CompactionResult, String>>,
     /// C7: the tracker's CPU per password login.
     pub login: Option<Result<login::LoginCost, String>>,
+    /// Part E: honest clients' latency beside a flooding connection.
+    pub flood: Option<Result<flood::FloodCase, String>>,
     pub notes: Vec<String>,
     pub elapsed: f64,
 }
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
     let mut only_compaction = false;
     let mut only_login = false;
     let mut only_writes = false;
+    let mut only_flood = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
             "--only-compaction" => only_compaction = true,
             "--only-login" => only_login = true,
             "--only-writes" => only_writes = true,
+            "--only-flood" => only_flood = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -176,7 +181,7 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--only-flood] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
                      --only-login  only the login cost (C7); prints it, writes no report\n  \
                      --only-writes  only the leader's replicated writes against both Redis\n                \
                      anchors; prints them, writes no report\n  \
+                     --only-flood  only part E (fairness under a flood); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -195,6 +201,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if only_flood {
+        let s = Settings::new(quick);
+        let r = Results {
+            flood: Some(
+                groupshare::testkit::sibling_bin("tracker").and_then(|t| flood::run(&s, &t)),
+            ),
+            ..Results::default()
+        };
+        let mut o = String::new();
+        flood::section(&mut o, r.flood.as_ref());
+        print!("{o}");
+        return ExitCode::SUCCESS;
     }
     if only_login {
         return match login::run_alone(&Settings::new(quick)) {
@@ -270,6 +289,8 @@ fn run(
         part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
         eprintln!("bench: B. {} idle connections", s.idle_conns);
         part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+        eprintln!("bench: D. honest clients beside a flooding connection");
+        r.flood = Some(flood::run(&s, &tracker_bin));
     }
     if !only_compaction {
         eprintln!("bench: C. transfer and hashing bounds, failover");
@@ -482,7 +503,9 @@ fn part_a_tracker(
 
     let first = servers::FIRST_FREE_TAG;
     let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, first)?;
-    let mut follower = Conns::new(pair.logged_in(foll, "f", s.conns)?, first)?;
+    // Opened when its first case comes: a logged-in connection silent for 25 s is taken for a
+    // vanished client and closed, and the leader's cases take longer than that.
+    let mut follower: Option<Conns> = None;
     let cases: [(&str, usize, bool, usize); 6] = [
         ("small read (`list_groups`), leader", 1, false, lead),
         ("small read (`list_groups`), leader", 16, false, lead),
@@ -496,7 +519,10 @@ fn part_a_tracker(
         let conns = if at == lead {
             &mut leader
         } else {
-            &mut follower
+            match &mut follower {
+                Some(f) => f,
+                None => follower.insert(Conns::new(pair.logged_in(foll, "f", s.conns)?, first)?),
+            }
         };
         let st = if write {
             conns.run(Proto::Tracker, s.plan(depth), |c, tag, out| {

@@ -57,6 +57,7 @@ pub fn render(s: &Settings, r: &Results) -> String {
     part_c(&mut o, r);
     crate::flash::section(&mut o, r);
     crate::compaction::render(&mut o, r.compaction.as_ref());
+    crate::flood::section(&mut o, r.flood.as_ref());
     if let Ok(notes) = std::fs::read_to_string(PROFILE_NOTES) {
         let _ = writeln!(
             o,

@@ -38,6 +38,7 @@ pub mod limit;
 pub mod picker;
 pub mod rate;
 pub mod seeder;
+pub mod slots;
 pub mod store;
 pub mod superseed;
 pub mod table;
@@ -55,6 +56,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use seeder::{UploadConn, MAX_UPLOADS};
 use slab::Slab;
+use slots::UploadSlots;
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
@@ -205,6 +207,9 @@ pub struct PeerSide {
     /// One piece of scratch space for hashing and resume checks, reused.
     scratch: Vec<u8>,
     uploads: usize,
+    /// Each upload connection's source address and last activity: the per-address cap and
+    /// the idle close (`slots.rs`).
+    upload_slots: UploadSlots,
     /// `--upload-limit`: one bucket for all uploads together; `None` is unlimited.
     upload_limit: Option<TokenBucket>,
     /// Upload connections the limit deferred, resumed in this order (fair) once it allows.
@@ -236,6 +241,7 @@ impl PeerSide {
             rng: Rng::new(crate::runtime::random_u64()),
             scratch: Vec::new(),
             uploads: 0,
+            upload_slots: UploadSlots::default(),
             upload_limit: None,
             throttled: VecDeque::new(),
             gate: TicketGate::default(),
@@ -288,6 +294,7 @@ impl PeerSide {
         let Some(Socket::Upload(conn)) = self.slots.get_mut(key) else {
             return;
         };
+        self.upload_slots.touch(key, now);
         let token = Token(TOKEN_BASE + key);
         let keep = match conn.service(
             registry,
@@ -319,6 +326,7 @@ impl PeerSide {
                 conn.piece_bytes
             );
             self.uploads -= 1;
+            self.upload_slots.released(key);
         }
     }
 
@@ -333,7 +341,8 @@ impl PeerSide {
         self.upload_limit = rate.map(|r| TokenBucket::new(r, now));
     }
 
-    /// Accepts until the listener has no more; past `MAX_UPLOADS`, `err busy` and close.
+    /// Accepts until the listener has no more; past `MAX_UPLOADS`, or past
+    /// `slots::MAX_UPLOADS_PER_ADDR` from one address, `err busy` and close.
     fn accept(&mut self, registry: &Registry, key: usize) {
         let mut accepted = Vec::new();
         if let Some(Socket::Listener(listener)) = self.slots.get(key) {
@@ -357,7 +366,16 @@ impl PeerSide {
     }
 
     fn add_upload(&mut self, registry: &Registry, mut stream: TcpStream) {
-        if self.uploads >= MAX_UPLOADS {
+        let Ok(peer) = stream.peer_addr() else {
+            return; // already gone
+        };
+        let admitted = if self.uploads >= MAX_UPLOADS {
+            Err("every upload slot is taken")
+        } else {
+            self.upload_slots.admits(peer.ip(), MAX_UPLOADS)
+        };
+        if let Err(why) = admitted {
+            log::debug!("refused an upload connection from {peer}: {why}");
             // Best effort: a fresh socket's buffer takes this short line.
             let _ = stream.write(b"err busy\n");
             return;
@@ -368,6 +386,8 @@ impl PeerSide {
             log::warn!("cannot register a peer connection: {e}");
             return;
         }
+        self.upload_slots
+            .taken(entry.key(), peer.ip(), Instant::now());
         entry.insert(Socket::Upload(Box::new(UploadConn::new(stream))));
         self.uploads += 1;
         // Requests may already be waiting; edge-triggered readiness reports them anyway, as
@@ -409,6 +429,13 @@ impl PeerSide {
             record.engine.tick(&mut ctx);
         }
         self.resume_throttled(registry, now);
+        for key in self.upload_slots.idle(now) {
+            log::info!(
+                "closing an upload connection idle for {} s",
+                slots::UPLOAD_IDLE.as_secs()
+            );
+            self.drop_upload(registry, key);
+        }
         let tracker_now = self.gate.now(crate::auth::ticket::unix_now());
         for key in seeder::announce(
             &mut self.slots,
@@ -453,6 +480,7 @@ impl PeerSide {
             .filter_map(|d| d.engine.next_deadline(now))
             .chain(throttled)
             .chain(self.catalog.crowd_deadline())
+            .chain(self.upload_slots.next_idle())
             .min()
     }
 

@@ -2,6 +2,7 @@
 //! connection is (`ConnRole`): a client with its session, reply queue and staged upload, or
 //! the link to the other tracker.
 
+use super::limits::TurnBudget;
 use super::login::PendingLogin;
 use super::ordering::ReplyQueue;
 use super::replication::LinkConn;
@@ -62,9 +63,16 @@ pub(super) struct Connection {
     pub(super) id: u64,
     pub(super) kind: ConnRole,
     pub(super) writable: bool,
+    /// Its requests stay unread in the socket: past an output limit (`Server::check_output`).
     pub(super) paused: bool,
     pub(super) closing: bool,
+    /// When bytes last arrived from it, on the loop's clock; liveness of the link and of
+    /// logged-in clients is judged from this (through `LoopClock::heard_since`).
     pub(super) last_heard: Instant,
+    /// A client's share of the current turn (the link has no budget: it never waits).
+    pub(super) budget: TurnBudget,
+    /// Already on the server's backlog for the next turn.
+    pub(super) in_backlog: bool,
 }
 
 impl Connection {
@@ -72,6 +80,11 @@ impl Connection {
     /// transport provides it; `None` (treated as 32 zero bytes) until then.
     pub(super) fn channel_binding(&self) -> Option<[u8; 32]> {
         None
+    }
+
+    /// Whether this connection may handle another line in turn `turn`.
+    pub(super) fn has_turn_left(&self, turn: u64) -> bool {
+        matches!(self.kind, ConnRole::Link(_)) || self.budget.has_room(turn)
     }
 
     /// A client line waits for this client's forwarded writes (see `may_go_ahead`).

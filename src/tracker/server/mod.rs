@@ -14,6 +14,7 @@ mod heal;
 mod limits;
 mod login;
 mod ordering;
+mod quotas;
 mod replica;
 mod replication;
 mod requests;
@@ -32,12 +33,14 @@ use crate::protocol::tracker::{
 use crate::runtime::{self, SignalPipe};
 use accept::Acceptor;
 use connection::{ClientConn, ConnRole, Connection, StagedUpload, UploadTarget};
+use limits::{LoopClock, OutputVerdict, TurnBudget};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use ordering::ReplyTo;
 use replica::{LinkTimes, Replica, Start};
 use replication::LinkPhase;
 use slab::Slab;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,12 +52,9 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// File descriptors kept free for the journal, snapshot writes and the peer link when the
 /// connection count is at its limit.
 const FD_RESERVE: u64 = 32;
-/// Replies waiting to be read beyond this stop the reading of a client's further requests, so a
-/// client that pipelines without reading cannot make the tracker buffer without bound.
-const OUTPUT_PAUSE: usize = 1 << 20;
-/// A client whose unread output exceeds this (one huge reply on top of a paused queue) is
-/// dropped.
-const OUTPUT_CAP: usize = 32 << 20;
+/// The peer link is dropped when this much of its output is unsent: the other tracker has
+/// stopped reading, and a link that cannot keep up is better re-formed from a snapshot.
+const LINK_OUTPUT_CAP: usize = 32 << 20;
 
 pub struct Config {
     pub addrs: Vec<SocketAddr>,
@@ -102,6 +102,18 @@ pub struct Server {
     shutdown: bool,
     /// Keys the decoy verifiers of unknown users (`login_begin` looks the same for any name).
     decoy_secret: Vec<u8>,
+    /// Loop turns so far; a connection's `TurnBudget` renews when this moves on.
+    turn: u64,
+    /// Client connections with work left when their turn's budget ran out (or resumed from a
+    /// pause), by key and id, in the order they stopped: served first next turn, and while it
+    /// is not empty the loop polls without sleeping.
+    backlog: VecDeque<(usize, u64)>,
+    /// Client events of this turn, handled after the listener's and the link's.
+    client_events: Vec<(usize, bool, bool, bool)>,
+    /// Silence is measured on the loop's own clock (see `LoopClock`).
+    clock: LoopClock,
+    /// The next scan for logged-in clients silent past `limits::CLIENT_SILENCE`.
+    next_sweep: Instant,
 }
 
 impl Server {
@@ -154,6 +166,11 @@ impl Server {
             closing: Vec::new(),
             shutdown: false,
             decoy_secret,
+            turn: 0,
+            backlog: VecDeque::new(),
+            client_events: Vec::new(),
+            clock: LoopClock::new(now),
+            next_sweep: now + limits::SWEEP_EVERY,
             cfg,
         };
         match server.repl.start(recovered.fresh, pos.solo, now) {
@@ -179,10 +196,16 @@ impl Server {
     }
 
     /// Runs until SIGINT/SIGTERM.
+    ///
+    /// A turn: poll; the listener, the signals and the peer link first; then the client
+    /// connections left over from the last turn, then this turn's client events, each client
+    /// handling at most its `TurnBudget`; timers; `before_sleep`. No client can hold a turn
+    /// for longer than its budget, so accepting, timers and the link never wait behind one.
     pub fn run(&mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(1024);
         while !self.shutdown {
-            let timeout = self.poll_timeout();
+            let polled_at = Instant::now();
+            let timeout = self.poll_timeout(polled_at);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -190,6 +213,14 @@ impl Server {
                 return Err(format!("poll failed: {e}"));
             }
             let now = Instant::now();
+            self.turn += 1;
+            if self.clock.turn_starts(polled_at, timeout, now) {
+                log::info!(
+                    "this tracker's loop stalled (stopped, or a turn took long); silence is \
+                     counted again from now"
+                );
+            }
+            let mut client_events = std::mem::take(&mut self.client_events);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -203,24 +234,25 @@ impl Server {
                         let Some(c) = self.conns.get(key) else {
                             continue; // closed earlier in this batch
                         };
-                        if c.closing {
-                            continue;
-                        }
-                        if matches!(&c.kind, ConnRole::Link(p) if matches!(p.phase, LinkPhase::Dialing))
-                        {
-                            self.on_dialed(key, now);
-                            continue;
-                        }
-                        if event.is_writable() {
-                            self.mark_dirty(key);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            let closed = event.is_read_closed() || event.is_error();
-                            self.on_readable(key, now, !closed);
+                        let flags = (
+                            key,
+                            event.is_readable(),
+                            event.is_writable(),
+                            event.is_read_closed() || event.is_error(),
+                        );
+                        if matches!(c.kind, ConnRole::Link(_)) {
+                            self.on_event(flags, now);
+                        } else {
+                            client_events.push(flags);
                         }
                     }
                 }
             }
+            self.serve_backlog(now);
+            for flags in client_events.drain(..) {
+                self.on_event(flags, now);
+            }
+            self.client_events = client_events;
             self.timers(now);
             self.before_sleep();
         }
@@ -231,14 +263,105 @@ impl Server {
         Ok(())
     }
 
-    /// Until the nearest timer (`Replica::next_deadline`, a snapshot child to collect or a
-    /// snapshot to retry); forever when nothing is timed.
-    fn poll_timeout(&self) -> Option<Duration> {
-        let repl = self
-            .repl
-            .next_deadline(self.link_times())
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        [repl, self.journal.compaction_deadline()]
+    /// One connection's readiness: `(key, readable, writable, closed)`.
+    fn on_event(
+        &mut self,
+        (key, readable, writable, closed): (usize, bool, bool, bool),
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get(key) else {
+            return; // closed earlier in this batch
+        };
+        if c.closing {
+            return;
+        }
+        if matches!(&c.kind, ConnRole::Link(p) if matches!(p.phase, LinkPhase::Dialing)) {
+            self.on_dialed(key, now);
+            return;
+        }
+        if writable {
+            self.mark_dirty(key);
+        }
+        if readable || closed {
+            self.on_readable(key, now, !closed);
+        }
+    }
+
+    /// Gives the connections left over from the last turn their turn: first the lines already
+    /// framed, then the socket (edge-triggered readiness will not report those bytes again).
+    fn serve_backlog(&mut self, now: Instant) {
+        let waiting = std::mem::take(&mut self.backlog);
+        for (key, id) in waiting {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if c.id != id {
+                continue;
+            }
+            c.in_backlog = false;
+            self.handle_lines(key, now);
+            self.on_readable(key, now, false);
+        }
+    }
+
+    /// Puts a client connection with work left on the backlog, once.
+    fn defer_to_next_turn(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.in_backlog && !c.closing {
+                c.in_backlog = true;
+                self.backlog.push_back((key, c.id));
+            }
+        }
+    }
+
+    /// Applies the output limits (`limits::output_verdict`) to a client after what is queued
+    /// for it changed: reading pauses past the soft limits, resumes below half of them (the
+    /// connection is served next turn), and the connection closes past the hard limit.
+    pub(super) fn check_output(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let ConnRole::Client(cl) = &c.kind else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let queued = c.conn.out_pending() + cl.replies.queued_bytes();
+        match limits::output_verdict(queued, cl.replies.len(), c.paused) {
+            OutputVerdict::Read => {
+                if c.paused {
+                    c.paused = false;
+                    self.defer_to_next_turn(key);
+                }
+            }
+            OutputVerdict::Pause => c.paused = true,
+            OutputVerdict::Close => {
+                log::warn!(
+                    "connection {key} has {queued} bytes of replies queued and does not read \
+                     them; closing it"
+                );
+                self.drop_conn(key, Instant::now());
+            }
+        }
+    }
+
+    /// Until the nearest timer (`Replica::next_deadline`, the silence sweep, a snapshot child
+    /// to collect or a snapshot to retry); forever when nothing is timed. Zero while
+    /// connections wait on the backlog.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.backlog.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let timers = [
+            self.repl.next_deadline(self.link_times()),
+            Some(self.next_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.saturating_duration_since(now));
+        [timers, self.journal.compaction_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -251,7 +374,7 @@ impl Server {
                 kind: ConnRole::Link(p),
                 ..
             }) => Some(LinkTimes {
-                heard: *last_heard,
+                heard: self.clock.heard_since(*last_heard),
                 since: p.since,
             }),
             _ => None,
@@ -311,6 +434,8 @@ impl Server {
             paused: false,
             closing: false,
             last_heard: now,
+            budget: TurnBudget::default(),
+            in_backlog: false,
         });
         Some(key)
     }
@@ -356,6 +481,10 @@ impl Server {
             if c.closing || c.paused || c.has_deferred() {
                 return;
             }
+            if !c.has_turn_left(self.turn) {
+                self.defer_to_next_turn(key);
+                return;
+            }
             let status = match c.conn.fill(short_read_drains) {
                 Ok(s) => s,
                 Err(e) => {
@@ -386,6 +515,10 @@ impl Server {
                 return;
             };
             if c.closing || c.paused {
+                return;
+            }
+            if !c.has_turn_left(self.turn) {
+                self.defer_to_next_turn(key);
                 return;
             }
             let deferred = match &mut c.kind {
@@ -426,10 +559,13 @@ impl Server {
                 }
                 return;
             }
-            let Some(c) = self.conns.get(key) else {
+            let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
             let is_peer = matches!(c.kind, ConnRole::Link(_));
+            if !is_peer {
+                c.budget.spend(self.turn, line.len() + 1);
+            }
             if is_peer {
                 self.handle_peer_line(key, &line, now);
             } else {
@@ -512,6 +648,10 @@ impl Server {
         if let Some(msg) = self.repl.take_due_commit(now) {
             self.send_link(&msg);
         }
+        if now >= self.next_sweep {
+            self.next_sweep = now + limits::SWEEP_EVERY;
+            self.close_silent_clients(now);
+        }
         let (Some(k), Some(times)) = (self.repl.link_key(), self.link_times()) else {
             return;
         };
@@ -520,6 +660,30 @@ impl Server {
             self.drop_conn(k, now);
         } else if self.repl.take_due_ping(now) {
             self.send_link(&LinkMsg::Ping);
+        }
+    }
+
+    /// Closes logged-in client connections not heard from for `limits::CLIENT_SILENCE` (their
+    /// clients ping when idle, so this one has vanished): the drop logs the session out and
+    /// the user stops being listed as a source. Connections without a session hold nothing
+    /// and are left alone, as idle connections always were.
+    fn close_silent_clients(&mut self, now: Instant) {
+        let silent: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                !c.closing
+                    && matches!(&c.kind, ConnRole::Client(cl) if cl.session.is_some())
+                    && now >= self.clock.heard_since(c.last_heard) + limits::CLIENT_SILENCE
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in silent {
+            log::info!(
+                "client connection {key} silent for {} s; closing it and ending its session",
+                limits::CLIENT_SILENCE.as_secs()
+            );
+            self.drop_conn(key, now);
         }
     }
 
@@ -638,8 +802,9 @@ impl Server {
                 return;
             }
         };
-        if c.conn.out_pending() > OUTPUT_CAP {
-            log::warn!("connection {key} does not read its replies; dropping it");
+        let is_link = matches!(c.kind, ConnRole::Link(_));
+        if is_link && c.conn.out_pending() > LINK_OUTPUT_CAP {
+            log::warn!("the other tracker does not read the link; dropping it");
             self.drop_conn(key, Instant::now());
             return;
         }
@@ -658,11 +823,8 @@ impl Server {
                 c.writable = !done;
             }
         }
-        let resume = c.paused && c.conn.out_pending() < OUTPUT_PAUSE / 2;
-        if resume {
-            c.paused = false;
-            // Edge-triggered: bytes that arrived while paused raise no new event.
-            self.on_readable(key, Instant::now(), false);
+        if !is_link {
+            self.check_output(key);
         }
     }
 }

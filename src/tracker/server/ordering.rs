@@ -6,7 +6,7 @@
 //! released when the commit point passes them. Then the `Server` steps that move entries and
 //! replies between them, the journal and the sockets.
 
-use super::{ConnRole, Server, OUTPUT_PAUSE};
+use super::{ConnRole, Server};
 use crate::protocol::tracker::{self as proto, ErrorCode};
 use crate::tracker::link::{self, LinkMsg};
 use crate::tracker::op::{Entry, Op, Origin};
@@ -40,21 +40,51 @@ pub(super) enum QueuedReply {
 
 /// A client's replies in request order: only a ready prefix leaves, so a pipelining client
 /// sees its answers in the order it asked.
+///
+/// The queue also keeps the client's output accounting: `queued_bytes` counts every reply text
+/// it holds (a read's reply waiting behind an uncommitted write included), so the output
+/// limits (`limits::output_verdict`) see every byte queued for the client, not only what has
+/// reached its socket buffer.
 #[derive(Debug, Default)]
-pub(super) struct ReplyQueue(VecDeque<QueuedReply>);
+pub(super) struct ReplyQueue {
+    replies: VecDeque<QueuedReply>,
+    /// Bytes of reply text held (each line's `\n` included), kept in step by every method.
+    bytes: usize,
+}
+
+impl QueuedReply {
+    /// Bytes this reply will take on the wire; a forward's outcome is not known yet.
+    fn wire_bytes(&self) -> usize {
+        match self {
+            QueuedReply::Ready(t) | QueuedReply::AfterCommit { text: t, .. } => t.len() + 1,
+            QueuedReply::Forwarded { .. } => 0,
+        }
+    }
+}
 
 impl ReplyQueue {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.replies.is_empty()
+    }
+
+    /// Requests whose replies wait here (behind a write, or a write's own).
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Bytes of reply text waiting here.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn push_back(&mut self, reply: QueuedReply) {
-        self.0.push_back(reply);
+        self.bytes += reply.wire_bytes();
+        self.replies.push_back(reply);
     }
 
     /// The front reply's text if it may leave now (committed by `commit`).
     pub fn pop_ready(&mut self, commit: u64) -> Option<String> {
-        let ready = match self.0.front()? {
+        let ready = match self.replies.front()? {
             QueuedReply::Ready(_) => true,
             QueuedReply::AfterCommit { seq, .. } => *seq <= commit,
             QueuedReply::Forwarded { .. } => false,
@@ -62,7 +92,9 @@ impl ReplyQueue {
         if !ready {
             return None;
         }
-        match self.0.pop_front()? {
+        let front = self.replies.pop_front()?;
+        self.bytes -= front.wire_bytes();
+        match front {
             QueuedReply::Ready(t) | QueuedReply::AfterCommit { text: t, .. } => Some(t),
             QueuedReply::Forwarded { .. } => None,
         }
@@ -70,7 +102,7 @@ impl ReplyQueue {
 
     /// The forward ids of this client's writes still at the leader.
     pub fn forwarded(&self) -> impl Iterator<Item = u64> + '_ {
-        self.0.iter().filter_map(|r| match r {
+        self.replies.iter().filter_map(|r| match r {
             QueuedReply::Forwarded { fid, .. } => Some(*fid),
             _ => None,
         })
@@ -78,7 +110,7 @@ impl ReplyQueue {
 
     /// The forward id of the forwarded write with this tag.
     pub fn forwarded_tag(&self, tag: u64) -> Option<u64> {
-        self.0.iter().find_map(|r| match r {
+        self.replies.iter().find_map(|r| match r {
             QueuedReply::Forwarded { fid, tag: t } if *t == tag => Some(*fid),
             _ => None,
         })
@@ -87,10 +119,11 @@ impl ReplyQueue {
     /// Puts the outcome of forward `fid` in its place; whether any forward is left.
     pub fn resolve(&mut self, fid: u64, outcome: QueuedReply) -> bool {
         if let Some(slot) = self
-            .0
+            .replies
             .iter_mut()
             .find(|r| matches!(r, QueuedReply::Forwarded { fid: f, .. } if *f == fid))
         {
+            self.bytes = self.bytes - slot.wire_bytes() + outcome.wire_bytes();
             *slot = outcome;
         }
         self.forwarded().next().is_some()
@@ -351,12 +384,12 @@ impl Server {
             sent = true;
         }
         if sent {
-            if c.conn.out_pending() > OUTPUT_PAUSE {
-                c.paused = true;
-            }
             if was_idle {
                 self.dirty.push(key);
             }
+            // Replies moved from the queue to the socket's buffer: the total is the same, but
+            // the count of those waiting behind writes fell.
+            self.check_output(key);
         }
     }
 
@@ -412,6 +445,29 @@ mod tests {
         assert_eq!(q.pop_ready(5).as_deref(), Some("2 ok"));
         assert_eq!(q.pop_ready(5).as_deref(), Some("3 ok"));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn queued_bytes_count_every_reply_held_including_those_behind_a_write() {
+        let mut q = ReplyQueue::default();
+        q.push_back(QueuedReply::AfterCommit {
+            seq: 5,
+            text: "1 ok".into(),
+        });
+        q.push_back(ready("2 ok big reply"));
+        q.push_back(QueuedReply::Forwarded { fid: 9, tag: 3 });
+        assert_eq!(q.len(), 3);
+        assert_eq!(
+            q.queued_bytes(),
+            5 + 15,
+            "a forward counts once its outcome is in"
+        );
+        assert!(!q.resolve(9, ready("3 ok")));
+        assert_eq!(q.queued_bytes(), 5 + 15 + 5);
+        assert_eq!(q.pop_ready(5).as_deref(), Some("1 ok"));
+        assert_eq!(q.queued_bytes(), 15 + 5);
+        while q.pop_ready(5).is_some() {}
+        assert_eq!((q.len(), q.queued_bytes()), (0, 0));
     }
 
     #[test]

@@ -27,15 +27,14 @@ impl Server {
             QueuedReply::Ready(text) if cl.replies.is_empty() => {
                 let was_idle = c.conn.out_pending() == 0;
                 c.conn.send_line(&text);
-                if c.conn.out_pending() > OUTPUT_PAUSE {
-                    c.paused = true;
-                }
                 if was_idle {
                     self.dirty.push(key);
                 }
             }
             slot => cl.replies.push_back(slot),
         }
+        // Every byte queued for the client counts, a reply held behind a write included.
+        self.check_output(key);
     }
 
     pub(super) fn reply(&mut self, key: usize, text: String) {

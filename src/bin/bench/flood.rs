@@ -1,0 +1,220 @@
+//! Part D: fairness. Honest clients' latency at the leader of a pair, alone, then while one
+//! other connection floods it with pipelined requests — once never reading its replies (the
+//! tracker soon stops reading it: the output limits), once reading them as fast as it can (it
+//! is never paused, so only the per-turn budget keeps it from starving the others). The pair
+//! must still be one afterwards.
+
+use crate::load::{Conns, Plan, Proto, Stats};
+use crate::servers::TrackerPair;
+use crate::Settings;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// Honest connections, each with one `list_groups` in flight: a few interactive users.
+const HONEST: usize = 10;
+
+/// How the flooding connection behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    None,
+    /// Pipelines without ever reading a reply.
+    NotReading,
+    /// Pipelines and reads (and discards) every reply.
+    Reading,
+}
+
+impl Flood {
+    fn label(self) -> &'static str {
+        match self {
+            Flood::None => "no flood",
+            Flood::NotReading => "one connection floods, never reading",
+            Flood::Reading => "one connection floods, reading its replies",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FloodRow {
+    pub flood: Flood,
+    pub honest: Stats,
+    /// Request bytes the flooder got into the tracker's socket during the case.
+    pub flood_bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FloodCase {
+    pub rows: Vec<FloodRow>,
+    /// The `digest` roles after the last case: still `leader-paired` / `follower`.
+    pub roles_after: String,
+}
+
+/// Requests that cost the tracker a parse and a reply each: malformed `create_user`,
+/// `list_groups` without a session, `ping`, garbage.
+fn batch() -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in 0..1_000u32 {
+        let line = match i % 4 {
+            0 => format!("{i} create_user bad/name pw\n"),
+            1 => format!("{i} list_groups\n"),
+            2 => format!("{i} ping\n"),
+            _ => format!("\u{1} garbage {i}\n"),
+        };
+        b.extend_from_slice(line.as_bytes());
+    }
+    b
+}
+
+/// The flooding connection; stops (and reports its bytes) when dropped.
+struct Flooder {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Flooder {
+    fn start(addr: SocketAddr, mode: Flood) -> Result<Option<Flooder>, String> {
+        if mode == Flood::None {
+            return Ok(None);
+        }
+        let s = TcpStream::connect(addr).map_err(|e| format!("flood connect: {e}"))?;
+        s.set_write_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| format!("flood socket: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        if mode == Flood::Reading {
+            let mut r = s.try_clone().map_err(|e| format!("flood socket: {e}"))?;
+            r.set_read_timeout(Some(Duration::from_millis(50)))
+                .map_err(|e| format!("flood socket: {e}"))?;
+            let stop = stop.clone();
+            threads.push(thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match r.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        let (st, by) = (stop.clone(), bytes.clone());
+        let mut w = s;
+        threads.push(thread::spawn(move || {
+            let b = batch();
+            while !st.load(Ordering::Relaxed) {
+                match w.write(&b) {
+                    Ok(n) => {
+                        by.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+        }));
+        Ok(Some(Flooder {
+            stop,
+            bytes,
+            threads,
+        }))
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the three cases on a fresh pair, the honest clients at its leader.
+pub fn run(s: &Settings, tracker_bin: &Path) -> Result<FloodCase, String> {
+    let mut pair = TrackerPair::start(tracker_bin, "d")?;
+    let lead = pair.leader;
+    let mut honest = Conns::new(pair.logged_in(lead, "h", HONEST)?, 4)?;
+    let plan = Plan {
+        depth: 1,
+        warmup: s.warmup,
+        measure: s.measure,
+    };
+    let mut rows = Vec::new();
+    // The quiet case once more at the end: on a shared machine the spread between two quiet
+    // runs says how much of a difference is noise.
+    for flood in [Flood::None, Flood::NotReading, Flood::Reading, Flood::None] {
+        eprintln!("bench:   honest list_groups, {}", flood.label());
+        let flooder = Flooder::start(pair.addrs[lead - 1], flood)?;
+        // Let the flood fill the socket buffers before measuring.
+        thread::sleep(Duration::from_millis(200));
+        let st = honest.run(Proto::Tracker, plan, crate::tracker_read);
+        let flood_bytes = flooder.map_or(0, Flooder::finish);
+        let st = st.map_err(|e| format!("{e}\n{}", pair.log_tail()))?;
+        pair.check_alive()?;
+        rows.push(FloodRow {
+            flood,
+            honest: st,
+            flood_bytes,
+        });
+    }
+    let roles_after = format!(
+        "{} / {}",
+        pair.role(1).unwrap_or_default(),
+        pair.role(2).unwrap_or_default()
+    );
+    Ok(FloodCase { rows, roles_after })
+}
+
+/// The report's section.
+pub fn section(o: &mut String, case: Option<&Result<FloodCase, String>>) {
+    let Some(case) = case else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "## D. Fairness: honest clients beside a flooding connection\n"
+    );
+    let _ = writeln!(
+        o,
+        "{HONEST} logged-in connections at the leader of a pair, each with one `list_groups` in \
+         flight, while one more connection pipelines malformed `create_user`, `list_groups` \
+         without a session, `ping` and garbage lines as fast as it can write. The tracker gives \
+         each connection at most 32 lines a turn and stops reading one whose unread replies \
+         pass 1 MiB (src/tracker/server/limits.rs).\n"
+    );
+    match case {
+        Err(e) => {
+            let _ = writeln!(o, "Failed: {e}\n");
+        }
+        Ok(c) => {
+            let _ = writeln!(
+                o,
+                "| case | honest p50 | honest p99 | honest req/s | flood bytes written |"
+            );
+            let _ = writeln!(o, "| --- | --- | --- | --- | --- |");
+            for r in &c.rows {
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.0} µs | {:.0} µs | {:.0} | {} |",
+                    r.flood.label(),
+                    r.honest.p50_us,
+                    r.honest.p99_us,
+                    r.honest.rate(),
+                    if r.flood == Flood::None {
+                        "–".to_string()
+                    } else {
+                        format!("{:.1} MiB", r.flood_bytes as f64 / (1 << 20) as f64)
+                    }
+                );
+            }
+            let _ = writeln!(o, "\nRoles after the flood: {}.\n", c.roles_after);
+        }
+    }
+}
