@@ -2,12 +2,42 @@
 //! (typed `Verb`s, or raw text for tests whose point is a malformed request), whole replies in
 //! through the protocol's own `ReplyReader`. `LineConn` returns errors (bench, demo); `Conn`
 //! panics on anything unexpected (tests, where a panic is the failure report).
+//!
+//! Both speak through the client side of the secure channel (a fresh key per connection, as a
+//! client process has), so raw bytes a hostile test sends arrive inside the channel, where the
+//! tracker's parsers see them.
 
+use crate::net::identity::Identity;
+use crate::net::secure::Conversation;
+use crate::net::secure_stream::{connect_blocking, SecureStream};
 use crate::pieces;
 use crate::protocol::tracker::{Reply, ReplyReader, Request, Verb};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// A blocking secure channel to a tracker, as the client's side (handshake done).
+pub type SecureConn = SecureStream<TcpStream>;
+
+/// Connects and completes the client side of the handshake with a fresh key.
+pub fn secure_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<SecureConn> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let _ = stream.set_nodelay(true);
+    secure_over(stream)
+}
+
+/// The client side of the handshake over a connected socket (read timeout already set).
+pub fn secure_over(stream: TcpStream) -> std::io::Result<SecureConn> {
+    let id = Identity::generate().map_err(std::io::Error::other)?;
+    connect_blocking(stream, &id, None, Conversation::ClientTracker)
+}
+
+/// Writes all of `bytes` through the channel and pushes the records out.
+fn write_through(s: &mut SecureConn, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes)?;
+    s.flush()
+}
 
 /// What a connection sends after the tag: a typed request (`Verb`), or raw text for tests
 /// whose point is a malformed or hostile request.
@@ -35,8 +65,7 @@ impl RequestText for Verb {
 
 /// A blocking line connection for set-up and control requests, with errors as text.
 pub struct LineConn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<SecureConn>,
     replies: ReplyReader,
     /// The last tag sent; the next request gets `tag + 1`.
     pub tag: u64,
@@ -44,20 +73,10 @@ pub struct LineConn {
 
 impl LineConn {
     pub fn connect(addr: SocketAddr) -> Result<LineConn, String> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        let stream = secure_connect(addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| format!("set_read_timeout: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let reader = BufReader::new(
-            stream
-                .try_clone()
-                .map_err(|e| format!("cannot clone a socket: {e}"))?,
-        );
         Ok(LineConn {
-            stream,
-            reader,
+            reader: BufReader::new(stream),
             replies: ReplyReader::default(),
             tag: 0,
         })
@@ -85,8 +104,7 @@ impl LineConn {
     pub fn send(&mut self, verb: &Verb) -> Result<(), String> {
         self.tag += 1;
         let l = format!("{}\n", Request::new(self.tag, verb.clone()).encode());
-        self.stream
-            .write_all(l.as_bytes())
+        write_through(self.reader.get_mut(), l.as_bytes())
             .map_err(|e| format!("sending {}: {e}", verb.name()))
     }
 
@@ -105,19 +123,18 @@ impl LineConn {
         }
     }
 
-    /// The std stream, for handing to the load generator; Err if replies are still buffered.
-    pub fn into_stream(self) -> Result<TcpStream, String> {
+    /// The channel, for handing to the load generator; Err if replies are still buffered.
+    pub fn into_stream(self) -> Result<SecureConn, String> {
         if !self.reader.buffer().is_empty() {
             return Err("unexpected extra data from the server after set-up".to_string());
         }
-        Ok(self.stream)
+        Ok(self.reader.into_inner())
     }
 }
 
 /// A protocol connection: tags requests and reads whole replies with the protocol's reader.
 pub struct Conn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<SecureConn>,
     replies: ReplyReader,
     tag: u64,
 }
@@ -126,17 +143,26 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let reader = BufReader::new(stream.try_clone()?);
         Ok(Conn {
-            stream,
-            reader,
+            reader: BufReader::new(secure_over(stream)?),
             replies: ReplyReader::default(),
             tag: 0,
         })
     }
 
+    /// Sends bytes as they are, inside the channel (hostile tests).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        write_through(self.reader.get_mut(), bytes).expect("send");
+    }
+
+    /// The channel's handshake hash (for proofs bound to this connection).
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        self.reader.get_ref().channel_binding()
+    }
+
+    /// The tracker's key as proven by the handshake.
+    pub fn tracker_key(&self) -> Option<[u8; 32]> {
+        self.reader.get_ref().remote_static().copied()
     }
 
     pub fn read_line(&mut self) -> std::io::Result<String> {
@@ -176,7 +202,7 @@ impl Conn {
     pub fn try_typed<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Reply> {
         self.tag += 1;
         let l = format!("{} {}\n", self.tag, req.text());
-        self.stream.write_all(l.as_bytes())?;
+        write_through(self.reader.get_mut(), l.as_bytes())?;
         Ok(self.read_typed()?.1)
     }
 
@@ -188,7 +214,7 @@ impl Conn {
     pub fn try_req<R: RequestText + ?Sized>(&mut self, req: &R) -> std::io::Result<Vec<String>> {
         self.tag += 1;
         let l = format!("{} {}\n", self.tag, req.text());
-        self.stream.write_all(l.as_bytes())?;
+        write_through(self.reader.get_mut(), l.as_bytes())?;
         self.read_reply()
     }
 
@@ -240,7 +266,7 @@ impl Conn {
             text.push_str(&line);
             text.push('\n');
         }
-        self.stream.write_all(text.as_bytes()).expect("send upload");
+        write_through(self.reader.get_mut(), text.as_bytes()).expect("send upload");
         self.read_reply().expect("upload reply")
     }
 }

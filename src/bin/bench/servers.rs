@@ -86,7 +86,12 @@ impl TrackerPair {
 
     /// `n` connections to tracker `t`, each said hello, created user `<prefix><i>` and logged
     /// in (set-up pipelined per connection). The next free tag of each is 4.
-    pub fn logged_in(&self, t: usize, prefix: &str, n: usize) -> Result<Vec<TcpStream>, String> {
+    pub fn logged_in(
+        &self,
+        t: usize,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<groupshare::testkit::conn::SecureConn>, String> {
         let mut conns = Vec::with_capacity(n);
         for i in 0..n {
             let mut c = LineConn::connect(self.addrs[t - 1])?;

@@ -5,6 +5,7 @@
 use super::ordering::ReplyQueue;
 use super::replication::LinkConn;
 use crate::net::conn::Conn;
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::Hash;
 use crate::protocol::tracker::ErrorReply;
 use crate::tracker::op::Token as SessionToken;
@@ -50,17 +51,35 @@ pub(super) enum ConnRole {
 }
 
 pub(super) struct Connection {
-    pub(super) conn: Conn<TcpStream>,
+    /// Every connection is a secure channel: the tracker is the responder to clients and to
+    /// tracker 2, the initiator of the link it dials.
+    pub(super) conn: Conn<SecureStream<TcpStream>>,
     /// Distinguishes this connection from a later one that reuses the slab key.
     pub(super) id: u64,
     pub(super) kind: ConnRole,
     pub(super) writable: bool,
     pub(super) paused: bool,
     pub(super) closing: bool,
+    /// The secure handshake has ended and `on_channel_established` has run.
+    pub(super) established: bool,
     pub(super) last_heard: Instant,
 }
 
 impl Connection {
+    /// The Noise handshake hash of this connection's channel (`None` before the handshake
+    /// ends): a proof made with it (a login, an attach) is worthless on any other connection.
+    #[allow(dead_code)] // the login proofs (SCRAM, attach) bind to it
+    pub(super) fn channel_binding(&self) -> Option<[u8; 32]> {
+        self.conn.stream.channel_binding()
+    }
+
+    /// The other side's static key, proven by the handshake: for a client, the key the tracker
+    /// publishes with its address so downloaders can check they reached it.
+    #[allow(dead_code)]
+    pub(super) fn remote_key_hex(&self) -> Option<String> {
+        self.conn.stream.remote_static().map(|k| crate::pieces::to_hex(k))
+    }
+
     /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
     pub(super) fn has_deferred(&self) -> bool {
         matches!(&self.kind, ConnRole::Client(cl) if cl.deferred.is_some())
