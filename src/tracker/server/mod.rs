@@ -378,6 +378,7 @@ impl Server {
                 Ok(s) => s,
                 Err(e) => {
                     log::debug!("connection {key}: read error: {e}");
+                    self.note_link_failure(key, &e.to_string());
                     self.drop_conn(key, now);
                     return;
                 }
@@ -399,6 +400,7 @@ impl Server {
                 ReadStatus::Drained => return,
                 ReadStatus::Full => continue,
                 ReadStatus::Closed => {
+                    self.note_link_failure(key, "the other side closed the connection");
                     self.drop_conn(key, now);
                     return;
                 }

@@ -252,6 +252,26 @@ impl Server {
         );
     }
 
+    /// Says why the peer link (or a connection trying to be it) failed. A wrong cluster key
+    /// shows only as a handshake that fails (tracker 1) or a connection closed on it (tracker
+    /// 2); an altered or injected record after the handshake fails authentication.
+    pub(super) fn note_link_failure(&self, key: usize, why: &str) {
+        let Some(c) = self.conns.get(key) else {
+            return;
+        };
+        if c.conn.stream.conversation() != Conversation::TrackerTracker {
+            return;
+        }
+        if !c.conn.stream.is_established() {
+            log::error!(
+                "the peer link failed the cluster-key check in its secure handshake ({why}); \
+                 check both trackers use the same key file"
+            );
+        } else {
+            log::warn!("peer link: {why}; dropping it");
+        }
+    }
+
     /// A connection's secure handshake just ended: a client's channel needs nothing more; one
     /// made with the cluster key (tracker 2 dialing us, or our own dial) is the peer link.
     pub(super) fn on_channel_established(&mut self, key: usize, now: Instant) {
