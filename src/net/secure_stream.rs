@@ -41,6 +41,10 @@ pub struct SecureStream<S> {
     gated: bool,
     approved: bool,
     eof: bool,
+    /// The last socket read was short (or would block): the kernel had nothing more then, so
+    /// plaintext in hand is returned rather than waiting (blocking) for more, and a
+    /// non-blocking caller gets a new readiness edge for anything newer.
+    drained: bool,
     /// The first bytes the other side sent during the handshake, to recognise a refusal line.
     first: Vec<u8>,
     conversation: Conversation,
@@ -89,6 +93,7 @@ impl<S> SecureStream<S> {
             gated,
             approved: !gated,
             eof: false,
+            drained: false,
             first: Vec::new(),
             conversation,
             alt: None,
@@ -119,6 +124,7 @@ impl<S> SecureStream<S> {
             gated: self.gated,
             approved: self.approved,
             eof: self.eof,
+            drained: self.drained,
             first: self.first,
             conversation: self.conversation,
             alt: self.alt,
@@ -262,11 +268,15 @@ impl<S: Read + Write> SecureStream<S> {
                     return Ok(true);
                 }
                 Ok(n) => {
+                    self.drained = n < READ_CHUNK;
                     self.feed(n)?;
-                    return Ok(n < READ_CHUNK);
+                    return Ok(self.drained);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.drained = e.kind() == ErrorKind::WouldBlock;
+                    return Err(e);
+                }
             }
         }
     }
@@ -278,10 +288,9 @@ impl<S: Read + Write> Read for SecureStream<S> {
             return Ok(0);
         }
         let mut copied = 0;
-        let mut drained = false;
         loop {
             copied += self.ch.read_plaintext(&mut buf[copied..]);
-            if copied == buf.len() || (drained && copied > 0) {
+            if copied == buf.len() || (self.drained && copied > 0) {
                 return Ok(copied);
             }
             if !self.pending.is_empty() {
@@ -299,7 +308,7 @@ impl<S: Read + Write> Read for SecureStream<S> {
                 return Err(ErrorKind::WouldBlock.into());
             }
             match self.read_socket_once() {
-                Ok(short) => drained = short,
+                Ok(_) => {}
                 Err(e) if copied > 0 && e.kind() == ErrorKind::WouldBlock => return Ok(copied),
                 Err(e) => return Err(e),
             }

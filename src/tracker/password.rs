@@ -78,7 +78,7 @@ fn fresh_salt() -> [u8; SALT_LEN] {
         // process.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        salt[..8].copy_from_slice(&runtime::random_u64().to_le_bytes());
+        salt[..8].copy_from_slice(&runtime::seed_u64().to_le_bytes());
         salt[8..].copy_from_slice(&n.to_le_bytes());
     }
     salt

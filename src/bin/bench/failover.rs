@@ -16,7 +16,7 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
     })?;
     let other = 3 - lead;
     let inst = instance_id();
-    let user = format!("fo{r}x{:x}", groupshare::runtime::random_u64() & 0xffff);
+    let user = format!("fo{r}x{:x}", groupshare::runtime::seed_u64() & 0xffff);
     let mut c = LineConn::connect(pair.addrs[lead - 1])?;
     let hello = Verb::Hello { instance: inst };
     c.ok(&hello)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// A fresh client instance id, as `hello` carries it.
 pub fn instance_id() -> u64 {
-    groupshare::runtime::random_u64() | 1
+    groupshare::runtime::seed_u64() | 1
 }
 
 /// `hello` with a fresh instance id.

@@ -26,6 +26,7 @@ impl App {
                     console::err(&format!("note: connected to tracker {tracker} ({addr})"));
                 }
             }
+            LinkEvent::Notice(line) => console::err(&line),
             LinkEvent::Unreachable => {
                 self.outage = true;
                 console::err("warning: no tracker is reachable; still trying");

@@ -227,7 +227,7 @@ impl PeerSide {
             downloads: Vec::new(),
             hash_jobs: Vec::new(),
             events: Vec::new(),
-            rng: Rng::new(crate::runtime::random_u64()),
+            rng: Rng::new(crate::runtime::seed_u64()),
             scratch: Vec::new(),
             uploads: 0,
             upload_limit: None,

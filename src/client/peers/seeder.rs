@@ -315,7 +315,7 @@ fn watch(at: &mut At, group: &str, file: &str) -> Out {
     let n = e.have.len();
     let crowd = e
         .crowd
-        .get_or_insert_with(|| Crowd::new(n, &mut Rng::new(crate::runtime::random_u64())));
+        .get_or_insert_with(|| Crowd::new(n, &mut Rng::new(crate::runtime::seed_u64())));
     small(Reply::Have {
         have: crowd.join(at.id, at.now),
     })

@@ -648,6 +648,7 @@ impl Server {
     }
 }
 
-fn new_token() -> SessionToken {
+/// A session token from the kernel's CSPRNG; no token at all rather than a guessable one.
+fn new_token() -> Result<SessionToken, String> {
     runtime::random_hex(16)
 }

@@ -180,7 +180,14 @@ impl Server {
                     Err(Refusal::AlreadyLoggedIn) if self.reap_dead_session_of(&user) => {}
                     Err(r) => return self.refuse(key, tag, &r),
                 }
-                let token = new_token();
+                let token = match new_token() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        log::error!("{e}");
+                        let why = "this tracker cannot get random bytes for a session token";
+                        return self.reply_err(key, tag, ErrorCode::Unavailable, why);
+                    }
+                };
                 let tracker = self.cfg.me;
                 self.propose(
                     origin,
