@@ -9,6 +9,7 @@ use groupshare::pieces::{PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
+use groupshare::net::secure_stream::SecureStream;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -272,23 +273,39 @@ fn hashing_a_file_to_share_reports_its_piece_hashes() {
     assert!(n.side.start_hashing(8, dir.path().join("missing")).is_err());
 }
 
-/// A plain blocking-free client speaking the peer protocol to a node's listener.
+/// A blocking-free client speaking the peer protocol to a node's listener, inside the
+/// secure channel as a downloader does.
 struct Client {
-    s: TcpStream,
+    s: SecureStream<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nonblocking(true).unwrap();
+        let s = FakeKey::new().connect(addr);
         Client { s, buf: Vec::new() }
     }
 
     fn send(&mut self, line: &str) {
-        self.s.set_nonblocking(false).unwrap();
+        self.s.socket().set_nonblocking(false).unwrap();
         self.s.write_all(format!("{line}\n").as_bytes()).unwrap();
-        self.s.set_nonblocking(true).unwrap();
+        self.s.flush().unwrap();
+        self.s.socket().set_nonblocking(true).unwrap();
+    }
+
+    /// Completes the handshake (turning `nodes`), so what was sent has left.
+    fn settle(&mut self, nodes: &mut [&mut Node]) {
+        let start = Instant::now();
+        let mut none = [0u8; 1];
+        while !self.s.is_established() && start.elapsed() < LIMIT {
+            match self.s.read(&mut none) {
+                Ok(k) => self.buf.extend_from_slice(&none[..k]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => spin(nodes, 1),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(self.s.is_established(), "handshake with the seeder");
+        let _ = self.s.flush();
     }
 
     /// Reads (turning `nodes` meanwhile) until `n` bytes are buffered or the peer closed.
@@ -364,7 +381,8 @@ fn a_peer_that_half_closes_still_gets_its_answers() {
     share(&mut s, dir.path(), "f", &data);
     let mut c = Client::connect(s.addr);
     c.send("get g f 0\nget g f 1\nwant g f");
-    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    c.settle(&mut [&mut s]);
+    c.s.socket().shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(c.line(&mut [&mut s]), format!("piece 0 {PIECE_SIZE}"));
     c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
     assert_eq!(c.line(&mut [&mut s]), format!("piece 1 {PIECE_SIZE}"));
@@ -432,6 +450,7 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
         user: "mute".into(),
         addr: mute.local_addr().unwrap(),
         have: PieceSet::full(n),
+        key: some_key(),
     };
     start(
         &mut d,
@@ -448,7 +467,8 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
 /// from it is late, and the download must still finish (endgame: a second peer is asked).
 struct Liar {
     listener: std::net::TcpListener,
-    conns: Vec<(TcpStream, Vec<u8>)>,
+    key: FakeKey,
+    conns: Vec<(SecureStream<TcpStream>, Vec<u8>)>,
     npieces: usize,
     /// `get`s received (and never answered).
     gets: usize,
@@ -460,6 +480,7 @@ impl Liar {
         listener.set_nonblocking(true).unwrap();
         Liar {
             listener,
+            key: FakeKey::new(),
             conns: Vec::new(),
             npieces,
             gets: 0,
@@ -468,7 +489,7 @@ impl Liar {
 
     fn step(&mut self) {
         while let Ok((s, _)) = self.listener.accept() {
-            s.set_nonblocking(true).unwrap();
+            let s = self.key.accept(s);
             self.conns.push((s, Vec::new()));
         }
         for (s, buf) in &mut self.conns {
@@ -486,6 +507,7 @@ impl Liar {
                 }
                 if line.starts_with(b"want") || line.starts_with(b"watch") {
                     let _ = s.write_all(format!("have {} all\n", self.npieces).as_bytes());
+                    let _ = s.flush();
                 }
             }
         }
@@ -506,6 +528,7 @@ fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
         user: "liar".into(),
         addr: liar.listener.local_addr().unwrap(),
         have: PieceSet::full(n),
+        key: liar.key.hex(),
     };
     // The liar first, alone, so it holds requests before the honest seeder is known.
     d.side
@@ -544,6 +567,7 @@ fn a_seeder_found_at_a_new_address_is_reconnected() {
         user: "s".into(),
         addr: gone.local_addr().unwrap(),
         have: PieceSet::full(n),
+        key: s.key.clone(),
     };
     drop(gone);
     let dest = dir.path().join("out");
@@ -575,9 +599,21 @@ fn uploads_past_the_cap_are_told_busy() {
         assert_eq!(c.line(&mut [&mut s]), "have 1 all");
         held.push(c);
     }
+    // Past the cap the seeder answers `err busy` in clear instead of a handshake (it costs
+    // nothing and tells nothing); the downloader's channel reports it as the refusal.
     let mut extra = Client::connect(s.addr);
-    assert_eq!(extra.line(&mut [&mut s]), "err busy");
-    assert!(!extra.fill(extra.buf.len() + 1, &mut [&mut s]));
+    let start = Instant::now();
+    let mut one = [0u8; 1];
+    let refusal = loop {
+        assert!(start.elapsed() < LIMIT, "no refusal");
+        match extra.s.read(&mut one) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => spin(&mut [&mut s], 1),
+            other => break other,
+        }
+    };
+    let e = refusal.expect_err("a refusal, not bytes");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert!(e.to_string().contains("err busy"), "{e}");
     // A slot freed is a slot usable again.
     drop(held.pop());
     spin(&mut [&mut s], 3);

@@ -137,7 +137,7 @@ impl TrackerTrust {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
     /// A line for the person as it is (`note: ...` on first trust of a tracker's key,
-    /// `error: refusing tracker ...` when a tracker proves a key other than the pinned or
+    /// `warning: refusing tracker ...` when a tracker proves a key other than the pinned or
     /// remembered one).
     Notice(String),
     /// The answer to the request with this tag.
@@ -544,7 +544,7 @@ impl TrackerLink {
                 log::warn!("{why}");
                 if !self.refused.contains(&(self.current, key)) {
                     self.refused.push((self.current, key));
-                    self.events.push(LinkEvent::Notice(format!("error: {why}")));
+                    self.events.push(LinkEvent::Notice(format!("warning: {why}")));
                 }
                 // Nothing was sent after the handshake: the wrong tracker never saw a request.
                 self.fail(registry, now, true);

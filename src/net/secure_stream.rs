@@ -14,8 +14,9 @@
 //!   `remote_static()` and called `approve()`; a wrong key is closed without a byte more.
 //!
 //! A tracker at its connection limit answers a plain line `0 err too_many_connections ...`
-//! instead of a handshake (it does not spend a handshake on a connection it refuses); an
-//! initiator that reads such a line reports it as the error.
+//! instead of a handshake (it does not spend a handshake on a connection it refuses), and a
+//! seeder at its upload limit `err busy`; an initiator that reads such a line reports it as the
+//! error.
 
 use super::conn::write_pending;
 use super::identity::{Identity, KEY_LEN};
@@ -178,7 +179,8 @@ impl<S> SecureStream<S> {
     }
 
     fn channel_error(&self, e: ChannelError) -> io::Error {
-        if !self.ch.is_established() && self.first.starts_with(b"0 err ") {
+        let refusal = self.first.starts_with(b"0 err ") || self.first.starts_with(b"err ");
+        if !self.ch.is_established() && refusal {
             let line = self.first.split(|&b| b == b'\n').next().unwrap_or(&[]);
             let line = String::from_utf8_lossy(line);
             return io::Error::new(

@@ -36,11 +36,16 @@ pub enum Op {
         user: String,
         addr: String,
         tracker: u8,
+        /// The client's static key (64 hex), proven in its channel's handshake: published
+        /// with its address so downloaders can check they reached this client.
+        key: String,
     },
     Attach {
         token: Token,
         addr: String,
         tracker: u8,
+        /// As in `Login`: the attaching connection's key (a new client process, a new key).
+        key: String,
     },
     Logout {
         token: Token,
@@ -133,6 +138,19 @@ fn token(s: &str) -> Result<Token, String> {
             "session token '{}' is not {TOKEN_LEN} lowercase hex digits",
             clip(s)
         ))
+    }
+}
+
+/// A client's static public key: 64 lowercase hex digits.
+pub fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn key(s: &str) -> Result<String, String> {
+    if is_key(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("client key '{}' is not 64 lowercase hex digits", clip(s)))
     }
 }
 
@@ -306,12 +324,14 @@ impl Op {
                 user,
                 addr,
                 tracker,
-            } => format!("{v} {token} {user} {addr} {tracker}"),
+                key,
+            } => format!("{v} {token} {user} {addr} {tracker} {key}"),
             Op::Attach {
                 token,
                 addr,
                 tracker,
-            } => format!("{v} {token} {addr} {tracker}"),
+                key,
+            } => format!("{v} {token} {addr} {tracker} {key}"),
             Op::Logout { token } => format!("{v} {token}"),
             Op::Detach { tracker } => format!("{v} {tracker}"),
             Op::CreateGroup { token, group }
@@ -377,20 +397,22 @@ impl Op {
                 }
             }
             "login" => {
-                want(4)?;
+                want(5)?;
                 Op::Login {
                     token: token(args[0])?,
                     user: name(NameKind::User, args[1])?,
                     addr: addr(args[2])?,
                     tracker: tracker(args[3])?,
+                    key: key(args[4])?,
                 }
             }
             "attach" => {
-                want(3)?;
+                want(4)?;
                 Op::Attach {
                     token: token(args[0])?,
                     addr: addr(args[1])?,
                     tracker: tracker(args[2])?,
+                    key: key(args[3])?,
                 }
             }
             "logout" => {
@@ -526,11 +548,13 @@ mod tests {
                 user: "alice".into(),
                 addr: "127.0.0.1:4000".into(),
                 tracker: 1,
+                key: "ab".repeat(32),
             },
             Op::Attach {
                 token: t.clone(),
                 addr: "[::1]:4000".into(),
                 tracker: 2,
+                key: "cd".repeat(32),
             },
             Op::Logout { token: t.clone() },
             Op::Detach { tracker: 2 },

@@ -9,7 +9,10 @@ use groupshare::client::peers::store::{part_path, PartClaims, PartFile};
 use groupshare::client::peers::{
     DownloadId, DownloadSpec, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
 };
-use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
+use groupshare::net::identity::Identity;
+use groupshare::net::secure::{Conversation, Role};
+use groupshare::net::secure_stream::SecureStream;
+use groupshare::pieces::{to_hex, Hash, PieceSet, PIECE_SIZE};
 use mio::{Events, Poll};
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -29,6 +32,8 @@ pub struct Node {
     pub events: Events,
     pub side: PeerSide,
     pub addr: SocketAddr,
+    /// This node's static key (hex), as its tracker would publish it.
+    pub key: String,
     /// Everything `tick` returned, in order.
     pub log: Vec<PeerEvent>,
     /// What this node's "tracker" answers to NeedPeers, per download.
@@ -38,8 +43,12 @@ pub struct Node {
 impl Node {
     pub fn new(name: &str) -> Node {
         let poll = Poll::new().unwrap();
-        let (side, addr) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let id = Identity::generate().unwrap();
+        let key = to_hex(id.public());
+        let (side, addr) =
+            PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap(), id).unwrap();
         Node {
+            key,
             name: name.to_string(),
             poll,
             events: Events::with_capacity(256),
@@ -56,6 +65,7 @@ impl Node {
             user: self.name.clone(),
             addr: self.addr,
             have,
+            key: self.key.clone(),
         }
     }
 
@@ -257,4 +267,59 @@ pub fn start(d: &mut Node, file: &str, data: &[u8], dest: &Path, sources: Vec<Pe
         .start_download(1, spec(file, data, dest.to_path_buf()), Instant::now())
         .unwrap();
     d.add_sources(1, sources);
+}
+
+/// A scripted peer's key: what the "tracker" publishes for it, proven in its handshakes.
+pub struct FakeKey {
+    pub id: Identity,
+}
+
+impl FakeKey {
+    pub fn new() -> FakeKey {
+        FakeKey {
+            id: Identity::generate().unwrap(),
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        to_hex(self.id.public())
+    }
+
+    /// The seeder's side of an accepted connection (non-blocking; the handshake completes as
+    /// the stream is read).
+    pub fn accept(&self, s: std::net::TcpStream) -> SecureStream<std::net::TcpStream> {
+        s.set_nonblocking(true).unwrap();
+        SecureStream::new(
+            s,
+            Role::Responder,
+            &self.id,
+            None,
+            Conversation::ClientClient,
+            false,
+        )
+        .unwrap()
+    }
+
+    /// The downloader's side of a connection to a node's seeder (non-blocking, not checking
+    /// the seeder's key: these tests speak to the seeder on purpose).
+    pub fn connect(&self, addr: SocketAddr) -> SecureStream<std::net::TcpStream> {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut s = SecureStream::new(
+            s,
+            Role::Initiator,
+            &self.id,
+            None,
+            Conversation::ClientClient,
+            false,
+        )
+        .unwrap();
+        let _ = std::io::Write::flush(&mut s); // the first handshake message
+        s
+    }
+}
+
+/// A key no peer holds, for sources nobody answers for.
+pub fn some_key() -> String {
+    "5a".repeat(32)
 }

@@ -202,7 +202,10 @@ impl App {
         registry
             .register(&mut signals.receiver, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let (mut peers, bound) = PeerSide::new(registry, config.listen)
+        // This run's key: proven to the trackers, which publish it to downloaders, and to the
+        // peers themselves. Never written anywhere.
+        let identity = crate::net::identity::Identity::generate()?;
+        let (mut peers, bound) = PeerSide::new(registry, config.listen, identity.clone())
             .map_err(|e| format!("cannot listen for peers on {}: {e}", config.listen))?;
         peers.set_upload_limit(config.upload_limit, Instant::now());
         if config.announce_port {
@@ -214,8 +217,6 @@ impl App {
             ));
         }
         let instance = runtime::random_u64()?;
-        // This run's key: proven to the trackers and, through them, to downloaders.
-        let identity = crate::net::identity::Identity::generate()?;
         let known = crate::client::known_trackers::KnownTrackers::load(&config.state_dir)?;
         let trust = crate::client::tracker_link::TrackerTrust {
             entries: config.trackers.clone(),

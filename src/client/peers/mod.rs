@@ -47,6 +47,9 @@ use download::{Ctx, Download};
 use hasher::{HashJob, HashStep};
 use limit::TokenBucket;
 use mio::event::Event;
+use crate::net::identity::Identity;
+use crate::net::secure::{Conversation, Role};
+use crate::net::secure_stream::SecureStream;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use seeder::{UploadConn, MAX_UPLOADS};
@@ -205,12 +208,19 @@ pub struct PeerSide {
     upload_limit: Option<TokenBucket>,
     /// Upload connections the limit deferred, resumed in this order (fair) once it allows.
     throttled: VecDeque<usize>,
+    /// This client's static key for this run (the one its tracker publishes): proven to
+    /// downloaders as the seeder, and to seeders as the downloader.
+    identity: Identity,
 }
 
 impl PeerSide {
     /// Binds the upload listener on `listen` (port 0 picks a free port) and registers it.
     /// Returns the side and the address actually bound.
-    pub fn new(registry: &Registry, listen: SocketAddr) -> io::Result<(PeerSide, SocketAddr)> {
+    pub fn new(
+        registry: &Registry,
+        listen: SocketAddr,
+        identity: Identity,
+    ) -> io::Result<(PeerSide, SocketAddr)> {
         let mut listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let mut slots = Slab::new();
@@ -232,6 +242,7 @@ impl PeerSide {
             uploads: 0,
             upload_limit: None,
             throttled: VecDeque::new(),
+            identity,
         };
         Ok((side, addr))
     }
@@ -263,6 +274,7 @@ impl PeerSide {
                     events: &mut self.events,
                     rng: &mut self.rng,
                     scratch: &mut self.scratch,
+                    identity: &self.identity,
                     now,
                 };
                 record.engine.on_event(&mut ctx, key, event);
@@ -344,10 +356,25 @@ impl PeerSide {
 
     fn add_upload(&mut self, registry: &Registry, mut stream: TcpStream) {
         if self.uploads >= MAX_UPLOADS {
-            // Best effort: a fresh socket's buffer takes this short line.
+            // Best effort, in clear instead of a handshake (it tells nothing): a fresh
+            // socket's buffer takes this short line, and the downloader reports it.
             let _ = stream.write(b"err busy\n");
             return;
         }
+        let mut stream = match SecureStream::new(
+            stream,
+            Role::Responder,
+            &self.identity,
+            None,
+            Conversation::ClientClient,
+            false,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot start a secure channel for a peer: {e}");
+                return;
+            }
+        };
         let entry = self.slots.vacant_entry();
         let token = Token(TOKEN_BASE + entry.key());
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
@@ -388,6 +415,7 @@ impl PeerSide {
             events: &mut self.events,
             rng: &mut self.rng,
             scratch: &mut self.scratch,
+            identity: &self.identity,
             now,
         };
         for record in &mut self.downloads {
@@ -536,6 +564,7 @@ impl PeerSide {
             events: &mut self.events,
             rng: &mut self.rng,
             scratch: &mut self.scratch,
+            identity: &self.identity,
             now,
         };
         dl.engine.cancel(&mut ctx, reason)
@@ -618,7 +647,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let poll = Poll::new().unwrap();
         let registry = poll.registry();
-        let (mut side, _) = PeerSide::new(registry, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (mut side, _) = PeerSide::new(
+            registry,
+            "127.0.0.1:0".parse().unwrap(),
+            Identity::generate().unwrap(),
+        )
+        .unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let now = Instant::now();
         side.start_download(1, spec("alice", a.clone()), now)

@@ -21,6 +21,7 @@ use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::pieces::{piece_len, PIECE_SIZE};
 use crate::protocol::peer::{ranges_lines, reason, Reply, Request};
 use crate::runtime::Rng;
+use crate::net::secure_stream::SecureStream;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -62,7 +63,8 @@ struct Out {
 }
 
 pub struct UploadConn {
-    stream: TcpStream,
+    /// The downloader's connection, inside its secure channel (this side the responder).
+    stream: SecureStream<TcpStream>,
     input: LineFramer,
     out: VecDeque<Out>,
     /// Piece buffers already written out, reused (at most `MAX_OUTPUT_REPLIES`).
@@ -84,7 +86,7 @@ pub struct UploadConn {
 }
 
 impl UploadConn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: SecureStream<TcpStream>) -> Self {
         UploadConn {
             stream,
             input: LineFramer::new(MAX_LINE),
@@ -125,7 +127,7 @@ impl UploadConn {
     }
 
     fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let want_writable = !self.out.is_empty();
+        let want_writable = !self.out.is_empty() || self.stream.output_pending() > 0;
         if want_writable != self.writable {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -138,7 +140,7 @@ impl UploadConn {
         Ok(())
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut SecureStream<TcpStream> {
         &mut self.stream
     }
 
@@ -253,7 +255,12 @@ impl UploadConn {
                 }
             }
         }
-        Ok(true)
+        // The channel's own records (the last chunk encrypted, a handshake message).
+        match io::Write::flush(&mut self.stream) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -56,27 +56,42 @@ impl FileLine {
     }
 }
 
-/// A peer line of `peers` and `download_file`: `p <user> <addr> <have>`.
+/// A peer line of `peers` and `download_file`: `p <user> <addr> <have> <key>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerLine {
     pub user: String,
     pub addr: SocketAddr,
     /// The tracker's view of the peer's pieces: a hint, the peer's own `have` is the truth.
     pub have: PieceSet,
+    /// The peer's static key (64 lowercase hex), as it proved to its tracker: a downloader
+    /// talks to that address only if the handshake proves this key.
+    pub key: String,
 }
 
 impl PeerLine {
     pub fn encode(&self) -> String {
-        format!("p {} {} {}", self.user, self.addr, self.have.to_wire())
+        format!(
+            "p {} {} {} {}",
+            self.user,
+            self.addr,
+            self.have.to_wire(),
+            self.key
+        )
+    }
+
+    /// The key as bytes (checked at parse).
+    pub fn key_bytes(&self) -> Option<[u8; 32]> {
+        crate::pieces::from_hex(&self.key)?.try_into().ok()
     }
 
     /// `None` if malformed or if the piece set does not fit a file of `npieces` pieces.
     pub fn parse(line: &str, npieces: usize) -> Option<PeerLine> {
         match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
-            ["p", user, addr, have] => Some(PeerLine {
+            ["p", user, addr, have, key] if crate::tracker::op::is_key(key) => Some(PeerLine {
                 user: user.to_string(),
                 addr: addr.parse().ok()?,
                 have: PieceSet::from_wire(have, npieces)?,
+                key: key.to_string(),
             }),
             _ => None,
         }
@@ -183,7 +198,7 @@ mod tests {
             for (i, b) in bits.iter().enumerate().take(npieces) {
                 if *b { have.insert(i); }
             }
-            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have };
+            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have, key: "0f".repeat(32) };
             prop_assert_eq!(PeerLine::parse(&pl.encode(), npieces), Some(pl));
         }
 
@@ -195,6 +210,7 @@ mod tests {
                 user,
                 addr: SocketAddr::from(([127, 0, 0, 1], i as u16)),
                 have: PieceSet::full(n),
+                key: "ab".repeat(32),
             }).collect();
             let d = DownloadReply { size, hashes: Cow::Owned(hashes), peers };
             let Reply::List { head, lines } = d.to_reply() else { panic!("a list") };

@@ -333,6 +333,16 @@ impl Server {
         Some(key)
     }
 
+    /// The static key connection `key`'s client proved in its handshake (64 hex). Requests
+    /// are read only after the handshake, so it is there; an empty string (refused by the
+    /// state as malformed) only if the connection vanished.
+    fn client_key(&self, key: usize) -> String {
+        self.conns
+            .get(key)
+            .and_then(Connection::remote_key_hex)
+            .unwrap_or_default()
+    }
+
     fn mark_dirty(&mut self, key: usize) {
         self.dirty.push(key);
     }

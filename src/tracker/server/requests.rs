@@ -189,6 +189,7 @@ impl Server {
                     }
                 };
                 let tracker = self.cfg.me;
+                let key = self.client_key(key);
                 self.propose(
                     origin,
                     Op::Login {
@@ -196,6 +197,7 @@ impl Server {
                         user,
                         addr,
                         tracker,
+                        key,
                     },
                     from,
                 );
@@ -205,12 +207,14 @@ impl Server {
                     return self.refuse(key, tag, &Refusal::AlreadyLoggedIn);
                 }
                 let tracker = self.cfg.me;
+                let key = self.client_key(key);
                 self.propose(
                     origin,
                     Op::Attach {
                         token,
                         addr,
                         tracker,
+                        key,
                     },
                     from,
                 );
@@ -306,12 +310,14 @@ impl Server {
                 cl.session = Some(token.clone());
             }
             let tracker = self.cfg.me;
+            let key = self.client_key(key);
             self.propose(
                 None,
                 Op::Attach {
                     token,
                     addr,
                     tracker,
+                    key,
                 },
                 None,
             );

@@ -48,6 +48,7 @@ pub(super) fn login(n: u8, user: &str, tracker: u8) -> Op {
         user: user.into(),
         addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
         tracker,
+        key: "ab".repeat(32),
     }
 }
 

@@ -130,11 +130,13 @@ mod tests {
                 user: u,
                 addr: ADDR.into(),
                 tracker: tr,
+                key: "ab".repeat(32),
             }),
             1 => (token(), 1u8..=2).prop_map(|(t, tr)| Op::Attach {
                 token: t,
                 addr: ADDR.into(),
                 tracker: tr,
+                key: "ab".repeat(32),
             }),
             1 => token().prop_map(|t| Op::Logout { token: t }),
             1 => (1u8..=2).prop_map(|tracker| Op::Detach { tracker }),

@@ -157,6 +157,8 @@ pub struct Session {
     /// The tracker the client is connected to; `None` once that tracker died (orphaned: not
     /// online, but still valid for `attach`).
     pub tracker: Option<u8>,
+    /// The client's static key (64 hex) from its channel's handshake, published in peer lines.
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -173,6 +175,16 @@ pub struct State {
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
     names::check(kind, s).map_err(Refusal::InvalidName)
+}
+
+fn check_key(key: &str) -> Result<(), Refusal> {
+    if op::is_key(key) {
+        Ok(())
+    } else {
+        Err(Refusal::BadRequest(
+            "client key is not 64 lowercase hex digits".to_string(),
+        ))
+    }
 }
 
 fn session_fields(addr: &str, tracker: u8) -> Result<(), Refusal> {
@@ -262,8 +274,10 @@ impl State {
                 user,
                 addr,
                 tracker,
+                key,
             } => {
                 check_name(NameKind::User, user)?;
+                check_key(key)?;
                 if !op::is_token(token) {
                     return Err(Refusal::BadRequest("malformed session token".to_string()));
                 }
@@ -289,6 +303,7 @@ impl State {
                         user: user.clone(),
                         addr: addr.clone(),
                         tracker: Some(*tracker),
+                        key: key.clone(),
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
@@ -298,11 +313,14 @@ impl State {
                 token,
                 addr,
                 tracker,
+                key,
             } => {
                 session_fields(addr, *tracker)?;
+                check_key(key)?;
                 let s = self.sessions.get_mut(token).ok_or(Refusal::NoSession)?;
                 s.addr = addr.clone();
                 s.tracker = Some(*tracker);
+                s.key = key.clone();
                 Ok(WriteReply::User(s.user.clone()))
             }
             Op::Logout { token } => {
@@ -572,6 +590,7 @@ impl State {
                     // Checked when the session was made (`op::check_addr`).
                     addr: s.addr.parse().ok()?,
                     have: set.clone(),
+                    key: s.key.clone(),
                 })
             })
             .collect()
@@ -761,6 +780,7 @@ mod tests {
                 user: "dave".into(),
                 addr: ADDR.into(),
                 tracker: 1,
+                key: "ab".repeat(32),
             },
         );
         assert_eq!(e.code(), ErrorCode::BadRequest);
@@ -796,6 +816,7 @@ mod tests {
                 token: tok(1),
                 addr: "10.0.0.1:9".into(),
                 tracker: 2,
+                key: "ab".repeat(32),
             },
         );
         assert_eq!(r, "alice");
@@ -810,6 +831,7 @@ mod tests {
             token: tok(9),
             addr: ADDR.into(),
             tracker: 1,
+            key: "ab".repeat(32),
         };
         assert_eq!(refused(&mut st, op), Refusal::NoSession);
     }

@@ -34,7 +34,7 @@ impl State {
     /// file <group> <file> <size>
     /// hashes <group> <file> <hex>        in piece order, absent for an empty file
     /// share <group> <file> <user> <have>
-    /// session <token> <user> <addr> <tracker|->
+    /// session <token> <user> <addr> <tracker|-> <key>
     /// dedup <instance> <tag> <written> [reply]
     /// clock <dedup clock>
     /// ```
@@ -63,7 +63,10 @@ impl State {
         }
         for (t, s) in &self.sessions {
             let tracker = s.tracker.map_or_else(|| "-".to_string(), |n| n.to_string());
-            out.push(format!("session {t} {} {} {tracker}", s.user, s.addr));
+            out.push(format!(
+                "session {t} {} {} {tracker} {}",
+                s.user, s.addr, s.key
+            ));
         }
         for (instance, e) in self.dedup.entries() {
             let mut line = format!("dedup {instance:016x} {} {}", e.tag, e.written);
@@ -203,7 +206,10 @@ impl State {
                 }
             }
             "session" => {
-                want(5)?;
+                want(6)?;
+                if !op::is_key(words[5]) {
+                    return Err("malformed client key".to_string());
+                }
                 if !op::is_token(words[1]) {
                     return Err("malformed session token".to_string());
                 }
@@ -219,6 +225,7 @@ impl State {
                     user: words[2].to_string(),
                     addr: words[3].to_string(),
                     tracker,
+                    key: words[5].to_string(),
                 };
                 if self.sessions.insert(words[1].to_string(), s).is_some() {
                     return Err("a session token appears twice".to_string());
@@ -365,6 +372,8 @@ mod tests {
                 .filter(|l| !l.starts_with(prefix))
                 .collect()
         };
+        const SESSION_OF_ALICE_AGAIN: &str = "session 00000000000000000000000000000009 alice \
+             127.0.0.1:1 1 abababababababababababababababababababababababababababababababab";
         let with = |extra: &'static str| -> Vec<&str> {
             let mut v: Vec<&str> = good[..good.len() - 1].to_vec();
             v.push(extra);
@@ -383,7 +392,7 @@ mod tests {
             with("user alice x"),
             with("bogus"),
             with(""),
-            with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1"),
+            with(SESSION_OF_ALICE_AGAIN),
             with("dedup 0000000000000001 1 99"),
             {
                 let mut v = good.clone();
