@@ -230,14 +230,19 @@ impl<S: Read + Write> SecureStream<S> {
                 }
             }
         }
+        let handshaking = !self.ch.is_established();
         let taken = match self.ch.receive(&bytes) {
             Ok(n) => n,
             Err(e) => return Err(self.channel_error(e)),
         };
         bytes.drain(..taken);
         self.pending = bytes;
-        // A handshake reply goes out at once: nothing else would flush it.
-        self.push_output()?;
+        // A handshake reply goes out at once: nothing else would flush it. Records of the
+        // caller's own writes wait for its `write`/`flush`, so a failed write is reported
+        // there and never hides the bytes still to be read.
+        if handshaking {
+            self.push_output()?;
+        }
         Ok(())
     }
 
