@@ -78,6 +78,7 @@ fn start(args: Args) -> Result<Config, String> {
         None => shares::default_state_dir()
             .ok_or("no state directory: set HOME or XDG_STATE_HOME, or give --state-dir")?,
     };
+    private_dir(&state_dir)?;
     Ok(Config {
         listen,
         trackers,
@@ -88,4 +89,24 @@ fn start(args: Args) -> Result<Config, String> {
         upload_limit: args.upload_limit,
         announce_port: announce,
     })
+}
+
+/// The state directory holds remembered shares, download claims and known tracker keys:
+/// private to its user (0700), tightened if an older version made it 0755.
+fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let shown = dir.display();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the state directory {shown}: {e}"))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| format!("cannot read the state directory {shown}: {e}"))?
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make the state directory {shown} private: {e}"))?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use super::op::Entry;
 use super::state::State;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Default journal size that triggers compaction: large enough that compaction (which writes
@@ -56,7 +57,11 @@ impl Journal {
     /// journal. A torn last line (the process died mid-write) is cut off: it was never flushed,
     /// so never acknowledged.
     pub fn open(dir: &Path) -> Result<(Journal, Recovered), String> {
-        fs::create_dir_all(dir)
+        // Password verifiers and session secrets live here: 0700, every file 0600.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
         let snap_path = dir.join(SNAPSHOT);
         let (mut state, mut pos, mut fresh) = match fs::read_to_string(&snap_path) {
@@ -108,6 +113,7 @@ impl Journal {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&jpath)
             .map_err(|e| format!("cannot open {}: {e}", jpath.display()))?;
         if file.metadata().map(|m| m.len()).unwrap_or(0) > good_len {
@@ -173,7 +179,14 @@ impl Journal {
         self.buf.clear();
         let tmp = self.dir.join(SNAPSHOT_TMP);
         {
-            let mut w = io::BufWriter::new(File::create(&tmp)?);
+            // Made anew with its final mode (a stale temporary may have had another).
+            let _ = fs::remove_file(&tmp);
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut w = io::BufWriter::new(f);
             writeln!(w, "{}", snapshot_header(pos))?;
             let mut count = 0u64;
             for l in lines {
@@ -192,6 +205,7 @@ impl Journal {
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(0o600)
             .open(&jpath)?;
         self.file.sync_all()?;
         self.file = OpenOptions::new().append(true).open(&jpath)?;
