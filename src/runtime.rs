@@ -91,9 +91,8 @@ pub fn raise_fd_limit() -> u64 {
 /// secrets, nonces and instance ids, none of which may be guessable: a failure is an error for
 /// the caller to report, never a weaker fallback.
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
-    getrandom::fill(buf).map_err(|e| {
-        std::io::Error::other(format!("cannot get random bytes from the kernel: {e}"))
-    })
+    getrandom::fill(buf)
+        .map_err(|e| std::io::Error::other(format!("cannot get random bytes from the kernel: {e}")))
 }
 
 /// `n` random bytes as `2n` lowercase hex digits: session tokens and secrets.

@@ -9,10 +9,10 @@ mod peer_support;
 
 use groupshare::client::peers::store::part_path;
 use groupshare::client::peers::{DownloadState, PeerInfo};
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{piece_len, PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::io::{ErrorKind, Read, Write};
-use groupshare::net::secure_stream::SecureStream;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -5,11 +5,11 @@
 
 mod peer_support;
 
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::PIECE_SIZE;
 use peer_support::*;
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
-use groupshare::net::secure_stream::SecureStream;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 

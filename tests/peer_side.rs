@@ -5,11 +5,11 @@ mod peer_support;
 
 use groupshare::client::peers::store::part_path;
 use groupshare::client::peers::{DownloadState, PeerEvent, PeerInfo};
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use groupshare::net::secure_stream::SecureStream;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 

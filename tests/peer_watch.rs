@@ -4,10 +4,10 @@
 
 mod peer_support;
 
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::io::{Read, Write};
-use groupshare::net::secure_stream::SecureStream;
 use std::net::{TcpListener, TcpStream};
 
 /// A peer that watches its one connection: answers `watch` with `offer`, serves `get`s of

@@ -216,7 +216,10 @@ fn a_whole_session_crosses_loopback_with_nothing_readable() {
         data.len()
     );
     for pw in [pw_a, pw_b] {
-        assert!(!contains(&seen, pw.as_bytes()), "a password crossed in clear");
+        assert!(
+            !contains(&seen, pw.as_bytes()),
+            "a password crossed in clear"
+        );
     }
     // The session tokens, from the tracker's own journal.
     let journal = std::fs::read_to_string(c.data_dir(1).join("journal")).unwrap_or_default();
@@ -226,10 +229,16 @@ fn a_whole_session_crosses_loopback_with_nothing_readable() {
         .collect();
     assert!(!tokens.is_empty(), "the journal names the sessions");
     for t in tokens {
-        assert!(!contains(&seen, t.as_bytes()), "a session token crossed in clear");
+        assert!(
+            !contains(&seen, t.as_bytes()),
+            "a session token crossed in clear"
+        );
     }
     for word in ["create_user", "login", "secret.bin", "piece "] {
-        assert!(!contains(&seen, word.as_bytes()), "{word:?} crossed in clear");
+        assert!(
+            !contains(&seen, word.as_bytes()),
+            "{word:?} crossed in clear"
+        );
     }
     assert!(!shares_a_run(&seen, &data), "file bytes crossed in clear");
 }
@@ -249,7 +258,10 @@ fn a_client_refuses_a_tracker_whose_key_changed_and_one_that_fails_its_pin() {
     c.spawn(1);
     c.wait_serving(1);
     let mut a = c.client("alice");
-    expect_err_with(&mut a, &["note: first connection to tracker 1", "known_trackers"]);
+    expect_err_with(
+        &mut a,
+        &["note: first connection to tracker 1", "known_trackers"],
+    );
     a.run("create_user alice pw", "created user alice");
     drop(a);
 
@@ -259,7 +271,10 @@ fn a_client_refuses_a_tracker_whose_key_changed_and_one_that_fails_its_pin() {
     c.spawn(1);
     c.wait_serving(1);
     let mut a = c.client("alice");
-    let warn = expect_err_with(&mut a, &["warning: refusing tracker", "known_trackers", "delete line"]);
+    let warn = expect_err_with(
+        &mut a,
+        &["warning: refusing tracker", "known_trackers", "delete line"],
+    );
     assert!(!warn.contains("error:"), "{warn}");
     // Nothing reaches the tracker: the user made here does not exist there.
     a.send("create_user mallory pw");
@@ -276,7 +291,10 @@ fn a_client_refuses_a_tracker_whose_key_changed_and_one_that_fails_its_pin() {
     let wrong = format!("{} SHA256:{}\n", c.addrs[0], "00".repeat(32));
     std::fs::write(&info, wrong).expect("pin");
     let mut fresh = c.client("carol");
-    expect_err_with(&mut fresh, &["warning: refusing tracker", "pins", "info line 1"]);
+    expect_err_with(
+        &mut fresh,
+        &["warning: refusing tracker", "pins", "info line 1"],
+    );
 
     // The right pin, written by the tracker itself (as `make run-tracker1` does): accepted.
     let out = std::process::Command::new(TRACKER)
@@ -292,11 +310,7 @@ fn a_client_refuses_a_tracker_whose_key_changed_and_one_that_fails_its_pin() {
     assert!(pinned.contains(" SHA256:"), "{pinned}");
     let mut dave = c.client("dave");
     dave.run("create_user dave pw", "created user dave");
-    assert!(
-        dave.errors().is_empty(),
-        "{:?}",
-        dave.errors()
-    );
+    assert!(dave.errors().is_empty(), "{:?}", dave.errors());
 }
 
 fn mode(p: &Path) -> u32 {
@@ -312,7 +326,10 @@ fn secrets_on_disk_are_private() {
     a.run("create_group g", "created group g");
     let src = c.path().join("f.bin");
     std::fs::write(&src, test_data(1000, 3)).expect("write");
-    a.run(&format!("upload_file {} g", src.display()), "uploaded f.bin");
+    a.run(
+        &format!("upload_file {} g", src.display()),
+        "uploaded f.bin",
+    );
     a.sync();
     for n in [1, 2] {
         let dir = c.data_dir(n);
@@ -348,8 +365,11 @@ fn secrets_on_disk_are_private() {
     let dir = tempfile::tempdir().expect("tmp");
     let info = dir.path().join("info");
     let ports = common::free_ports(2);
-    std::fs::write(&info, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]))
-        .expect("info");
+    std::fs::write(
+        &info,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .expect("info");
     let mut t = std::process::Command::new(TRACKER)
         .arg(&info)
         .arg("1")
@@ -392,9 +412,15 @@ fn status_prints_role_position_and_digest_over_the_channel() {
         assert!(out.status.success(), "{out:?}");
         lines.push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    let roles: Vec<bool> = lines.iter().map(|l| l.contains("role leader-paired")).collect();
+    let roles: Vec<bool> = lines
+        .iter()
+        .map(|l| l.contains("role leader-paired"))
+        .collect();
     assert_eq!(roles.iter().filter(|r| **r).count(), 1, "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("role follower")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("role follower")),
+        "{lines:?}"
+    );
     let digest = |l: &str| {
         l.split("digest ")
             .nth(1)

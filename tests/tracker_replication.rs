@@ -260,7 +260,8 @@ fn trackers_with_different_cluster_keys_never_pair() {
             .mode(0o600)
             .open(&key2)
             .expect("key2");
-        f.write_all(b"ffeeddccbbaa99887766554433221100").expect("key2");
+        f.write_all(b"ffeeddccbbaa99887766554433221100")
+            .expect("key2");
     }
     let key2 = key2.to_str().expect("utf-8 path");
     cl.spawn_with(2, &["--cluster-key", key2]);
@@ -269,8 +270,8 @@ fn trackers_with_different_cluster_keys_never_pair() {
     assert_ne!(cl.role(1), "leader-paired");
     assert_ne!(cl.role(2), "follower");
     for n in [1, 2] {
-        let log = std::fs::read_to_string(cl.dir.path().join(format!("t{n}.log")))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(cl.dir.path().join(format!("t{n}.log"))).unwrap_or_default();
         assert!(
             log.contains("failed the cluster-key check"),
             "tracker {n} says why: {log}"
@@ -368,7 +369,12 @@ fn no_plaintext_password_on_the_peer_link() {
     cl.wait_same_digest();
     let bytes = proxy.seen.lock().expect("lock").clone();
     assert!(bytes.len() > 200, "the link carried the writes");
-    for clear in [&b"Pl41nT3xtN0tHere"[..], b"sniffed", b"create_user", b"state "] {
+    for clear in [
+        &b"Pl41nT3xtN0tHere"[..],
+        b"sniffed",
+        b"create_user",
+        b"state ",
+    ] {
         assert!(
             !bytes.windows(clear.len()).any(|w| w == clear),
             "{} crossed the peer link in clear",

@@ -173,8 +173,7 @@ fn write_pin(info: &Path, addr: std::net::SocketAddr, id: &Identity) -> Result<(
     let text = std::fs::read_to_string(info)
         .map_err(|e| format!("cannot read {}: {e}", info.display()))?;
     let fp = id.fingerprint();
-    let new = cluster::set_pin(&text, addr, &fp)
-        .map_err(|e| format!("{}: {e}", info.display()))?;
+    let new = cluster::set_pin(&text, addr, &fp).map_err(|e| format!("{}: {e}", info.display()))?;
     if new != text {
         let tmp = info.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, new).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
@@ -196,7 +195,7 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
         runtime::random_bytes(&mut key).map_err(|e| format!("cannot make a cluster key: {e}"))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp); // left by a crashed process with our pid
-        // 0600 from the start: the key is never readable by others, not even for an instant.
+                                            // 0600 from the start: the key is never readable by others, not even for an instant.
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

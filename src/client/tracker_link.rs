@@ -544,7 +544,8 @@ impl TrackerLink {
                 log::warn!("{why}");
                 if !self.refused.contains(&(self.current, key)) {
                     self.refused.push((self.current, key));
-                    self.events.push(LinkEvent::Notice(format!("warning: {why}")));
+                    self.events
+                        .push(LinkEvent::Notice(format!("warning: {why}")));
                 }
                 // Nothing was sent after the handshake: the wrong tracker never saw a request.
                 self.fail(registry, now, true);

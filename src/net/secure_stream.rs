@@ -62,7 +62,9 @@ pub const XXPSK0_FIRST_MESSAGE: usize = XX_FIRST_MESSAGE + 16;
 
 impl<S> std::fmt::Debug for SecureStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecureStream").field("channel", &self.ch).finish()
+        f.debug_struct("SecureStream")
+            .field("channel", &self.ch)
+            .finish()
     }
 }
 
@@ -502,7 +504,8 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (mut b, _) = l.accept().unwrap();
-        b.write_all(b"0 err too_many_connections try later\n").unwrap();
+        b.write_all(b"0 err too_many_connections try later\n")
+            .unwrap();
         drop(b);
         let id = Identity::generate().unwrap();
         let e = connect_blocking(a, &id, None, Conversation::ClientTracker).unwrap_err();

@@ -150,7 +150,10 @@ fn key(s: &str) -> Result<String, String> {
     if is_key(s) {
         Ok(s.to_string())
     } else {
-        Err(format!("client key '{}' is not 64 lowercase hex digits", clip(s)))
+        Err(format!(
+            "client key '{}' is not 64 lowercase hex digits",
+            clip(s)
+        ))
     }
 }
 
@@ -624,7 +627,11 @@ mod tests {
     #[test]
     fn text_forms_are_as_documented() {
         let ops = every_variant();
-        assert_eq!(ops[1].encode(), format!("login {T} alice 127.0.0.1:4000 1"));
+        let key = "ab".repeat(32);
+        assert_eq!(
+            ops[1].encode(),
+            format!("login {T} alice 127.0.0.1:4000 1 {key}")
+        );
         assert_eq!(ops[10].encode(), format!("upload {T} g1 empty 0 -"));
         assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));
         assert_eq!(ops[13].encode(), "term 7 solo");

@@ -32,7 +32,11 @@ impl Status {
             self.seq,
             self.digest,
             self.key,
-            if self.pinned { " (pinned)" } else { " (not pinned in tracker_info)" }
+            if self.pinned {
+                " (pinned)"
+            } else {
+                " (not pinned in tracker_info)"
+            }
         )
     }
 }

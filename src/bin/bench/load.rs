@@ -239,7 +239,11 @@ impl Conns {
         let mut poll = Poll::new().map_err(|e| format!("mio poll: {e}"))?;
         for (i, s) in self.streams.iter_mut().enumerate() {
             poll.registry()
-                .register(s.source(), Token(i), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    s.source(),
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .map_err(|e| format!("register: {e}"))?;
         }
         let result = self.drive(&mut poll, proto, plan, &mut make, n);

@@ -225,13 +225,7 @@ impl App {
             identity,
         };
         let now = Instant::now();
-        let link = TrackerLink::new(
-            trust,
-            config.preferred,
-            instance,
-            bound,
-            now,
-        );
+        let link = TrackerLink::new(trust, config.preferred, instance, bound, now);
         let input = Input::new(registry, !config.serve);
         Ok(App {
             poll,

@@ -320,7 +320,10 @@ impl Download {
         let token = Token(TOKEN_BASE + key);
         let Some(expected) = crate::pieces::from_hex(&peer.key).and_then(|k| k.try_into().ok())
         else {
-            log::debug!("download {}: {user} has no valid key; not connecting", self.id);
+            log::debug!(
+                "download {}: {user} has no valid key; not connecting",
+                self.id
+            );
             peer.retry_at = ctx.now + RECONNECT_DELAY;
             return;
         };

@@ -6,11 +6,11 @@
 
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
-use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
-use crate::protocol::peer::{Ranges, Reply, Request};
 use crate::net::identity::Identity;
 use crate::net::secure::{Conversation, Role};
 use crate::net::secure_stream::SecureStream;
+use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
+use crate::protocol::peer::{Ranges, Reply, Request};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::{HashSet, VecDeque};
@@ -232,7 +232,8 @@ impl FetchConn {
             return Ok(());
         }
         let proven = self.stream.remote_static().copied();
-        if proven.is_some_and(|k| subtle::ConstantTimeEq::ct_eq(&k[..], &self.expected[..]).into()) {
+        if proven.is_some_and(|k| subtle::ConstantTimeEq::ct_eq(&k[..], &self.expected[..]).into())
+        {
             self.stream.approve();
             match io::Write::flush(&mut self.stream) {
                 Ok(()) => Ok(()),

@@ -168,9 +168,11 @@ mod tests {
         let head = vec![(pieces::PIECE_SIZE + 1).to_string(), "2".to_string()];
         let lines = vec![
             format!("h {}", pieces::hashes_to_hex(&hashes)),
-            "p bob 127.0.0.1:5000 all".to_string(),
-            "p carol 127.0.0.1:5001 b80".to_string(),
+            format!("p bob 127.0.0.1:5000 all {}", "ab".repeat(32)),
+            format!("p carol 127.0.0.1:5001 b80 {}", "cd".repeat(32)),
             "p broken".to_string(),
+            // Without the key a downloader could not check it reached the peer: not a peer line.
+            "p dave 127.0.0.1:5002 all".to_string(),
         ];
         let d = DownloadReply::parse(&head, &lines).unwrap();
         assert_eq!(d.size, pieces::PIECE_SIZE + 1);

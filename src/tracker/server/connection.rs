@@ -76,7 +76,10 @@ impl Connection {
     /// The other side's static key, proven by the handshake: for a client, the key the tracker
     /// publishes with its address so downloaders can check they reached it.
     pub(super) fn remote_key_hex(&self) -> Option<String> {
-        self.conn.stream.remote_static().map(|k| crate::pieces::to_hex(k))
+        self.conn
+            .stream
+            .remote_static()
+            .map(|k| crate::pieces::to_hex(k))
     }
 
     /// A client line waits for this client's forwarded writes (see `may_go_ahead`).
