@@ -31,12 +31,17 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Bytes of the first reply kept to recognise a plaintext refusal line.
 const REFUSAL_PEEK: usize = 200;
 
+thread_local! {
+    /// The socket read buffer, one per thread (each loop is one thread): a buffer per
+    /// connection would cost 256 KiB for every idle one.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct SecureStream<S> {
     sock: S,
     ch: SecureChannel,
     /// Ciphertext read but not yet taken by the channel (its plaintext buffer was full).
     pending: Vec<u8>,
-    scratch: Vec<u8>,
     /// Early plaintext queued before the handshake ended (bounded by the channel).
     early: usize,
     gated: bool,
@@ -91,7 +96,6 @@ impl<S> SecureStream<S> {
             sock,
             ch,
             pending: Vec::new(),
-            scratch: Vec::new(),
             early: 0,
             gated,
             approved: !gated,
@@ -122,7 +126,6 @@ impl<S> SecureStream<S> {
             sock: f(self.sock),
             ch: self.ch,
             pending: self.pending,
-            scratch: self.scratch,
             early: self.early,
             gated: self.gated,
             approved: self.approved,
@@ -211,39 +214,50 @@ impl<S: Read + Write> SecureStream<S> {
     }
 
     /// Hands ciphertext to the channel, keeping what it could not take yet.
-    fn feed(&mut self, from_scratch: usize) -> io::Result<()> {
+    fn feed(&mut self, fresh: &[u8]) -> io::Result<()> {
         if !self.ch.is_established() && self.first.len() < REFUSAL_PEEK {
-            let take = (REFUSAL_PEEK - self.first.len()).min(from_scratch);
-            self.first.extend_from_slice(&self.scratch[..take]);
+            let take = (REFUSAL_PEEK - self.first.len()).min(fresh.len());
+            self.first.extend_from_slice(&fresh[..take]);
         }
-        let mut bytes = std::mem::take(&mut self.pending);
-        bytes.extend_from_slice(&self.scratch[..from_scratch]);
-        if bytes.len() >= 2 {
-            if let Some((identity, psk)) = self.alt.take() {
-                if usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) == XXPSK0_FIRST_MESSAGE {
-                    let keys = ChannelKeys {
-                        identity: &identity,
-                        psk: Some(&psk),
-                        conversation: Conversation::TrackerTracker,
-                    };
-                    self.ch = SecureChannel::new(Role::Responder, keys)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
-                    self.conversation = Conversation::TrackerTracker;
-                }
+        if let Some((identity, psk)) = self.alt.take() {
+            let head: Vec<u8> = self.pending.iter().chain(fresh).take(2).copied().collect();
+            if head.len() < 2 {
+                self.alt = Some((identity, psk)); // decided by the next bytes
+            } else if usize::from(u16::from_be_bytes([head[0], head[1]])) == XXPSK0_FIRST_MESSAGE {
+                let keys = ChannelKeys {
+                    identity: &identity,
+                    psk: Some(&psk),
+                    conversation: Conversation::TrackerTracker,
+                };
+                self.ch = SecureChannel::new(Role::Responder, keys)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                self.conversation = Conversation::TrackerTracker;
             }
         }
         let handshaking = !self.ch.is_established();
-        let taken = match self.ch.receive(&bytes) {
-            Ok(n) => n,
-            Err(e) => return Err(self.channel_error(e)),
-        };
-        bytes.drain(..taken);
-        self.pending = bytes;
+        if self.pending.is_empty() {
+            // The usual case: straight from the read buffer, no copy.
+            let taken = self.ch.receive(fresh).map_err(|e| self.channel_error(e))?;
+            self.pending.extend_from_slice(&fresh[taken..]);
+        } else {
+            let mut bytes = std::mem::take(&mut self.pending);
+            bytes.extend_from_slice(fresh);
+            let taken = self.ch.receive(&bytes).map_err(|e| self.channel_error(e))?;
+            bytes.drain(..taken);
+            self.pending = bytes;
+        }
         // A handshake reply goes out at once: nothing else would flush it. Records of the
         // caller's own writes wait for its `write`/`flush`, so a failed write is reported
         // there and never hides the bytes still to be read.
         if handshaking {
             self.push_output()?;
+        }
+        // Idle connections keep nothing they no longer need.
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = Vec::new();
+        }
+        if self.ch.is_established() && self.first.capacity() > 0 {
+            self.first = Vec::new();
         }
         Ok(())
     }
@@ -267,18 +281,26 @@ impl<S: Read + Write> SecureStream<S> {
     /// One socket read fed to the channel; true when the read was short (the kernel had no
     /// more) or hit the end.
     fn read_socket_once(&mut self) -> io::Result<bool> {
-        if self.scratch.len() < READ_CHUNK {
-            self.scratch.resize(READ_CHUNK, 0);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => self.read_socket_into(&mut buf),
+            // Not reached (nothing here re-enters), but never panic on it.
+            Err(_) => self.read_socket_into(&mut Vec::new()),
+        })
+    }
+
+    fn read_socket_into(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
         }
         loop {
-            match self.sock.read(&mut self.scratch) {
+            match self.sock.read(&mut buf[..]) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(true);
                 }
                 Ok(n) => {
                     self.drained = n < READ_CHUNK;
-                    self.feed(n)?;
+                    self.feed(&buf[..n])?;
                     return Ok(self.drained);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -304,7 +326,7 @@ impl<S: Read + Write> Read for SecureStream<S> {
             }
             if !self.pending.is_empty() {
                 let before = self.ch.plaintext().len();
-                self.feed(0)?;
+                self.feed(&[])?;
                 if self.ch.plaintext().len() > before {
                     continue;
                 }
