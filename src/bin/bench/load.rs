@@ -137,13 +137,13 @@ impl Parser {
 /// A connection of the generator: Redis in plain TCP, a tracker inside its secure channel.
 pub enum BenchStream {
     Plain(TcpStream),
-    Secure(SecureStream<TcpStream>),
+    Secure(Box<SecureStream<TcpStream>>),
 }
 
 /// A set-up blocking connection, handed to `Conns::new`.
 pub enum SetUp {
     Plain(std::net::TcpStream),
-    Secure(SecureStream<std::net::TcpStream>),
+    Secure(Box<SecureStream<std::net::TcpStream>>),
 }
 
 impl From<std::net::TcpStream> for SetUp {
@@ -154,7 +154,7 @@ impl From<std::net::TcpStream> for SetUp {
 
 impl From<SecureStream<std::net::TcpStream>> for SetUp {
     fn from(s: SecureStream<std::net::TcpStream>) -> SetUp {
-        SetUp::Secure(s)
+        SetUp::Secure(Box::new(s))
     }
 }
 
@@ -193,7 +193,7 @@ impl BenchStream {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             BenchStream::Plain(s) => s,
-            BenchStream::Secure(s) => s,
+            BenchStream::Secure(s) => s.as_mut(),
         }
     }
 }
@@ -218,7 +218,9 @@ impl Conns {
                         .set_nonblocking(true)
                         .map_err(|e| format!("set_nonblocking: {e}"))?;
                     let _ = s.socket().set_nodelay(true);
-                    Ok(BenchStream::Secure(s.map_socket(TcpStream::from_std)))
+                    Ok(BenchStream::Secure(Box::new(
+                        s.map_socket(TcpStream::from_std),
+                    )))
                 }
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -334,8 +334,10 @@ impl Download {
             peer.addr,
             self.size,
             ctx.now + CONNECT_TIMEOUT,
-            ctx.identity,
-            expected,
+            super::fetch::SeederKeys {
+                ours: ctx.identity,
+                expected,
+            },
         ) {
             Ok(conn) => {
                 entry.insert(Socket::Fetch(self.id));

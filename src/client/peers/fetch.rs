@@ -71,6 +71,12 @@ enum Rx {
     },
 }
 
+/// The keys of a connection to a seeder: ours, and the one the tracker published for it.
+pub struct SeederKeys<'a> {
+    pub ours: &'a Identity,
+    pub expected: [u8; 32],
+}
+
 pub struct FetchConn {
     pub user: String,
     pub addr: SocketAddr,
@@ -112,9 +118,12 @@ impl FetchConn {
         addr: SocketAddr,
         size: u64,
         deadline: Instant,
-        identity: &Identity,
-        expected: [u8; 32],
+        keys: SeederKeys<'_>,
     ) -> io::Result<Self> {
+        let SeederKeys {
+            ours: identity,
+            expected,
+        } = keys;
         let stream = TcpStream::connect(addr)?;
         let mut stream = SecureStream::new(
             stream,
