@@ -94,7 +94,7 @@ fn every_command_and_refusal_on_one_tracker() {
     let p = a.req(&v::peers("g", "f1"));
     assert!(
         p.iter()
-            .any(|l| l.starts_with("p carol ") && l.contains(" b80 ")),
+            .any(|l| *l == format!("p carol 127.0.0.1:1 b80 {}", c.client_key())),
         "{p:?}"
     );
     c.ok(&v::stop_share("g", "f1"));

@@ -135,6 +135,8 @@ impl LineConn {
 /// A protocol connection: tags requests and reads whole replies with the protocol's reader.
 pub struct Conn {
     reader: BufReader<SecureConn>,
+    /// This connection's own static key (hex), as the tracker records and publishes it.
+    key: String,
     replies: ReplyReader,
     tag: u64,
 }
@@ -143,8 +145,16 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let id = Identity::generate().map_err(std::io::Error::other)?;
+        let key = pieces::to_hex(id.public());
         Ok(Conn {
-            reader: BufReader::new(secure_over(stream)?),
+            reader: BufReader::new(connect_blocking(
+                stream,
+                &id,
+                None,
+                Conversation::ClientTracker,
+            )?),
+            key,
             replies: ReplyReader::default(),
             tag: 0,
         })
@@ -158,6 +168,11 @@ impl Conn {
     /// The channel's handshake hash (for proofs bound to this connection).
     pub fn channel_binding(&self) -> Option<[u8; 32]> {
         self.reader.get_ref().channel_binding()
+    }
+
+    /// This connection's own static key (64 hex), the `<key>` of its peer lines.
+    pub fn client_key(&self) -> &str {
+        &self.key
     }
 
     /// The tracker's key as proven by the handshake.
