@@ -216,7 +216,7 @@ fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
     // With the key the seeder proved to tracker 1, published by tracker 2.
     let line = format!("p s 127.0.0.1:4001 all {}", seeder.client_key());
     assert!(
-        d.iter().any(|l| *l == line),
+        d.contains(&line),
         "seeder at tracker 1 offered at tracker 2: {d:?}"
     );
     // Offline at once when the seeder's connection drops: no longer offered.
