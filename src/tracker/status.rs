@@ -53,7 +53,6 @@ pub fn query(entry: &TrackerEntry) -> Result<Status, String> {
     let mut s = connect_blocking(sock, &me, None, Conversation::ClientTracker)
         .map_err(|e| format!("secure handshake with {addr} failed: {e}"))?;
     let key = s
-        .channel()
         .remote_fingerprint()
         .ok_or_else(|| format!("{addr} ended the handshake without a key"))?;
     if let Some(pin) = &entry.pin {

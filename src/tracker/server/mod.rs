@@ -290,7 +290,7 @@ impl Server {
                 .map(|mut s| {
                     // Tracker 1 is the one tracker 2 dials.
                     if let (Some(psk), 1) = (psk, self.cfg.me) {
-                        s.accept_link_too(identity, *psk);
+                        s.accept_link_too(*psk);
                     }
                     s
                 })

@@ -289,7 +289,7 @@ impl Server {
                 snapshot: None,
             });
         }
-        if let Some(fp) = c.conn.stream.channel().remote_fingerprint() {
+        if let Some(fp) = c.conn.stream.remote_fingerprint() {
             log::info!("tracker {other} proved the cluster key; its key is {fp}");
         }
         if let ConnRole::Link(p) = &mut c.kind {
