@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 user,
                 addr,
                 tracker: 1,
+                key: "ab".repeat(32),
             },
             Verb::CreateGroup { group } => Op::CreateGroup { token, group },
             Verb::JoinGroup { group } => Op::JoinGroup { token, group },
