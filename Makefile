@@ -18,10 +18,14 @@ $(KEY):
 	@umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(KEY)
 	@echo "made cluster key $(KEY)"
 
+# Each tracker first writes its key's fingerprint after its address in $(INFO) (made in its
+# data directory on first start), so clients check they reach the real tracker.
 run-tracker1: build $(KEY)
+	./tracker.out $(INFO) 1 --write-pin
 	./tracker.out $(INFO) 1 --cluster-key $(KEY)
 
 run-tracker2: build $(KEY)
+	./tracker.out $(INFO) 2 --write-pin
 	./tracker.out $(INFO) 2 --cluster-key $(KEY)
 
 run-client: build

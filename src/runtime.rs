@@ -86,36 +86,40 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// Fills `buf` from the kernel's random source. Used for salts, session tokens, nonces and
-/// instance ids, none of which may be guessable.
+/// Fills `buf` from the kernel's CSPRNG through the `getrandom` system call (no file
+/// descriptor, so it works at the descriptor limit too). Used for salts, session tokens,
+/// secrets, nonces and instance ids, none of which may be guessable: a failure is an error for
+/// the caller to report, never a weaker fallback.
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+    getrandom::fill(buf)
+        .map_err(|e| std::io::Error::other(format!("cannot get random bytes from the kernel: {e}")))
 }
 
-/// `n` random bytes as `2n` lowercase hex digits: session tokens and link nonces. Falls back
-/// to `random_u64` (time and pid) on a system without `/dev/urandom`, so values still differ.
-pub fn random_hex(n: usize) -> String {
+/// `n` random bytes as `2n` lowercase hex digits: session tokens and secrets.
+pub fn random_hex(n: usize) -> Result<String, String> {
     let mut b = vec![0u8; n];
-    if random_bytes(&mut b).is_err() {
-        for chunk in b.chunks_mut(8) {
-            let r = random_u64().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
-    crate::pieces::to_hex(&b)
+    random_bytes(&mut b).map_err(|e| e.to_string())?;
+    Ok(crate::pieces::to_hex(&b))
 }
 
-pub fn random_u64() -> u64 {
+/// A random 64-bit value (a client's instance id).
+pub fn random_u64() -> Result<u64, String> {
     let mut b = [0u8; 8];
-    if random_bytes(&mut b).is_err() {
-        // /dev/urandom missing is a broken system; fall back to time and pid so ids differ.
+    random_bytes(&mut b).map_err(|e| e.to_string())?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A seed for `Rng` (tie-breaks, jitter, temporary names): not a secret, so when the kernel
+/// gives no random bytes the time and pid do — never use it for anything that must not be
+/// guessed.
+pub fn seed_u64() -> u64 {
+    random_u64().unwrap_or_else(|_| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        return t ^ (u64::from(std::process::id()) << 32);
-    }
-    u64::from_le_bytes(b)
+        t ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 /// A small, fast, non-cryptographic generator for choices (random tie-breaks, jitter).
@@ -162,11 +166,11 @@ mod tests {
 
     #[test]
     fn random_hex_is_lowercase_hex_of_the_asked_length_and_differs() {
-        let a = random_hex(16);
+        let a = random_hex(16).expect("kernel randomness");
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-        assert_ne!(a, random_hex(16));
-        assert_eq!(random_hex(3).len(), 6);
+        assert_ne!(Ok(a), random_hex(16));
+        assert_eq!(random_hex(3).map(|h| h.len()), Ok(6));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod peer_support;
 
 use groupshare::client::peers::store::part_path;
 use groupshare::client::peers::{DownloadState, PeerInfo};
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{piece_len, PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::io::{ErrorKind, Read, Write};
@@ -58,6 +59,8 @@ enum Bad {
 /// The fake peer: its own thread, stopped and joined on drop.
 struct FakePeer {
     addr: SocketAddr,
+    /// Its key, as the "tracker" publishes it.
+    key: String,
     stop: Arc<AtomicBool>,
     /// Connections accepted.
     accepts: Arc<AtomicUsize>,
@@ -76,18 +79,20 @@ impl Drop for FakePeer {
 }
 
 struct FakeConn {
-    s: TcpStream,
+    s: SecureStream<TcpStream>,
     buf: Vec<u8>,
     /// Stalled: read and ignore everything from now on.
     mute: bool,
 }
 
 /// Blocking write with a deadline, on a socket otherwise read non-blocking.
-fn send_all(s: &mut TcpStream, bytes: &[u8]) -> bool {
-    s.set_nonblocking(false).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    let ok = s.write_all(bytes).is_ok();
-    s.set_nonblocking(true).unwrap();
+fn send_all(s: &mut SecureStream<TcpStream>, bytes: &[u8]) -> bool {
+    s.socket().set_nonblocking(false).unwrap();
+    s.socket()
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ok = s.write_all(bytes).and_then(|_| s.flush()).is_ok();
+    s.socket().set_nonblocking(true).unwrap();
     ok
 }
 
@@ -100,6 +105,8 @@ impl FakePeer {
         let accepts = Arc::new(AtomicUsize::new(0));
         let misbehaved = Arc::new(AtomicUsize::new(0));
         let (st, ac, mb) = (stop.clone(), accepts.clone(), misbehaved.clone());
+        let fake_key = FakeKey::new();
+        let key = fake_key.hex();
         let thread = std::thread::spawn(move || {
             let mut conns: Vec<FakeConn> = Vec::new();
             let n = data.len().div_ceil(PIECE_SIZE as usize);
@@ -108,7 +115,7 @@ impl FakePeer {
             let start = Instant::now();
             while !st.load(Ordering::SeqCst) && start.elapsed() < 2 * LIMIT {
                 while let Ok((s, _)) = listener.accept() {
-                    s.set_nonblocking(true).unwrap();
+                    let s = fake_key.accept(s);
                     ac.fetch_add(1, Ordering::SeqCst);
                     conns.push(FakeConn {
                         s,
@@ -214,7 +221,7 @@ impl FakePeer {
                     if open {
                         keep.push(c);
                     } else {
-                        let _ = c.s.shutdown(std::net::Shutdown::Both);
+                        let _ = c.s.socket().shutdown(std::net::Shutdown::Both);
                     }
                 }
                 conns = keep;
@@ -223,6 +230,7 @@ impl FakePeer {
         });
         FakePeer {
             addr,
+            key,
             stop,
             accepts,
             misbehaved,
@@ -236,6 +244,7 @@ impl FakePeer {
             addr: self.addr,
             have: PieceSet::full(n),
             ticket: None,
+            key: self.key.clone(),
         }
     }
 }

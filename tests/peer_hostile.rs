@@ -6,6 +6,7 @@
 
 mod peer_support;
 
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::PIECE_SIZE;
 use peer_support::*;
 use std::collections::HashSet;
@@ -16,9 +17,10 @@ use std::time::{Duration, Instant};
 /// How long the seeder's loop polls in one turn (it ignores its deadlines: it only serves).
 const TURN: Duration = Duration::from_millis(2);
 
-/// A raw peer connection; every byte it receives is kept in `all`.
+/// A raw peer connection inside the secure channel (the hostile bytes travel encrypted, as
+/// a malicious downloader's would); every byte it receives is kept in `all`.
 struct Client {
-    s: TcpStream,
+    s: SecureStream<TcpStream>,
     buf: Vec<u8>,
     all: Vec<u8>,
     closed: bool,
@@ -26,8 +28,7 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nonblocking(true).unwrap();
+        let s = FakeKey::me().connect(addr);
         Client {
             s,
             buf: Vec::new(),
@@ -49,6 +50,13 @@ impl Client {
                 }
                 Err(e) => panic!("send: {e}"),
             }
+        }
+        // Records the channel could not write yet.
+        while let Err(e) = self.s.flush() {
+            assert!(e.kind() == ErrorKind::WouldBlock, "send: {e}");
+            assert!(start.elapsed() < LIMIT, "cannot send");
+            self.pump();
+            seeder.turn_for(TURN);
         }
     }
 

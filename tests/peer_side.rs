@@ -5,6 +5,7 @@ mod peer_support;
 
 use groupshare::client::peers::store::part_path;
 use groupshare::client::peers::{DownloadState, PeerEvent, PeerInfo};
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::collections::HashMap;
@@ -272,30 +273,45 @@ fn hashing_a_file_to_share_reports_its_piece_hashes() {
     assert!(n.side.start_hashing(8, dir.path().join("missing")).is_err());
 }
 
-/// A plain blocking-free client speaking the peer protocol to a node's listener.
+/// A blocking-free client speaking the peer protocol to a node's listener, inside the
+/// secure channel as a downloader does.
 struct Client {
-    s: TcpStream,
+    s: SecureStream<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nonblocking(true).unwrap();
+        let s = FakeKey::me().connect(addr);
         Client { s, buf: Vec::new() }
     }
 
     /// From another loopback address, as another host would connect.
     fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> Client {
-        let s = groupshare::testkit::connect_from(from, addr).unwrap();
-        s.set_nonblocking(true).unwrap();
+        let s = FakeKey::me().over(groupshare::testkit::connect_from(from, addr).unwrap());
         Client { s, buf: Vec::new() }
     }
 
     fn send(&mut self, line: &str) {
-        self.s.set_nonblocking(false).unwrap();
+        self.s.socket().set_nonblocking(false).unwrap();
         self.s.write_all(format!("{line}\n").as_bytes()).unwrap();
-        self.s.set_nonblocking(true).unwrap();
+        self.s.flush().unwrap();
+        self.s.socket().set_nonblocking(true).unwrap();
+    }
+
+    /// Completes the handshake (turning `nodes`), so what was sent has left.
+    fn settle(&mut self, nodes: &mut [&mut Node]) {
+        let start = Instant::now();
+        let mut none = [0u8; 1];
+        while !self.s.is_established() && start.elapsed() < LIMIT {
+            match self.s.read(&mut none) {
+                Ok(k) => self.buf.extend_from_slice(&none[..k]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => spin(nodes, 1),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(self.s.is_established(), "handshake with the seeder");
+        let _ = self.s.flush();
     }
 
     /// Reads (turning `nodes` meanwhile) until `n` bytes are buffered or the peer closed.
@@ -385,7 +401,8 @@ fn a_peer_that_half_closes_still_gets_its_answers() {
         t("want g f"),
         t("want g f")
     ));
-    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    c.settle(&mut [&mut s]);
+    c.s.socket().shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(c.line(&mut [&mut s]), "have 2 all");
     assert_eq!(c.line(&mut [&mut s]), format!("piece 0 {PIECE_SIZE}"));
     c.bytes(PIECE_SIZE as usize, &mut [&mut s]);
@@ -456,6 +473,7 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
         addr: mute.local_addr().unwrap(),
         have: PieceSet::full(n),
         ticket: None,
+        key: some_key(),
     };
     start(
         &mut d,
@@ -472,7 +490,8 @@ fn a_peer_that_vanishes_mid_transfer_is_cleaned_up_and_the_download_goes_on() {
 /// from it is late, and the download must still finish (endgame: a second peer is asked).
 struct Liar {
     listener: std::net::TcpListener,
-    conns: Vec<(TcpStream, Vec<u8>)>,
+    key: FakeKey,
+    conns: Vec<(SecureStream<TcpStream>, Vec<u8>)>,
     npieces: usize,
     /// `get`s received (and never answered).
     gets: usize,
@@ -484,6 +503,7 @@ impl Liar {
         listener.set_nonblocking(true).unwrap();
         Liar {
             listener,
+            key: FakeKey::new(),
             conns: Vec::new(),
             npieces,
             gets: 0,
@@ -492,7 +512,7 @@ impl Liar {
 
     fn step(&mut self) {
         while let Ok((s, _)) = self.listener.accept() {
-            s.set_nonblocking(true).unwrap();
+            let s = self.key.accept(s);
             self.conns.push((s, Vec::new()));
         }
         for (s, buf) in &mut self.conns {
@@ -510,6 +530,7 @@ impl Liar {
                 }
                 if line.starts_with(b"want") || line.starts_with(b"watch") {
                     let _ = s.write_all(format!("have {} all\n", self.npieces).as_bytes());
+                    let _ = s.flush();
                 }
             }
         }
@@ -531,6 +552,7 @@ fn pieces_stuck_at_a_silent_peer_are_fetched_from_another() {
         addr: liar.listener.local_addr().unwrap(),
         have: PieceSet::full(n),
         ticket: None,
+        key: liar.key.hex(),
     };
     // The liar first, alone, so it holds requests before the honest seeder is known.
     d.side
@@ -571,6 +593,7 @@ fn a_seeder_found_at_a_new_address_is_reconnected() {
         addr: gone.local_addr().unwrap(),
         have: PieceSet::full(n),
         ticket: None,
+        key: s.key.clone(),
     };
     drop(gone);
     let dest = dir.path().join("out");
@@ -606,9 +629,21 @@ fn uploads_past_the_cap_are_told_busy() {
         assert_eq!(c.line(&mut [&mut s]), "have 1 all");
         held.push(c);
     }
+    // Past the cap the seeder answers `err busy` in clear instead of a handshake (it costs
+    // nothing and tells nothing); the downloader's channel reports it as the refusal.
     let mut extra = Client::connect_from(host(cap), s.addr);
-    assert_eq!(extra.line(&mut [&mut s]), "err busy");
-    assert!(!extra.fill(extra.buf.len() + 1, &mut [&mut s]));
+    let start = Instant::now();
+    let mut one = [0u8; 1];
+    let refusal = loop {
+        assert!(start.elapsed() < LIMIT, "no refusal");
+        match extra.s.read(&mut one) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => spin(&mut [&mut s], 1),
+            other => break other,
+        }
+    };
+    let e = refusal.expect_err("a refusal, not bytes");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert!(e.to_string().contains("err busy"), "{e}");
     // A slot freed is a slot usable again.
     drop(held.pop());
     spin(&mut [&mut s], 3);

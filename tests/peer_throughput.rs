@@ -95,11 +95,13 @@ fn one_download_from_two_seeders() {
         let (src, hashes, stop) = (src.clone(), hashes.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
             let mut poll = Poll::new().unwrap();
+            let id = groupshare::net::identity::Identity::generate().unwrap();
+            let key = groupshare::pieces::to_hex(id.public());
             let (mut side, addr) =
-                PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+                PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap(), id).unwrap();
             tickets::admit_test_tickets(&mut side);
             side.share("g", "f", src, size as u64, hashes);
-            tx.send(addr).unwrap();
+            tx.send((addr, key)).unwrap();
             let mut events = Events::with_capacity(256);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 poll.poll(&mut events, Some(Duration::from_millis(10)))
@@ -114,7 +116,9 @@ fn one_download_from_two_seeders() {
         addrs.push(rx.recv().unwrap());
     }
     let mut poll = Poll::new().unwrap();
-    let (mut side, _) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let id = groupshare::net::identity::Identity::generate().unwrap();
+    let me = *id.public();
+    let (mut side, _) = PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap(), id).unwrap();
     let before = bound_mb_s(dir.path(), size);
     let dest = dir.path().join("dest");
     let t0 = Instant::now();
@@ -135,9 +139,10 @@ fn one_download_from_two_seeders() {
     let peers: Vec<PeerInfo> = (0..2)
         .map(|i| PeerInfo {
             user: format!("s{i}"),
-            addr: addrs[i],
+            addr: addrs[i].0,
             have: PieceSet::full(n),
-            ticket: Some(tickets::test_ticket("me", "g", "f")),
+            ticket: Some(tickets::test_ticket("me", &me, "g", "f")),
+            key: addrs[i].1.clone(),
         })
         .collect();
     side.add_peers(1, peers);

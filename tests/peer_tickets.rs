@@ -1,14 +1,18 @@
 //! The group-gated data plane with the real binaries: a tracker issuing 2-second tickets
 //! (`--ticket-lifetime 2s`), a real client sharing a file in group `g`, and a downloader spoken
-//! by hand — plain TCP to the seeder, `want`/`get` as docs/PROTOCOL.md writes them. An outsider
+//! by hand — the secure channel to the seeder, then `want`/`get` as docs/PROTOCOL.md writes
+//! them. An outsider
 //! gets nothing and cannot tell a shared file from a missing one; a member gets the bytes with
 //! the ticket from its peer line; an expired ticket is refused; a member who left is refused
 //! once its last ticket runs out, well inside the documented minute.
 
 mod common;
 
-use common::{free_ports, test_data, v, Cluster, Conn, Reply, WAIT};
+use common::{free_ports, rand_u64, test_data, v, Cluster, Conn, Reply, WAIT};
 use groupshare::auth::ticket::{self, ACCESS_BOUND};
+use groupshare::net::identity::Identity;
+use groupshare::net::secure::Conversation;
+use groupshare::net::secure_stream::{connect_blocking, SecureStream};
 use groupshare::protocol::tracker::PeerLine;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,20 +21,21 @@ use std::time::{Duration, Instant};
 const LIFETIME: u64 = 2;
 const PIECE: usize = 512 * 1024;
 
-/// A hand-made peer connection.
+/// A hand-made peer connection: the downloader's side of the secure channel (as `who`, whose
+/// key a ticket may name), then plain protocol lines inside it.
 struct Peer {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+    r: BufReader<SecureStream<TcpStream>>,
     /// Every byte received, to look for file bytes in.
     seen: Vec<u8>,
 }
 
 impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
+    fn connect(addr: SocketAddr, who: &Identity) -> Peer {
         let s = TcpStream::connect(addr).expect("connect to the seeder");
         s.set_read_timeout(Some(WAIT)).expect("a read timeout");
+        let s = connect_blocking(s, who, None, Conversation::ClientClient)
+            .expect("the seeder's handshake");
         Peer {
-            w: s.try_clone().expect("clone the socket"),
             r: BufReader::new(s),
             seen: Vec::new(),
         }
@@ -38,7 +43,10 @@ impl Peer {
 
     /// Sends one request line and returns the reply's header line.
     fn ask(&mut self, line: &str) -> String {
-        writeln!(self.w, "{line}").expect("send a request");
+        let w = self.r.get_mut();
+        w.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| w.flush())
+            .expect("send a request");
         let mut reply = String::new();
         self.r.read_line(&mut reply).expect("a reply line");
         self.seen.extend_from_slice(reply.as_bytes());
@@ -99,7 +107,8 @@ fn only_members_with_a_live_ticket_get_bytes_and_leaving_ends_access() {
     );
 
     // An outsider: no account, no ticket, or one made up.
-    let mut out = Peer::connect(seeder_addr);
+    let stranger = Identity::generate().expect("a key");
+    let mut out = Peer::connect(seeder_addr, &stranger);
     let made_up = format!("{} {}", ticket::unix_now() + 1, "ab".repeat(32));
     let probes = [
         "want g f".to_string(),
@@ -117,7 +126,10 @@ fn only_members_with_a_live_ticket_get_bytes_and_leaving_ends_access() {
     }
 
     // bob, a member, with a raw tracker connection.
-    let mut bob = c.conn(1);
+    // bob's tickets name the key his tracker connection proved: his peer channels use it too.
+    let bob_id = Identity::generate().expect("a key");
+    let mut bob = Conn::connect_as(c.addrs[0], &bob_id).expect("connect");
+    bob.ok(&v::hello(rand_u64()));
     bob.ok(&v::create_user("bob", "pw-bob"));
     bob.ok(&v::login("bob", "pw-bob", "127.0.0.1:1"));
     bob.ok(&v::join_group("g"));
@@ -128,7 +140,8 @@ fn only_members_with_a_live_ticket_get_bytes_and_leaving_ends_access() {
     assert!(left <= LIFETIME + 1, "a {LIFETIME} s ticket lasts {left} s");
 
     // The ticket is bob's: shown by anyone else it opens nothing.
-    let mut thief = Peer::connect(seeder_addr);
+    // Shown by another client (another key), or in another's name, it opens nothing.
+    let mut thief = Peer::connect(seeder_addr, &stranger);
     assert_eq!(thief.ask(&want("mallory", &line)), "err forbidden");
     assert_eq!(thief.ask("get g f 0"), "err forbidden");
     assert!(
@@ -139,7 +152,7 @@ fn only_members_with_a_live_ticket_get_bytes_and_leaving_ends_access() {
     );
 
     // bob gets the bytes on one connection.
-    let mut p = Peer::connect(seeder_addr);
+    let mut p = Peer::connect(seeder_addr, &bob_id);
     assert_eq!(p.ask(&want("bob", &line)), "have 3 all");
     assert_eq!(p.ask("get g f 2"), "piece 2 1000");
     assert_eq!(p.payload(1000), data[2 * PIECE..]);

@@ -4,6 +4,7 @@
 
 mod peer_support;
 
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::pieces::{PieceSet, PIECE_SIZE};
 use peer_support::*;
 use std::io::{Read, Write};
@@ -13,7 +14,8 @@ use std::net::{TcpListener, TcpStream};
 /// offered pieces, and records every line it receives.
 struct Scripted {
     listener: TcpListener,
-    conn: Option<(TcpStream, Vec<u8>)>,
+    key: FakeKey,
+    conn: Option<(SecureStream<TcpStream>, Vec<u8>)>,
     data: Vec<u8>,
     npieces: usize,
     offer: PieceSet,
@@ -26,6 +28,7 @@ impl Scripted {
         listener.set_nonblocking(true).unwrap();
         Scripted {
             listener,
+            key: FakeKey::new(),
             conn: None,
             data: data.to_vec(),
             npieces: npieces(data),
@@ -36,9 +39,10 @@ impl Scripted {
 
     fn send(&mut self, bytes: &[u8]) {
         if let Some((s, _)) = &mut self.conn {
-            s.set_nonblocking(false).unwrap();
+            s.socket().set_nonblocking(false).unwrap();
             s.write_all(bytes).unwrap();
-            s.set_nonblocking(true).unwrap();
+            s.flush().unwrap();
+            s.socket().set_nonblocking(true).unwrap();
         }
     }
 
@@ -51,8 +55,7 @@ impl Scripted {
     fn step(&mut self) {
         if self.conn.is_none() {
             if let Ok((s, _)) = self.listener.accept() {
-                s.set_nonblocking(true).unwrap();
-                self.conn = Some((s, Vec::new()));
+                self.conn = Some((self.key.accept(s), Vec::new()));
             }
         }
         let mut got = Vec::new();
@@ -120,6 +123,7 @@ fn a_watched_peer_hears_what_the_download_holds_and_offers_pieces_one_at_a_time(
         addr: peer.listener.local_addr().unwrap(),
         have: PieceSet::full(n),
         ticket: None,
+        key: peer.key.hex(),
     };
     start(&mut d, "f", &data, &dest, vec![info]);
 

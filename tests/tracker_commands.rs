@@ -114,7 +114,8 @@ fn every_command_and_refusal_on_one_tracker() {
     c.err(&v::have("g", "f1", &[5]), "bad_request");
     let p = a.req(&v::peers("g", "f1"));
     assert!(
-        p.iter().any(|l| l.starts_with("p carol 127.0.0.1:1 b80 ")),
+        p.iter()
+            .any(|l| l.starts_with(&format!("p carol 127.0.0.1:1 b80 {} ", c.client_key()))),
         "{p:?}"
     );
     c.ok(&v::stop_share("g", "f1"));
@@ -207,7 +208,8 @@ fn pipeline_in_order(mut a: Conn) {
         (2, Reply::Ok(words)) => words,
         r => panic!("login_begin: {r:?}"),
     };
-    let (_, _, proof) = prove("pipe", "pw", &begin, &words).expect("salt, count, nonce");
+    let cb = a.channel_binding();
+    let (_, _, proof) = prove("pipe", "pw", &begin, &words, cb).expect("salt, count, nonce");
     let mut reqs = vec![Verb::Login {
         user: "pipe".into(),
         proof,

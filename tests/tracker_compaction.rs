@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,7 +68,7 @@ fn try_upload(
         .map(|i| format!("{:02x}", (i as u8) ^ seed).repeat(20))
         .collect();
     let text = format!("{tag} upload_file {group} {file} {FILE_SIZE} {n}\n{hashes}\n");
-    c.stream.write_all(text.as_bytes())?;
+    c.try_send_raw(text.as_bytes())?;
     c.read_reply()
 }
 

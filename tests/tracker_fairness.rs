@@ -3,9 +3,9 @@
 
 mod common;
 use common::*;
+use groupshare::testkit::conn::secure_connect;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,53 +31,58 @@ fn flood_batch() -> Vec<u8> {
     b
 }
 
-/// Starts a thread that floods `addr` until `stop`; returns the bytes it managed to write.
-/// With `reading`, a second thread reads and discards the replies, so the tracker never pauses
-/// the connection for its output: only the per-turn budget keeps it from taking every turn.
+/// Starts a thread that floods `addr` until `stop`, inside a secure channel as any client
+/// speaks; returns the bytes it pushed out to the tracker. With `reading`, it also reads and
+/// discards the replies, so the tracker never pauses the connection for its output: only the
+/// per-turn budget keeps it from taking every turn.
 fn flood(
     addr: std::net::SocketAddr,
     reading: bool,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
-    let written = Arc::new(AtomicU64::new(0));
     thread::spawn(move || {
-        let mut s = TcpStream::connect(addr).expect("flood connect");
-        s.set_write_timeout(Some(Duration::from_millis(100)))
+        let mut s = secure_connect(addr, Duration::from_secs(2)).expect("flood connect");
+        s.socket()
+            .set_write_timeout(Some(Duration::from_millis(100)))
             .expect("write timeout");
-        let reader = reading.then(|| {
-            let mut r = s.try_clone().expect("clone");
-            r.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("read timeout");
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match r.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                        Err(_) => break,
-                    }
-                }
-            })
-        });
+        s.socket()
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .expect("read timeout");
         let batch = flood_batch();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        let mut queued = 0u64;
         let deadline = Instant::now() + Duration::from_secs(60);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            match s.write(&batch) {
-                Ok(n) => {
-                    written.fetch_add(n as u64, Ordering::Relaxed);
+            // A batch goes into the channel only once the last one left for the tracker, so
+            // what is counted reached its socket.
+            match s.flush() {
+                Ok(()) => {
+                    written += queued;
+                    if s.write_all(&batch).is_err() {
+                        break;
+                    }
+                    queued = batch.len() as u64;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => break, // closed by the tracker
             }
+            if reading {
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => return written,
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                        {
+                            break
+                        }
+                        Err(_) => return written,
+                    }
+                }
+            }
         }
-        if let Some(r) = reader {
-            let _ = r.join();
-        }
-        written.load(Ordering::Relaxed)
+        written
     })
 }
 

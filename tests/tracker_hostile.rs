@@ -1,10 +1,33 @@
-//! Hostile and idle connections never stop the tracker from serving others.
+//! Hostile and idle connections never stop the tracker from serving others. Hostile bytes
+//! are sent inside the secure channel (where the tracker's parsers see them), and garbage in
+//! place of a handshake is refused at the channel.
 
 mod common;
 use common::*;
+use groupshare::testkit::conn::{secure_connect, SecureConn};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// A connection with its handshake done, for writing raw bytes inside the channel.
+fn channel(addr: SocketAddr) -> SecureConn {
+    secure_connect(addr, Duration::from_secs(5)).expect("secure connect")
+}
+
+fn send(s: &mut SecureConn, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes)?;
+    s.flush()
+}
+
+/// The first bytes of the reply (at most 256), waiting up to 10 s.
+fn reply_of(s: &mut SecureConn) -> String {
+    s.socket()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).expect("reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
 
 #[test]
 fn garbage_overlong_and_half_lines_while_others_are_served() {
@@ -27,23 +50,24 @@ fn garbage_overlong_and_half_lines_while_others_are_served() {
     g.send_raw(&noise);
 
     // Half-written lines park without blocking anyone.
-    let mut halves: Vec<TcpStream> = (0..20)
+    let mut halves: Vec<SecureConn> = (0..20)
         .map(|_| {
-            let mut s = TcpStream::connect(addr).expect("connect");
-            s.write_all(b"1 create_gro").expect("write");
+            let mut s = channel(addr);
+            send(&mut s, b"1 create_gro").expect("write");
             s
         })
         .collect();
     good.ok("create_group during_halves");
 
     // An endless line: one error, then the connection is closed; the buffer stays bounded.
-    let mut long = TcpStream::connect(addr).expect("connect");
-    long.set_read_timeout(Some(Duration::from_secs(10)))
+    let mut long = channel(addr);
+    long.socket()
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let chunk = vec![b'a'; 16 * 1024];
     let mut sent = 0;
     while sent < 1024 * 1024 {
-        if long.write_all(&chunk).is_err() {
+        if send(&mut long, &chunk).is_err() {
             break; // closed by the tracker, as it should
         }
         sent += chunk.len();
@@ -56,14 +80,10 @@ fn garbage_overlong_and_half_lines_while_others_are_served() {
     good.ok("create_group after_long");
     // The half lines, completed, are still answered.
     for h in halves.iter_mut() {
-        h.write_all(b"up x\n").expect("finish line");
+        send(h, b"up x\n").expect("finish line");
     }
     for h in halves.iter_mut() {
-        h.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut buf = [0u8; 256];
-        let n = h.read(&mut buf).expect("reply to completed half line");
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = reply_of(h);
         assert!(text.starts_with("1 err not_logged_in"), "{text}");
     }
     assert_eq!(good.req("list_groups").len(), 3);
@@ -72,9 +92,7 @@ fn garbage_overlong_and_half_lines_while_others_are_served() {
 #[test]
 fn five_hundred_idle_connections_while_a_client_is_served() {
     let cl = Cluster::start(1);
-    let idle: Vec<TcpStream> = (0..500)
-        .map(|_| TcpStream::connect(cl.addrs[0]).expect("idle connect"))
-        .collect();
+    let idle: Vec<SecureConn> = (0..500).map(|_| channel(cl.addrs[0])).collect();
     let mut a = cl.conn(1);
     a.user("busy");
     for i in 0..50 {
@@ -83,12 +101,8 @@ fn five_hundred_idle_connections_while_a_client_is_served() {
     assert_eq!(a.req("list_groups").len(), 51);
     // The idle ones are still open and answer when they finally speak.
     let mut last = idle.into_iter().last().expect("one");
-    last.write_all(b"9 ping\n").expect("write");
-    last.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut buf = [0u8; 64];
-    let n = last.read(&mut buf).expect("read");
-    assert_eq!(&buf[..n], b"9 ok pong\n");
+    send(&mut last, b"9 ping\n").expect("write");
+    assert_eq!(reply_of(&mut last), "9 ok pong\n");
 }
 
 #[test]
@@ -121,26 +135,27 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
 fn soak_idle_half_and_endless_lines_while_clients_are_served() {
     let cl = Cluster::start(1);
     let addr = cl.addrs[0];
-    let idle: Vec<TcpStream> = (0..1000)
+    let idle: Vec<SecureConn> = (0..1000).map(|_| channel(addr)).collect();
+    // Idle before even a handshake: they hold a connection and nothing else.
+    let mute: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(addr).expect("idle connect"))
         .collect();
-    let halves: Vec<TcpStream> = (0..50)
+    let halves: Vec<SecureConn> = (0..50)
         .map(|i| {
-            let mut s = TcpStream::connect(addr).expect("connect");
-            s.write_all(format!("{i} create_user half{i} p").as_bytes())
-                .expect("write");
+            let mut s = channel(addr);
+            send(&mut s, format!("{i} create_user half{i} p").as_bytes()).expect("write");
             s
         })
         .collect();
     let endless: Vec<std::thread::JoinHandle<bool>> = (0..3)
         .map(|_| {
             std::thread::spawn(move || {
-                let Ok(mut s) = TcpStream::connect(addr) else {
+                let Ok(mut s) = secure_connect(addr, Duration::from_secs(5)) else {
                     return false;
                 };
                 let chunk = vec![b'z'; 8192];
                 for _ in 0..1000 {
-                    if s.write_all(&chunk).is_err() {
+                    if send(&mut s, &chunk).is_err() {
                         return true; // cut off by the tracker
                     }
                 }
@@ -160,15 +175,11 @@ fn soak_idle_half_and_endless_lines_while_clients_are_served() {
     }
     // Every idle connection is still open and served.
     for (i, mut s) in idle.into_iter().enumerate().step_by(97) {
-        s.write_all(format!("{i} ping\n").as_bytes())
-            .expect("write");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).expect("read");
-        assert_eq!(&buf[..n], format!("{i} ok pong\n").as_bytes());
+        send(&mut s, format!("{i} ping\n").as_bytes()).expect("write");
+        assert_eq!(reply_of(&mut s), format!("{i} ok pong\n"));
     }
     drop(halves);
+    drop(mute);
 }
 
 /// With the descriptor table full, `accept` fails with EMFILE. The tracker must neither spin
@@ -241,4 +252,43 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
+}
+
+/// Bytes that are not a handshake — a plain request, random bytes, a forged record header —
+/// are refused at the channel: the connection is closed with nothing answered (no reply is
+/// possible without a channel), nothing changes, and the tracker serves others throughout.
+#[test]
+fn garbage_before_or_instead_of_a_handshake_is_refused_without_harm() {
+    let cl = Cluster::start(1);
+    let addr = cl.addrs[0];
+    let mut good = cl.conn(1);
+    good.user("steady");
+    let before = good.req("digest");
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let attempts: Vec<Vec<u8>> = vec![
+        b"1 create_user mallory pw\n".to_vec(),
+        noise,
+        // A record header claiming 64 KiB, then zeros: refused from its first two bytes.
+        [&[0xff, 0xff][..], &[0u8; 1000][..]].concat(),
+        // A first message of the right length but garbage inside, then more.
+        [&[0x00, 0x20][..], &[7u8; 32][..], b"1 ping\n"].concat(),
+    ];
+    for bytes in attempts {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let _ = s.write_all(&bytes);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            !text.contains("ok") && !text.contains("err"),
+            "no request is answered outside a channel: {text:?}"
+        );
+        good.ok("ping");
+    }
+    assert_eq!(good.req("digest"), before, "nothing changed");
+    assert_eq!(good.req("list_groups").len(), 1);
 }

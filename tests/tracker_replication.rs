@@ -150,13 +150,23 @@ fn peer_link_commands_on_a_client_connection_change_nothing() {
     for _ in 0..4 {
         assert!(x.read_line().expect("reply").contains("err bad_request"));
     }
-    // An impostor without the key: the challenge cannot be answered.
+    // The old HMAC handshake is no way in: a client channel is never the link.
     let mut y = Conn::connect(cl.addrs[0]).expect("connect");
     y.send_raw(b"peer-hello 2 0123456789abcdef0123456789abcdef\n");
-    let challenge = y.read_line().expect("challenge");
-    assert!(challenge.starts_with("peer-challenge "), "{challenge}");
-    y.send_raw(format!("peer-auth {}\n", "00".repeat(32)).as_bytes());
-    assert!(y.read_line().is_err(), "a wrong MAC closes the connection");
+    assert!(y.read_line().expect("reply").contains("err bad_request"));
+    // An impostor without the cluster key: the link's handshake (XXpsk0) fails at once.
+    let sock = std::net::TcpStream::connect(cl.addrs[0]).expect("connect");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let id = groupshare::net::identity::Identity::generate().expect("key");
+    let wrong = [9u8; 32];
+    let tried = groupshare::net::secure_stream::connect_blocking(
+        sock,
+        &id,
+        Some(&wrong),
+        groupshare::net::secure::Conversation::TrackerTracker,
+    );
+    assert!(tried.is_err(), "a wrong cluster key never gets a link");
     // A peer-hello after ordinary requests is refused too.
     let mut z = cl.conn(1);
     z.send_raw(b"peer-hello 2 00\n");
@@ -214,8 +224,11 @@ fn a_seeder_at_one_tracker_is_offered_to_a_downloader_at_the_other() {
     seeder.ok(&v::accept_request("share", "l"));
     assert_eq!(seeder.upload("share", "f", 2_000_000, 9)[0], "ok new");
     let d = leecher.req(&v::download_file("share", "f"));
+    // With the key the seeder proved to tracker 1, published by tracker 2.
+    let line = format!("p s 127.0.0.1:4001 all {}", seeder.client_key());
     assert!(
-        d.iter().any(|l| l.starts_with("p s 127.0.0.1:4001 all ")),
+        // (The ticket for the downloader follows the key.)
+        d.iter().any(|l| l.starts_with(&format!("{line} "))),
         "seeder at tracker 1 offered at tracker 2: {d:?}"
     );
     // Offline at once when the seeder's connection drops: no longer offered.
@@ -251,69 +264,95 @@ fn sigterm_stops_a_tracker_cleanly_with_its_journal_flushed() {
 fn trackers_with_different_cluster_keys_never_pair() {
     let mut cl = Cluster::new(2);
     cl.spawn(1);
-    std::fs::write(
-        cl.dir.path().join("key2"),
-        "ffeeddccbbaa99887766554433221100",
-    )
-    .expect("key");
     let key2 = cl.dir.path().join("key2");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key2)
+            .expect("key2");
+        f.write_all(b"ffeeddccbbaa99887766554433221100")
+            .expect("key2");
+    }
     let key2 = key2.to_str().expect("utf-8 path");
     cl.spawn_with(2, &["--cluster-key", key2]);
     cl.wait_serving(1);
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_ne!(cl.role(1), "leader-paired");
     assert_ne!(cl.role(2), "follower");
-    let log = std::fs::read_to_string(cl.dir.path().join("t2.log")).unwrap_or_default();
-    assert!(
-        log.contains("failed the cluster-key check"),
-        "tracker 2 says why: {log}"
-    );
+    for n in [1, 2] {
+        let log =
+            std::fs::read_to_string(cl.dir.path().join(format!("t{n}.log"))).unwrap_or_default();
+        assert!(
+            log.contains("failed the cluster-key check"),
+            "tracker {n} says why: {log}"
+        );
+    }
 }
 
-/// The peer link carries password hashes, never passwords: a recording proxy sits between
-/// tracker 2 and tracker 1 and sees every byte.
-#[test]
-fn no_plaintext_password_on_the_peer_link() {
+/// A forwarding proxy that tracker 2 dials instead of tracker 1; it records every byte, and
+/// while `flip` is set it flips the last byte of the next chunk going to tracker 1.
+struct LinkProxy {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    flip: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn pair_through_proxy(cl: &mut Cluster) -> LinkProxy {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    let cl = Cluster::new(2);
     let proxy = TcpListener::bind("127.0.0.1:0").expect("proxy");
     let proxy_addr = proxy.local_addr().expect("addr");
     // Tracker 2 reads an info file whose first line is the proxy; tracker 1 the real one.
     let info2 = cl.dir.path().join("info2");
     std::fs::write(&info2, format!("{proxy_addr}\n{}\n", cl.addrs[1])).expect("info2");
-    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let out = LinkProxy {
+        seen: Arc::new(Mutex::new(Vec::new())),
+        flip: Arc::new(AtomicBool::new(false)),
+        connections: Arc::new(AtomicUsize::new(0)),
+    };
+    let (seen, flip, count) = (out.seen.clone(), out.flip.clone(), out.connections.clone());
     let t1 = cl.addrs[0];
-    let seen2 = seen.clone();
     std::thread::spawn(move || {
         for inbound in proxy.incoming().take(20) {
             let Ok(inbound) = inbound else { continue };
             let Ok(outbound) = TcpStream::connect(t1) else {
                 continue;
             };
-            for (mut from, mut to) in [
+            count.fetch_add(1, Ordering::SeqCst);
+            for (mut from, mut to, towards_t1) in [
                 (
                     inbound.try_clone().expect("clone"),
                     outbound.try_clone().expect("clone"),
+                    true,
                 ),
-                (outbound, inbound),
+                (outbound, inbound, false),
             ] {
-                let seen = seen2.clone();
+                let (seen, flip) = (seen.clone(), flip.clone());
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
                     while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        if n == 0 {
                             break;
                         }
                         seen.lock().expect("lock").extend_from_slice(&buf[..n]);
+                        if towards_t1 && flip.swap(false, Ordering::SeqCst) {
+                            buf[n - 1] ^= 0x01;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
                     }
                     let _ = to.shutdown(std::net::Shutdown::Both);
                 });
             }
         }
     });
-    let mut cl = cl;
     cl.spawn(1);
     let child = std::process::Command::new(TRACKER)
         .arg(&info2)
@@ -324,26 +363,72 @@ fn no_plaintext_password_on_the_peer_link() {
         .arg(cl.dir.path().join("key"))
         .arg("--kdf-iterations")
         .arg("4096")
-        .arg("-q")
+        .arg("-v")
+        .stderr(std::fs::File::create(cl.dir.path().join("t2.log")).expect("t2.log"))
         .spawn()
         .expect("spawn tracker 2");
     cl.procs[1] = Some(child);
     cl.wait_paired();
+    out
+}
+
+/// The peer link is encrypted: a recording proxy between tracker 2 and tracker 1 sees every
+/// byte, and neither the password nor the names of the write cross it readable.
+#[test]
+fn no_plaintext_password_on_the_peer_link() {
+    let mut cl = Cluster::new(2);
+    let proxy = pair_through_proxy(&mut cl);
     let mut b = cl.conn(2);
     b.ok(&v::create_user("sniffed", "Pl41nT3xtN0tHere"));
     b.ok(&v::login("sniffed", "Pl41nT3xtN0tHere", "127.0.0.1:1"));
     b.ok(&v::create_group("g"));
     cl.wait_same_digest();
-    let bytes = seen.lock().expect("lock").clone();
-    let text = String::from_utf8_lossy(&bytes);
+    let bytes = proxy.seen.lock().expect("lock").clone();
+    assert!(bytes.len() > 200, "the link carried the writes");
+    for clear in [
+        &b"Pl41nT3xtN0tHere"[..],
+        b"sniffed",
+        b"create_user",
+        b"state ",
+    ] {
+        assert!(
+            !bytes.windows(clear.len()).any(|w| w == clear),
+            "{} crossed the peer link in clear",
+            String::from_utf8_lossy(clear)
+        );
+    }
+}
+
+/// A byte changed on the link after its handshake (what an on-path party injecting or
+/// altering a message does) fails authentication: tracker 1 drops the link rather than act on
+/// it, the pair re-links through a fresh handshake and ends in one state.
+#[test]
+fn a_message_altered_on_the_peer_link_is_refused() {
+    use std::sync::atomic::Ordering;
+    let mut cl = Cluster::new(2);
+    let proxy = pair_through_proxy(&mut cl);
+    assert_eq!(proxy.connections.load(Ordering::SeqCst), 1);
+    let mut b = cl.conn(2);
+    b.ok(&v::create_user("victim", "pw"));
+    cl.wait_same_digest();
+    proxy.flip.store(true, Ordering::SeqCst);
+    // The next bytes tracker 2 sends are altered: a ping, or this write's forward.
+    let _ = b.try_req(&v::create_user("mallory", "pw"));
+    let log1 = cl.dir.path().join("t1.log");
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::read_to_string(&log1)
+            .unwrap_or_default()
+            .contains("failed authentication")
+    });
+    assert!(refused, "tracker 1 says the record failed authentication");
+    cl.wait_paired();
     assert!(
-        text.contains("create_user sniffed scram-sha256$"),
-        "the link carried the write"
+        proxy.connections.load(Ordering::SeqCst) >= 2,
+        "the link was dropped and made again"
     );
-    assert!(
-        !text.contains("Pl41nT3xtN0tHere"),
-        "a password crossed the peer link"
-    );
+    let digest = cl.wait_same_digest();
+    assert!(!digest.is_empty());
 }
 
 /// Journals compacted into snapshots many times over (a small threshold), then both trackers

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 addr,
                 tracker: 1,
                 secret: "00".repeat(32),
+                key: "ab".repeat(32),
             },
             Verb::CreateGroup { group } => Op::CreateGroup { token, group },
             Verb::JoinGroup { group } => Op::JoinGroup { token, group },

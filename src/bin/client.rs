@@ -17,7 +17,8 @@ struct Args {
     /// IP:PORT to listen on for other peers and to advertise to them (port 0: a free port).
     /// A tracker's address here means "prefer that tracker" and listens on a free port.
     listen: String,
-    /// The tracker_info file: one tracker IP:PORT a line, tracker 1 first.
+    /// The tracker_info file: one tracker IP:PORT a line (optionally followed by the tracker's
+    /// key fingerprint), tracker 1 first.
     tracker_info: PathBuf,
     /// Where remembered shares are kept (default: $XDG_STATE_HOME/groupshare, else
     /// ~/.local/state/groupshare).
@@ -56,12 +57,12 @@ fn start(args: Args) -> Result<Config, String> {
     // The default level is warn: a person at the prompt wants results, not the loop's news.
     let level = runtime::log_level(args.verbose, args.quiet + 1, args.log_level.as_deref())?;
     runtime::init_logging(level);
-    let trackers = cluster::read_tracker_info(&args.tracker_info)?;
+    let trackers = cluster::read_tracker_entries(&args.tracker_info)?;
     let asked: SocketAddr = args
         .listen
         .parse()
         .map_err(|_| format!("'{}' is not an IP:PORT address", args.listen))?;
-    let (listen, preferred, announce) = match trackers.iter().position(|t| *t == asked) {
+    let (listen, preferred, announce) = match trackers.iter().position(|t| t.addr == asked) {
         Some(i) => {
             eprintln!(
                 "note: {asked} is tracker {}'s address: preferring that tracker and listening for peers on a free port of {}",
@@ -77,13 +78,35 @@ fn start(args: Args) -> Result<Config, String> {
         None => shares::default_state_dir()
             .ok_or("no state directory: set HOME or XDG_STATE_HOME, or give --state-dir")?,
     };
+    private_dir(&state_dir)?;
     Ok(Config {
         listen,
         trackers,
+        info_file: args.tracker_info.display().to_string(),
         preferred,
         state_dir,
         serve: args.serve,
         upload_limit: args.upload_limit,
         announce_port: announce,
     })
+}
+
+/// The state directory holds remembered shares, download claims and known tracker keys:
+/// private to its user (0700), tightened if an older version made it 0755.
+fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let shown = dir.display();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the state directory {shown}: {e}"))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| format!("cannot read the state directory {shown}: {e}"))?
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make the state directory {shown} private: {e}"))?;
+    }
+    Ok(())
 }

@@ -4,11 +4,14 @@
 use clap::Parser;
 use groupshare::auth::ticket;
 use groupshare::cluster;
+use groupshare::net::identity::Identity;
 use groupshare::runtime;
 use groupshare::tracker::rates::{self, Rate, RateConfig};
 use groupshare::tracker::server::{Config, Server};
 use groupshare::tracker::state::{quota, Limits};
+use groupshare::tracker::status;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,7 +20,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "tracker", version, about)]
 struct Args {
-    /// File with one IP:PORT a line, tracker 1 first
+    /// File with one IP:PORT a line (optionally followed by the tracker's key fingerprint),
+    /// tracker 1 first
     tracker_info: PathBuf,
     /// Which line of the file is this tracker (1-based)
     tracker_no: u8,
@@ -75,6 +79,16 @@ struct Args {
     /// How long a peer ticket stays valid, in seconds (`2s` or `2`), 1 to 30 [default: 30s]
     #[arg(long, value_parser = parse_lifetime)]
     ticket_lifetime: Option<u64>,
+    /// Print this tracker's key fingerprint (made in its data directory if missing) and exit
+    #[arg(long)]
+    print_fingerprint: bool,
+    /// Write this tracker's fingerprint after its address in the tracker_info file and exit
+    #[arg(long, conflicts_with = "print_fingerprint")]
+    write_pin: bool,
+    /// Connect to this tracker over the secure channel, print its role, log position and
+    /// digest, and exit
+    #[arg(long, conflicts_with_all = ["print_fingerprint", "write_pin"])]
+    status: bool,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -104,7 +118,8 @@ fn run(args: Args) -> Result<(), String> {
         args.quiet,
         args.log_level.as_deref(),
     )?);
-    let addrs = cluster::read_tracker_info(&args.tracker_info)?;
+    let entries = cluster::read_tracker_entries(&args.tracker_info)?;
+    let addrs: Vec<_> = entries.iter().map(|e| e.addr).collect();
     if args.tracker_no == 0 || usize::from(args.tracker_no) > addrs.len() {
         return Err(format!(
             "tracker number {} is not in {}, which lists {} tracker(s)",
@@ -126,6 +141,22 @@ fn run(args: Args) -> Result<(), String> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| beside.join(format!("{info_name}.tracker{}", args.tracker_no)));
+    let no = usize::from(args.tracker_no);
+    if args.status {
+        let entry = &entries[no - 1];
+        let st = status::query(entry)?;
+        println!("{}", st.line(no, entry));
+        return Ok(());
+    }
+    let identity = open_identity(&data_dir)?;
+    if args.print_fingerprint {
+        println!("{}", identity.fingerprint());
+        return Ok(());
+    }
+    if args.write_pin {
+        return write_pin(&args.tracker_info, addrs[no - 1], &identity);
+    }
+    log::info!("tracker {no} key {}", identity.fingerprint());
     let cluster_key = if addrs.len() > 1 {
         let path = args
             .cluster_key
@@ -139,6 +170,7 @@ fn run(args: Args) -> Result<(), String> {
         me: args.tracker_no,
         data_dir,
         cluster_key,
+        identity,
         max_connections: args.max_connections,
         compact_bytes: args.compact_bytes,
         limits: Limits {
@@ -183,6 +215,62 @@ fn parse_lifetime(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// The data directory (0700, tightened if it was created looser) and the tracker's key in it.
+fn open_identity(data_dir: &Path) -> Result<Identity, String> {
+    let shown = data_dir.display();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| format!("cannot create the data directory {shown}: {e}"))?;
+    let meta = std::fs::metadata(data_dir)
+        .map_err(|e| format!("cannot read the data directory {shown}: {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        // Made by an older version (0755): it holds password verifiers and session secrets.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make the data directory {shown} private: {e}"))?;
+    }
+    Identity::load_or_create(&data_dir.join("identity.key"))
+}
+
+/// Records this tracker's fingerprint on its tracker_info line (`make run-tracker1/2`): the
+/// file is rewritten through a temporary name and a rename, under a lock so two trackers
+/// pinning at once do not lose each other's line.
+fn write_pin(info: &Path, addr: std::net::SocketAddr, id: &Identity) -> Result<(), String> {
+    let lock_path = info.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "cannot lock {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let text = std::fs::read_to_string(info)
+        .map_err(|e| format!("cannot read {}: {e}", info.display()))?;
+    let fp = id.fingerprint();
+    let new = cluster::set_pin(&text, addr, &fp).map_err(|e| format!("{}: {e}", info.display()))?;
+    if new != text {
+        let tmp = info.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, new).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        if let Ok(m) = std::fs::metadata(info) {
+            let _ = std::fs::set_permissions(&tmp, m.permissions());
+        }
+        std::fs::rename(&tmp, info)
+            .map_err(|e| format!("cannot replace {}: {e}", info.display()))?;
+    }
+    println!("{} {addr} {fp}", info.display());
+    Ok(())
+}
+
 /// Reads the cluster key, creating it (atomically, so two trackers started together agree) if
 /// it does not exist yet.
 fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
@@ -190,11 +278,31 @@ fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
         let mut key = [0u8; 32];
         runtime::random_bytes(&mut key).map_err(|e| format!("cannot make a cluster key: {e}"))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, groupshare::pieces::to_hex(&key))
+        let _ = std::fs::remove_file(&tmp); // left by a crashed process with our pid
+                                            // 0600 from the start: the key is never readable by others, not even for an instant.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(groupshare::pieces::to_hex(&key).as_bytes())?;
+                f.sync_all()
+            })
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         // hard_link fails if the key appeared meanwhile; then the other one wins.
         let _ = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the cluster key {}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "the cluster key {} is readable by other users (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
     }
     let key = std::fs::read(path)
         .map_err(|e| format!("cannot read the cluster key {}: {e}", path.display()))?;

@@ -19,8 +19,13 @@
 use crate::auth::login as proofs;
 use crate::auth::scram::{self, ClientKeys};
 use crate::auth::ticket::{self, TrackerClock};
+use crate::client::known_trackers::{self, KnownTrackers, Trust};
+use crate::cluster::TrackerEntry;
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
+use crate::net::identity::{Fingerprint, Identity};
+use crate::net::secure::{Conversation, Role};
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::to_hex;
 use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb, NONCE_LEN};
 use mio::event::Event;
@@ -139,9 +144,74 @@ enum AttachStep {
     Login { auth_message: Vec<u8> },
 }
 
+/// Who the trackers are and how their keys are checked: the tracker_info entries (with their
+/// pins), the known_trackers file for trust on first use, and this process's own key.
+pub struct TrackerTrust {
+    /// One per tracker, tracker 1 first.
+    pub entries: Vec<TrackerEntry>,
+    /// The tracker_info file's name, for messages that send a person to edit it.
+    pub info_file: String,
+    /// Remembered keys; `None` checks pins only and trusts an unpinned key without
+    /// remembering it (the link's own unit tests).
+    pub known: Option<KnownTrackers>,
+    /// This client's static key for this run: proven to the trackers, which publish it to
+    /// downloaders.
+    pub identity: Identity,
+}
+
+impl TrackerTrust {
+    /// Unpinned trackers, nothing remembered (tests).
+    pub fn unpinned(addrs: &[SocketAddr], identity: Identity) -> TrackerTrust {
+        TrackerTrust {
+            entries: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, &addr)| TrackerEntry {
+                    addr,
+                    pin: None,
+                    line: i + 1,
+                })
+                .collect(),
+            info_file: "tracker_info".into(),
+            known: None,
+            identity,
+        }
+    }
+
+    /// Accepts or refuses the key `tracker` proved; `Ok(Some(note))` on first use.
+    fn check(&mut self, tracker: usize, key: &[u8; 32]) -> Result<Option<String>, String> {
+        let entry = &self.entries[tracker];
+        let fp = Fingerprint::of(key);
+        match &mut self.known {
+            Some(known) => match known.verify(entry, &self.info_file, &fp)? {
+                Trust::FirstUse => Ok(Some(format!(
+                    "note: first connection to tracker {} ({}): trusting its key {fp}, remembered in {}; \
+                     to pin it, put the fingerprint after the address in {}",
+                    tracker + 1,
+                    entry.addr,
+                    known.path().display(),
+                    self.info_file
+                ))),
+                Trust::Pinned | Trust::Known => Ok(None),
+            },
+            None => match known_trackers::decide(entry.pin.as_ref(), None, &fp) {
+                known_trackers::Decision::PinMismatch => Err(format!(
+                    "refusing tracker {}: it proved key {fp}, but {} line {} pins another",
+                    entry.addr, self.info_file, entry.line
+                )),
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
 /// Something the app must hear about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
+    /// A line for the person as it is (`note: ...` on first trust of a tracker's key,
+    /// `warning: refusing tracker ...` when a tracker proves a key other than the pinned or
+    /// remembered one).
+    Notice(String),
     /// The answer to the request with this tag.
     Reply { tag: u64, reply: Reply },
     /// The link is ready on a tracker (1-based number in the info file); `switched` when it
@@ -196,12 +266,17 @@ enum LinkState {
 /// The tracker connection. See the module documentation.
 pub struct TrackerLink {
     trackers: Vec<SocketAddr>,
+    trust: TrackerTrust,
+    /// (tracker, key) pairs already refused and reported, so a retry loop does not repeat it.
+    refused: Vec<(usize, [u8; 32])>,
     /// Index of the tracker being tried or used.
     current: usize,
     /// Index of the tracker the link was last ready on, for the "switched" note.
     last_ready: Option<usize>,
     state: LinkState,
-    conn: Option<Conn<TcpStream>>,
+    /// The connection, inside its secure channel (gated: nothing is sent after the handshake
+    /// until the tracker's key is checked).
+    conn: Option<Conn<SecureStream<TcpStream>>>,
     reader: ReplyReader,
     /// Sent in `hello`: the trackers deduplicate writes per instance.
     instance: u64,
@@ -233,16 +308,19 @@ pub struct TrackerLink {
 impl TrackerLink {
     /// A link that will try `trackers[preferred]` first. Call `tick` to start connecting.
     pub fn new(
-        trackers: Vec<SocketAddr>,
+        trust: TrackerTrust,
         preferred: usize,
         instance: u64,
         advertise: SocketAddr,
         now: Instant,
     ) -> Self {
+        let trackers: Vec<SocketAddr> = trust.entries.iter().map(|e| e.addr).collect();
         assert!(!trackers.is_empty());
         TrackerLink {
             current: preferred.min(trackers.len() - 1),
             trackers,
+            trust,
+            refused: Vec::new(),
             last_ready: None,
             state: LinkState::Waiting { until: now },
             conn: None,
@@ -274,10 +352,15 @@ impl TrackerLink {
         self.kdf_iterations
     }
 
-    /// The secure channel's handshake hash, which login and attach proofs cover. The secure
-    /// transport provides it; `None` (treated as 32 zero bytes) until then.
+    /// The Noise handshake hash of the current tracker connection (`None` before its
+    /// handshake ends): login and attach proofs bind to it.
     pub fn channel_binding(&self) -> Option<[u8; 32]> {
-        None
+        self.conn.as_ref()?.stream.channel_binding()
+    }
+
+    /// This client's static public key, as the trackers learn it from the handshake.
+    pub fn public_key(&self) -> &[u8; 32] {
+        self.trust.identity.public()
     }
 
     /// The address of the tracker in use (or being tried).
@@ -404,7 +487,18 @@ impl TrackerLink {
     fn connect(&mut self, registry: &Registry, now: Instant) {
         let addr = self.tracker_addr();
         log::debug!("connecting to tracker {addr}");
-        match TcpStream::connect(addr) {
+        let stream = TcpStream::connect(addr).and_then(|s| {
+            SecureStream::new(
+                s,
+                Role::Initiator,
+                &self.trust.identity,
+                None,
+                Conversation::ClientTracker,
+                true,
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+        match stream {
             Ok(mut stream) => {
                 if let Err(e) = registry.register(
                     &mut stream,
@@ -460,14 +554,14 @@ impl TrackerLink {
         }
         if let LinkState::Connecting { .. } = self.state {
             let conn = self.conn.as_mut().expect("checked above");
-            match conn.stream.take_error() {
+            match conn.stream.socket().take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     log::debug!("cannot connect to tracker {}: {e}", self.tracker_addr());
                     return self.fail(registry, now, true);
                 }
             }
-            match conn.stream.peer_addr() {
+            match conn.stream.socket().peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotConnected => return,
                 Err(e) => {
@@ -506,6 +600,12 @@ impl TrackerLink {
                     return self.fail(registry, now, true);
                 }
             };
+            if conn.stream.awaiting_approval() {
+                if !self.approve_tracker_key(registry, now) {
+                    return;
+                }
+                continue;
+            }
             loop {
                 let Some(conn) = self.conn.as_mut() else {
                     return;
@@ -540,6 +640,39 @@ impl TrackerLink {
             }
         }
         self.flush(registry, now);
+    }
+
+    /// The handshake ended: the tracker's key must be the pinned or remembered one (or is
+    /// remembered now) before `hello` and anything after it leave. False when refused (the
+    /// connection is then dropped and the other tracker tried, the person told once).
+    fn approve_tracker_key(&mut self, registry: &Registry, now: Instant) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let Some(key) = conn.stream.remote_static().copied() else {
+            self.fail(registry, now, true);
+            return false;
+        };
+        match self.trust.check(self.current, &key) {
+            Ok(note) => {
+                if let Some(note) = note {
+                    self.events.push(LinkEvent::Notice(note));
+                }
+                conn.stream.approve();
+                true
+            }
+            Err(why) => {
+                log::warn!("{why}");
+                if !self.refused.contains(&(self.current, key)) {
+                    self.refused.push((self.current, key));
+                    self.events
+                        .push(LinkEvent::Notice(format!("warning: {why}")));
+                }
+                // Nothing was sent after the handshake: the wrong tracker never saw a request.
+                self.fail(registry, now, true);
+                false
+            }
+        }
     }
 
     fn flush(&mut self, registry: &Registry, now: Instant) {
@@ -940,38 +1073,34 @@ mod tests {
     /// proof.
     #[test]
     fn failover_reattaches_and_resends_unanswered_requests_with_their_tags() {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::Write;
         let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addrs = vec![l1.local_addr().unwrap(), l2.local_addr().unwrap()];
         let t1 = std::thread::spawn(move || {
-            let (s, _) = l1.accept().unwrap();
-            let mut rd = BufReader::new(s.try_clone().unwrap());
-            let mut w = s;
+            let mut rd = accept_tracker(&l1);
             let mut line = String::new();
             rd.read_line(&mut line).unwrap();
             assert!(line.contains(" hello 00000000000000ab 2"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok 1 4096").unwrap();
+            writeln!(rd, "{tag} ok 1 4096").unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             let want = format!(" attach tok123 {} 127.0.0.1:7000\n", {
-                let p = proofs::attach_proof(&[7; 32], "tok123", None);
+                let p = proofs::attach_proof(&[7; 32], "tok123", rd.channel_binding());
                 to_hex(&p)
             });
             assert!(line.ends_with(&want), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok alice").unwrap();
+            writeln!(rd, "{tag} ok alice").unwrap();
             line.clear();
             rd.read_line(&mut line).unwrap();
             assert_eq!(line, "3 create_group g\n");
             // Dies without answering.
         });
         let t2 = std::thread::spawn(move || {
-            let (s, _) = l2.accept().unwrap();
-            let mut rd = BufReader::new(s.try_clone().unwrap());
-            let mut w = s;
-            let read = |rd: &mut BufReader<std::net::TcpStream>| {
+            let mut rd = accept_tracker(&l2);
+            let read = |rd: &mut ScriptedTracker| {
                 let mut line = String::new();
                 rd.read_line(&mut line).unwrap();
                 line
@@ -979,21 +1108,21 @@ mod tests {
             let line = read(&mut rd);
             assert!(line.contains(" hello 00000000000000ab 2"), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} ok 2 4096").unwrap();
+            writeln!(rd, "{tag} ok 2 4096").unwrap();
             // The write in flight comes first, before the attach; it did not happen here.
             assert_eq!(read(&mut rd), "3 create_group g\n");
-            writeln!(w, "3 err not_logged_in log in first").unwrap();
+            writeln!(rd, "3 err not_logged_in log in first").unwrap();
             let line = read(&mut rd);
             assert!(line.contains(" attach tok123 "), "{line}");
             let tag = line.split(' ').next().unwrap().to_string();
-            writeln!(w, "{tag} err no_session unknown").unwrap();
+            writeln!(rd, "{tag} err no_session unknown").unwrap();
             // A fresh login with the kept keys: no password on the wire.
             let line = read(&mut rd);
             let words: Vec<&str> = line.trim_end().split(' ').collect();
             assert_eq!(words[1..3], ["login_begin", "alice"], "{line}");
             let cnonce = words[3].to_string();
             writeln!(
-                w,
+                rd,
                 "{} ok {} 4096 {}",
                 words[0],
                 "05".repeat(16),
@@ -1005,12 +1134,12 @@ mod tests {
             assert_eq!(words[1..3], ["login", "alice"], "{line}");
             let keys = ClientKeys::derive("pw", &[5; 16], 4096);
             let verifier = keys.verifier([5; 16], 4096);
-            let msg =
-                proofs::auth_message("alice", &cnonce, &"ee".repeat(16), &[5; 16], 4096, None);
+            let cb = rd.channel_binding();
+            let msg = proofs::auth_message("alice", &cnonce, &"ee".repeat(16), &[5; 16], 4096, cb);
             let proof = scram::lower_hex::<32>(words[3]).unwrap();
             let tracker_proof = verifier.check(&msg, &proof).expect("a valid proof");
             writeln!(
-                w,
+                rd,
                 "{} ok tok456 {} {}",
                 words[0],
                 "08".repeat(32),
@@ -1018,14 +1147,14 @@ mod tests {
             )
             .unwrap();
             assert_eq!(read(&mut rd), "3 create_group g\n");
-            writeln!(w, "3 ok").unwrap();
+            writeln!(rd, "3 ok").unwrap();
             let _ = read(&mut rd);
         });
 
         let mut poll = mio::Poll::new().unwrap();
         let mut got = Vec::new();
         let mut link = TrackerLink::new(
-            addrs,
+            trust(&addrs),
             0,
             0xab,
             "127.0.0.1:7000".parse().unwrap(),
@@ -1079,7 +1208,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
         let mut link = TrackerLink::new(
-            addrs,
+            trust(&addrs),
             0,
             0xcd,
             "127.0.0.1:7000".parse().unwrap(),
@@ -1113,7 +1242,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
         let mut link = TrackerLink::new(
-            addrs,
+            trust(&addrs),
             0,
             0xcd,
             "127.0.0.1:7000".parse().unwrap(),
@@ -1132,22 +1261,66 @@ mod tests {
 
     /// A scripted tracker: for each step, reads a line that must contain `expect` and answers
     /// `reply` (with `{tag}` replaced by the line's tag; no answer when `reply` is empty).
+    /// The tracker's side of one accepted connection: the secure handshake as responder, then
+    /// lines read and written through the channel.
+    struct ScriptedTracker(std::io::BufReader<SecureStream<std::net::TcpStream>>);
+
+    impl ScriptedTracker {
+        fn read_line(&mut self, buf: &mut String) -> std::io::Result<usize> {
+            std::io::BufRead::read_line(&mut self.0, buf)
+        }
+
+        /// The handshake hash the client's proofs are bound to.
+        fn channel_binding(&self) -> Option<[u8; 32]> {
+            self.0.get_ref().channel_binding()
+        }
+    }
+
+    impl std::io::Write for ScriptedTracker {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::io::Write::write_all(self.0.get_mut(), buf)?;
+            std::io::Write::flush(self.0.get_mut())?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            std::io::Write::flush(self.0.get_mut())
+        }
+    }
+
+    fn accept_tracker(l: &std::net::TcpListener) -> ScriptedTracker {
+        let (s, _) = l.accept().unwrap();
+        let id = Identity::generate().unwrap();
+        let mut s = SecureStream::new(
+            s,
+            Role::Responder,
+            &id,
+            None,
+            Conversation::ClientTracker,
+            false,
+        )
+        .unwrap();
+        s.handshake_blocking().unwrap();
+        ScriptedTracker(std::io::BufReader::new(s))
+    }
+
+    fn trust(addrs: &[SocketAddr]) -> TrackerTrust {
+        TrackerTrust::unpinned(addrs, Identity::generate().unwrap())
+    }
+
     fn scripted(
         l: std::net::TcpListener,
         steps: Vec<(&'static str, &'static str)>,
     ) -> std::thread::JoinHandle<()> {
-        use std::io::{BufRead, BufReader, Write};
+        use std::io::Write;
         std::thread::spawn(move || {
-            let (s, _) = l.accept().unwrap();
-            let mut rd = BufReader::new(s.try_clone().unwrap());
-            let mut w = s;
+            let mut rd = accept_tracker(&l);
             for (expect, reply) in steps {
                 let mut line = String::new();
                 rd.read_line(&mut line).unwrap();
                 assert!(line.contains(expect), "expected {expect:?}, got {line:?}");
                 if !reply.is_empty() {
                     let tag = line.split(' ').next().unwrap();
-                    writeln!(w, "{}", reply.replace("{tag}", tag)).unwrap();
+                    writeln!(rd, "{}", reply.replace("{tag}", tag)).unwrap();
                 }
             }
             let mut rest = String::new();
@@ -1204,7 +1377,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
         let mut link = TrackerLink::new(
-            addrs,
+            trust(&addrs),
             0,
             0xcd,
             "127.0.0.1:7000".parse().unwrap(),
@@ -1252,7 +1425,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
         let mut link = TrackerLink::new(
-            addrs,
+            trust(&addrs),
             0,
             0xef,
             "127.0.0.1:7000".parse().unwrap(),

@@ -112,10 +112,17 @@ impl<S: Read + Write> Conn<S> {
         self.out.len() - self.out_pos
     }
 
-    /// Writes queued bytes until done or the socket is full. `Ok(true)` when nothing is left.
+    /// Writes queued bytes until done or the socket is full. `Ok(true)` when nothing is left,
+    /// in this queue or in the stream's own (a secure channel's records: its `flush` says
+    /// `WouldBlock` while some wait for the socket).
     pub fn flush(&mut self) -> io::Result<bool> {
         write_pending(&mut self.stream, &self.out, &mut self.out_pos)?;
         if self.out_pos == self.out.len() {
+            match self.stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
             self.out.clear();
             self.out_pos = 0;
             // Idle connections should not pin a large reply's allocation.

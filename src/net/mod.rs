@@ -5,3 +5,4 @@ pub mod conn;
 pub mod framer;
 pub mod identity;
 pub mod secure;
+pub mod secure_stream;

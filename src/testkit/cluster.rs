@@ -57,7 +57,15 @@ impl Cluster {
         let key = dir.path().join("key");
         let mut k = [0u8; 32];
         crate::runtime::random_bytes(&mut k).map_err(|e| format!("no random cluster key: {e}"))?;
-        std::fs::write(&key, crate::pieces::to_hex(&k))
+        // 0600, as the tracker requires of a cluster key.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .and_then(|mut f| f.write_all(crate::pieces::to_hex(&k).as_bytes()))
             .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
         Ok(Cluster {
             dir,

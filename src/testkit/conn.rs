@@ -2,14 +2,44 @@
 //! (typed `Verb`s, or raw text for tests whose point is a malformed request), whole replies in
 //! through the protocol's own `ReplyReader`. `LineConn` returns errors (bench, demo); `Conn`
 //! panics on anything unexpected (tests, where a panic is the failure report).
+//!
+//! Both speak through the client side of the secure channel (a fresh key per connection, as a
+//! client process has), so raw bytes a hostile test sends arrive inside the channel, where the
+//! tracker's parsers see them.
 
 use crate::auth::login as proofs;
 use crate::auth::scram::{self, ClientKeys};
+use crate::net::identity::Identity;
+use crate::net::secure::Conversation;
+use crate::net::secure_stream::{connect_blocking, SecureStream};
 use crate::pieces;
 use crate::protocol::tracker::{Reply, ReplyReader, Request, Verb};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+/// A blocking secure channel to a tracker, as the client's side (handshake done).
+pub type SecureConn = SecureStream<TcpStream>;
+
+/// Connects and completes the client side of the handshake with a fresh key.
+pub fn secure_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<SecureConn> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let _ = stream.set_nodelay(true);
+    secure_over(stream)
+}
+
+/// The client side of the handshake over a connected socket (read timeout already set).
+pub fn secure_over(stream: TcpStream) -> std::io::Result<SecureConn> {
+    let id = Identity::generate().map_err(std::io::Error::other)?;
+    connect_blocking(stream, &id, None, Conversation::ClientTracker)
+}
+
+/// Writes all of `bytes` through the channel and pushes the records out.
+fn write_through(s: &mut SecureConn, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes)?;
+    s.flush()
+}
 
 /// What a connection sends after the tag: a typed request (`Verb`), or raw text for tests
 /// whose point is a malformed or hostile request.
@@ -43,29 +73,23 @@ impl RequestText for Verb {
 
 /// A blocking line connection for set-up and control requests, with errors as text.
 pub struct LineConn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<SecureConn>,
     replies: ReplyReader,
     /// The last tag sent; the next request gets `tag + 1`.
     pub tag: u64,
 }
 
 impl LineConn {
+    /// The channel's handshake hash (for proofs bound to this connection).
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        self.reader.get_ref().channel_binding()
+    }
+
     pub fn connect(addr: SocketAddr) -> Result<LineConn, String> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        let stream = secure_connect(addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| format!("set_read_timeout: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let reader = BufReader::new(
-            stream
-                .try_clone()
-                .map_err(|e| format!("cannot clone a socket: {e}"))?,
-        );
         Ok(LineConn {
-            stream,
-            reader,
+            reader: BufReader::new(stream),
             replies: ReplyReader::default(),
             tag: 0,
         })
@@ -93,8 +117,7 @@ impl LineConn {
     pub fn send(&mut self, verb: &Verb) -> Result<(), String> {
         self.tag += 1;
         let l = format!("{}\n", Request::new(self.tag, verb.clone()).encode());
-        self.stream
-            .write_all(l.as_bytes())
+        write_through(self.reader.get_mut(), l.as_bytes())
             .map_err(|e| format!("sending {}: {e}", verb.name()))
     }
 
@@ -137,7 +160,8 @@ impl LineConn {
             Reply::Ok(w) => w,
             r => return Err(format!("login_begin was refused: {r:?}")),
         };
-        let (keys, msg, proof) = prove(user, password, &begin, &words)
+        let cb = self.channel_binding();
+        let (keys, msg, proof) = prove(user, password, &begin, &words, cb)
             .ok_or_else(|| format!("login_begin answered {words:?}"))?;
         let login = Verb::Login {
             user: user.to_string(),
@@ -150,38 +174,72 @@ impl LineConn {
         }
     }
 
-    /// The std stream, for handing to the load generator; Err if replies are still buffered.
-    pub fn into_stream(self) -> Result<TcpStream, String> {
+    /// The channel, for handing to the load generator; Err if replies are still buffered.
+    pub fn into_stream(self) -> Result<SecureConn, String> {
         if !self.reader.buffer().is_empty() {
             return Err("unexpected extra data from the server after set-up".to_string());
         }
-        Ok(self.stream)
+        Ok(self.reader.into_inner())
     }
 }
 
 /// A protocol connection: tags requests and reads whole replies with the protocol's reader.
 pub struct Conn {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<SecureConn>,
+    /// This connection's own static key (hex), as the tracker records and publishes it.
+    key: String,
     replies: ReplyReader,
     tag: u64,
 }
 
 impl Conn {
     pub fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        let id = Identity::generate().map_err(std::io::Error::other)?;
+        Conn::connect_as(addr, &id)
+    }
+
+    /// A connection whose channel proves `id` (a test that then speaks to peers as the same
+    /// client, with tickets bound to this key).
+    pub fn connect_as(addr: SocketAddr, id: &Identity) -> std::io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let reader = BufReader::new(stream.try_clone()?);
+        let key = pieces::to_hex(id.public());
         Ok(Conn {
-            stream,
-            reader,
+            reader: BufReader::new(connect_blocking(
+                stream,
+                id,
+                None,
+                Conversation::ClientTracker,
+            )?),
+            key,
             replies: ReplyReader::default(),
             tag: 0,
         })
     }
 
+    /// Sends bytes as they are, inside the channel (hostile tests).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        self.try_send_raw(bytes).expect("send");
+    }
+
+    /// As `send_raw`, with an error when the connection is gone.
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        write_through(self.reader.get_mut(), bytes)
+    }
+
+    /// The channel's handshake hash (for proofs bound to this connection).
+    pub fn channel_binding(&self) -> Option<[u8; 32]> {
+        self.reader.get_ref().channel_binding()
+    }
+
+    /// This connection's own static key (64 hex), the `<key>` of its peer lines.
+    pub fn client_key(&self) -> &str {
+        &self.key
+    }
+
+    /// The tracker's key as proven by the handshake.
+    pub fn tracker_key(&self) -> Option<[u8; 32]> {
+        self.reader.get_ref().remote_static().copied()
     }
 
     pub fn read_line(&mut self) -> std::io::Result<String> {
@@ -222,7 +280,7 @@ impl Conn {
         let text = req.text_on(self)?;
         self.tag += 1;
         let l = format!("{} {}\n", self.tag, text);
-        self.stream.write_all(l.as_bytes())?;
+        write_through(self.reader.get_mut(), l.as_bytes())?;
         Ok(self.read_typed()?.1)
     }
 
@@ -235,7 +293,7 @@ impl Conn {
         let text = req.text_on(self)?;
         self.tag += 1;
         let l = format!("{} {}\n", self.tag, text);
-        self.stream.write_all(l.as_bytes())?;
+        write_through(self.reader.get_mut(), l.as_bytes())?;
         self.read_reply()
     }
 
@@ -273,7 +331,9 @@ impl Conn {
             Reply::Ok(w) => w,
             r => panic!("login_begin {user} refused: {r:?}"),
         };
-        let (keys, msg, proof) = prove(user, password, &begin, &words).expect("login_begin reply");
+        let cb = self.channel_binding();
+        let (keys, msg, proof) =
+            prove(user, password, &begin, &words, cb).expect("login_begin reply");
         let login = Verb::Login {
             user: user.to_string(),
             proof,
@@ -293,7 +353,8 @@ impl Conn {
         let Reply::Ok(words) = self.try_typed(&begin)? else {
             return Err(fail(format!("login_begin {user} refused")));
         };
-        let (keys, msg, proof) = prove(user, &format!("pw-{user}"), &begin, &words)
+        let cb = self.channel_binding();
+        let (keys, msg, proof) = prove(user, &format!("pw-{user}"), &begin, &words, cb)
             .ok_or_else(|| fail(format!("login_begin answered {words:?}")))?;
         let login = Verb::Login {
             user: user.to_string(),
@@ -327,7 +388,7 @@ impl Conn {
             text.push_str(&line);
             text.push('\n');
         }
-        self.stream.write_all(text.as_bytes()).expect("send upload");
+        write_through(self.reader.get_mut(), text.as_bytes()).expect("send upload");
         self.read_reply().expect("upload reply")
     }
 }
@@ -339,6 +400,7 @@ pub fn prove(
     password: &str,
     begin: &Verb,
     words: &[String],
+    cb: Option<[u8; 32]>,
 ) -> Option<(ClientKeys, Vec<u8>, String)> {
     let Verb::LoginBegin { cnonce, .. } = begin else {
         return None;
@@ -349,7 +411,7 @@ pub fn prove(
     let salt = scram::lower_hex::<{ scram::SALT_LEN }>(salt)?;
     let iterations = scram::parse_count(iterations)?;
     let keys = ClientKeys::derive(password, &salt, iterations);
-    let msg = proofs::auth_message(user, cnonce, snonce, &salt, iterations, None);
+    let msg = proofs::auth_message(user, cnonce, snonce, &salt, iterations, cb);
     let proof = pieces::to_hex(&keys.proof(&msg));
     Some((keys, msg, proof))
 }
@@ -413,13 +475,42 @@ pub mod v {
             addr: s(addr),
         }
     }
-    /// `attach` proving knowledge of `secret` (hex) on a plain test socket.
-    pub fn attach(token: &str, secret: &str, addr: &str) -> Verb {
-        let secret = scram::lower_hex::<32>(secret).unwrap_or([0; 32]);
-        Verb::Attach {
+    /// `attach` proving knowledge of `secret` (hex), bound to the connection it is sent on.
+    pub fn attach(token: &str, secret: &str, addr: &str) -> Attach {
+        Attach {
             token: s(token),
-            proof: crate::pieces::to_hex(&proofs::attach_proof(&secret, token, None)),
+            secret: s(secret),
             addr: s(addr),
+        }
+    }
+
+    /// An attach as a test writes it; its proof is made for the connection that sends it.
+    pub struct Attach {
+        pub token: String,
+        pub secret: String,
+        pub addr: String,
+    }
+
+    impl Attach {
+        /// The request with its proof bound to channel `cb`.
+        pub fn verb(&self, cb: Option<[u8; 32]>) -> Verb {
+            let secret = scram::lower_hex::<32>(&self.secret).unwrap_or([0; 32]);
+            let proof = proofs::attach_proof(&secret, &self.token, cb);
+            Verb::Attach {
+                token: self.token.clone(),
+                proof: crate::pieces::to_hex(&proof),
+                addr: self.addr.clone(),
+            }
+        }
+    }
+
+    impl RequestText for Attach {
+        fn text(&self) -> String {
+            format!("attach {} <proof of the secret> {}", self.token, self.addr)
+        }
+
+        fn text_on(&self, conn: &mut Conn) -> std::io::Result<String> {
+            Ok(self.verb(conn.channel_binding()).encode())
         }
     }
 
@@ -447,7 +538,8 @@ pub mod v {
                 Reply::Ok(w) => w,
                 _ => Vec::new(),
             };
-            let proof = super::prove(&self.user, &self.password, &begin, &words)
+            let cb = conn.channel_binding();
+            let proof = super::prove(&self.user, &self.password, &begin, &words, cb)
                 .map_or_else(|| "00".repeat(32), |(_, _, p)| p);
             let login = Verb::Login {
                 user: self.user.clone(),

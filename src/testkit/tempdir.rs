@@ -14,7 +14,7 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!(
             "groupshare-{tag}-{}-{:x}",
             std::process::id(),
-            crate::runtime::random_u64()
+            crate::runtime::seed_u64()
         ));
         std::fs::create_dir_all(&p)
             .map_err(|e| format!("cannot create temporary directory {}: {e}", p.display()))?;

@@ -2,7 +2,7 @@
 //! uses one session secret (`TEST_SECRET`), so a test can issue a ticket any of them accepts.
 
 use crate::auth::ticket::{self, Claim, Ticket, TicketKey, TrackerClock};
-use crate::client::peers::{PeerInfo, PeerSide};
+use crate::client::peers::PeerSide;
 
 /// The session secret of every in-process test seeder.
 pub const TEST_SECRET: &str = "7e57000000000000000000000000000000000000000000000000000000007e57";
@@ -16,32 +16,15 @@ pub fn admit_test_tickets(side: &mut PeerSide) {
     side.set_tickets(Some(test_key()), TrackerClock::default());
 }
 
-/// A ticket for `downloader` to fetch `group`/`file` from any test seeder, valid for the
-/// longest lifetime a tracker issues.
-pub fn test_ticket(downloader: &str, group: &str, file: &str) -> Ticket {
+/// A ticket for `downloader`, whose channel key is `key`, to fetch `group`/`file` from any test
+/// seeder, valid for the longest lifetime a tracker issues.
+pub fn test_ticket(downloader: &str, key: &[u8; 32], group: &str, file: &str) -> Ticket {
     let claim = Claim {
         downloader,
-        downloader_key: None,
+        downloader_key: Some(key),
         group,
         file,
         expiry: ticket::unix_now() + ticket::MAX_LIFETIME,
     };
     Ticket::issue(&test_key(), &claim)
-}
-
-/// `peers`, each with a fresh test ticket for `downloader` and `group`/`file`.
-pub fn with_test_tickets(
-    peers: Vec<PeerInfo>,
-    downloader: &str,
-    group: &str,
-    file: &str,
-) -> Vec<PeerInfo> {
-    let t = test_ticket(downloader, group, file);
-    peers
-        .into_iter()
-        .map(|p| PeerInfo {
-            ticket: Some(t),
-            ..p
-        })
-        .collect()
 }

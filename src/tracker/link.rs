@@ -1,27 +1,14 @@
-//! Messages of the peer link between the two trackers (PROTOCOL.md, section 2) and the
-//! challenge-response handshake that authenticates it. Pure: encoding, decoding, MACs.
+//! Messages of the peer link between the two trackers (PROTOCOL.md, section 2). Pure: encoding
+//! and decoding. The link is authenticated by its secure channel (Noise XXpsk0 keyed by the
+//! cluster key, `net::secure`), so no message here carries a proof of its own.
 
 use super::journal::Position;
 use super::op::{Entry, Op, Origin};
-use crate::pieces::{from_hex, to_hex};
 use crate::protocol::tracker::ErrorCode;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 /// One line of the peer link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkMsg {
-    Hello {
-        tracker: u8,
-        nonce: String,
-    },
-    Challenge {
-        nonce: String,
-        mac: String,
-    },
-    Auth {
-        mac: String,
-    },
     State {
         pos: Position,
         digest: String,
@@ -100,9 +87,6 @@ fn split1(s: &str) -> (&str, &str) {
 impl LinkMsg {
     pub fn encode(&self) -> String {
         match self {
-            LinkMsg::Hello { tracker, nonce } => format!("peer-hello {tracker} {nonce}"),
-            LinkMsg::Challenge { nonce, mac } => format!("peer-challenge {nonce} {mac}"),
-            LinkMsg::Auth { mac } => format!("peer-auth {mac}"),
             LinkMsg::State { pos, digest } => {
                 format!("state {} {} {} {digest}", pos.term, pos.seq, mode(pos.solo))
             }
@@ -131,24 +115,6 @@ impl LinkMsg {
         let words: Vec<&str> = rest.split(' ').filter(|w| !w.is_empty()).collect();
         let bad = || format!("malformed '{verb}' on the peer link");
         Ok(match verb {
-            "peer-hello" => match words.as_slice() {
-                [t, n] => LinkMsg::Hello {
-                    tracker: num(t, "tracker number")?,
-                    nonce: n.to_string(),
-                },
-                _ => return Err(bad()),
-            },
-            "peer-challenge" => match words.as_slice() {
-                [n, m] => LinkMsg::Challenge {
-                    nonce: n.to_string(),
-                    mac: m.to_string(),
-                },
-                _ => return Err(bad()),
-            },
-            "peer-auth" => match words.as_slice() {
-                [m] => LinkMsg::Auth { mac: m.to_string() },
-                _ => return Err(bad()),
-            },
             "state" => match words.as_slice() {
                 [t, s, m, d] => LinkMsg::State {
                     pos: Position {
@@ -261,35 +227,6 @@ pub fn op_entry_text(op_line: &str) -> Option<&str> {
     rest.split_once(' ').map(|(_, entry)| entry)
 }
 
-/// A fresh random nonce, 32 hex digits.
-pub fn nonce() -> String {
-    crate::runtime::random_hex(16)
-}
-
-/// The MAC a tracker proves itself with: HMAC-SHA256(key, "<who>|<theirs>|<mine>"). Each side's
-/// MAC covers both nonces in its own order, so neither answer can be replayed as the other.
-pub fn handshake_mac(key: &[u8], who: u8, theirs: &str, mine: &str) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        // HMAC takes keys of any length; this cannot fail, but never panic on it.
-        Err(_) => return String::new(),
-    };
-    mac.update(format!("{who}|{theirs}|{mine}").as_bytes());
-    to_hex(&mac.finalize().into_bytes())
-}
-
-/// Checks a MAC received from the other side, in constant time.
-pub fn verify_mac(key: &[u8], who: u8, theirs: &str, mine: &str, got: &str) -> bool {
-    let Some(got) = from_hex(got) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return false;
-    };
-    mac.update(format!("{who}|{theirs}|{mine}").as_bytes());
-    mac.verify_slice(&got).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,15 +272,6 @@ mod tests {
             solo: true,
         };
         let msgs = vec![
-            LinkMsg::Hello {
-                tracker: 2,
-                nonce: "ab".into(),
-            },
-            LinkMsg::Challenge {
-                nonce: "cd".into(),
-                mac: "ef".into(),
-            },
-            LinkMsg::Auth { mac: "01".into() },
             LinkMsg::State {
                 pos,
                 digest: "dd".into(),
@@ -415,16 +343,6 @@ mod tests {
         ] {
             assert!(LinkMsg::decode(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_handshake_mac_needs_the_key_and_both_nonces_in_order() {
-        let mac = handshake_mac(b"key", 1, "n2", "n1");
-        assert!(verify_mac(b"key", 1, "n2", "n1", &mac));
-        assert!(!verify_mac(b"other", 1, "n2", "n1", &mac));
-        assert!(!verify_mac(b"key", 2, "n2", "n1", &mac));
-        assert!(!verify_mac(b"key", 1, "n1", "n2", &mac));
-        assert!(!verify_mac(b"key", 1, "n2", "n1", "zz"));
     }
 
     proptest::proptest! {

@@ -44,11 +44,16 @@ pub enum Op {
         /// The session secret (64 lowercase hex): `attach` proves knowledge of it, and the
         /// ticket key is derived from it.
         secret: String,
+        /// The client's static key (64 hex), proven in its channel's handshake: published
+        /// with its address so downloaders can check they reached this client.
+        key: String,
     },
     Attach {
         token: Token,
         addr: String,
         tracker: u8,
+        /// As in `Login`: the attaching connection's key (a new client process, a new key).
+        key: String,
     },
     Logout {
         token: Token,
@@ -198,6 +203,22 @@ fn secret(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("a session secret is 64 lowercase hex digits".to_string())
+    }
+}
+
+/// A client's static public key: 64 lowercase hex digits.
+pub fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn key(s: &str) -> Result<String, String> {
+    if is_key(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "client key '{}' is not 64 lowercase hex digits",
+            clip(s)
+        ))
     }
 }
 
@@ -451,12 +472,14 @@ impl Op {
                 addr,
                 tracker,
                 secret,
-            } => write!(out, "{v} {token} {user} {addr} {tracker} {secret}"),
+                key,
+            } => write!(out, "{v} {token} {user} {addr} {tracker} {secret} {key}"),
             Op::Attach {
                 token,
                 addr,
                 tracker,
-            } => write!(out, "{v} {token} {addr} {tracker}"),
+                key,
+            } => write!(out, "{v} {token} {addr} {tracker} {key}"),
             Op::Logout { token } => write!(out, "{v} {token}"),
             Op::Detach { tracker } => write!(out, "{v} {tracker}"),
             Op::CreateGroup { token, group }
@@ -582,21 +605,23 @@ impl Op {
                 }
             }
             "login" => {
-                want(5)?;
+                want(6)?;
                 Op::Login {
                     token: token(args[0])?,
                     user: name(NameKind::User, args[1])?,
                     addr: addr(args[2])?,
                     tracker: tracker(args[3])?,
                     secret: secret(args[4])?,
+                    key: key(args[5])?,
                 }
             }
             "attach" => {
-                want(3)?;
+                want(4)?;
                 Op::Attach {
                     token: token(args[0])?,
                     addr: addr(args[1])?,
                     tracker: tracker(args[2])?,
+                    key: key(args[3])?,
                 }
             }
             "logout" => {
@@ -793,11 +818,13 @@ mod tests {
                 addr: "127.0.0.1:4000".into(),
                 tracker: 1,
                 secret: "5e".repeat(32),
+                key: "ab".repeat(32),
             },
             Op::Attach {
                 token: t.clone(),
                 addr: "[::1]:4000".into(),
                 tracker: 2,
+                key: "cd".repeat(32),
             },
             Op::Logout { token: t.clone() },
             Op::Detach { tracker: 2 },
@@ -891,9 +918,10 @@ mod tests {
     #[test]
     fn text_forms_are_as_documented() {
         let ops = every_variant();
+        let key = "ab".repeat(32);
         assert_eq!(
             ops[1].encode(),
-            format!("login {T} alice 127.0.0.1:4000 1 {}", "5e".repeat(32))
+            format!("login {T} alice 127.0.0.1:4000 1 {} {key}", "5e".repeat(32))
         );
         assert_eq!(ops[10].encode(), format!("upload {T} g1 empty 0 -"));
         assert_eq!(ops[11].encode(), format!("have {T} g1 a.txt 0-3,7"));

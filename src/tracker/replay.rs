@@ -397,6 +397,7 @@ mod tests {
             addr: "127.0.0.1:9".into(),
             tracker: if n == 2 { 1 } else { 2 },
             secret: format!("{n:064x}"),
+            key: "ab".repeat(32),
         }
     }
 
@@ -460,6 +461,7 @@ mod tests {
                     token: tok(5),
                     addr: "127.0.0.1:9".into(),
                     tracker: 2,
+                    key: "ab".repeat(32),
                 },
             ),
         ];

@@ -162,7 +162,7 @@ impl Cluster {
 }
 
 pub fn rand_u64() -> u64 {
-    groupshare::runtime::random_u64() | 1
+    groupshare::runtime::seed_u64() | 1
 }
 
 /// `testkit::Client` whose waits panic with everything the client printed; its fields and

@@ -9,7 +9,10 @@ use groupshare::client::peers::store::{part_path, PartClaims, PartFile};
 use groupshare::client::peers::{
     DownloadId, DownloadSpec, DownloadStatus, PeerEvent, PeerInfo, PeerSide,
 };
-use groupshare::pieces::{Hash, PieceSet, PIECE_SIZE};
+use groupshare::net::identity::Identity;
+use groupshare::net::secure::{Conversation, Role};
+use groupshare::net::secure_stream::SecureStream;
+use groupshare::pieces::{to_hex, Hash, PieceSet, PIECE_SIZE};
 use groupshare::testkit::tickets;
 use mio::{Events, Poll};
 use std::collections::HashMap;
@@ -30,6 +33,8 @@ pub struct Node {
     pub events: Events,
     pub side: PeerSide,
     pub addr: SocketAddr,
+    /// This node's static key (hex), as its tracker would publish it.
+    pub key: String,
     /// Everything `tick` returned, in order.
     pub log: Vec<PeerEvent>,
     /// What this node's "tracker" answers to NeedPeers, per download.
@@ -39,10 +44,13 @@ pub struct Node {
 impl Node {
     pub fn new(name: &str) -> Node {
         let poll = Poll::new().unwrap();
+        let id = Identity::generate().unwrap();
+        let key = to_hex(id.public());
         let (mut side, addr) =
-            PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap()).unwrap();
+            PeerSide::new(poll.registry(), "127.0.0.1:0".parse().unwrap(), id).unwrap();
         tickets::admit_test_tickets(&mut side);
         Node {
+            key,
             name: name.to_string(),
             poll,
             events: Events::with_capacity(256),
@@ -61,6 +69,7 @@ impl Node {
             have,
             // Issued for the download when offered (`ticketed`).
             ticket: None,
+            key: self.key.clone(),
         }
     }
 
@@ -131,7 +140,10 @@ impl Node {
         let Some(d) = self.side.download(id) else {
             return peers;
         };
-        let fresh = tickets::test_ticket(&d.owner, d.group(), d.file());
+        let key: [u8; 32] = groupshare::pieces::from_hex(&self.key)
+            .and_then(|k| k.try_into().ok())
+            .expect("a node's key is 64 hex digits");
+        let fresh = tickets::test_ticket(&d.owner, &key, d.group(), d.file());
         peers
             .into_iter()
             .map(|p| PeerInfo {
@@ -274,12 +286,18 @@ pub fn leave_part(dest: &Path, bytes: &[u8]) {
     std::fs::write(&part, bytes).expect("fill the .part");
 }
 
+/// The channel key of downloader `me` (one per test process), which `t`'s tickets name.
+pub fn me() -> &'static Identity {
+    static ME: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    ME.get_or_init(|| Identity::generate().expect("randomness for a test key"))
+}
+
 /// `want <group> <file>` or `watch <group> <file>` with a good ticket for downloader `me`
 /// appended, as a downloader sends them; any other line as it is.
 pub fn t(line: &str) -> String {
     match line.split(' ').collect::<Vec<_>>().as_slice() {
         [verb @ ("want" | "watch"), group, file] => {
-            let ticket = tickets::test_ticket("me", group, file);
+            let ticket = tickets::test_ticket("me", me().public(), group, file);
             format!("{verb} {group} {file} me {}", ticket.encode())
         }
         _ => line.to_string(),
@@ -292,4 +310,68 @@ pub fn start(d: &mut Node, file: &str, data: &[u8], dest: &Path, sources: Vec<Pe
         .start_download(1, spec(file, data, dest.to_path_buf()), Instant::now())
         .unwrap();
     d.add_sources(1, sources);
+}
+
+/// A scripted peer's key: what the "tracker" publishes for it, proven in its handshakes.
+pub struct FakeKey {
+    pub id: Identity,
+}
+
+impl FakeKey {
+    pub fn new() -> FakeKey {
+        FakeKey {
+            id: Identity::generate().unwrap(),
+        }
+    }
+
+    /// The key of downloader `me`, whose tickets `t` makes.
+    pub fn me() -> FakeKey {
+        FakeKey { id: me().clone() }
+    }
+
+    pub fn hex(&self) -> String {
+        to_hex(self.id.public())
+    }
+
+    /// The seeder's side of an accepted connection (non-blocking; the handshake completes as
+    /// the stream is read).
+    pub fn accept(&self, s: std::net::TcpStream) -> SecureStream<std::net::TcpStream> {
+        s.set_nonblocking(true).unwrap();
+        SecureStream::new(
+            s,
+            Role::Responder,
+            &self.id,
+            None,
+            Conversation::ClientClient,
+            false,
+        )
+        .unwrap()
+    }
+
+    /// The downloader's side of a connection to a node's seeder (non-blocking, not checking
+    /// the seeder's key: these tests speak to the seeder on purpose).
+    pub fn connect(&self, addr: SocketAddr) -> SecureStream<std::net::TcpStream> {
+        self.over(std::net::TcpStream::connect(addr).unwrap())
+    }
+
+    /// As `connect`, over a socket already connected (from another loopback address, say).
+    pub fn over(&self, s: std::net::TcpStream) -> SecureStream<std::net::TcpStream> {
+        s.set_nonblocking(true).unwrap();
+        let mut s = SecureStream::new(
+            s,
+            Role::Initiator,
+            &self.id,
+            None,
+            Conversation::ClientClient,
+            false,
+        )
+        .unwrap();
+        let _ = std::io::Write::flush(&mut s); // the first handshake message
+        s
+    }
+}
+
+/// A key no peer holds, for sources nobody answers for.
+pub fn some_key() -> String {
+    "5a".repeat(32)
 }

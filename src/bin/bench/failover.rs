@@ -16,7 +16,7 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
     })?;
     let other = 3 - lead;
     let inst = instance_id();
-    let user = format!("fo{r}x{:x}", groupshare::runtime::random_u64() & 0xffff);
+    let user = format!("fo{r}x{:x}", groupshare::runtime::seed_u64() & 0xffff);
     let mut c = LineConn::connect(pair.addrs[lead - 1])?;
     let hello = Verb::Hello { instance: inst };
     c.ok(&hello)?;
@@ -41,8 +41,8 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
             if !matches!(c.req(&hello)?, Reply::Ok(_)) {
                 return Ok(false);
             }
-            // Without a secure channel yet, the proof binds to no channel (zeros).
-            let proof = groupshare::auth::login::attach_proof(&secret, &token, None);
+            // Bound to this connection's channel.
+            let proof = groupshare::auth::login::attach_proof(&secret, &token, c.channel_binding());
             let attach = Verb::Attach {
                 token: token.clone(),
                 proof: groupshare::pieces::to_hex(&proof),

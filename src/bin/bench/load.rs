@@ -3,6 +3,7 @@
 //! replies (requests to Redis are inline commands). Latency is measured per request, from the
 //! moment it is queued to the moment its whole reply has been parsed.
 
+use groupshare::net::secure_stream::SecureStream;
 use groupshare::protocol::tracker::{Reply, ReplyReader};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -133,24 +134,94 @@ impl Parser {
     }
 }
 
+/// A connection of the generator: Redis in plain TCP, a tracker inside its secure channel.
+pub enum BenchStream {
+    Plain(TcpStream),
+    Secure(Box<SecureStream<TcpStream>>),
+}
+
+/// A set-up blocking connection, handed to `Conns::new`.
+pub enum SetUp {
+    Plain(std::net::TcpStream),
+    Secure(Box<SecureStream<std::net::TcpStream>>),
+}
+
+impl From<std::net::TcpStream> for SetUp {
+    fn from(s: std::net::TcpStream) -> SetUp {
+        SetUp::Plain(s)
+    }
+}
+
+impl From<SecureStream<std::net::TcpStream>> for SetUp {
+    fn from(s: SecureStream<std::net::TcpStream>) -> SetUp {
+        SetUp::Secure(Box::new(s))
+    }
+}
+
+fn nonblocking(s: std::net::TcpStream) -> Result<TcpStream, String> {
+    s.set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    let _ = s.set_nodelay(true);
+    Ok(TcpStream::from_std(s))
+}
+
+impl Read for BenchStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            BenchStream::Plain(s) => s.read(buf),
+            BenchStream::Secure(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BenchStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            BenchStream::Plain(s) => s.write(buf),
+            BenchStream::Secure(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            BenchStream::Plain(s) => s.flush(),
+            BenchStream::Secure(s) => s.flush(),
+        }
+    }
+}
+
+impl BenchStream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            BenchStream::Plain(s) => s,
+            BenchStream::Secure(s) => s.as_mut(),
+        }
+    }
+}
+
 /// A set of established connections the generator drives; they stay open between cases and
 /// keep their tag counters (tracker tags must never repeat for one instance: deduplication).
 pub struct Conns {
-    pub streams: Vec<TcpStream>,
+    pub streams: Vec<BenchStream>,
     pub next_tag: Vec<u64>,
 }
 
 impl Conns {
-    /// Takes blocking std streams (set up already) and makes them non-blocking.
-    pub fn new(streams: Vec<std::net::TcpStream>, first_tag: u64) -> Result<Conns, String> {
+    /// Takes blocking streams (set up already) and makes them non-blocking.
+    pub fn new<T: Into<SetUp>>(streams: Vec<T>, first_tag: u64) -> Result<Conns, String> {
         let n = streams.len();
         let streams = streams
             .into_iter()
-            .map(|s| {
-                s.set_nonblocking(true)
-                    .map_err(|e| format!("set_nonblocking: {e}"))?;
-                let _ = s.set_nodelay(true);
-                Ok(TcpStream::from_std(s))
+            .map(|s| match s.into() {
+                SetUp::Plain(s) => nonblocking(s).map(BenchStream::Plain),
+                SetUp::Secure(s) => {
+                    s.socket()
+                        .set_nonblocking(true)
+                        .map_err(|e| format!("set_nonblocking: {e}"))?;
+                    let _ = s.socket().set_nodelay(true);
+                    Ok(BenchStream::Secure(Box::new(
+                        s.map_socket(TcpStream::from_std),
+                    )))
+                }
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Conns {
@@ -170,12 +241,16 @@ impl Conns {
         let mut poll = Poll::new().map_err(|e| format!("mio poll: {e}"))?;
         for (i, s) in self.streams.iter_mut().enumerate() {
             poll.registry()
-                .register(s, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    s.source(),
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .map_err(|e| format!("register: {e}"))?;
         }
         let result = self.drive(&mut poll, proto, plan, &mut make, n);
         for s in self.streams.iter_mut() {
-            let _ = poll.registry().deregister(s);
+            let _ = poll.registry().deregister(s.source());
         }
         result
     }
@@ -267,9 +342,8 @@ impl Conns {
                         self.refill(i, plan.depth, &mut sent[i], &mut outbuf[i], make, now);
                     }
                 }
-                if !outbuf[i].is_empty() {
-                    self.flush(i, &mut outbuf[i])?;
-                }
+                // Also when `outbuf` is empty: a secure stream may hold records for the socket.
+                self.flush(i, &mut outbuf[i])?;
             }
         }
         stats.secs = plan.measure.as_secs_f64();
@@ -308,7 +382,11 @@ impl Conns {
             }
         }
         out.drain(..done);
-        Ok(())
+        match self.streams[i].flush() {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(format!("write on connection {i}: {e}")),
+        }
     }
 }
 

@@ -56,7 +56,7 @@ pub fn measure(pair: &TrackerPair, users: usize, rounds: usize) -> Result<LoginC
                 Reply::Ok(w) => w,
                 r => return Err(format!("login_begin refused: {r:?}")),
             };
-            let (login, msg) = servers::login_for(begin, &words)?;
+            let (login, msg) = servers::login_for(begin, &words, c.channel_binding())?;
             c.send(&login)?;
             msgs.push(msg);
         }

@@ -23,7 +23,7 @@ pub const FIRST_FREE_TAG: u64 = 5;
 
 /// A fresh client instance id, as `hello` carries it.
 pub fn instance_id() -> u64 {
-    groupshare::runtime::random_u64() | 1
+    groupshare::runtime::seed_u64() | 1
 }
 
 /// `hello` with a fresh instance id.
@@ -61,11 +61,15 @@ pub fn login_begin(u: &str) -> Result<Verb, String> {
 
 /// The `login` answering `begin`'s reply words (`<salt> <iterations> <snonce>`), with the
 /// AuthMessage its reply's tracker proof is checked against. Bench users serve no pieces.
-pub fn login_for(begin: &Verb, words: &[String]) -> Result<(Verb, Vec<u8>), String> {
+pub fn login_for(
+    begin: &Verb,
+    words: &[String],
+    cb: Option<[u8; 32]>,
+) -> Result<(Verb, Vec<u8>), String> {
     let (Verb::LoginBegin { user, cnonce }, [_, _, snonce]) = (begin, words) else {
         return Err(format!("login_begin answered {words:?}"));
     };
-    let msg = proofs::auth_message(user, cnonce, snonce, &SALT, scram::MIN_ITERATIONS, None);
+    let msg = proofs::auth_message(user, cnonce, snonce, &SALT, scram::MIN_ITERATIONS, cb);
     let login = Verb::Login {
         user: user.clone(),
         proof: to_hex(&keys().proof(&msg)),
@@ -81,7 +85,7 @@ pub fn login(c: &mut LineConn, u: &str) -> Result<(String, String), String> {
         Reply::Ok(w) => w,
         r => return Err(format!("login_begin answered {r:?}")),
     };
-    let (login, msg) = login_for(&begin, &words)?;
+    let (login, msg) = login_for(&begin, &words, c.channel_binding())?;
     match c.ok(&login)? {
         Reply::Ok(w) => groupshare::testkit::check_login_reply(keys(), &msg, &w),
         r => Err(format!("login answered {r:?}")),
@@ -133,7 +137,12 @@ impl TrackerPair {
     /// `n` connections to tracker `t`, each said hello, created user `<prefix><i>` and logged
     /// in (set-up pipelined across connections: hello, create_user and login_begin, then the
     /// logins). The next free tag of each is `FIRST_FREE_TAG`.
-    pub fn logged_in(&self, t: usize, prefix: &str, n: usize) -> Result<Vec<TcpStream>, String> {
+    pub fn logged_in(
+        &self,
+        t: usize,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<groupshare::testkit::conn::SecureConn>, String> {
         let mut conns = Vec::with_capacity(n);
         for i in 0..n {
             let mut c = LineConn::connect(self.addrs[t - 1])?;
@@ -156,7 +165,7 @@ impl TrackerPair {
                 Reply::Ok(w) => w,
                 r => return Err(format!("set-up login_begin at tracker {t} refused: {r:?}")),
             };
-            let (login, msg) = login_for(&begin, &words)?;
+            let (login, msg) = login_for(&begin, &words, c.channel_binding())?;
             c.send(&login)?;
             logging_in.push((c, msg));
         }

@@ -55,7 +55,10 @@ const LOGOUT_WAIT: Duration = Duration::from_secs(2);
 pub struct Config {
     /// Where to listen for peers (port 0: a free port).
     pub listen: SocketAddr,
-    pub trackers: Vec<SocketAddr>,
+    /// The tracker_info lines (addresses and pins), tracker 1 first.
+    pub trackers: Vec<crate::cluster::TrackerEntry>,
+    /// The tracker_info file's name, for messages that send a person to edit it.
+    pub info_file: String,
     /// Index of the tracker to try first.
     pub preferred: usize,
     pub state_dir: PathBuf,
@@ -203,7 +206,10 @@ impl App {
         registry
             .register(&mut signals.receiver, SIGNAL_TOKEN, Interest::READABLE)
             .map_err(|e| format!("cannot watch signals: {e}"))?;
-        let (mut peers, bound) = PeerSide::new(registry, config.listen)
+        // This run's key: proven to the trackers, which publish it to downloaders, and to the
+        // peers themselves. Never written anywhere.
+        let identity = crate::net::identity::Identity::generate()?;
+        let (mut peers, bound) = PeerSide::new(registry, config.listen, identity.clone())
             .map_err(|e| format!("cannot listen for peers on {}: {e}", config.listen))?;
         peers.set_upload_limit(config.upload_limit, Instant::now());
         if config.announce_port {
@@ -214,15 +220,16 @@ impl App {
                 "warning: {bound} is not an address other peers can reach; give this machine's IP address"
             ));
         }
-        let instance = runtime::random_u64();
+        let instance = runtime::random_u64()?;
+        let known = crate::client::known_trackers::KnownTrackers::load(&config.state_dir)?;
+        let trust = crate::client::tracker_link::TrackerTrust {
+            entries: config.trackers.clone(),
+            info_file: config.info_file.clone(),
+            known: Some(known),
+            identity,
+        };
         let now = Instant::now();
-        let link = TrackerLink::new(
-            config.trackers.clone(),
-            config.preferred,
-            instance,
-            bound,
-            now,
-        );
+        let link = TrackerLink::new(trust, config.preferred, instance, bound, now);
         let input = Input::new(registry, !config.serve);
         Ok(App {
             poll,

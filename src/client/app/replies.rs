@@ -32,6 +32,7 @@ impl App {
                     }
                 }
             }
+            LinkEvent::Notice(line) => console::err(&line),
             LinkEvent::Unreachable => {
                 self.outage = true;
                 console::err("warning: no tracker is reachable; still trying");

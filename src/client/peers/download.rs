@@ -69,12 +69,16 @@ pub struct Ctx<'a> {
     pub scratch: &'a mut Vec<u8>,
     /// The tracker's clock: tickets expire by it, and are renewed halfway through.
     pub clock: TrackerClock,
+    /// This client's key, proven to the seeders it connects to.
+    pub identity: &'a crate::net::identity::Identity,
     pub now: Instant,
 }
 
 /// A source of this download (a peer the tracker named), connected or not.
 struct Source {
     addr: SocketAddr,
+    /// The key the tracker published for this peer: its handshake must prove it.
+    key: String,
     /// The connection's slab key while connected.
     conn: Option<PeerKey>,
     /// Earliest moment to connect again after a failure.
@@ -269,9 +273,10 @@ impl Download {
         for info in infos {
             match self.peers.get_mut(&info.user) {
                 Some(p) if p.banned => {}
-                Some(p) if p.addr != info.addr => {
+                Some(p) if p.addr != info.addr || p.key != info.key => {
                     p.addr = info.addr;
                     p.ticket = info.ticket;
+                    p.key = info.key.clone();
                     if let Some(key) = p.conn {
                         self.close(ctx, key, "address changed");
                     }
@@ -292,6 +297,7 @@ impl Download {
                         info.user.clone(),
                         Source {
                             addr: info.addr,
+                            key: info.key.clone(),
                             conn: None,
                             retry_at: ctx.now,
                             bad_pieces: 0,
@@ -325,6 +331,15 @@ impl Download {
         let entry = ctx.slots.vacant_entry();
         let key = entry.key();
         let token = Token(TOKEN_BASE + key);
+        let Some(expected) = crate::pieces::from_hex(&peer.key).and_then(|k| k.try_into().ok())
+        else {
+            log::debug!(
+                "download {}: {user} has no valid key; not connecting",
+                self.id
+            );
+            peer.retry_at = ctx.now + RECONNECT_DELAY;
+            return;
+        };
         match FetchConn::connect(
             ctx.registry,
             token,
@@ -332,6 +347,10 @@ impl Download {
             peer.addr,
             self.size,
             ctx.now + CONNECT_TIMEOUT,
+            super::fetch::SeederKeys {
+                ours: ctx.identity,
+                expected,
+            },
         ) {
             Ok(conn) => {
                 entry.insert(Socket::Fetch(self.id));

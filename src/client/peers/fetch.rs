@@ -6,6 +6,9 @@
 
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
+use crate::net::identity::Identity;
+use crate::net::secure::{Conversation, Role};
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
 use crate::protocol::peer::{Ranges, Reply, Request};
 use mio::net::TcpStream;
@@ -68,10 +71,19 @@ enum Rx {
     },
 }
 
+/// The keys of a connection to a seeder: ours, and the one the tracker published for it.
+pub struct SeederKeys<'a> {
+    pub ours: &'a Identity,
+    pub expected: [u8; 32],
+}
+
 pub struct FetchConn {
     pub user: String,
     pub addr: SocketAddr,
-    stream: TcpStream,
+    /// Inside the secure channel, gated: nothing (not even `want`) leaves until the seeder's
+    /// handshake proves `expected`, the key the tracker published for it.
+    stream: SecureStream<TcpStream>,
+    expected: [u8; 32],
     pub state: ConnState,
     /// Connect, or next reply, must happen by then; `None` while idle.
     pub deadline: Option<Instant>,
@@ -111,13 +123,28 @@ impl FetchConn {
         addr: SocketAddr,
         size: u64,
         deadline: Instant,
+        keys: SeederKeys<'_>,
     ) -> io::Result<Self> {
-        let mut stream = TcpStream::connect(addr)?;
+        let SeederKeys {
+            ours: identity,
+            expected,
+        } = keys;
+        let stream = TcpStream::connect(addr)?;
+        let mut stream = SecureStream::new(
+            stream,
+            Role::Initiator,
+            identity,
+            None,
+            Conversation::ClientClient,
+            true,
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(FetchConn {
             user,
             addr,
             stream,
+            expected,
             state: ConnState::Connecting,
             deadline: Some(deadline),
             size,
@@ -145,10 +172,10 @@ impl FetchConn {
     /// After WRITABLE (or an error) while connecting: `Ok(true)` once connected, `Ok(false)`
     /// if still in progress (a spurious event), `Err` if the connect failed.
     pub fn finish_connect(&mut self) -> io::Result<bool> {
-        if let Some(e) = self.stream.take_error()? {
+        if let Some(e) = self.stream.socket().take_error()? {
             return Err(e);
         }
-        match self.stream.peer_addr() {
+        match self.stream.socket().peer_addr() {
             Ok(_) => {
                 self.state = ConnState::Live;
                 Ok(true)
@@ -188,7 +215,15 @@ impl FetchConn {
             self.out.clear();
             self.out_pos = 0;
         }
-        let want_writable = self.state == ConnState::Connecting || !self.out.is_empty();
+        let records_left = match io::Write::flush(&mut self.stream) {
+            Ok(()) => false,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => true,
+            Err(e) => return Err(e),
+        };
+        // (A gated stream holds its records until `check_seeder_key`: no interest for them.)
+        let records_left = records_left && !self.stream.awaiting_approval();
+        let want_writable =
+            self.state == ConnState::Connecting || !self.out.is_empty() || records_left;
         if want_writable != self.writable {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -206,10 +241,35 @@ impl FetchConn {
         &self.buf[..len]
     }
 
+    /// After the handshake: the seeder must have proved the key the tracker published for it;
+    /// then what is queued (`want`) may go. Anyone else at that address gets nothing.
+    fn check_seeder_key(&mut self) -> io::Result<()> {
+        if !self.stream.awaiting_approval() {
+            return Ok(());
+        }
+        let proven = self.stream.remote_static().copied();
+        if proven.is_some_and(|k| subtle::ConstantTimeEq::ct_eq(&k[..], &self.expected[..]).into())
+        {
+            self.stream.approve();
+            match io::Write::flush(&mut self.stream) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(invalid(
+                "it did not prove the key the tracker published for it (another program at that address?)",
+            ))
+        }
+    }
+
     /// Reads until one reply is complete (or nothing more is available). A reply that does
     /// not match what was asked is an `InvalidData` error: the peer is broken.
     pub fn read_next(&mut self, reply_deadline: Instant) -> io::Result<Incoming> {
         loop {
+            if self.stream.awaiting_approval() {
+                self.check_seeder_key()?;
+            }
             if let Rx::Payload { index, len, got } = &mut self.rx {
                 let (index, len) = (*index, *len);
                 if *got < len {
@@ -242,6 +302,7 @@ impl FetchConn {
             match self.input.read_from(&mut self.stream, HEADER_READ)? {
                 Some(0) => return Ok(Incoming::Closed),
                 Some(_) => {}
+                None if self.stream.awaiting_approval() => continue,
                 None => return Ok(Incoming::Blocked),
             }
         }

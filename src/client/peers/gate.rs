@@ -39,8 +39,8 @@ impl TicketGate {
     }
 
     /// Whether `pass` lets the downloader on a channel whose remote static key is `remote_key`
-    /// fetch `(group, file)`; its expiry if so. `remote_key` is `None` until peer connections
-    /// are secure channels: the lead wires the channel's key in here.
+    /// fetch `(group, file)`; its expiry if so. A ticket names the key its downloader proved to
+    /// its tracker, so one shown over another channel (stolen, replayed) does not pass.
     pub fn admit(
         &self,
         pass: Option<&Pass>,

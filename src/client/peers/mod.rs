@@ -44,6 +44,9 @@ pub mod superseed;
 pub mod table;
 
 use crate::auth::ticket::{TicketKey, TrackerClock};
+use crate::net::identity::Identity;
+use crate::net::secure::{Conversation, Role};
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::{piece_count, Hash, MAX_PIECES};
 use crate::runtime::Rng;
 use catalog::{Catalog, Entry};
@@ -216,12 +219,19 @@ pub struct PeerSide {
     throttled: VecDeque<usize>,
     /// The session's ticket key and the tracker's clock: who may fetch what (`gate`).
     gate: TicketGate,
+    /// This client's static key for this run (the one its tracker publishes): proven to
+    /// downloaders as the seeder, and to seeders as the downloader.
+    identity: Identity,
 }
 
 impl PeerSide {
     /// Binds the upload listener on `listen` (port 0 picks a free port) and registers it.
     /// Returns the side and the address actually bound.
-    pub fn new(registry: &Registry, listen: SocketAddr) -> io::Result<(PeerSide, SocketAddr)> {
+    pub fn new(
+        registry: &Registry,
+        listen: SocketAddr,
+        identity: Identity,
+    ) -> io::Result<(PeerSide, SocketAddr)> {
         let mut listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         let mut slots = Slab::new();
@@ -238,13 +248,14 @@ impl PeerSide {
             downloads: Vec::new(),
             hash_jobs: Vec::new(),
             events: Vec::new(),
-            rng: Rng::new(crate::runtime::random_u64()),
+            rng: Rng::new(crate::runtime::seed_u64()),
             scratch: Vec::new(),
             uploads: 0,
             upload_slots: UploadSlots::default(),
             upload_limit: None,
             throttled: VecDeque::new(),
             gate: TicketGate::default(),
+            identity,
         };
         Ok((side, addr))
     }
@@ -277,6 +288,7 @@ impl PeerSide {
                     rng: &mut self.rng,
                     scratch: &mut self.scratch,
                     clock: self.gate.clock(),
+                    identity: &self.identity,
                     now,
                 };
                 record.engine.on_event(&mut ctx, key, event);
@@ -376,10 +388,25 @@ impl PeerSide {
         };
         if let Err(why) = admitted {
             log::debug!("refused an upload connection from {peer}: {why}");
-            // Best effort: a fresh socket's buffer takes this short line.
+            // Best effort, in clear instead of a handshake (it tells nothing): a fresh
+            // socket's buffer takes this short line, and the downloader reports it.
             let _ = stream.write(b"err busy\n");
             return;
         }
+        let mut stream = match SecureStream::new(
+            stream,
+            Role::Responder,
+            &self.identity,
+            None,
+            Conversation::ClientClient,
+            false,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot start a secure channel for a peer: {e}");
+                return;
+            }
+        };
         let entry = self.slots.vacant_entry();
         let token = Token(TOKEN_BASE + entry.key());
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
@@ -423,6 +450,7 @@ impl PeerSide {
             rng: &mut self.rng,
             scratch: &mut self.scratch,
             clock: self.gate.clock(),
+            identity: &self.identity,
             now,
         };
         for record in &mut self.downloads {
@@ -587,6 +615,7 @@ impl PeerSide {
             rng: &mut self.rng,
             scratch: &mut self.scratch,
             clock: self.gate.clock(),
+            identity: &self.identity,
             now,
         };
         dl.engine.cancel(&mut ctx, reason)
@@ -669,7 +698,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let poll = Poll::new().unwrap();
         let registry = poll.registry();
-        let (mut side, _) = PeerSide::new(registry, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let (mut side, _) = PeerSide::new(
+            registry,
+            "127.0.0.1:0".parse().unwrap(),
+            Identity::generate().unwrap(),
+        )
+        .unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let now = Instant::now();
         side.start_download(1, spec("alice", a.clone()), now)

@@ -19,6 +19,7 @@ use super::superseed::{Crowd, WatcherId};
 use super::{Socket, TOKEN_BASE};
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::{piece_len, PIECE_SIZE};
 use crate::protocol::peer::{ranges_lines, reason, Pass, Reply, Request};
 use crate::runtime::Rng;
@@ -63,7 +64,8 @@ struct Out {
 }
 
 pub struct UploadConn {
-    stream: TcpStream,
+    /// The downloader's connection, inside its secure channel (this side the responder).
+    stream: SecureStream<TcpStream>,
     input: LineFramer,
     out: VecDeque<Out>,
     /// Piece buffers already written out, reused (at most `MAX_OUTPUT_REPLIES`).
@@ -82,15 +84,12 @@ pub struct UploadConn {
     watching: Option<(String, String)>,
     /// The files this connection's tickets opened, until when (`gate`).
     grants: Grants,
-    /// The downloader's static key on this channel, which its tickets must name. `None` until
-    /// peer connections are secure channels (issue 9.1): the lead sets it from the handshake.
-    remote_key: Option<[u8; 32]>,
     /// Piece bytes queued on this connection, for the log line at its close.
     pub piece_bytes: u64,
 }
 
 impl UploadConn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: SecureStream<TcpStream>) -> Self {
         UploadConn {
             stream,
             input: LineFramer::new(MAX_LINE),
@@ -103,7 +102,6 @@ impl UploadConn {
             deferred: false,
             watching: None,
             grants: Grants::default(),
-            remote_key: None,
             piece_bytes: 0,
         }
     }
@@ -141,7 +139,7 @@ impl UploadConn {
     }
 
     fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let want_writable = !self.out.is_empty();
+        let want_writable = !self.out.is_empty() || self.stream.output_pending() > 0;
         if want_writable != self.writable {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -154,7 +152,7 @@ impl UploadConn {
         Ok(())
     }
 
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut SecureStream<TcpStream> {
         &mut self.stream
     }
 
@@ -197,7 +195,9 @@ impl UploadConn {
                             now,
                             gate,
                             grants: &mut self.grants,
-                            remote_key: self.remote_key.as_ref(),
+                            // The downloader's static key, proven by this channel's
+                            // handshake: its tickets must name it.
+                            remote_key: self.stream.remote_static(),
                             unix,
                         };
                         let Some(out) = answer(line, &mut at, &mut self.spare, &mut self.file)
@@ -274,7 +274,12 @@ impl UploadConn {
                 }
             }
         }
-        Ok(true)
+        // The channel's own records (the last chunk encrypted, a handshake message).
+        match io::Write::flush(&mut self.stream) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -368,7 +373,7 @@ fn watch(at: &mut At, group: &str, file: &str) -> Out {
     let n = e.have.len();
     let crowd = e
         .crowd
-        .get_or_insert_with(|| Crowd::new(n, &mut Rng::new(crate::runtime::random_u64())));
+        .get_or_insert_with(|| Crowd::new(n, &mut Rng::new(crate::runtime::seed_u64())));
     small(Reply::Have {
         have: crowd.join(at.id, at.now),
     })
@@ -858,7 +863,18 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-        let mut conn = UploadConn::new(TcpStream::from_std(s));
+        // A responder's channel starts with the first bytes; none come in this test.
+        let id = crate::net::identity::Identity::generate().unwrap_or_else(|e| panic!("{e}"));
+        let stream = crate::net::secure_stream::SecureStream::new(
+            TcpStream::from_std(s),
+            crate::net::secure::Role::Responder,
+            &id,
+            None,
+            crate::net::secure::Conversation::ClientClient,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut conn = UploadConn::new(stream);
         assert!(!conn.may_hear(100), "not watching");
         conn.watching = Some(("g".into(), "f".into()));
         assert!(!conn.may_hear(100), "watching without a grant");

@@ -80,13 +80,16 @@ fn parse_tenths(s: &str) -> Option<u64> {
         .checked_add(tenth.parse().ok()?)
 }
 
-/// A peer line of `peers` and `download_file`: `p <user> <addr> <have> <expiry> <mac>`.
+/// A peer line of `peers` and `download_file`: `p <user> <addr> <have> <key> <expiry> <mac>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerLine {
     pub user: String,
     pub addr: SocketAddr,
     /// The tracker's view of the peer's pieces: a hint, the peer's own `have` is the truth.
     pub have: PieceSet,
+    /// The peer's static key (64 lowercase hex), as it proved to its tracker: a downloader
+    /// talks to that address only if the handshake proves this key.
+    pub key: String,
     /// The requester's ticket for this peer (`auth::ticket`): what it shows the peer in `want`
     /// and `watch`. A tracker always issues one; `None` only for a line without the two words.
     pub ticket: Option<Ticket>,
@@ -94,7 +97,13 @@ pub struct PeerLine {
 
 impl PeerLine {
     pub fn encode(&self) -> String {
-        let mut line = format!("p {} {} {}", self.user, self.addr, self.have.to_wire());
+        let mut line = format!(
+            "p {} {} {} {}",
+            self.user,
+            self.addr,
+            self.have.to_wire(),
+            self.key
+        );
         if let Some(t) = &self.ticket {
             line.push(' ');
             line.push_str(&t.encode());
@@ -102,20 +111,29 @@ impl PeerLine {
         line
     }
 
+    /// The key as bytes (checked at parse).
+    pub fn key_bytes(&self) -> Option<[u8; 32]> {
+        crate::pieces::from_hex(&self.key)?.try_into().ok()
+    }
+
     /// `None` if malformed or if the piece set does not fit a file of `npieces` pieces.
     pub fn parse(line: &str, npieces: usize) -> Option<PeerLine> {
-        let (user, addr, have, ticket) =
+        let (user, addr, have, key, ticket) =
             match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
-                ["p", user, addr, have] => (*user, *addr, *have, None),
-                ["p", user, addr, have, expiry, mac] => {
-                    (*user, *addr, *have, Some(Ticket::parse(expiry, mac)?))
+                ["p", user, addr, have, key] => (*user, *addr, *have, *key, None),
+                ["p", user, addr, have, key, expiry, mac] => {
+                    (*user, *addr, *have, *key, Some(Ticket::parse(expiry, mac)?))
                 }
                 _ => return None,
             };
+        if !crate::tracker::op::is_key(key) {
+            return None;
+        }
         Some(PeerLine {
             user: user.to_string(),
             addr: addr.parse().ok()?,
             have: PieceSet::from_wire(have, npieces)?,
+            key: key.to_string(),
             ticket,
         })
     }
@@ -191,9 +209,15 @@ mod tests {
         let head = vec![(pieces::PIECE_SIZE + 1).to_string(), "2".to_string()];
         let lines = vec![
             format!("h {}", pieces::hashes_to_hex(&hashes)),
-            format!("p bob 127.0.0.1:5000 all 1800000000 {}", "0a".repeat(32)),
-            "p carol 127.0.0.1:5001 b80".to_string(),
+            format!(
+                "p bob 127.0.0.1:5000 all {} 1800000000 {}",
+                "ab".repeat(32),
+                "0a".repeat(32)
+            ),
+            format!("p carol 127.0.0.1:5001 b80 {}", "cd".repeat(32)),
             "p broken".to_string(),
+            // Without the key a downloader could not check it reached the peer: not a peer line.
+            "p dave 127.0.0.1:5002 all".to_string(),
         ];
         let d = DownloadReply::parse(&head, &lines).unwrap();
         assert_eq!(d.size, pieces::PIECE_SIZE + 1);
@@ -251,7 +275,7 @@ mod tests {
                 if *b { have.insert(i); }
             }
             let ticket = ticket.map(|(expiry, mac)| Ticket { expiry, mac });
-            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have, ticket };
+            let pl = PeerLine { user: g, addr: SocketAddr::from((ip, port)), have, key: "0f".repeat(32), ticket };
             prop_assert_eq!(PeerLine::parse(&pl.encode(), npieces), Some(pl));
         }
 
@@ -263,6 +287,7 @@ mod tests {
                 user,
                 addr: SocketAddr::from(([127, 0, 0, 1], i as u16)),
                 have: PieceSet::full(n),
+                key: "ab".repeat(32),
                 ticket: Some(Ticket { expiry: i as u64, mac: [seed; 32] }),
             }).collect();
             let d = DownloadReply { size, hashes: Cow::Owned(hashes), peers };

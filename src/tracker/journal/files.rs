@@ -13,6 +13,7 @@ use super::Position;
 use crate::tracker::state::State;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const SNAPSHOT: &str = "snapshot";
@@ -51,6 +52,7 @@ pub fn create_segment(dir: &Path, n: u64) -> io::Result<File> {
     let f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(segment_path(dir, n))?;
     sync_dir(dir)?;
     Ok(f)
@@ -81,7 +83,15 @@ pub fn write_snapshot_file<'a>(
 ) -> io::Result<()> {
     let tmp = dir.join(SNAPSHOT_TMP);
     let written = (|| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        // Made anew with its final mode (a stale temporary may have had another): the state
+        // holds password verifiers and session secrets.
+        let _ = fs::remove_file(&tmp);
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, f);
         writeln!(w, "{} {segment}", snapshot_header(pos))?;
         let mut count = 0u64;
         for l in lines {

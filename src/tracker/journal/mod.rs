@@ -21,6 +21,7 @@ pub use background::reexec_with_huge_pages;
 use background::{Child, Compaction};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -86,7 +87,11 @@ impl Journal {
     /// `snapshot.tmp`, segments the snapshot already covers) are removed.
     pub fn open(dir: &Path) -> Result<(Journal, Recovered), String> {
         let shown = dir.display();
-        fs::create_dir_all(dir)
+        // Password verifiers and session secrets live here: 0700, every file 0600.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| format!("cannot create data directory {shown}: {e}"))?;
         match files::remove_tmp(dir) {
             Ok(true) => {

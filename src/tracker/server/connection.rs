@@ -7,6 +7,7 @@ use super::login::PendingLogin;
 use super::ordering::ReplyQueue;
 use super::replication::LinkConn;
 use crate::net::conn::Conn;
+use crate::net::secure_stream::SecureStream;
 use crate::pieces::Hash;
 use crate::protocol::tracker::ErrorReply;
 use crate::tracker::op::Token as SessionToken;
@@ -52,13 +53,18 @@ pub(super) struct ClientConn {
 }
 
 /// What a connection is: a client, or the link to (or a handshake with) the other tracker.
+// Nearly every connection is a client: boxing the large variant would add an allocation
+// to each, not save memory.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum ConnRole {
     Client(ClientConn),
     Link(LinkConn),
 }
 
 pub(super) struct Connection {
-    pub(super) conn: Conn<TcpStream>,
+    /// Every connection is a secure channel: the tracker is the responder to clients and to
+    /// tracker 2, the initiator of the link it dials.
+    pub(super) conn: Conn<SecureStream<TcpStream>>,
     /// Distinguishes this connection from a later one that reuses the slab key.
     pub(super) id: u64,
     pub(super) kind: ConnRole,
@@ -66,6 +72,8 @@ pub(super) struct Connection {
     /// Its requests stay unread in the socket: past an output limit (`Server::check_output`).
     pub(super) paused: bool,
     pub(super) closing: bool,
+    /// The secure handshake has ended and `on_channel_established` has run.
+    pub(super) established: bool,
     /// When bytes last arrived from it, on the loop's clock; liveness of the link and of
     /// logged-in clients is judged from this (through `LoopClock::heard_since`).
     pub(super) last_heard: Instant,
@@ -76,10 +84,19 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// The secure channel's handshake hash, which login and attach proofs cover. The secure
-    /// transport provides it; `None` (treated as 32 zero bytes) until then.
+    /// The Noise handshake hash of this connection's channel (`None` before the handshake
+    /// ends): a proof made with it (a login, an attach) is worthless on any other connection.
     pub(super) fn channel_binding(&self) -> Option<[u8; 32]> {
-        None
+        self.conn.stream.channel_binding()
+    }
+
+    /// The other side's static key, proven by the handshake: for a client, the key the tracker
+    /// publishes with its address so downloaders can check they reached it.
+    pub(super) fn remote_key_hex(&self) -> Option<String> {
+        self.conn
+            .stream
+            .remote_static()
+            .map(|k| crate::pieces::to_hex(k))
     }
 
     /// Whether this connection may handle another line in turn `turn`.

@@ -16,6 +16,7 @@ use crate::tracker::replay::{self, Item, Proposal};
 use crate::tracker::state::{Notice, MAX_NOTICES};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// The writes still to be proposed again, in the data directory; present only while a heal is
@@ -81,7 +82,14 @@ impl Server {
             }
         } else {
             let tmp = self.replay_path(REPLAY_TMP);
-            let mut f = File::create(&tmp)?;
+            // The writes of a split (sessions and secrets among them): 0600 like every file of
+            // the data directory.
+            let _ = fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(replay::encode_items(self.repl.replay.remaining()).as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;

@@ -119,6 +119,7 @@ impl Server {
             addr,
             tracker,
             secret,
+            key: self.client_key(key),
         };
         self.propose(origin, op, from);
     }
@@ -155,6 +156,7 @@ impl Server {
                 token,
                 addr,
                 tracker,
+                key: self.client_key(key),
             },
             from,
         );

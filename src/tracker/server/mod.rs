@@ -1,6 +1,6 @@
-//! The tracker's poll loop: one thread, one `mio::Poll`, a `Slab` of connections. A connection
-//! starts as a client; one that opens with `peer-hello` and proves the cluster key becomes the
-//! peer link. Each turn: handle events (reads, accepts, writes), then `before_sleep`: send
+//! The tracker's poll loop: one thread, one `mio::Poll`, a `Slab` of connections. Every
+//! connection is a secure channel (`net::secure_stream`); an accepted one is a client, unless its
+//! handshake is the cluster-key one (XXpsk0), which makes it the peer link. Each turn: handle events (reads, accepts, writes), then `before_sleep`: send
 //! replicated entries, fsync the journal once, advance the commit point, release the replies
 //! that waited for it, flush output.
 //!
@@ -26,6 +26,9 @@ use super::rates::{RateConfig, Rates};
 use super::state::{Limits, Refusal, State};
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE, MAX_PEER_LINE};
+use crate::net::identity::Identity;
+use crate::net::secure::{psk_from_cluster_key, Conversation, Role};
+use crate::net::secure_stream::SecureStream;
 use crate::pieces;
 use crate::protocol::tracker::{
     self as proto, ErrorCode, ErrorReply, ParseError, Reply, Request, Verb, WriteReply,
@@ -63,6 +66,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The shared secret of the peer link; unused by a single tracker.
     pub cluster_key: Vec<u8>,
+    /// This tracker's long-term key (`<data dir>/identity.key`), proven in every handshake.
+    pub identity: Identity,
     /// Overrides the connection limit derived from the open-file limit (tests).
     pub max_connections: Option<usize>,
     /// Journal size that triggers a snapshot (default `journal::COMPACT_BYTES`).
@@ -114,6 +119,8 @@ pub struct Server {
     clock: LoopClock,
     /// The next scan for logged-in clients silent past `limits::CLIENT_SILENCE`.
     next_sweep: Instant,
+    /// The peer link's Noise PSK, from the cluster key; `None` for a single tracker.
+    link_psk: Option<[u8; 32]>,
 }
 
 impl Server {
@@ -171,6 +178,7 @@ impl Server {
             client_events: Vec::new(),
             clock: LoopClock::new(now),
             next_sweep: now + limits::SWEEP_EVERY,
+            link_psk: paired_config.then(|| psk_from_cluster_key(&cfg.cluster_key)),
             cfg,
         };
         match server.repl.start(recovered.fresh, pos.solo, now) {
@@ -403,12 +411,48 @@ impl Server {
 
     fn add_conn(
         &mut self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         kind: ConnRole,
         interest: Interest,
         now: Instant,
     ) -> Option<usize> {
         let _ = stream.set_nodelay(true);
+        let identity = &self.cfg.identity;
+        let made = match (&kind, self.link_psk.as_ref()) {
+            // Only tracker 2 dials, and only when paired (so with a PSK).
+            (ConnRole::Link(_), psk) => SecureStream::new(
+                stream,
+                Role::Initiator,
+                identity,
+                psk,
+                Conversation::TrackerTracker,
+                false,
+            ),
+            (ConnRole::Client(_), psk) => {
+                SecureStream::new(
+                    stream,
+                    Role::Responder,
+                    identity,
+                    None,
+                    Conversation::ClientTracker,
+                    false,
+                )
+                .map(|mut s| {
+                    // Tracker 1 is the one tracker 2 dials.
+                    if let (Some(psk), 1) = (psk, self.cfg.me) {
+                        s.accept_link_too(*psk);
+                    }
+                    s
+                })
+            }
+        };
+        let mut stream = match made {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot start a secure channel: {e}");
+                return None;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self
@@ -433,11 +477,22 @@ impl Server {
             writable: interest.is_writable(),
             paused: false,
             closing: false,
+            established: false,
             last_heard: now,
             budget: TurnBudget::default(),
             in_backlog: false,
         });
         Some(key)
+    }
+
+    /// The static key connection `key`'s client proved in its handshake (64 hex). Requests
+    /// are read only after the handshake, so it is there; an empty string (refused by the
+    /// state as malformed) only if the connection vanished.
+    fn client_key(&self, key: usize) -> String {
+        self.conns
+            .get(key)
+            .and_then(Connection::remote_key_hex)
+            .unwrap_or_default()
     }
 
     fn mark_dirty(&mut self, key: usize) {
@@ -489,11 +544,20 @@ impl Server {
                 Ok(s) => s,
                 Err(e) => {
                     log::debug!("connection {key}: read error: {e}");
+                    self.note_link_failure(key, &e.to_string());
                     self.drop_conn(key, now);
                     return;
                 }
             };
             c.last_heard = now;
+            if c.conn.stream.output_pending() > 0 {
+                // A handshake message the socket did not take at once.
+                self.dirty.push(key);
+            }
+            if !c.established && c.conn.stream.is_established() {
+                c.established = true;
+                self.on_channel_established(key, now);
+            }
             self.handle_lines(key, now);
             if self.conns.get(key).is_some_and(Connection::has_deferred) {
                 return; // resumed when its forwarded writes come back
@@ -502,6 +566,7 @@ impl Server {
                 ReadStatus::Drained => return,
                 ReadStatus::Full => continue,
                 ReadStatus::Closed => {
+                    self.note_link_failure(key, "the other side closed the connection");
                     self.drop_conn(key, now);
                     return;
                 }

@@ -13,7 +13,7 @@ impl Server {
     fn source_ip(&self, key: usize) -> IpAddr {
         self.conns
             .get(key)
-            .and_then(|c| c.conn.stream.peer_addr().ok())
+            .and_then(|c| c.conn.stream.socket().peer_addr().ok())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
     }
 

@@ -1,4 +1,4 @@
-//! The peer link: dialing, the cluster-key handshake, exchanging positions, snapshots, entries,
+//! The peer link: dialing, taking over a channel keyed by the cluster key, exchanging positions, snapshots, entries,
 //! acks and commits, and what losing the other tracker means. The decisions (who leads, which
 //! role follows, what to tell the other side) are `Replica`'s (replica.rs); this file does the
 //! I/O they call for on the link's connection, the journal and the state.
@@ -7,6 +7,7 @@ use super::ordering::{ForwardedWrite, HeldFwdOk, QueuedReply, ReplyTo};
 use super::replica::{AfterLinkClosed, Announced, Role};
 use super::{ConnRole, Connection, Server};
 use crate::net::framer::MAX_PEER_LINE;
+use crate::net::secure::Conversation;
 use crate::protocol::tracker::{self as proto, ErrorCode};
 use crate::tracker::journal::Position;
 use crate::tracker::link::{self, LinkMsg};
@@ -27,14 +28,9 @@ const MAX_SNAPSHOT_LINES: usize = 50_000_000;
 pub(super) enum LinkPhase {
     /// Tracker 2's outgoing connect in progress.
     Dialing,
-    AwaitChallenge {
-        mine: String,
-    },
-    AwaitAuth {
-        mine: String,
-        theirs: String,
-    },
-    /// Authenticated; waiting for the other's `state`.
+    /// Connected; the secure handshake (XXpsk0, the cluster key) is under way.
+    Handshaking,
+    /// Authenticated by the handshake; waiting for the other's `state`.
     AwaitState,
     Live,
 }
@@ -48,18 +44,15 @@ pub(super) struct IncomingSnapshot {
 /// A connection to (or claiming to be) the other tracker.
 pub(super) struct LinkConn {
     pub phase: LinkPhase,
-    /// The other tracker's number, as it claimed (and, past `AwaitState`, proved).
-    other: u8,
     /// When the current phase began, for the handshake timeout.
     pub since: Instant,
     snapshot: Option<IncomingSnapshot>,
 }
 
 impl LinkConn {
-    pub fn dialing(other: u8, now: Instant) -> LinkConn {
+    pub fn dialing(now: Instant) -> LinkConn {
         LinkConn {
             phase: LinkPhase::Dialing,
-            other,
             since: now,
             snapshot: None,
         }
@@ -212,7 +205,7 @@ impl Server {
         let addr = self.cfg.addrs[0];
         match TcpStream::connect(addr) {
             Ok(stream) => {
-                let kind = ConnRole::Link(LinkConn::dialing(1, now));
+                let kind = ConnRole::Link(LinkConn::dialing(now));
                 match self.add_conn(stream, kind, Interest::READABLE | Interest::WRITABLE, now) {
                     Some(k) => self.repl.link_dialed(k),
                     None => self.repl.schedule_dial(now),
@@ -229,14 +222,14 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        match c.conn.stream.take_error() {
+        match c.conn.stream.socket().take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
                 log::debug!("cannot reach tracker 1: {e}");
                 return self.drop_conn(key, now);
             }
         }
-        match c.conn.stream.peer_addr() {
+        match c.conn.stream.socket().peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
             Err(e) => {
@@ -244,61 +237,70 @@ impl Server {
                 return self.drop_conn(key, now);
             }
         }
-        let mine = link::nonce();
         if let ConnRole::Link(p) = &mut c.kind {
-            p.phase = LinkPhase::AwaitChallenge { mine: mine.clone() };
+            p.phase = LinkPhase::Handshaking;
             p.since = now;
         }
         c.last_heard = now;
-        let me = self.repl.me();
-        self.send(
-            key,
-            &LinkMsg::Hello {
-                tracker: me,
-                nonce: mine,
-            }
-            .encode(),
-        );
+        // The first handshake message is in the channel's output.
         self.mark_dirty(key);
     }
 
-    /// `peer-hello` on a fresh client connection: the other tracker (or an impostor) is asking
-    /// to become the peer link. It must answer the challenge with the cluster key.
-    pub(super) fn peer_hello(&mut self, key: usize, line: &[u8], now: Instant) {
-        let msg = std::str::from_utf8(line).ok().map(LinkMsg::decode);
-        let fresh =
-            matches!(self.client(key), Some(cl) if cl.session.is_none() && cl.instance.is_none());
-        let other = self.repl.other();
-        let theirs = match msg {
-            Some(Ok(LinkMsg::Hello { tracker, nonce }))
-                if fresh && self.repl.me() == 1 && tracker == other && self.cfg.addrs.len() > 1 =>
-            {
-                nonce
-            }
-            _ => {
-                self.reply_err(
-                    key,
-                    0,
-                    ErrorCode::BadRequest,
-                    "peer-link command on a client connection",
-                );
-                return;
-            }
+    /// `peer-hello` (the old HMAC handshake) on a client connection: the link is a separate
+    /// secure channel keyed by the cluster key now, so this is never a way in.
+    pub(super) fn peer_hello(&mut self, key: usize, _line: &[u8], _now: Instant) {
+        self.reply_err(
+            key,
+            0,
+            ErrorCode::BadRequest,
+            "peer-link command on a client connection",
+        );
+    }
+
+    /// Says why the peer link (or a connection trying to be it) failed. A wrong cluster key
+    /// shows only as a handshake that fails (tracker 1) or a connection closed on it (tracker
+    /// 2); an altered or injected record after the handshake fails authentication.
+    pub(super) fn note_link_failure(&self, key: usize, why: &str) {
+        let Some(c) = self.conns.get(key) else {
+            return;
         };
-        let mine = link::nonce();
-        let mac = link::handshake_mac(&self.cfg.cluster_key, self.repl.me(), &theirs, &mine);
-        if let Some(c) = self.conns.get_mut(key) {
+        if c.conn.stream.conversation() != Conversation::TrackerTracker {
+            return;
+        }
+        if !c.conn.stream.is_established() {
+            log::error!(
+                "the peer link failed the cluster-key check in its secure handshake ({why}); \
+                 check both trackers use the same key file"
+            );
+        } else {
+            log::warn!("peer link: {why}; dropping it");
+        }
+    }
+
+    /// A connection's secure handshake just ended: a client's channel needs nothing more; one
+    /// made with the cluster key (tracker 2 dialing us, or our own dial) is the peer link.
+    pub(super) fn on_channel_established(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.conn.stream.conversation() != Conversation::TrackerTracker {
+            return;
+        }
+        let other = self.repl.other();
+        if let ConnRole::Client(_) = c.kind {
             c.kind = ConnRole::Link(LinkConn {
-                phase: LinkPhase::AwaitAuth {
-                    mine: mine.clone(),
-                    theirs,
-                },
-                other,
+                phase: LinkPhase::Handshaking,
                 since: now,
                 snapshot: None,
             });
         }
-        self.send(key, &LinkMsg::Challenge { nonce: mine, mac }.encode());
+        if let Some(fp) = c.conn.stream.remote_fingerprint() {
+            log::info!("tracker {other} proved the cluster key; its key is {fp}");
+        }
+        if let ConnRole::Link(p) = &mut c.kind {
+            p.phase = LinkPhase::AwaitState;
+        }
+        self.authenticated(key);
     }
 
     pub(super) fn handle_peer_line(&mut self, key: usize, line: &[u8], now: Instant) {
@@ -339,32 +341,7 @@ impl Server {
         else {
             return;
         };
-        let key_bytes = &self.cfg.cluster_key;
         match (&peer.phase, msg) {
-            (LinkPhase::AwaitChallenge { mine }, LinkMsg::Challenge { nonce, mac }) => {
-                if !link::verify_mac(key_bytes, peer.other, mine, &nonce, &mac) {
-                    log::error!(
-                        "tracker {} failed the cluster-key check; check both use the same key file",
-                        peer.other
-                    );
-                    return self.drop_conn(key, now);
-                }
-                let reply = link::handshake_mac(key_bytes, self.repl.me(), &nonce, mine);
-                peer.phase = LinkPhase::AwaitState;
-                self.send(key, &LinkMsg::Auth { mac: reply }.encode());
-                self.authenticated(key);
-            }
-            (LinkPhase::AwaitAuth { mine, theirs }, LinkMsg::Auth { mac }) => {
-                if !link::verify_mac(key_bytes, peer.other, mine, theirs, &mac) {
-                    log::error!(
-                        "a connection claiming to be tracker {} failed the cluster-key check",
-                        peer.other
-                    );
-                    return self.drop_conn(key, now);
-                }
-                peer.phase = LinkPhase::AwaitState;
-                self.authenticated(key);
-            }
             (LinkPhase::AwaitState, LinkMsg::State { pos, digest }) => {
                 self.on_peer_state(key, pos, digest)
             }

@@ -50,6 +50,7 @@ pub(super) fn login(n: u8, user: &str, tracker: u8) -> Op {
         addr: format!("127.0.0.1:{}", 7000 + u16::from(n)),
         tracker,
         secret: secret(n),
+        key: "ab".repeat(32),
     }
 }
 

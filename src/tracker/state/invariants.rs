@@ -137,11 +137,13 @@ mod tests {
                 user: u,
                 addr: ADDR.into(),
                 tracker: tr,
+                key: "ab".repeat(32),
             }),
             1 => (token(), 1u8..=2).prop_map(|(t, tr)| Op::Attach {
                 token: t,
                 addr: ADDR.into(),
                 tracker: tr,
+                key: "ab".repeat(32),
             }),
             1 => token().prop_map(|t| Op::Logout { token: t }),
             1 => (1u8..=2).prop_map(|tracker| Op::Detach { tracker }),
@@ -198,6 +200,7 @@ mod tests {
                 user: u.clone(),
                 op: Box::new(Op::Login {
                     secret: format!("{:064x}", t.len()),
+                    key: "ab".repeat(32),
                     token: t,
                     user: u,
                     addr: ADDR.into(),

@@ -186,6 +186,8 @@ pub struct Session {
     /// 64 lowercase hex: the session secret the login reply gave the client. `attach` proves
     /// knowledge of it; the ticket key is derived from it.
     pub secret: String,
+    /// The client's static key (64 hex) from its channel's handshake, published in peer lines.
+    pub key: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -235,6 +237,16 @@ impl Notice {
 
 fn check_name(kind: NameKind, s: &str) -> Result<(), Refusal> {
     names::check(kind, s).map_err(Refusal::InvalidName)
+}
+
+fn check_key(key: &str) -> Result<(), Refusal> {
+    if op::is_key(key) {
+        Ok(())
+    } else {
+        Err(Refusal::BadRequest(
+            "client key is not 64 lowercase hex digits".to_string(),
+        ))
+    }
 }
 
 fn session_fields(addr: &str, tracker: u8) -> Result<(), Refusal> {
@@ -334,8 +346,10 @@ impl State {
                 addr,
                 tracker,
                 secret,
+                key,
             } => {
                 check_name(NameKind::User, user)?;
+                check_key(key)?;
                 if !op::is_token(token) {
                     return Err(Refusal::BadRequest("malformed session token".to_string()));
                 }
@@ -364,6 +378,7 @@ impl State {
                         addr: addr.clone(),
                         tracker: Some(*tracker),
                         secret: secret.clone(),
+                        key: key.clone(),
                     },
                 );
                 self.user_sessions.insert(user.clone(), token.clone());
@@ -373,11 +388,14 @@ impl State {
                 token,
                 addr,
                 tracker,
+                key,
             } => {
                 session_fields(addr, *tracker)?;
+                check_key(key)?;
                 let s = self.sessions.get_mut(token).ok_or(Refusal::NoSession)?;
                 s.addr = addr.clone();
                 s.tracker = Some(*tracker);
+                s.key = key.clone();
                 Ok(WriteReply::User(s.user.clone()))
             }
             Op::Logout { token } => {
@@ -616,9 +634,10 @@ impl State {
             addr,
             tracker,
             secret,
+            key,
         } = op
         {
-            return self.carry_session(user, who, token, (addr, *tracker, secret));
+            return self.carry_session(user, who, token, (addr, *tracker, secret, key));
         }
         if !op.acts_as_user() {
             return Err(Refusal::BadRequest(format!(
@@ -636,6 +655,7 @@ impl State {
             tracker: Some(1),
             // Never seen by a client: the session lives only while the write is applied.
             secret: "0".repeat(op::SECRET_LEN),
+            key: "0".repeat(64),
         };
         self.sessions.insert(REDO_TOKEN.to_string(), session);
         let result = self.apply_op(&op.with_token(REDO_TOKEN));
@@ -651,7 +671,7 @@ impl State {
         user: &str,
         who: &str,
         token: &str,
-        (addr, tracker, secret): (&str, u8, &str),
+        (addr, tracker, secret, key): (&str, u8, &str, &str),
     ) -> Result<WriteReply, Refusal> {
         if who != user {
             return Err(Refusal::BadRequest(
@@ -665,6 +685,9 @@ impl State {
         session_fields(addr, tracker)?;
         if !op::is_secret(secret) {
             return Err(Refusal::BadRequest("malformed session secret".to_string()));
+        }
+        if !op::is_key(key) {
+            return Err(Refusal::BadRequest("malformed client key".to_string()));
         }
         if !self.users.contains_key(user) {
             return Err(Refusal::NoSuchUser(user.to_string()));
@@ -689,6 +712,7 @@ impl State {
                 addr: addr.to_string(),
                 tracker: None,
                 secret: secret.to_string(),
+                key: key.to_string(),
             },
         );
         self.user_sessions
@@ -817,6 +841,12 @@ impl State {
         file: &str,
         expiry: u64,
     ) -> Vec<PeerLine> {
+        // The requester's static key (checked when its session was made, `op::is_key`).
+        let requester_key: Option<[u8; 32]> = self
+            .user_sessions
+            .get(requester)
+            .and_then(|t| self.sessions.get(t))
+            .and_then(|s| pieces::from_hex(&s.key)?.try_into().ok());
         f.sharers
             .iter()
             .filter(|(u, _)| u.as_str() != requester)
@@ -825,12 +855,11 @@ impl State {
                 let s = self.sessions.get(self.user_sessions.get(u)?)?;
                 s.tracker?;
                 // Checked when the session was made (`op::is_secret`).
-                let key = ticket::ticket_key(&s.secret)?;
+                let ticket_key = ticket::ticket_key(&s.secret)?;
                 let claim = ticket::Claim {
                     downloader: requester,
-                    // The one place the requester's channel key enters its tickets, once
-                    // sessions carry it (the secure transport, issue 9.1).
-                    downloader_key: None,
+                    // The requester's channel key: the seeder checks its handshake proved it.
+                    downloader_key: requester_key.as_ref(),
                     group,
                     file,
                     expiry,
@@ -840,7 +869,8 @@ impl State {
                     // Checked when the session was made (`op::check_addr`).
                     addr: s.addr.parse().ok()?,
                     have: set.clone(),
-                    ticket: Some(Ticket::issue(&key, &claim)),
+                    key: s.key.clone(),
+                    ticket: Some(Ticket::issue(&ticket_key, &claim)),
                 })
             })
             .collect()
@@ -958,8 +988,10 @@ mod tests {
         FileLine::parse(line).expect("a file line")
     }
 
+    /// A peer line of a 3-piece file; the fixtures' sessions all have the key `abab…`.
     fn pl(line: &str) -> PeerLine {
-        PeerLine::parse(line, 3).expect("a peer line of a 3-piece file")
+        PeerLine::parse(&format!("{line} {}", "ab".repeat(32)), 3)
+            .expect("a peer line of a 3-piece file")
     }
 
     /// Ticket expiry for the queries; the tickets themselves are checked on their own.
@@ -1108,6 +1140,7 @@ mod tests {
                 addr: ADDR.into(),
                 tracker: 1,
                 secret: secret(1),
+                key: "ab".repeat(32),
             },
         );
         assert_eq!(e.code(), ErrorCode::BadRequest);
@@ -1148,6 +1181,7 @@ mod tests {
                 token: tok(1),
                 addr: "10.0.0.1:9".into(),
                 tracker: 2,
+                key: "ab".repeat(32),
             },
         );
         assert_eq!(r, "alice");
@@ -1162,6 +1196,7 @@ mod tests {
             token: tok(9),
             addr: ADDR.into(),
             tracker: 1,
+            key: "ab".repeat(32),
         };
         assert_eq!(refused(&mut st, op), Refusal::NoSession);
     }
@@ -1445,7 +1480,10 @@ mod tests {
         assert_eq!(ok(&mut st, op), "new");
         let d = st.download(&tok(2), "g", "empty", EXP).unwrap();
         assert_eq!((d.size, d.hashes.len()), (0, 0));
-        let seeder = PeerLine::parse("p alice 127.0.0.1:7001 all", 0);
+        let seeder = PeerLine::parse(
+            &format!("p alice 127.0.0.1:7001 all {}", "ab".repeat(32)),
+            0,
+        );
         assert_eq!(
             bare(Ok(d.peers)),
             Ok(vec![seeder.expect("a peer line of an empty file")])
@@ -1499,7 +1537,7 @@ mod tests {
         let to_bob = bare(st.peers(&tok(2), "g", "huge", EXP)).unwrap();
         assert_eq!(to_bob.len(), 1);
         let line = to_bob[0].encode();
-        assert!(line.starts_with("p alice ") && line.ends_with(" all"));
+        assert!(line.starts_with("p alice ") && line.contains(" all "));
         let d = st.download(&tok(1), "g", "huge", EXP).unwrap();
         assert!(
             d.peers.is_empty(),
@@ -1650,14 +1688,24 @@ mod tests {
         let t = lines[0].ticket.expect("a ticket");
         assert_eq!(t.expiry, EXP);
         let alice = ticket::ticket_key(&secret(1)).unwrap();
+        // Bob's session key (the fixtures' sessions all hold this one).
+        let bob_channel = [0xab; 32];
         let claim = ticket::Claim {
             downloader: "bob",
-            downloader_key: None,
+            downloader_key: Some(&bob_channel),
             group: "g",
             file: "f",
             expiry: EXP,
         };
         assert_eq!(t.check(&alice, &claim, EXP - 30), Ok(()));
+        let other_channel = ticket::Claim {
+            downloader_key: Some(&[0xcd; 32]),
+            ..claim
+        };
+        assert!(
+            t.check(&alice, &other_channel, EXP - 30).is_err(),
+            "bound to bob's channel key"
+        );
         let bobs_key = ticket::ticket_key(&secret(2)).unwrap();
         assert!(
             t.check(&bobs_key, &claim, EXP - 30).is_err(),

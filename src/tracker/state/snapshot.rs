@@ -35,7 +35,7 @@ impl State {
     /// file <group> <file> <size>
     /// hashes <group> <file> <hex>        in piece order, absent for an empty file
     /// share <group> <file> <user> <have>
-    /// session <token> <user> <addr> <tracker|-> <secret>
+    /// session <token> <user> <addr> <tracker|-> <secret> <key>
     /// notice <instance|-> <user|-> <text...>   oldest first
     /// dedup <instance> <tag> <written> [reply]
     /// clock <dedup clock>
@@ -69,8 +69,8 @@ impl State {
         for (t, s) in &self.sessions {
             let tracker = s.tracker.map_or_else(|| "-".to_string(), |n| n.to_string());
             out.push(format!(
-                "session {t} {} {} {tracker} {}",
-                s.user, s.addr, s.secret
+                "session {t} {} {} {tracker} {} {}",
+                s.user, s.addr, s.secret, s.key
             ));
         }
         for n in &self.notices {
@@ -223,9 +223,12 @@ impl State {
                 }
             }
             "session" => {
-                want(6)?;
+                want(7)?;
                 if !op::is_secret(words[5]) {
                     return Err("malformed session secret".to_string());
+                }
+                if !op::is_key(words[6]) {
+                    return Err("malformed client key".to_string());
                 }
                 if !op::is_token(words[1]) {
                     return Err("malformed session token".to_string());
@@ -243,6 +246,7 @@ impl State {
                     addr: words[3].to_string(),
                     tracker,
                     secret: words[5].to_string(),
+                    key: words[6].to_string(),
                 };
                 if self.sessions.insert(words[1].to_string(), s).is_some() {
                     return Err("a session token appears twice".to_string());
@@ -414,6 +418,9 @@ mod tests {
                 .filter(|l| !l.starts_with(prefix))
                 .collect()
         };
+        const SESSION_OF_ALICE_AGAIN: &str = "session 00000000000000000000000000000009 alice \
+             127.0.0.1:1 1 0000000000000000000000000000000000000000000000000000000000000009 \
+             abababababababababababababababababababababababababababababababab";
         let with = |extra: &'static str| -> Vec<&str> {
             let mut v: Vec<&str> = good[..good.len() - 1].to_vec();
             v.push(extra);
@@ -435,9 +442,11 @@ mod tests {
             with("session 00000000000000000000000000000009 alice 127.0.0.1:1 1"),
             with(
                 "session 00000000000000000000000000000009 zed 127.0.0.1:1 1 \
-                 0000000000000000000000000000000000000000000000000000000000000009",
+                 0000000000000000000000000000000000000000000000000000000000000009 \
+                 abababababababababababababababababababababababababababababababab",
             ),
             with("user zed pbkdf2-sha256$9000$00112233445566778899aabbccddeeff$00"),
+            with(SESSION_OF_ALICE_AGAIN),
             with("dedup 0000000000000001 1 99"),
             {
                 let mut v = good.clone();
