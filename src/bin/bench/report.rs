@@ -426,8 +426,9 @@ fn part_c(o: &mut String, r: &Results) {
         o,
         "## C. Transfer, hashing, failover\n\n\
          The bounds are measured now. *Download bound*: a sender thread writes the bytes over \
-         loopback TCP; one receiving thread reads them into 512 KiB piece buffers, SHA-1s each \
-         piece (`sha1` crate) and pwrites it into a new file (no fsync); its CPU time is that \
+         loopback TCP inside the peers' secure channel (Noise, AES-256-GCM); one receiving \
+         thread decrypts them into 512 KiB piece buffers, SHA-1s each piece (`sha1` crate) and \
+         pwrites it into a new file (no fsync); its CPU time is that \
          thread's (`CLOCK_THREAD_CPUTIME_ID`). It is measured once up front and again right \
          before every client download (then deleted), so each download is compared with the \
          median of the bound runs interleaved with it: writing 1 GiB into the page cache moves \
@@ -470,7 +471,7 @@ fn part_c(o: &mut String, r: &Results) {
         Some(Err(e)) => format!("failed: {e}"),
         None => String::new(),
     };
-    let _ = writeln!(o, "| C1 bound: loopback TCP → 512 KiB buffers → SHA-1 → pwrite, one thread (first run, before the page-cache reference) | {bound_txt} | – | – | – |");
+    let _ = writeln!(o, "| C1 bound: loopback TCP → decrypt → 512 KiB buffers → SHA-1 → pwrite, one thread (first run, before the page-cache reference) | {bound_txt} | – | – | – |");
     let mut resident_notes = Vec::new();
     for (n, res) in &r.downloads {
         let informative = if *n >= 2 {

@@ -5,6 +5,9 @@
 use crate::clients::{ClientProc, Stream};
 use crate::procs::{wait_for, TempDir};
 use crate::servers::TrackerPair;
+use groupshare::net::identity::Identity;
+use groupshare::net::secure::{Conversation, Role};
+use groupshare::net::secure_stream::{connect_blocking, SecureStream};
 use sha1::{Digest, Sha1};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,8 +44,10 @@ pub fn fill_random(buf: &mut [u8], seed: u64) {
     }
 }
 
-/// C1 bound: a sender thread writes `total` bytes over loopback TCP; this thread receives them
-/// into 512 KiB piece buffers, SHA-1s each piece and pwrites it into a new file. Returns the
+/// C1 bound: a sender thread writes `total` bytes over loopback TCP inside the peers' secure
+/// channel (Noise, AES-256-GCM, as a seeder does); this thread receives and decrypts them into
+/// 512 KiB piece buffers, SHA-1s each piece and pwrites it into a new file: all a downloader
+/// must do for each byte, on one core, and nothing else. Returns the
 /// rate, the receiving thread's CPU time (seconds) and leaves the file (now in the page cache)
 /// for the hashing reference.
 pub fn download_bound(
@@ -64,7 +69,10 @@ pub fn download_bound(
     let sender = std::thread::spawn(move || -> Result<(), String> {
         let mut data = vec![0u8; 4 << 20];
         fill_random(&mut data, 0x9e37_79b9_7f4a_7c15);
-        let mut s = TcpStream::connect(addr).map_err(|e| format!("sender connect: {e}"))?;
+        let id = Identity::generate()?;
+        let s = TcpStream::connect(addr).map_err(|e| format!("sender connect: {e}"))?;
+        let mut s = connect_blocking(s, &id, None, Conversation::ClientClient)
+            .map_err(|e| format!("sender handshake: {e}"))?;
         let mut left = total;
         while left > 0 {
             let k = left.min(data.len() as u64) as usize;
@@ -72,11 +80,23 @@ pub fn download_bound(
                 .map_err(|e| format!("sender write: {e}"))?;
             left -= k as u64;
         }
-        Ok(())
+        s.flush().map_err(|e| format!("sender flush: {e}"))
     });
-    let (mut rx, _) = listener
+    let (rx, _) = listener
         .accept()
         .map_err(|e| format!("accept the sender: {e}"))?;
+    let id = Identity::generate()?;
+    let mut rx = SecureStream::new(
+        rx,
+        Role::Responder,
+        &id,
+        None,
+        Conversation::ClientClient,
+        false,
+    )
+    .map_err(|e| format!("receiver channel: {e}"))?;
+    rx.handshake_blocking()
+        .map_err(|e| format!("receiver handshake: {e}"))?;
     let t0 = Instant::now();
     let cpu0 = crate::clients::thread_cpu_secs();
     let mut buf = vec![0u8; PIECE];
