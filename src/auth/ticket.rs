@@ -71,8 +71,9 @@ pub fn ticket_key_of(secret: &[u8; 32]) -> TicketKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim<'a> {
     pub downloader: &'a str,
-    /// The downloader's static key on the peer channel. `None` until the secure transport
-    /// gives peer connections one; the claim then binds to no key (an empty word).
+    /// The downloader's static key: the one it proved to its tracker, which the seeder checks
+    /// against its own channel's handshake. `None` binds to no key (an empty word): only for a
+    /// session whose key is unknown, which the tracker never issues for.
     pub downloader_key: Option<&'a [u8; 32]>,
     pub group: &'a str,
     pub file: &'a str,

@@ -1,14 +1,15 @@
 //! Case D: the longest loop pause while the tracker compacts a state of 1,000,000 users
 //! (100,000 with --quick). The state is a synthetic snapshot file written before the tracker
-//! starts (a million `create_user` requests would cost a PBKDF2 each); a few writes then push
-//! the journal past `--compact-bytes`, which forks the snapshot child. Meanwhile one connection
-//! sends `ping` back to back: the longest round trip from the first write to the child's end is
-//! the pause a client saw, beside the longest in a quiet window before it. Pings that overlapped
-//! one of the few triggering writes are left out of the headline (they waited for that write's
-//! journal fsync, which every write costs, compacting or not) and reported apart. The tracker's own log gives the
-//! time its loop spent in the fork's turn (flush, fork; the new journal segment was created a turn
-//! earlier) and the child's run time —
-//! about what the loop would have stalled for when the snapshot was written on it.
+//! starts (a million `create_user` requests would each cost the bench a key derivation and a
+//! round trip); a few writes then push the journal past `--compact-bytes`, which forks the
+//! snapshot child. Meanwhile one connection sends `ping` back to back: the longest round trip
+//! from the first write to the child's end is the pause a client saw, beside the longest in a
+//! quiet window before it. Pings that overlapped one of the few triggering writes are left out
+//! of the headline (they waited for that write's journal fsync, which every write costs,
+//! compacting or not) and reported apart. The tracker's own log gives the time its loop spent
+//! in the fork's turn (flush, fork; the new journal segment was created a turn earlier) and the
+//! child's run time — about what the loop would have stalled for when the snapshot was written
+//! on it.
 
 use crate::procs::{rss_bytes, wait_for, Proc, TempDir};
 use crate::servers::LineConn;

@@ -1,4 +1,4 @@
-//! Part D: fairness. Honest clients' latency at the leader of a pair, alone, then while one
+//! Part E: fairness. Honest clients' latency at the leader of a pair, alone, then while one
 //! other connection floods it with pipelined requests — once never reading its replies (the
 //! tracker soon stops reading it: the output limits), once reading them as fast as it can (it
 //! is never paused, so only the per-turn budget keeps it from starving the others). The pair
@@ -179,7 +179,7 @@ pub fn section(o: &mut String, case: Option<&Result<FloodCase, String>>) {
     };
     let _ = writeln!(
         o,
-        "## D. Fairness: honest clients beside a flooding connection\n"
+        "## E. Fairness: honest clients beside a flooding connection\n"
     );
     let _ = writeln!(
         o,

@@ -289,7 +289,7 @@ fn run(
         part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
         eprintln!("bench: B. {} idle connections", s.idle_conns);
         part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
-        eprintln!("bench: D. honest clients beside a flooding connection");
+        eprintln!("bench: E. honest clients beside a flooding connection");
         r.flood = Some(flood::run(&s, &tracker_bin));
     }
     if !only_compaction {
