@@ -120,7 +120,13 @@ impl Download {
         }
     }
 
-    pub(super) fn drop_conn(&mut self, ctx: &mut Ctx, key: PeerKey, mut conn: FetchConn, why: &str) {
+    pub(super) fn drop_conn(
+        &mut self,
+        ctx: &mut Ctx,
+        key: PeerKey,
+        mut conn: FetchConn,
+        why: &str,
+    ) {
         log::debug!(
             "download {}: closing connection to {} ({why})",
             self.id,
