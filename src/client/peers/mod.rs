@@ -7,8 +7,9 @@
 //! `PeerEvent`s that come back (reporting pieces to the tracker, fetching peers, printing notes).
 //! Nothing here talks to the tracker and nothing here blocks.
 //!
-//! The download registry is here and nowhere else: `DownloadRecord` keeps each download's
-//! engine with the app's facts about it, so the app holds no second map by `DownloadId`.
+//! The download registry (registry.rs) is here and nowhere else: `DownloadRecord` keeps each
+//! download's engine with the app's facts about it, so the app holds no second map by
+//! `DownloadId`.
 
 //!
 //! Modules, one job each:
