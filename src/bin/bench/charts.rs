@@ -40,6 +40,17 @@ pub fn write_all(s: &Settings, r: &mut Results, dir: &Path) -> Result<(), String
             .notes
             .push("no download was measured: the download-rate figure is left out.".into()),
     }
+    if let Some(Ok(case)) = &r.flash {
+        r.flash_crowd_times = case
+            .crowds
+            .iter()
+            .map(|round| FlashCrowdTimes {
+                single_secs: case.single_secs(),
+                finish_secs: round.finish_secs.clone(),
+                seeder_copies: round.copies(),
+            })
+            .collect();
+    }
     if r.flash_crowd_times.is_empty() {
         r.notes
             .push("no flash-crowd completion times in this run: that figure is left out.".into());

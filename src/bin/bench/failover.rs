@@ -67,7 +67,7 @@ fn round(pair: &mut TrackerPair, r: usize) -> Result<f64, String> {
         }
     };
     // Bring the dead one back and wait for the pair.
-    pair.spawn(lead)?;
+    pair.spawn_with(lead, crate::servers::BENCH_LIMITS)?;
     wait_for("the pair to re-form", Duration::from_secs(30), || {
         pair.paired_leader()
     })?;

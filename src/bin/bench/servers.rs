@@ -92,6 +92,21 @@ pub fn login(c: &mut LineConn, u: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Quotas and rates for the load cases: one bench user creates hundreds of thousands of groups
+/// and thousands of users come from one address, which the defaults (made for people) refuse.
+pub const BENCH_LIMITS: &[&str] = &[
+    "--max-groups-per-user",
+    "100000000",
+    "--max-groups",
+    "100000000",
+    "--max-users",
+    "100000000",
+    "--registration-burst",
+    "1000000",
+    "--registrations-per-minute",
+    "1000000",
+];
+
 /// A running tracker pair (or a single tracker): the harness's `Cluster`, whose fields and
 /// methods are reached through `Deref`, and which tracker led when the pair formed.
 pub struct TrackerPair {
@@ -116,7 +131,13 @@ impl DerefMut for TrackerPair {
 
 impl TrackerPair {
     pub fn start(tracker_bin: &Path, tag: &str) -> Result<TrackerPair, String> {
-        let cluster = Cluster::start(tracker_bin, 2, &format!("bench-{tag}"), TrackerLog::Quiet)?;
+        let mut cluster = Cluster::new(tracker_bin, 2, &format!("bench-{tag}"), TrackerLog::Quiet)?;
+        for n in 1..=2 {
+            cluster.spawn_with(n, BENCH_LIMITS)?;
+        }
+        for n in 1..=2 {
+            cluster.wait_serving(n)?;
+        }
         let leader = cluster.wait_paired()?;
         Ok(TrackerPair { cluster, leader })
     }
@@ -125,7 +146,7 @@ impl TrackerPair {
     /// show what the second tracker costs a durable write.
     pub fn start_single(tracker_bin: &Path, tag: &str) -> Result<TrackerPair, String> {
         let mut cluster = Cluster::new(tracker_bin, 1, &format!("bench-{tag}"), TrackerLog::Quiet)?;
-        cluster.spawn(1)?;
+        cluster.spawn_with(1, BENCH_LIMITS)?;
         wait_for(
             "the single tracker to serve",
             Duration::from_secs(20),

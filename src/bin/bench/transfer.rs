@@ -574,7 +574,7 @@ fn failover_round(
             .is_ok();
     }
     c.exit(Duration::from_secs(10));
-    pair.spawn(lead)?;
+    pair.spawn_with(lead, crate::servers::BENCH_LIMITS)?;
     wait_for("the pair to re-form", Duration::from_secs(30), || {
         pair.paired_leader()
     })?;

@@ -6,9 +6,11 @@
 //!
 //! The replication state (role, link, commit positions, forwards, timers) is `Replica`
 //! (replica.rs) with its invariant; `ordering.rs` moves writes and replies through the log,
-//! `replication.rs` runs the peer link, `requests.rs` answers clients.
+//! `replication.rs` runs the peer link, `requests.rs` answers clients, `conn_io.rs` reads and
+//! flushes connections, `turns.rs` keeps the turns fair and the output bounded.
 
 mod accept;
+mod conn_io;
 mod connection;
 mod heal;
 mod limits;
@@ -18,6 +20,7 @@ mod quotas;
 mod replica;
 mod replication;
 mod requests;
+mod turns;
 
 use super::journal::{Journal, Position};
 use super::link::LinkMsg;
@@ -295,65 +298,6 @@ impl Server {
         }
     }
 
-    /// Gives the connections left over from the last turn their turn: first the lines already
-    /// framed, then the socket (edge-triggered readiness will not report those bytes again).
-    fn serve_backlog(&mut self, now: Instant) {
-        let waiting = std::mem::take(&mut self.backlog);
-        for (key, id) in waiting {
-            let Some(c) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if c.id != id {
-                continue;
-            }
-            c.in_backlog = false;
-            self.handle_lines(key, now);
-            self.on_readable(key, now, false);
-        }
-    }
-
-    /// Puts a client connection with work left on the backlog, once.
-    fn defer_to_next_turn(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if !c.in_backlog && !c.closing {
-                c.in_backlog = true;
-                self.backlog.push_back((key, c.id));
-            }
-        }
-    }
-
-    /// Applies the output limits (`limits::output_verdict`) to a client after what is queued
-    /// for it changed: reading pauses past the soft limits, resumes below half of them (the
-    /// connection is served next turn), and the connection closes past the hard limit.
-    pub(super) fn check_output(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        let ConnRole::Client(cl) = &c.kind else {
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        let queued = c.conn.out_pending() + cl.replies.queued_bytes();
-        match limits::output_verdict(queued, cl.replies.len(), c.paused) {
-            OutputVerdict::Read => {
-                if c.paused {
-                    c.paused = false;
-                    self.defer_to_next_turn(key);
-                }
-            }
-            OutputVerdict::Pause => c.paused = true,
-            OutputVerdict::Close => {
-                log::warn!(
-                    "connection {key} has {queued} bytes of replies queued and does not read \
-                     them; closing it"
-                );
-                self.drop_conn(key, Instant::now());
-            }
-        }
-    }
-
     /// Until the nearest timer (`Replica::next_deadline`, the silence sweep, a snapshot child
     /// to collect or a snapshot to retry); forever when nothing is timed. Zero while
     /// connections wait on the backlog.
@@ -528,156 +472,6 @@ impl Server {
         }
     }
 
-    fn on_readable(&mut self, key: usize, now: Instant, short_read_drains: bool) {
-        loop {
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            if c.closing || c.paused || c.has_deferred() {
-                return;
-            }
-            if !c.has_turn_left(self.turn) {
-                self.defer_to_next_turn(key);
-                return;
-            }
-            let status = match c.conn.fill(short_read_drains) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::debug!("connection {key}: read error: {e}");
-                    self.note_link_failure(key, &e.to_string());
-                    self.drop_conn(key, now);
-                    return;
-                }
-            };
-            c.last_heard = now;
-            if c.conn.stream.output_pending() > 0 {
-                // A handshake message the socket did not take at once.
-                self.dirty.push(key);
-            }
-            if !c.established && c.conn.stream.is_established() {
-                c.established = true;
-                self.on_channel_established(key, now);
-            }
-            self.handle_lines(key, now);
-            if self.conns.get(key).is_some_and(Connection::has_deferred) {
-                return; // resumed when its forwarded writes come back
-            }
-            match status {
-                ReadStatus::Drained => return,
-                ReadStatus::Full => continue,
-                ReadStatus::Closed => {
-                    self.note_link_failure(key, "the other side closed the connection");
-                    self.drop_conn(key, now);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn handle_lines(&mut self, key: usize, now: Instant) {
-        loop {
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            if c.closing || c.paused {
-                return;
-            }
-            if !c.has_turn_left(self.turn) {
-                self.defer_to_next_turn(key);
-                return;
-            }
-            let deferred = match &mut c.kind {
-                ConnRole::Client(cl) => cl.deferred.take(),
-                ConnRole::Link(_) => None,
-            };
-            let line = match deferred {
-                Some(l) => l,
-                None => match c.conn.input.next_line() {
-                    Frame::Line(l) => l.to_vec(),
-                    Frame::NeedMore => {
-                        c.conn.input.compact();
-                        return;
-                    }
-                    Frame::TooLong => {
-                        let limit = if matches!(c.kind, ConnRole::Link(_)) {
-                            MAX_PEER_LINE
-                        } else {
-                            MAX_LINE
-                        };
-                        let msg = proto::encode_err(
-                            0,
-                            ErrorCode::LineTooLong,
-                            &format!("a line is longer than {limit} bytes"),
-                        );
-                        self.send(key, &msg);
-                        self.drop_conn(key, now);
-                        return;
-                    }
-                },
-            };
-            // While a client's forwarded write is away, only writes that cannot depend on it
-            // go ahead; anything else waits, so that what a client asks next sees what it
-            // wrote (a pipelined `create_user` then `login` works at the follower too).
-            if !self.may_go_ahead(key, &line) {
-                if let Some(ConnRole::Client(cl)) = self.conns.get_mut(key).map(|c| &mut c.kind) {
-                    cl.deferred = Some(line);
-                }
-                return;
-            }
-            let Some(c) = self.conns.get_mut(key) else {
-                return;
-            };
-            let is_peer = matches!(c.kind, ConnRole::Link(_));
-            if !is_peer {
-                c.budget.spend(self.turn, line.len() + 1);
-            }
-            if is_peer {
-                self.handle_peer_line(key, &line, now);
-            } else {
-                self.handle_client_line(key, &line, now);
-            }
-        }
-    }
-
-    /// Whether a client's next line may be handled now. Always, unless writes of this client
-    /// are forwarded and not back yet; then only hash lines of an upload and writes that do
-    /// not read the state (the leader decides them in order anyway), and none at all behind a
-    /// forwarded login, attach or logout, which changes the session the next one acts as.
-    fn may_go_ahead(&self, key: usize, line: &[u8]) -> bool {
-        let Some(Connection {
-            kind: ConnRole::Client(cl),
-            ..
-        }) = self.conns.get(key)
-        else {
-            return true;
-        };
-        if cl.upload.is_some() {
-            return true;
-        }
-        let mut pending = cl.replies.forwarded().peekable();
-        if pending.peek().is_none() {
-            return true;
-        }
-        let session_change = pending.any(|f| {
-            matches!(
-                self.repl.forwards.get(f).map(|w| &w.op),
-                Some(Op::Login { .. } | Op::Attach { .. } | Op::Logout { .. })
-            )
-        });
-        let verb = proto::verb_word(line);
-        !session_change
-            && matches!(
-                verb,
-                b"create_user"
-                    | b"create_group"
-                    | b"join_group"
-                    | b"leave_group"
-                    | b"accept_request"
-                    | b"stop_share"
-                    | b"have"
-            )
-    }
-
     /// A connection ended (peer closed, error, protocol violation): clean up what it held.
     fn drop_conn(&mut self, key: usize, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {
@@ -725,30 +519,6 @@ impl Server {
             self.drop_conn(k, now);
         } else if self.repl.take_due_ping(now) {
             self.send_link(&LinkMsg::Ping);
-        }
-    }
-
-    /// Closes logged-in client connections not heard from for `limits::CLIENT_SILENCE` (their
-    /// clients ping when idle, so this one has vanished): the drop logs the session out and
-    /// the user stops being listed as a source. Connections without a session hold nothing
-    /// and are left alone, as idle connections always were.
-    fn close_silent_clients(&mut self, now: Instant) {
-        let silent: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                !c.closing
-                    && matches!(&c.kind, ConnRole::Client(cl) if cl.session.is_some())
-                    && now >= self.clock.heard_since(c.last_heard) + limits::CLIENT_SILENCE
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in silent {
-            log::info!(
-                "client connection {key} silent for {} s; closing it and ending its session",
-                limits::CLIENT_SILENCE.as_secs()
-            );
-            self.drop_conn(key, now);
         }
     }
 
@@ -818,17 +588,6 @@ impl Server {
         }
     }
 
-    /// Clients whose forwarded writes came back: their held-back line first, then whatever
-    /// else they sent meanwhile.
-    fn resume_clients(&mut self, now: Instant) {
-        while !self.resume.is_empty() {
-            for k in std::mem::take(&mut self.resume) {
-                self.handle_lines(k, now);
-                self.on_readable(k, now, false);
-            }
-        }
-    }
-
     /// Moves the commit point to what both trackers hold (`durable` here), tells the other
     /// tracker, and queues the replies that were waiting for it.
     fn advance_commit_and_release(&mut self, durable: u64) {
@@ -836,60 +595,5 @@ impl Server {
             self.send_link(&msg);
         }
         self.release();
-    }
-
-    /// Sends the output of every connection that has some.
-    fn flush_dirty(&mut self) {
-        // Flushing can resume a paused reader, whose replies dirty more connections.
-        while !self.dirty.is_empty() {
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for k in dirty {
-                self.flush_conn(k);
-            }
-        }
-    }
-
-    fn flush_conn(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if matches!(&c.kind, ConnRole::Link(p) if matches!(p.phase, LinkPhase::Dialing)) {
-            return;
-        }
-        let done = match c.conn.flush() {
-            Ok(d) => d,
-            Err(e) => {
-                log::debug!("connection {key}: write error: {e}");
-                let now = Instant::now();
-                self.drop_conn(key, now);
-                return;
-            }
-        };
-        let is_link = matches!(c.kind, ConnRole::Link(_));
-        if is_link && c.conn.out_pending() > LINK_OUTPUT_CAP {
-            log::warn!("the other tracker does not read the link; dropping it");
-            self.drop_conn(key, Instant::now());
-            return;
-        }
-        if done == c.writable {
-            let interest = if done {
-                Interest::READABLE
-            } else {
-                Interest::READABLE | Interest::WRITABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut c.conn.stream, Token(key), interest)
-                .is_ok()
-            {
-                c.writable = !done;
-            }
-        }
-        if !is_link {
-            self.check_output(key);
-        }
     }
 }

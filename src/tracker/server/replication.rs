@@ -18,6 +18,10 @@ use mio::Interest;
 use std::io;
 use std::time::Instant;
 
+mod forwarded;
+
+use forwarded::forward_outcome;
+
 /// Output buffer the peer link keeps between turns: a turn of pipelined writes is ~100 KB of
 /// `op` lines, and regrowing that from nothing every turn showed up in profiles.
 const LINK_OUTPUT_KEEP: usize = 4 << 20;
@@ -59,18 +63,6 @@ impl LinkConn {
     }
 }
 
-/// The outcome of a forwarded write at the leader, as its client's reply.
-/// `words`: the `ok` reply's words (a fresh write's `WriteReply::words`, or a deduplicated one).
-fn forward_outcome(tag: u64, seq: u64, result: Result<&str, Refusal>) -> QueuedReply {
-    match result {
-        Ok(words) => QueuedReply::AfterCommit {
-            seq,
-            text: proto::encode_ok(tag, words),
-        },
-        Err(e) => QueuedReply::Ready(proto::encode_err(tag, e.code(), &e.message())),
-    }
-}
-
 impl Server {
     /// This tracker starts ordering writes on its own. `other` is the tracker whose sessions
     /// are now stale (it died), or none at start-up, when our own old sessions are.
@@ -107,47 +99,6 @@ impl Server {
         let op = Op::Detach { tracker };
         let _ = self.state.apply(None, &op);
         self.append(None, op, None);
-    }
-
-    fn reproposed(&mut self, fwd: ForwardedWrite) {
-        // The client's queue holds a Forwarded place for this write; replace it with the
-        // outcome.
-        let ForwardedWrite { to, origin, op } = fwd;
-        if let Some(o) = origin {
-            if let Some(reply) = self.state.dedup(&o).map(str::to_string) {
-                if let Some(to) = to {
-                    let seq = self.pos.seq;
-                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(&reply)));
-                }
-                return;
-            }
-        }
-        match self.apply_op(origin, &op) {
-            Ok(reply) => {
-                let seq = self.append(origin, op.clone(), None);
-                self.bind_session(&op, to);
-                let words = self.reply_words(&op, to, reply.words());
-                if let Some(to) = to {
-                    self.resolve_forward_to(to, forward_outcome(to.tag, seq, Ok(&words)));
-                }
-            }
-            Err(r) => {
-                if let Some(to) = to {
-                    self.resolve_forward_to(to, forward_outcome(to.tag, 0, Err(r)));
-                }
-            }
-        }
-    }
-
-    /// Resolves the forwarded write of `to` (found by its tag) with `outcome`.
-    fn resolve_forward_to(&mut self, to: ReplyTo, outcome: QueuedReply) {
-        let fid = match self.conns.get(to.key).map(|c| &c.kind) {
-            Some(ConnRole::Client(cl)) => cl.replies.forwarded_tag(to.tag),
-            _ => None,
-        };
-        if let Some(fid) = fid {
-            self.resolve_forward(to, fid, outcome);
-        }
     }
 
     pub(super) fn bind_session(&mut self, op: &Op, to: Option<ReplyTo>) {
@@ -607,35 +558,6 @@ impl Server {
                 log::error!("the leader's snapshot is invalid: {e}");
                 self.drop_conn(key, now);
             }
-        }
-    }
-
-    /// The leader orders a write its follower forwarded.
-    fn on_forwarded(&mut self, fid: u64, origin: Option<Origin>, op: Op) {
-        if let Some(o) = origin {
-            if let Some(reply) = self.state.dedup(&o).map(str::to_string) {
-                let seq = self.pos.seq;
-                self.repl.fwd_oks.push(HeldFwdOk { seq, fid, reply });
-                return;
-            }
-        }
-        if matches!(op, Op::Term { .. } | Op::Detach { .. } | Op::Limits(_)) {
-            self.send_link(&LinkMsg::FwdErr {
-                fid,
-                code: ErrorCode::BadRequest,
-                message: "not a client operation".into(),
-            });
-            return;
-        }
-        match self.apply_op(origin, &op) {
-            Ok(_) => {
-                self.append(origin, op, Some(fid));
-            }
-            Err(r) => self.send_link(&LinkMsg::FwdErr {
-                fid,
-                code: r.code(),
-                message: r.message(),
-            }),
         }
     }
 }
