@@ -24,7 +24,7 @@ use crate::cluster::TrackerEntry;
 use crate::net::conn::{Conn, ReadStatus};
 use crate::net::framer::{Frame, MAX_LINE};
 use crate::net::identity::{Fingerprint, Identity};
-use crate::net::secure::{Conversation, Role};
+use crate::net::secure::Conversation;
 use crate::net::secure_stream::SecureStream;
 use crate::pieces::to_hex;
 use crate::protocol::tracker::{request_line, ErrorCode, Reply, ReplyReader, Verb, NONCE_LEN};
@@ -388,17 +388,12 @@ impl TrackerLink {
     fn connect(&mut self, registry: &Registry, now: Instant) {
         let addr = self.tracker_addr();
         log::debug!("connecting to tracker {addr}");
-        let stream = TcpStream::connect(addr).and_then(|s| {
-            SecureStream::new(
-                s,
-                Role::Initiator,
-                &self.trust.identity,
-                None,
-                Conversation::ClientTracker,
-                true,
-            )
-            .map_err(|e| std::io::Error::other(e.to_string()))
-        });
+        let stream = SecureStream::dial(
+            addr,
+            &self.trust.identity,
+            Conversation::ClientTracker,
+            true,
+        );
         match stream {
             Ok(mut stream) => {
                 if let Err(e) = registry.register(
@@ -572,6 +567,7 @@ impl TrackerLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::secure::Role;
 
     #[test]
     fn the_request_class_follows_the_verb() {

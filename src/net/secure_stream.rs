@@ -219,6 +219,22 @@ impl<S> SecureStream<S> {
     }
 }
 
+impl SecureStream<mio::net::TcpStream> {
+    /// A non-blocking connect to `addr` with this side's first handshake message queued, as an
+    /// initiator; `gated` as in `new`. The caller registers it and waits for writability, as
+    /// for any non-blocking connect. The one way the client dials a tracker or a seeder.
+    pub fn dial(
+        addr: std::net::SocketAddr,
+        identity: &Identity,
+        conversation: Conversation,
+        gated: bool,
+    ) -> io::Result<Self> {
+        let sock = mio::net::TcpStream::connect(addr)?;
+        SecureStream::new(sock, Role::Initiator, identity, None, conversation, gated)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
 impl<S: Read + Write> SecureStream<S> {
     /// Writes pending records to the socket; `Ok(true)` when none are left. Nothing is written
     /// while a gated stream waits for approval.

@@ -9,7 +9,7 @@ use crate::servers::TrackerPair;
 use crate::Settings;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -82,48 +82,61 @@ impl Flooder {
         if mode == Flood::None {
             return Ok(None);
         }
-        let s = TcpStream::connect(addr).map_err(|e| format!("flood connect: {e}"))?;
-        s.set_write_timeout(Some(Duration::from_millis(50)))
+        // Inside the secure channel, as any client: the tracker drops a connection whose
+        // first bytes are not a handshake, which would flood nothing.
+        let mut s = groupshare::testkit::conn::secure_connect(addr, Duration::from_secs(3))
+            .map_err(|e| format!("flood connect: {e}"))?;
+        s.socket()
+            .set_write_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| format!("flood socket: {e}"))?;
+        s.socket()
+            .set_read_timeout(Some(Duration::from_millis(1)))
             .map_err(|e| format!("flood socket: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let bytes = Arc::new(AtomicU64::new(0));
-        let mut threads = Vec::new();
-        if mode == Flood::Reading {
-            let mut r = s.try_clone().map_err(|e| format!("flood socket: {e}"))?;
-            r.set_read_timeout(Some(Duration::from_millis(50)))
-                .map_err(|e| format!("flood socket: {e}"))?;
-            let stop = stop.clone();
-            threads.push(thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                while !stop.load(Ordering::Relaxed) {
-                    match r.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                        Err(_) => break,
-                    }
-                }
-            }));
-        }
+        let reading = mode == Flood::Reading;
         let (st, by) = (stop.clone(), bytes.clone());
-        let mut w = s;
-        threads.push(thread::spawn(move || {
+        let thread = thread::spawn(move || {
             let b = batch();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut queued = 0u64;
             while !st.load(Ordering::Relaxed) {
-                match w.write(&b) {
-                    Ok(n) => {
-                        by.fetch_add(n as u64, Ordering::Relaxed);
+                // A batch goes into the channel once the last one left for the tracker, so
+                // the count is what reached its socket.
+                match s.flush() {
+                    Ok(()) => {
+                        by.fetch_add(queued, Ordering::Relaxed);
+                        if s.write_all(&b).is_err() {
+                            break;
+                        }
+                        queued = b.len() as u64;
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                     Err(_) => break,
                 }
+                if reading {
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::WouldBlock | ErrorKind::TimedOut
+                                ) =>
+                            {
+                                break
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                }
             }
-        }));
+        });
         Ok(Some(Flooder {
             stop,
             bytes,
-            threads,
+            threads: vec![thread],
         }))
     }
 

@@ -7,7 +7,7 @@
 use crate::net::conn::write_pending;
 use crate::net::framer::{Frame, LineFramer, MAX_LINE};
 use crate::net::identity::Identity;
-use crate::net::secure::{Conversation, Role};
+use crate::net::secure::Conversation;
 use crate::net::secure_stream::SecureStream;
 use crate::pieces::{piece_len, PieceSet, PIECE_SIZE};
 use crate::protocol::peer::{Ranges, Reply, Request};
@@ -129,16 +129,7 @@ impl FetchConn {
             ours: identity,
             expected,
         } = keys;
-        let stream = TcpStream::connect(addr)?;
-        let mut stream = SecureStream::new(
-            stream,
-            Role::Initiator,
-            identity,
-            None,
-            Conversation::ClientClient,
-            true,
-        )
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut stream = SecureStream::dial(addr, identity, Conversation::ClientClient, true)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(FetchConn {
             user,
