@@ -689,13 +689,7 @@ mod tests {
 
         let mut poll = mio::Poll::new().unwrap();
         let mut got = Vec::new();
-        let mut link = TrackerLink::new(
-            trust(&addrs),
-            0,
-            0xab,
-            "127.0.0.1:7000".parse().unwrap(),
-            Instant::now(),
-        );
+        let mut link = link_to(&addrs, 0xab);
         let reg = poll.registry().try_clone().unwrap();
         link.set_session(Some(session("tok123")));
         drive(&mut link, &mut poll, &mut got, |g| {
@@ -743,13 +737,7 @@ mod tests {
         );
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
-        let mut link = TrackerLink::new(
-            trust(&addrs),
-            0,
-            0xcd,
-            "127.0.0.1:7000".parse().unwrap(),
-            Instant::now(),
-        );
+        let mut link = link_to(&addrs, 0xcd);
         link.set_session(Some(session("tok")));
         let mut got = Vec::new();
         drive(&mut link, &mut poll, &mut got, |g| {
@@ -777,13 +765,7 @@ mod tests {
         );
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
-        let mut link = TrackerLink::new(
-            trust(&addrs),
-            0,
-            0xcd,
-            "127.0.0.1:7000".parse().unwrap(),
-            Instant::now(),
-        );
+        let mut link = link_to(&addrs, 0xcd);
         link.set_session(Some(session("tok")));
         let mut got = Vec::new();
         link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
@@ -837,6 +819,12 @@ mod tests {
         .unwrap();
         s.handshake_blocking().unwrap();
         ScriptedTracker(std::io::BufReader::new(s))
+    }
+
+    /// A link to `addrs` that has not connected yet, as client instance `instance`.
+    fn link_to(addrs: &[SocketAddr], instance: u64) -> TrackerLink {
+        let me = "127.0.0.1:7000".parse().expect("literal address");
+        TrackerLink::new(trust(addrs), 0, instance, me, Instant::now())
     }
 
     fn trust(addrs: &[SocketAddr]) -> TrackerTrust {
@@ -912,13 +900,7 @@ mod tests {
         );
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
-        let mut link = TrackerLink::new(
-            trust(&addrs),
-            0,
-            0xcd,
-            "127.0.0.1:7000".parse().unwrap(),
-            Instant::now(),
-        );
+        let mut link = link_to(&addrs, 0xcd);
         link.set_session(Some(session("tok")));
         let mut got = Vec::new();
         let w = link.send(
@@ -960,13 +942,7 @@ mod tests {
         );
         let mut poll = mio::Poll::new().unwrap();
         let reg = poll.registry().try_clone().unwrap();
-        let mut link = TrackerLink::new(
-            trust(&addrs),
-            0,
-            0xef,
-            "127.0.0.1:7000".parse().unwrap(),
-            Instant::now(),
-        );
+        let mut link = link_to(&addrs, 0xef);
         link.set_session(Some(session("tok")));
         let mut got = Vec::new();
         let r = link.send(&reg, &Verb::ListGroups, vec![], Instant::now());
