@@ -230,15 +230,7 @@ fn a_tracker_killed_during_compactions_keeps_every_acknowledged_write() {
         } else {
             c.login("k");
             // Everything acknowledged in earlier rounds is here.
-            let groups = c.req("list_groups");
-            let missing: Vec<&String> = acked
-                .iter()
-                .filter(|g| {
-                    !groups
-                        .iter()
-                        .any(|l| l.split(' ').next() == Some(g.as_str()))
-                })
-                .collect();
+            let missing = not_listed(&mut c, &acked);
             if !missing.is_empty() {
                 cl.dump_logs();
             }
@@ -302,16 +294,21 @@ fn a_tracker_killed_during_compactions_keeps_every_acknowledged_write() {
     cl.wait_serving(1);
     let mut c = cl.conn(1);
     c.login("k");
+    let missing = not_listed(&mut c, &acked);
+    assert!(missing.is_empty(), "lost {missing:?}");
+    assert!(c.ok("digest").starts_with("ok"));
+    assert!(c.req("list_groups").len() > acked.len());
+}
+
+/// The groups in `want` that `list_groups` on `c` does not show.
+fn not_listed(c: &mut Conn, want: &[String]) -> Vec<String> {
     let groups = c.req("list_groups");
-    let missing: Vec<&String> = acked
-        .iter()
+    want.iter()
         .filter(|g| {
             !groups
                 .iter()
                 .any(|l| l.split(' ').next() == Some(g.as_str()))
         })
-        .collect();
-    assert!(missing.is_empty(), "lost {missing:?}");
-    assert!(c.ok("digest").starts_with("ok"));
-    assert!(c.req("list_groups").len() > acked.len());
+        .cloned()
+        .collect()
 }
