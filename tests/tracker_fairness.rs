@@ -108,13 +108,7 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
 
     // Only what the trackers log from here on counts (a fresh pair may start with tracker 2
     // leading alone for a moment, when its first dial is refused).
-    let log_at_start: Vec<usize> = (1..=2)
-        .map(|n| {
-            std::fs::read_to_string(cl.log_path(n))
-                .unwrap_or_default()
-                .len()
-        })
-        .collect();
+    let log_at_start = [log_since(&cl, 1, 0).len(), log_since(&cl, 2, 0).len()];
     let stop = Arc::new(AtomicBool::new(false));
     // The flood (never reads), and one that reads its replies so that it is never
     // paused for its output.
@@ -169,8 +163,7 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     let digest = cl.wait_same_digest();
     assert!(!digest.is_empty());
     for n in 1..=2 {
-        let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
-        let log = log.get(log_at_start[n - 1]..).unwrap_or_default();
+        let log = log_since(&cl, n, log_at_start[n - 1]);
         for bad in [
             "silent for too long",
             "lost tracker",
@@ -253,13 +246,7 @@ fn a_pair_frozen_together_stays_one_when_it_resumes() {
     cl.wait_paired();
     let mut c = cl.conn(1);
     c.user("before_the_freeze");
-    let log_at_start: Vec<usize> = (1..=2)
-        .map(|n| {
-            std::fs::read_to_string(cl.log_path(n))
-                .unwrap_or_default()
-                .len()
-        })
-        .collect();
+    let log_at_start = [log_since(&cl, 1, 0).len(), log_since(&cl, 2, 0).len()];
     cl.signal(1, libc::SIGSTOP);
     cl.signal(2, libc::SIGSTOP);
     thread::sleep(Duration::from_secs(7));
@@ -277,8 +264,7 @@ fn a_pair_frozen_together_stays_one_when_it_resumes() {
     );
     cl.wait_same_digest();
     for n in 1..=2 {
-        let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
-        let log = log.get(log_at_start[n - 1]..).unwrap_or_default();
+        let log = log_since(&cl, n, log_at_start[n - 1]);
         assert!(
             log.contains("loop stalled"),
             "tracker {n} did not notice its stall:\n{log}"
@@ -291,4 +277,10 @@ fn a_pair_frozen_together_stays_one_when_it_resumes() {
             );
         }
     }
+}
+
+/// What tracker `n` has logged from byte `from` on (empty if it has logged nothing yet).
+fn log_since(cl: &Cluster, n: usize, from: usize) -> String {
+    let log = std::fs::read_to_string(cl.log_path(n)).unwrap_or_default();
+    log.get(from..).unwrap_or_default().to_string()
 }
