@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{test_data, Client, Cluster};
-use std::collections::BTreeMap;
+use common::{sources, test_data, Client, Cluster};
 use std::path::PathBuf;
 
 const PIECE: usize = 512 * 1024;
@@ -18,22 +17,6 @@ fn member(c: &Cluster, owner: &mut Client, name: &str, extra: &[&str]) -> Client
     m.run("join_group g", "asked to join");
     owner.run(&format!("accept_request g {name}"), "now a member");
     m
-}
-
-/// The sources named by a completion note: `... (from alice: 3 pieces, bob: 2 pieces)`.
-fn sources(note: &str) -> BTreeMap<String, u64> {
-    let Some(start) = note.rfind("(from ") else {
-        return BTreeMap::new();
-    };
-    note[start + 6..]
-        .trim_end_matches(')')
-        .split(", ")
-        .filter_map(|part| {
-            let (who, n) = part.split_once(": ")?;
-            let n = n.split_whitespace().next()?.parse().ok()?;
-            Some((who.to_string(), n))
-        })
-        .collect()
 }
 
 #[test]

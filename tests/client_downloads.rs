@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{test_data, Client, Cluster, WAIT};
-use std::collections::BTreeMap;
+use common::{sources, test_data, Client, Cluster, WAIT};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -113,22 +112,6 @@ fn wait_for_progress(d: &mut Client, file: &str, lo: usize, hi: usize) -> usize 
         std::thread::sleep(Duration::from_millis(40));
     }
     panic!("{file} never reached {lo}..{hi}%: last {last:?}");
-}
-
-/// The sources named by a completion note: `... (from alice: 3 pieces, earlier: 2 pieces)`.
-fn sources(note: &str) -> BTreeMap<String, u64> {
-    let Some(start) = note.rfind("(from ") else {
-        return BTreeMap::new();
-    };
-    note[start + 6..]
-        .trim_end_matches(')')
-        .split(", ")
-        .filter_map(|part| {
-            let (who, n) = part.split_once(": ")?;
-            let n = n.split_whitespace().next()?.parse().ok()?;
-            Some((who.to_string(), n))
-        })
-        .collect()
 }
 
 /// Overwrites `len` bytes at `at` in `path` with different bytes, keeping its size and its

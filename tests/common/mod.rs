@@ -256,3 +256,19 @@ pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The sources named by a completion note: `... (from alice: 3 pieces, bob: 2 pieces)`.
+pub fn sources(note: &str) -> std::collections::BTreeMap<String, u64> {
+    let Some(start) = note.rfind("(from ") else {
+        return Default::default();
+    };
+    note[start + 6..]
+        .trim_end_matches(')')
+        .split(", ")
+        .filter_map(|part| {
+            let (who, n) = part.split_once(": ")?;
+            let n = n.split_whitespace().next()?.parse().ok()?;
+            Some((who.to_string(), n))
+        })
+        .collect()
+}
