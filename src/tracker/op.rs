@@ -182,6 +182,23 @@ impl Origin {
     }
 }
 
+/// The operations that act through a session token, binding it to `$t`: one list for both
+/// `Op::token` and `Op::with_token`, so a new variant cannot be added to one and not the other.
+macro_rules! acting_through {
+    ($t:ident) => {
+        Op::Login { token: $t, .. }
+            | Op::Attach { token: $t, .. }
+            | Op::Logout { token: $t }
+            | Op::CreateGroup { token: $t, .. }
+            | Op::JoinGroup { token: $t, .. }
+            | Op::LeaveGroup { token: $t, .. }
+            | Op::AcceptRequest { token: $t, .. }
+            | Op::Upload { token: $t, .. }
+            | Op::Have { token: $t, .. }
+            | Op::StopShare { token: $t, .. }
+    };
+}
+
 impl Op {
     /// The verb: the first word of the text form.
     pub fn verb(&self) -> &'static str {
@@ -223,16 +240,7 @@ impl Op {
     /// The session token an operation acts through, if any.
     pub fn token(&self) -> Option<&str> {
         match self {
-            Op::Login { token, .. }
-            | Op::Attach { token, .. }
-            | Op::Logout { token }
-            | Op::CreateGroup { token, .. }
-            | Op::JoinGroup { token, .. }
-            | Op::LeaveGroup { token, .. }
-            | Op::AcceptRequest { token, .. }
-            | Op::Upload { token, .. }
-            | Op::Have { token, .. }
-            | Op::StopShare { token, .. } => Some(token),
+            acting_through!(token) => Some(token),
             _ => None,
         }
     }
@@ -241,16 +249,7 @@ impl Op {
     pub fn with_token(&self, to: &str) -> Op {
         let mut op = self.clone();
         match &mut op {
-            Op::Login { token, .. }
-            | Op::Attach { token, .. }
-            | Op::Logout { token }
-            | Op::CreateGroup { token, .. }
-            | Op::JoinGroup { token, .. }
-            | Op::LeaveGroup { token, .. }
-            | Op::AcceptRequest { token, .. }
-            | Op::Upload { token, .. }
-            | Op::Have { token, .. }
-            | Op::StopShare { token, .. } => *token = to.to_string(),
+            acting_through!(token) => *token = to.to_string(),
             _ => {}
         }
         op
