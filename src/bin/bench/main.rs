@@ -78,7 +78,7 @@ impl Settings {
                 transfer_bytes: 1 << 30,
                 hash_bytes: 1 << 30,
                 failover_rounds: 3,
-                transfer_runs: 3,
+                transfer_runs: 5,
                 client_failover_rounds: 5,
                 flash_singles: 3,
             }
@@ -163,6 +163,7 @@ fn main() -> ExitCode {
     let mut only_login = false;
     let mut only_writes = false;
     let mut only_flood = false;
+    let mut only_downloads = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -174,6 +175,7 @@ fn main() -> ExitCode {
             "--only-login" => only_login = true,
             "--only-writes" => only_writes = true,
             "--only-flood" => only_flood = true,
+            "--only-downloads" => only_downloads = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -183,7 +185,7 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--only-flood] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--only-flood] [--only-downloads] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
@@ -194,6 +196,8 @@ fn main() -> ExitCode {
                      --only-writes  only the leader's replicated writes against both Redis\n                \
                      anchors; prints them, writes no report\n  \
                      --only-flood  only part E (fairness under a flood); prints it, writes no report\n  \
+                     --only-downloads  only the downloads from 1-3 seeders (C1), each run printed as it\n                \
+                     ends; writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -228,6 +232,15 @@ fn main() -> ExitCode {
     }
     if only_writes {
         return match run_writes(&Settings::new(quick)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if only_downloads {
+        return match transfer::run_alone(&Settings::new(quick)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: error: {e}");

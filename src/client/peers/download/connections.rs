@@ -217,7 +217,15 @@ impl Download {
                         self.dirty = true;
                     }
                 }
-                Incoming::Piece { index, len } => self.on_piece(ctx, key, conn, index, len)?,
+                Incoming::Piece { index, len } => {
+                    self.on_piece(ctx, key, conn, index, len)?;
+                    // The next request goes now, not once the socket is drained: the seeder
+                    // works on it while the pieces already in our socket are hashed and written.
+                    if self.fill(ctx, key, conn) > 0 {
+                        conn.flush(ctx.registry, token)
+                            .map_err(|e| format!("{e}"))?;
+                    }
+                }
                 Incoming::Refused { req, reason } => {
                     log::debug!(
                         "download {}: {} refused {req:?}: {reason}",
@@ -256,12 +264,13 @@ impl Download {
 
     /// Tops up one connection's pipeline: rarest-first among the queued pieces the peer has;
     /// when it has none, the endgame: a piece already in flight elsewhere, the latest first.
-    pub(super) fn fill(&mut self, ctx: &mut Ctx, key: PeerKey, conn: &mut FetchConn) {
+    /// Returns how many `get`s it queued.
+    pub(super) fn fill(&mut self, ctx: &mut Ctx, key: PeerKey, conn: &mut FetchConn) -> usize {
         if self.state != DownloadState::Downloading || conn.state != ConnState::Live {
-            return;
+            return 0;
         }
         let Some(have) = &conn.have else {
-            return;
+            return 0;
         };
         let no_failed = HashSet::new();
         let failed = self
@@ -292,6 +301,7 @@ impl Download {
             self.table.acquire(i, key, ctx.now + PIECE_TIMEOUT);
             picks.push(i);
         }
+        let added = picks.len();
         for i in picks {
             let req = Request::Get {
                 group: self.group.clone(),
@@ -300,6 +310,7 @@ impl Download {
             };
             conn.send(&req, Awaited::Get(i), ctx.now + PIECE_TIMEOUT);
         }
+        added
     }
 
     /// Tells every watched peer of the pieces verified since, and offers every live connection
@@ -318,7 +329,14 @@ impl Download {
                     conn.notice(n);
                 }
             }
-            self.fill(ctx, key, &mut conn);
+            let added = self.fill(ctx, key, &mut conn);
+            // A notice alone waits for the next `get` on a connection with pieces in flight
+            // (it follows the next piece from that peer, within milliseconds): one wake-up of
+            // the seeder per piece rather than two.
+            if added == 0 && conn.gets_in_flight() > 0 {
+                self.conns.insert(key, conn);
+                continue;
+            }
             match conn.flush(ctx.registry, Token(TOKEN_BASE + key)) {
                 Ok(()) => {
                     self.conns.insert(key, conn);
