@@ -8,6 +8,7 @@ use crate::servers::LineConn;
 use groupshare::protocol::tracker::{Reply, Verb};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,15 @@ impl IdleMode {
 /// Helper mode: `bench --hold-idle <addr> <n> <mode>`. Opens the connections, prints
 /// `ready <n>`, then holds them until its standard input closes.
 pub fn hold_idle(args: &[String]) -> Result<(), String> {
-    let [addr, n, mode] = args else {
-        return Err("usage: bench --hold-idle <addr> <n> <silent|tracker-ping|redis-ping>".into());
-    };
+    let (addr, n, mode, ca) =
+        match args {
+            [addr, n, mode] => (addr, n, mode, None),
+            [addr, n, mode, ca] => (addr, n, mode, Some(Path::new(ca))),
+            _ => return Err(
+                "usage: bench --hold-idle <addr> <n> <silent|tracker-ping|redis-ping> [<TLS CA>]"
+                    .into(),
+            ),
+        };
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("bad address {addr}: {e}"))?;
@@ -46,6 +53,12 @@ pub fn hold_idle(args: &[String]) -> Result<(), String> {
     }
     let n: usize = n.parse().map_err(|e| format!("bad count {n}: {e}"))?;
     groupshare::runtime::raise_fd_limit();
+    if mode == "tracker-ping" {
+        return hold_tracker_sessions(addr, n);
+    }
+    if let (Some(ca), "redis-ping") = (ca, mode.as_str()) {
+        return hold_redis_tls(addr, n, ca);
+    }
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -54,7 +67,6 @@ pub fn hold_idle(args: &[String]) -> Result<(), String> {
     }
     let (req, want): (&[u8], &[u8]) = match mode.as_str() {
         "silent" => (b"", b""),
-        "tracker-ping" => (b"1 ping\n", b"1 ok pong\n"),
         "redis-ping" => (b"PING\r\n", b"+PONG\r\n"),
         m => return Err(format!("unknown idle mode {m}")),
     };
@@ -86,6 +98,78 @@ pub fn hold_idle(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `tracker-ping`: each connection completes the secure channel's handshake and one `ping`
+/// inside it (the tracker refuses anything in clear), then idles.
+fn hold_tracker_sessions(addr: SocketAddr, n: usize) -> Result<(), String> {
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = LineConn::connect(addr).map_err(|e| format!("connection {i} of {n}: {e}"))?;
+        match c.req(&Verb::Ping) {
+            Ok(Reply::Ok(words)) if words == ["pong"] => {}
+            other => return Err(format!("connection {i} of {n}: ping answered {other:?}")),
+        }
+        conns.push(c);
+    }
+    println!("ready {n}");
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("stdout: {e}"))?;
+    let mut sink = String::new();
+    let _ = BufReader::new(std::io::stdin()).read_line(&mut sink);
+    Ok(())
+}
+
+/// `redis-ping` over TLS: each connection completes the TLS handshake and one `PING`, then
+/// idles.
+fn hold_redis_tls(addr: SocketAddr, n: usize, ca: &Path) -> Result<(), String> {
+    let config = crate::tls::client_config(ca)?;
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = crate::tls::connect_with(&config, addr)
+            .map_err(|e| format!("connection {i} of {n}: {e}"))?;
+        redis_ping(&mut c).map_err(|e| format!("connection {i} of {n}: {e}"))?;
+        conns.push(c);
+    }
+    println!("ready {n}");
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("stdout: {e}"))?;
+    let mut sink = String::new();
+    let _ = BufReader::new(std::io::stdin()).read_line(&mut sink);
+    Ok(())
+}
+
+/// One `PING` and its `+PONG` on a blocking connection.
+fn redis_ping(s: &mut (impl Read + Write)) -> Result<(), String> {
+    s.write_all(b"PING\r\n")
+        .and_then(|()| s.flush())
+        .map_err(|e| format!("Redis PING: {e}"))?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf)
+        .map_err(|e| format!("Redis PING reply: {e}"))?;
+    if &buf != b"+PONG\r\n" {
+        return Err(format!(
+            "Redis PING answered {:?}",
+            String::from_utf8_lossy(&buf)
+        ));
+    }
+    Ok(())
+}
+
+/// A blocking connection to Redis, plain or TLS.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Who the idle connections and the latency probe talk to.
+#[derive(Clone, Copy)]
+pub enum Speaker<'a> {
+    Tracker,
+    /// Redis, over TLS when its CA is given.
+    Redis {
+        tls_ca: Option<&'a Path>,
+    },
+}
+
 /// One idle-connection measurement.
 #[derive(Clone, Debug)]
 pub struct IdleResult {
@@ -109,11 +193,11 @@ pub fn measure(
     addr: SocketAddr,
     n: usize,
     mode: IdleMode,
-    redis: bool,
+    speaker: Speaker<'_>,
     lat_requests: usize,
 ) -> Result<IdleResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let lat_before = ping_latency(addr, redis, lat_requests)?;
+    let lat_before = ping_latency(addr, speaker, lat_requests)?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = rss_bytes(pid)?;
     let fds_before = open_fds(pid)?;
@@ -124,7 +208,11 @@ pub fn measure(
                 .arg("--hold-idle")
                 .arg(addr.to_string())
                 .arg(n.to_string())
-                .arg(mode.arg()),
+                .arg(mode.arg())
+                .args(match speaker {
+                    Speaker::Redis { tls_ca: Some(ca) } => vec![ca.as_os_str()],
+                    _ => vec![],
+                }),
         ),
     )?;
     let line = helper.read_line()?;
@@ -139,7 +227,7 @@ pub fn measure(
     )?;
     std::thread::sleep(Duration::from_millis(300));
     let rss_after = rss_bytes(pid)?;
-    let lat_during = ping_latency(addr, redis, lat_requests)?;
+    let lat_during = ping_latency(addr, speaker, lat_requests)?;
     helper.kill();
     Ok(IdleResult {
         n,
@@ -151,21 +239,30 @@ pub fn measure(
 }
 
 /// p50/p99 (µs) of `count` sequential pings from one fresh connection.
-pub fn ping_latency(addr: SocketAddr, redis: bool, count: usize) -> Result<(f64, f64), String> {
+pub fn ping_latency(
+    addr: SocketAddr,
+    speaker: Speaker<'_>,
+    count: usize,
+) -> Result<(f64, f64), String> {
     let mut samples = Vec::with_capacity(count);
-    if redis {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| format!("set_read_timeout: {e}"))?;
-        let _ = s.set_nodelay(true);
-        let mut buf = [0u8; 7];
+    if let Speaker::Redis { tls_ca } = speaker {
+        let mut s: Box<dyn ReadWrite> = match tls_ca {
+            Some(ca) => Box::new(crate::tls::connect_with(
+                &crate::tls::client_config(ca)?,
+                addr,
+            )?),
+            None => {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(|e| format!("set_read_timeout: {e}"))?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        };
         for _ in 0..count {
             let t0 = Instant::now();
-            s.write_all(b"PING\r\n")
-                .map_err(|e| format!("Redis PING: {e}"))?;
-            s.read_exact(&mut buf)
-                .map_err(|e| format!("Redis PING reply: {e}"))?;
+            redis_ping(&mut s)?;
             samples.push(t0.elapsed().as_nanos() as u64);
         }
     } else {

@@ -3,6 +3,7 @@
 //! replies (requests to Redis are inline commands). Latency is measured per request, from the
 //! moment it is queued to the moment its whole reply has been parsed.
 
+use crate::tls::TlsStream;
 use groupshare::net::secure_stream::SecureStream;
 use groupshare::protocol::tracker::{Reply, ReplyReader};
 use mio::net::TcpStream;
@@ -134,16 +135,46 @@ impl Parser {
     }
 }
 
-/// A connection of the generator: Redis in plain TCP, a tracker inside its secure channel.
+/// A connection of the generator: Redis in plain TCP or TLS, a tracker inside its secure
+/// channel.
 pub enum BenchStream {
     Plain(TcpStream),
     Secure(Box<SecureStream<TcpStream>>),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// A set-up blocking connection, handed to `Conns::new`.
 pub enum SetUp {
     Plain(std::net::TcpStream),
     Secure(Box<SecureStream<std::net::TcpStream>>),
+    Tls(Box<TlsStream<std::net::TcpStream>>),
+}
+
+impl Read for SetUp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            SetUp::Plain(s) => s.read(buf),
+            SetUp::Secure(s) => s.read(buf),
+            SetUp::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for SetUp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SetUp::Plain(s) => s.write(buf),
+            SetUp::Secure(s) => s.write(buf),
+            SetUp::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SetUp::Plain(s) => s.flush(),
+            SetUp::Secure(s) => s.flush(),
+            SetUp::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl From<std::net::TcpStream> for SetUp {
@@ -170,6 +201,7 @@ impl Read for BenchStream {
         match self {
             BenchStream::Plain(s) => s.read(buf),
             BenchStream::Secure(s) => s.read(buf),
+            BenchStream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -179,12 +211,14 @@ impl Write for BenchStream {
         match self {
             BenchStream::Plain(s) => s.write(buf),
             BenchStream::Secure(s) => s.write(buf),
+            BenchStream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             BenchStream::Plain(s) => s.flush(),
             BenchStream::Secure(s) => s.flush(),
+            BenchStream::Tls(s) => s.flush(),
         }
     }
 }
@@ -194,6 +228,7 @@ impl BenchStream {
         match self {
             BenchStream::Plain(s) => s,
             BenchStream::Secure(s) => s.as_mut(),
+            BenchStream::Tls(s) => &mut s.sock,
         }
     }
 }
@@ -219,6 +254,14 @@ impl Conns {
                         .map_err(|e| format!("set_nonblocking: {e}"))?;
                     let _ = s.socket().set_nodelay(true);
                     Ok(BenchStream::Secure(Box::new(
+                        s.map_socket(TcpStream::from_std),
+                    )))
+                }
+                SetUp::Tls(s) => {
+                    s.sock
+                        .set_nonblocking(true)
+                        .map_err(|e| format!("set_nonblocking: {e}"))?;
+                    Ok(BenchStream::Tls(Box::new(
                         s.map_socket(TcpStream::from_std),
                     )))
                 }

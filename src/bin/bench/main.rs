@@ -21,6 +21,7 @@ mod report;
 mod servers;
 mod svg;
 mod throughput;
+mod tls;
 mod transfer;
 
 use groupshare::protocol::tracker::{Request, Verb};
@@ -164,6 +165,7 @@ fn main() -> ExitCode {
     let mut only_writes = false;
     let mut only_flood = false;
     let mut only_downloads = false;
+    let mut only_idle = false;
     let mut out = PathBuf::from("docs/BENCHMARKS.md");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
             "--only-writes" => only_writes = true,
             "--only-flood" => only_flood = true,
             "--only-downloads" => only_downloads = true,
+            "--only-idle" => only_idle = true,
             "--out" => match it.next() {
                 Some(p) => out = PathBuf::from(p),
                 None => {
@@ -185,7 +188,7 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--only-flood] [--only-downloads] [--out PATH]\n\n\
+                    "usage: bench [--quick] [--only-c] [--only-flash] [--only-writes] [--only-compaction] [--only-login] [--only-flood] [--only-downloads] [--only-idle] [--out PATH]\n\n\
                      Benchmarks the tracker (and Redis, if redis-server is on PATH) on loopback\n\
                      and writes the report (default docs/BENCHMARKS.md).\n  \
                      --quick     short durations and fewer idle connections (smoke test)\n  \
@@ -198,6 +201,7 @@ fn main() -> ExitCode {
                      --only-flood  only part E (fairness under a flood); prints it, writes no report\n  \
                      --only-downloads  only the downloads from 1-3 seeders (C1), each run printed as it\n                \
                      ends; writes no report\n  \
+                     --only-idle  only part B (idle connections); prints it, writes no report\n  \
                      --out PATH  where to write the report"
                 );
                 return ExitCode::SUCCESS;
@@ -238,6 +242,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if only_idle {
+        let s = Settings::new(quick);
+        let mut r = Results::default();
+        let run = groupshare::testkit::sibling_bin("tracker").and_then(|t| {
+            let kit = servers::find_redis().map(servers::RedisKit::new);
+            part_b(&s, &t, kit.as_ref(), &mut r)
+        });
+        if let Err(e) = run {
+            eprintln!("bench: error: {e}");
+            return ExitCode::FAILURE;
+        }
+        for (what, res) in &r.idle {
+            match res {
+                Ok(i) => println!(
+                    "{what}: {} connections, {:.0} B each; ping p50/p99 {:.0}/{:.0} µs before, {:.0}/{:.0} µs during",
+                    i.n,
+                    i.per_conn(),
+                    i.lat_before.0,
+                    i.lat_before.1,
+                    i.lat_during.0,
+                    i.lat_during.1
+                ),
+                Err(e) => println!("{what}: failed: {e}"),
+            }
+        }
+        return ExitCode::SUCCESS;
     }
     if only_downloads {
         return match transfer::run_alone(&Settings::new(quick)) {
@@ -283,9 +314,19 @@ fn run(
         ));
     }
     let mut r = Results::default();
-    let redis_bin = servers::find_redis();
-    match &redis_bin {
-        Some(b) => r.redis_version = Some(servers::redis_version(b)),
+    let redis = servers::find_redis().map(servers::RedisKit::new);
+    match &redis {
+        Some(kit) => {
+            r.redis_version = Some(format!(
+                "{}; its clients connect over {}{}",
+                servers::redis_version(&kit.bin),
+                kit.transport(),
+                kit.plain_why
+                    .as_ref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ))
+        }
         None => r
             .notes
             .push("redis-server is not on PATH: the Redis columns are skipped.".into()),
@@ -301,9 +342,9 @@ fn run(
             "bench: A. tracker throughput and latency ({} connections)",
             s.conns
         );
-        part_a(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+        part_a(&s, &tracker_bin, redis.as_ref(), &mut r)?;
         eprintln!("bench: B. {} idle connections", s.idle_conns);
-        part_b(&s, &tracker_bin, redis_bin.as_deref(), &mut r)?;
+        part_b(&s, &tracker_bin, redis.as_ref(), &mut r)?;
         eprintln!("bench: E. honest clients beside a flooding connection");
         r.flood = Some(flood::run(&s, &tracker_bin));
     }
@@ -346,10 +387,10 @@ fn tracker_line(out: &mut Vec<u8>, req: Request) {
 fn part_b(
     s: &Settings,
     tracker_bin: &std::path::Path,
-    redis_bin: Option<&std::path::Path>,
+    redis: Option<&servers::RedisKit>,
     r: &mut Results,
 ) -> Result<(), String> {
-    use idle::IdleMode;
+    use idle::{IdleMode, Speaker};
     for mode in [IdleMode::Silent, IdleMode::TrackerPing] {
         // A fresh pair each time, so earlier load leaves no freed memory to reuse.
         let pair = servers::TrackerPair::start(tracker_bin, "b")?;
@@ -358,31 +399,36 @@ fn part_b(
             pair.addrs[pair.leader - 1],
             s.idle_conns,
             mode,
-            false,
+            Speaker::Tracker,
             s.lat_requests,
         );
         let what = match mode {
             IdleMode::Silent => "tracker (leader), connections that never sent a byte",
-            _ => "tracker (leader), connections idle after one `ping`",
+            _ => "tracker (leader), connections idle after the secure handshake and one `ping`",
         };
         r.idle.push((what.to_string(), res));
     }
-    if let Some(bin) = redis_bin {
+    if let Some(kit) = redis {
+        let over = kit.transport();
         for mode in [IdleMode::Silent, IdleMode::RedisPing] {
-            let red = servers::Redis::start(bin, false)?;
+            let red = servers::Redis::start(kit, false)?;
             let res = idle::measure(
                 red.proc.pid(),
-                red.addr,
+                red.load_addr(),
                 s.idle_conns,
                 mode,
-                true,
+                Speaker::Redis {
+                    tls_ca: kit.tls.as_ref().map(|t| t.ca.as_path()),
+                },
                 s.lat_requests,
             );
             let what = match mode {
-                IdleMode::Silent => "Redis, connections that never sent a byte",
-                _ => "Redis, connections idle after one `PING`",
+                IdleMode::Silent => {
+                    format!("Redis ({over} port), connections that never sent a byte")
+                }
+                _ => format!("Redis, connections idle after one `PING` over {over}"),
             };
-            r.idle.push((what.to_string(), res));
+            r.idle.push((what, res));
         }
     }
     Ok(())

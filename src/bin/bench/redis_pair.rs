@@ -5,15 +5,14 @@
 //! processed, on its own schedule of fsyncs.
 //!
 //! Both processes are `servers::Redis` instances (own temp dir, free loopback port, killed on
-//! drop, on error too); the replica is attached with `REPLICAOF` and the anchor waits until
+//! drop, on error too), over TLS when the kit has it (`--tls-replication`); the replica is attached with `REPLICAOF` and the anchor waits until
 //! the primary sees it online before any load runs.
 
 use crate::load::{Conns, Plan, Proto, Stats};
 use crate::report::{thousands, us, verdict};
-use crate::servers::Redis;
+use crate::servers::{Redis, RedisKit};
 use crate::{Results, Settings};
 use std::fmt::Write;
-use std::path::Path;
 use std::time::Duration;
 
 /// The replica's initial sync of an empty data set takes well under a second; the margin is
@@ -35,9 +34,10 @@ pub struct RedisPair {
 }
 
 impl RedisPair {
-    pub fn start(s: &Settings, bin: &Path) -> Result<RedisPair, String> {
-        let primary = Redis::start(bin, true)?;
-        let replica = Redis::start(bin, true)?;
+    /// With the kit's TLS the replica reaches the primary over TLS too.
+    pub fn start(s: &Settings, kit: &RedisKit) -> Result<RedisPair, String> {
+        let primary = Redis::start(kit, true)?;
+        let replica = Redis::start(kit, true)?;
         for (who, r) in [("primary", &primary), ("replica", &replica)] {
             let cfg = r.command("CONFIG GET appendfsync")?;
             if !cfg.contains("always") {
@@ -46,7 +46,7 @@ impl RedisPair {
                 ));
             }
         }
-        let port = primary.addr.port();
+        let port = primary.load_addr().port();
         let answer = replica.command(&format!("REPLICAOF 127.0.0.1 {port}"))?;
         if !answer.starts_with("+OK") {
             return Err(format!("Redis replica refused REPLICAOF: {answer:?}"));
@@ -85,10 +85,10 @@ fn replica_online(info: &str) -> bool {
         .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
 }
 
-fn wait_probe(s: &mut std::net::TcpStream) -> Result<String, String> {
+/// `SET` + `WAIT 1 0` on a set-up connection (its 20 s read timeout covers the replica's
+/// first acknowledgement); the `WAIT` reply.
+fn wait_probe(s: &mut crate::load::SetUp) -> Result<String, String> {
     use std::io::{BufRead, BufReader, Write as _};
-    s.set_read_timeout(Some(LINK_UP_LIMIT))
-        .map_err(|e| format!("set_read_timeout: {e}"))?;
     s.write_all(b"SET probe 1\r\nWAIT 1 0\r\n")
         .map_err(|e| format!("Redis probe write: {e}"))?;
     let mut r = BufReader::new(s);
@@ -140,7 +140,8 @@ pub fn section(o: &mut String, r: &Results) {
          request a `SET` of a new key followed by `WAIT 1 0` — answered once the replica has \
          acknowledged it. That is still weaker than a tracker write, which is answered only \
          once the follower has fsynced the entry. Each anchor case runs right after the \
-         leader's write case of the same depth.\n"
+         leader's write case of the same depth. With TLS (see part A) the clients and the \
+         replica's link to the primary both speak TLS, as the trackers' link speaks Noise.\n"
     );
     let _ = writeln!(
         o,

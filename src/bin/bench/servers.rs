@@ -2,7 +2,9 @@
 //! shared harness (`groupshare::testkit`), so each dies with the bench: the tracker pair and
 //! Redis instances. `LineConn` is the harness's raw tracker-protocol connection.
 
+use crate::load::SetUp;
 use crate::procs::{wait_for, wait_listening, Proc, TempDir};
+use crate::tls::Tls;
 use groupshare::auth::login as proofs;
 use groupshare::auth::scram::{self, ClientKeys};
 use groupshare::pieces::to_hex;
@@ -14,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The first tag a connection from `TrackerPair::logged_in` has not used (hello, create_user,
@@ -219,26 +221,70 @@ pub fn redis_version(bin: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The Redis side of the bench: the binary, and TLS when it can be had (see `tls`).
+pub struct RedisKit {
+    pub bin: PathBuf,
+    pub tls: Option<Tls>,
+    /// Why the anchors are plain, when they are.
+    pub plain_why: Option<String>,
+}
+
+impl RedisKit {
+    /// Makes the TLS certificates and checks that this `redis-server` serves TLS with them;
+    /// on any failure the anchors stay plain, with the reason kept for the report.
+    pub fn new(bin: PathBuf) -> RedisKit {
+        let mut kit = RedisKit {
+            bin,
+            tls: None,
+            plain_why: None,
+        };
+        match Tls::make() {
+            Ok(tls) => {
+                kit.tls = Some(tls);
+                if let Err(e) = Redis::start(&kit, false).and_then(|r| r.conns(1).map(drop)) {
+                    kit.tls = None;
+                    kit.plain_why = Some(format!("this redis-server does not serve TLS ({e})"));
+                }
+            }
+            Err(e) => kit.plain_why = Some(format!("no TLS certificates: {e}")),
+        }
+        kit
+    }
+
+    /// How the anchors' connections travel, for the report.
+    pub fn transport(&self) -> &'static str {
+        if self.tls.is_some() {
+            "TLS 1.3"
+        } else {
+            "plain TCP"
+        }
+    }
+}
+
 /// One Redis instance of our own: loopback, its own temp dir, no snapshots; `durable` turns on
-/// the append-only file with an fsync before every reply.
+/// the append-only file with an fsync before every reply. With the kit's TLS it also listens on
+/// a TLS port, where every load connection goes (and a replica reaches its primary); the plain
+/// port serves the bench's own set-up commands.
 pub struct Redis {
     pub addr: SocketAddr,
+    /// The TLS port's address, with the client configuration that trusts it.
+    tls: Option<(SocketAddr, Arc<rustls::ClientConfig>)>,
     pub proc: Proc,
     _dir: TempDir,
 }
 
 impl Redis {
-    pub fn start(bin: &Path, durable: bool) -> Result<Redis, String> {
+    pub fn start(kit: &RedisKit, durable: bool) -> Result<Redis, String> {
         let dir = TempDir::new(if durable {
             "bench-redis-aof"
         } else {
             "bench-redis"
         })?;
-        let port = free_ports(1)?[0];
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(bin);
+        let ports = free_ports(2)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let mut cmd = Command::new(&kit.bin);
         cmd.arg("--port")
-            .arg(port.to_string())
+            .arg(ports[0].to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
@@ -256,20 +302,33 @@ impl Redis {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        let tls = kit.tls.as_ref().map(|t| {
+            cmd.args(t.redis_args(ports[1]));
+            (SocketAddr::from(([127, 0, 0, 1], ports[1])), t.config())
+        });
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn("redis-server", &mut cmd)?;
         let r = Redis {
             addr,
+            tls,
             proc,
             _dir: dir,
         };
         wait_listening(addr, Duration::from_secs(10))?;
+        if let Some((tls_addr, _)) = &r.tls {
+            wait_listening(*tls_addr, Duration::from_secs(10))?;
+        }
         Ok(r)
     }
 
-    /// A blocking command with a one-line (or bulk) reply, for set-up.
+    /// Where load goes: the TLS port when there is one.
+    pub fn load_addr(&self) -> SocketAddr {
+        self.tls.as_ref().map_or(self.addr, |(a, _)| *a)
+    }
+
+    /// A blocking command with a one-line (or bulk) reply, for set-up (plain port).
     pub fn command(&self, line: &str) -> Result<String, String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
             .map_err(|e| format!("cannot connect to Redis: {e}"))?;
@@ -284,11 +343,21 @@ impl Redis {
         Ok(String::from_utf8_lossy(&buf[..k]).trim_end().to_string())
     }
 
-    pub fn conns(&self, n: usize) -> Result<Vec<TcpStream>, String> {
+    /// `n` load connections (through TLS when the kit has it), blocking (20 s read timeout),
+    /// set up.
+    pub fn conns(&self, n: usize) -> Result<Vec<SetUp>, String> {
         (0..n)
-            .map(|_| {
-                TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
-                    .map_err(|e| format!("cannot connect to Redis: {e}"))
+            .map(|_| match &self.tls {
+                Some((a, config)) => {
+                    crate::tls::connect_with(config, *a).map(|t| SetUp::Tls(Box::new(t)))
+                }
+                None => {
+                    let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(3))
+                        .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                    s.set_read_timeout(Some(Duration::from_secs(20)))
+                        .map_err(|e| format!("set_read_timeout: {e}"))?;
+                    Ok(SetUp::Plain(s))
+                }
             })
             .collect()
     }

@@ -11,9 +11,10 @@ use super::*;
 /// the same state); one line per depth goes to standard output.
 pub(super) fn run_writes(s: &Settings) -> Result<(), String> {
     let tracker_bin = groupshare::testkit::sibling_bin("tracker")?;
-    let redis_bin = servers::find_redis().ok_or("redis-server is not on PATH")?;
-    let mut redis = RedisSide::start(s, &redis_bin)?;
-    let mut anchor = redis_pair::RedisPair::start(s, &redis_bin)?;
+    let kit = servers::RedisKit::new(servers::find_redis().ok_or("redis-server is not on PATH")?);
+    eprintln!("bench:   Redis over {}", kit.transport());
+    let mut redis = RedisSide::start(s, &kit)?;
+    let mut anchor = redis_pair::RedisPair::start(s, &kit)?;
     let mut pair = servers::TrackerPair::start(&tracker_bin, "w")?;
     let lead = pair.leader;
     let mut leader = Conns::new(pair.logged_in(lead, "l", s.conns)?, 4)?;
@@ -64,11 +65,11 @@ pub(super) struct RedisSide {
 }
 
 impl RedisSide {
-    fn start(s: &Settings, bin: &std::path::Path) -> Result<RedisSide, String> {
-        let plain = servers::Redis::start(bin, false)?;
+    fn start(s: &Settings, kit: &servers::RedisKit) -> Result<RedisSide, String> {
+        let plain = servers::Redis::start(kit, false)?;
         // One small key, about the size of the tracker's `list_groups` reply.
         plain.command("SET bench bench-1-r0")?;
-        let aof = servers::Redis::start(bin, true)?;
+        let aof = servers::Redis::start(kit, true)?;
         let cfg = aof.command("CONFIG GET appendfsync")?;
         if !cfg.contains("always") {
             return Err(format!("Redis did not take appendfsync always: {cfg:?}"));
@@ -97,15 +98,15 @@ impl RedisSide {
 pub(super) fn part_a(
     s: &Settings,
     tracker_bin: &std::path::Path,
-    redis_bin: Option<&std::path::Path>,
+    redis_kit: Option<&servers::RedisKit>,
     r: &mut Results,
 ) -> Result<(), String> {
-    let mut redis = match redis_bin {
-        Some(bin) => Some(RedisSide::start(s, bin)?),
+    let mut redis = match redis_kit {
+        Some(kit) => Some(RedisSide::start(s, kit)?),
         None => None,
     };
-    let mut anchor = match redis_bin {
-        Some(bin) => match redis_pair::RedisPair::start(s, bin) {
+    let mut anchor = match redis_kit {
+        Some(kit) => match redis_pair::RedisPair::start(s, kit) {
             Ok(p) => Some(p),
             Err(e) => {
                 r.notes.push(format!(

@@ -47,12 +47,22 @@ pub(super) fn targets(o: &mut String, r: &Results) {
         }
     }
     crate::redis_pair::target_rows(o, r);
-    for (what, res) in r.idle.iter().filter(|(w, _)| w.starts_with("tracker")) {
-        let redis = r
-            .idle
-            .iter()
-            .filter(|(w, _)| w.starts_with("Redis"))
-            .find_map(|(_, x)| x.as_ref().ok())
+    // Each tracker row beside the Redis row measured the same way (silent, or after one
+    // request through the channel: TLS for Redis when it has it).
+    let redis_rows: Vec<_> = r
+        .idle
+        .iter()
+        .filter(|(w, _)| w.starts_with("Redis"))
+        .collect();
+    for (k, (what, res)) in r
+        .idle
+        .iter()
+        .filter(|(w, _)| w.starts_with("tracker"))
+        .enumerate()
+    {
+        let redis = redis_rows
+            .get(k)
+            .and_then(|(_, x)| x.as_ref().ok())
             .map(|x| format!("2,048 B (Redis here: {:.0} B)", x.per_conn()))
             .unwrap_or_else(|| "2,048 B".into());
         match res {
