@@ -179,6 +179,66 @@ fn a_flood_at_one_tracker_starves_nobody_and_the_pair_stays_one() {
     }
 }
 
+/// A storm of new connections, each with its first handshake message sent at once: the tracker
+/// takes their key agreement a few dozen per turn (`limits::HANDSHAKES_PER_TURN`), so the
+/// client already connected is answered meanwhile, and every one of them is served in the end
+/// (a connection left waiting is read again from the backlog: its readiness edge is not
+/// repeated).
+#[test]
+fn a_storm_of_handshakes_is_taken_in_turns_and_every_one_completes() {
+    use groupshare::net::identity::Identity;
+    use groupshare::net::secure::{Conversation, Role};
+    use groupshare::net::secure_stream::SecureStream;
+    use std::io::{BufRead, BufReader};
+    const STORM: usize = 600;
+    let cl = Cluster::start(1);
+    cl.wait_serving(1);
+    let mut honest = cl.conn(1);
+    honest.user("honest");
+    let id = Identity::generate().expect("a key");
+    let mut storm = Vec::with_capacity(STORM);
+    for i in 0..STORM {
+        let sock = std::net::TcpStream::connect(cl.addrs[0])
+            .unwrap_or_else(|e| panic!("storm connection {i}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        sock.set_nodelay(true).expect("nodelay");
+        let mut s = SecureStream::new(
+            sock,
+            Role::Initiator,
+            &id,
+            None,
+            Conversation::ClientTracker,
+            false,
+        )
+        .expect("an initiator");
+        s.flush().expect("the first handshake message");
+        storm.push(s);
+    }
+    let (r, took) = timed("list_groups behind a storm of handshakes", || {
+        honest.req("list_groups")
+    });
+    assert!(r[0].starts_with("list"), "{r:?}");
+    eprintln!("list_groups answered in {took:?} with {STORM} handshakes waiting");
+    for (i, mut s) in storm.into_iter().enumerate() {
+        s.handshake_blocking()
+            .unwrap_or_else(|e| panic!("storm connection {i}: handshake: {e}"));
+        s.write_all(b"1 ping\n").expect("ping");
+        s.flush().expect("ping");
+        let mut line = String::new();
+        BufReader::new(&mut s)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("storm connection {i}: reply: {e}"));
+        assert_eq!(line.trim_end(), "1 ok pong", "storm connection {i}");
+    }
+    let log = log_since(&cl, 1, 0);
+    assert!(
+        log.contains("handshakes wait for the next turn"),
+        "the storm never met the per-turn handshake budget:\n{}",
+        cl.log_tail()
+    );
+}
+
 /// The tracker's resident set in bytes, from /proc.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

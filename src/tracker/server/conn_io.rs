@@ -5,6 +5,42 @@ use super::*;
 
 impl Server {
     pub(super) fn on_readable(&mut self, key: usize, now: Instant, short_read_drains: bool) {
+        self.read_conn(key, now, short_read_drains, false);
+    }
+
+    /// This turn's share of the handshake queue (`limits::HandshakeQueue`), read now.
+    pub(super) fn serve_handshakes(&mut self, now: Instant) {
+        let conns = &mut self.conns;
+        let turn = self.handshakes.take_turn(|key, id| {
+            conns.get_mut(key).is_some_and(|c| {
+                let live = c.id == id && !c.closing;
+                if live {
+                    c.handshake_queued = false;
+                }
+                live
+            })
+        });
+        for (key, _) in turn {
+            self.read_conn(key, now, false, true);
+        }
+        let waiting = self.handshakes.len();
+        if waiting > 0 && !self.handshakes_waited {
+            log::debug!(
+                "{waiting} handshakes wait for the next turn ({} a turn)",
+                limits::HANDSHAKES_PER_TURN
+            );
+        }
+        self.handshakes_waited = waiting > 0;
+    }
+
+    /// Reads a connection; one in its handshake only on its turn from the handshake queue.
+    fn read_conn(
+        &mut self,
+        key: usize,
+        now: Instant,
+        short_read_drains: bool,
+        handshake_turn: bool,
+    ) {
         loop {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
@@ -14,6 +50,17 @@ impl Server {
             }
             if !c.has_turn_left(self.turn) {
                 self.defer_to_next_turn(key);
+                return;
+            }
+            // A connection still in its handshake waits its turn in the handshake queue
+            // (`serve_handshakes`, after the established clients' events): each message costs
+            // key agreement, and a storm of newcomers must not hold up those already served.
+            if !c.established && !matches!(c.kind, ConnRole::Link(_)) && !handshake_turn {
+                if !c.handshake_queued {
+                    c.handshake_queued = true;
+                    let id = c.id;
+                    self.handshakes.push(key, id);
+                }
                 return;
             }
             let status = match c.conn.fill(short_read_drains) {

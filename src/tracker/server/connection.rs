@@ -81,6 +81,8 @@ pub(super) struct Connection {
     pub(super) budget: TurnBudget,
     /// Already on the server's backlog for the next turn.
     pub(super) in_backlog: bool,
+    /// Already in the server's handshake queue.
+    pub(super) handshake_queued: bool,
 }
 
 impl Connection {

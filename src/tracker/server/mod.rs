@@ -39,7 +39,7 @@ use crate::protocol::tracker::{
 use crate::runtime::{self, SignalPipe};
 use accept::Acceptor;
 use connection::{ClientConn, ConnRole, Connection, StagedUpload, UploadTarget};
-use limits::{LoopClock, OutputVerdict, TurnBudget};
+use limits::{HandshakeQueue, LoopClock, OutputVerdict, TurnBudget};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use ordering::ReplyTo;
@@ -112,6 +112,10 @@ pub struct Server {
     decoy_secret: Vec<u8>,
     /// Loop turns so far; a connection's `TurnBudget` renews when this moves on.
     turn: u64,
+    /// Connections with a handshake message waiting for their turn.
+    handshakes: HandshakeQueue,
+    /// The handshake queue was left non-empty last turn (logged when that starts).
+    handshakes_waited: bool,
     /// Client connections with work left when their turn's budget ran out (or resumed from a
     /// pause), by key and id, in the order they stopped: served first next turn, and while it
     /// is not empty the loop polls without sleeping.
@@ -177,6 +181,8 @@ impl Server {
             shutdown: false,
             decoy_secret,
             turn: 0,
+            handshakes: HandshakeQueue::default(),
+            handshakes_waited: false,
             backlog: VecDeque::new(),
             client_events: Vec::new(),
             clock: LoopClock::new(now),
@@ -264,6 +270,7 @@ impl Server {
                 self.on_event(flags, now);
             }
             self.client_events = client_events;
+            self.serve_handshakes(now);
             self.timers(now);
             self.before_sleep();
         }
@@ -300,9 +307,9 @@ impl Server {
 
     /// Until the nearest timer (`Replica::next_deadline`, the silence sweep, a snapshot child
     /// to collect or a snapshot to retry); forever when nothing is timed. Zero while
-    /// connections wait on the backlog.
+    /// connections wait on the backlog or in the handshake queue.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.backlog.is_empty() {
+        if !self.backlog.is_empty() || !self.handshakes.is_empty() {
             return Some(Duration::ZERO);
         }
         let timers = [
@@ -425,6 +432,7 @@ impl Server {
             last_heard: now,
             budget: TurnBudget::default(),
             in_backlog: false,
+            handshake_queued: false,
         });
         Some(key)
     }
