@@ -38,6 +38,8 @@ pub struct Stats {
     pub secs: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The slowest reply: a stall of the loop shows here long before it moves the p99.
+    pub max_us: f64,
     /// Error replies (anywhere in the run) and the first of them.
     pub errors: u64,
     pub first_error: Option<String>,
@@ -393,6 +395,7 @@ impl Conns {
         samples.sort_unstable();
         stats.p50_us = percentile(&samples, 0.50);
         stats.p99_us = percentile(&samples, 0.99);
+        stats.max_us = percentile(&samples, 1.0);
         Ok(stats)
     }
 
