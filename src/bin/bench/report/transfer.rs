@@ -10,13 +10,14 @@ pub(super) fn part_c(o: &mut String, r: &Results) {
          loopback TCP inside the peers' secure channel (Noise, AES-256-GCM); one receiving \
          thread decrypts them into 512 KiB piece buffers, SHA-1s each piece (`sha1` crate) and \
          pwrites it into a new file (no fsync); its CPU time is that \
-         thread's (`CLOCK_THREAD_CPUTIME_ID`). It is measured once up front and again twice \
-         right before every client download (each copy deleted), keeping the second: the first \
-         may pay for memory this VM has not touched lately (about 3 s per GiB, the balloon \
-         hands freed pages back to the host), the second writes into the pages the first just \
-         freed, and so does the download that follows it. Each download is compared with the \
-         median of the kept bound runs interleaved with it: writing 1 GiB into the page cache \
-         moves with the machine's memory and dirty-page writeback, and so does the bound. *Raw SHA-1*: the same 512 KiB pieces hashed from \
+         thread's (`CLOCK_THREAD_CPUTIME_ID`). It is measured once up front and again right \
+         before every client download. Writing 1 GiB into the page cache costs this VM up to \
+         three times more when its pages were not touched lately (the balloon hands free \
+         pages back to the host about 2 s after a large free), so every measured write starts \
+         right after the previous 1 GiB copy was deleted, in strict alternation: download, \
+         delete its copy, bound, delete, download, … (with one unmeasured bound run before the \
+         first). Each download is compared with the median of the bound runs interleaved with \
+         it; both move with the machine's memory and dirty-page writeback. *Raw SHA-1*: the same 512 KiB pieces hashed from \
          a 64 MiB buffer in memory, round and round. *Page-cache SHA-1 (reference)*: the \
          downloaded file read back with pread in 512 KiB pieces and hashed.\n\n\
          The client rows drive the real binaries (`target/release/client`, \
