@@ -159,15 +159,11 @@ pub enum Socket {
 
 /// The peer side. See the module documentation.
 pub struct PeerSide {
-    slots: Slab<Socket>,
-    catalog: Catalog,
+    /// What a download borrows while it runs (`Shared::ctx`).
+    shared: Shared,
     /// The download registry, in the order started (see `DownloadRecord`).
     downloads: Vec<DownloadRecord>,
     hash_jobs: Vec<HashJob>,
-    events: Vec<PeerEvent>,
-    rng: Rng,
-    /// One piece of scratch space for hashing and resume checks, reused.
-    scratch: Vec<u8>,
     uploads: usize,
     /// Each upload connection's source address and last activity: the per-address cap and
     /// the idle close (`slots.rs`).
@@ -176,11 +172,38 @@ pub struct PeerSide {
     upload_limit: Option<TokenBucket>,
     /// Upload connections the limit deferred, resumed in this order (fair) once it allows.
     throttled: VecDeque<usize>,
+}
+
+/// The parts of the peer side a download works with: apart from `downloads`, so a download
+/// can be driven with them lent as its `Ctx` while it is borrowed from the registry.
+struct Shared {
+    slots: Slab<Socket>,
+    catalog: Catalog,
+    events: Vec<PeerEvent>,
+    rng: Rng,
+    /// One piece of scratch space for hashing and resume checks, reused.
+    scratch: Vec<u8>,
     /// The session's ticket key and the tracker's clock: who may fetch what (`gate`).
     gate: TicketGate,
     /// This client's static key for this run (the one its tracker publishes): proven to
     /// downloaders as the seeder, and to seeders as the downloader.
     identity: Identity,
+}
+
+impl Shared {
+    fn ctx<'a>(&'a mut self, registry: &'a Registry, now: Instant) -> Ctx<'a> {
+        Ctx {
+            registry,
+            slots: &mut self.slots,
+            catalog: &mut self.catalog,
+            events: &mut self.events,
+            rng: &mut self.rng,
+            scratch: &mut self.scratch,
+            clock: self.gate.clock(),
+            identity: &self.identity,
+            now,
+        }
+    }
 }
 
 impl PeerSide {
@@ -202,19 +225,21 @@ impl PeerSide {
         )?;
         entry.insert(Socket::Listener(listener));
         let side = PeerSide {
-            slots,
-            catalog: Catalog::default(),
+            shared: Shared {
+                slots,
+                catalog: Catalog::default(),
+                events: Vec::new(),
+                rng: Rng::new(crate::runtime::seed_u64()),
+                scratch: Vec::new(),
+                gate: TicketGate::default(),
+                identity,
+            },
             downloads: Vec::new(),
             hash_jobs: Vec::new(),
-            events: Vec::new(),
-            rng: Rng::new(crate::runtime::seed_u64()),
-            scratch: Vec::new(),
             uploads: 0,
             upload_slots: UploadSlots::default(),
             upload_limit: None,
             throttled: VecDeque::new(),
-            gate: TicketGate::default(),
-            identity,
         };
         Ok((side, addr))
     }
@@ -230,7 +255,7 @@ impl PeerSide {
         let Some(key) = event.token().0.checked_sub(TOKEN_BASE) else {
             return;
         };
-        match self.slots.get_mut(key) {
+        match self.shared.slots.get_mut(key) {
             None => {}
             Some(Socket::Listener(_)) => self.accept(registry, key),
             Some(Socket::Upload(_)) => self.service_upload(registry, key, now, false),
@@ -239,17 +264,7 @@ impl PeerSide {
                 let Some(record) = self.downloads.iter_mut().find(|d| d.id() == id) else {
                     return;
                 };
-                let mut ctx = Ctx {
-                    registry,
-                    slots: &mut self.slots,
-                    catalog: &mut self.catalog,
-                    events: &mut self.events,
-                    rng: &mut self.rng,
-                    scratch: &mut self.scratch,
-                    clock: self.gate.clock(),
-                    identity: &self.identity,
-                    now,
-                };
+                let mut ctx = self.shared.ctx(registry, now);
                 record.engine.on_event(&mut ctx, key, event);
             }
         }
@@ -262,7 +277,7 @@ impl PeerSide {
         // Under the limit, a connection with news while others wait for their turn only
         // writes and joins the queue, or the ones asking most often would starve the rest.
         let turn = queued || self.upload_limit.is_none() || self.throttled.is_empty();
-        let Some(Socket::Upload(conn)) = self.slots.get_mut(key) else {
+        let Some(Socket::Upload(conn)) = self.shared.slots.get_mut(key) else {
             return;
         };
         self.upload_slots.touch(key, now);
@@ -270,7 +285,7 @@ impl PeerSide {
         let keep = match conn.service(
             registry,
             token,
-            (&mut self.catalog, &self.gate),
+            (&mut self.shared.catalog, &self.shared.gate),
             self.upload_limit.as_mut(),
             turn,
             now,
@@ -289,9 +304,9 @@ impl PeerSide {
     }
 
     fn drop_upload(&mut self, registry: &Registry, key: usize) {
-        if let Some(Socket::Upload(mut conn)) = self.slots.try_remove(key) {
+        if let Some(Socket::Upload(mut conn)) = self.shared.slots.try_remove(key) {
             let _ = registry.deregister(conn.stream_mut());
-            seeder::leave_crowd(&mut self.catalog, conn.watching(), TOKEN_BASE + key);
+            seeder::leave_crowd(&mut self.shared.catalog, conn.watching(), TOKEN_BASE + key);
             log::info!(
                 "upload connection closed: {} bytes of pieces sent on it",
                 conn.piece_bytes
@@ -304,7 +319,7 @@ impl PeerSide {
     /// The ticket key of the logged-in session (`None`: logged out, serve no one) and the
     /// tracker's clock, which tickets expire by (the downloads renew theirs by it too).
     pub fn set_tickets(&mut self, key: Option<TicketKey>, clock: TrackerClock) {
-        self.gate = TicketGate::new(key, clock);
+        self.shared.gate = TicketGate::new(key, clock);
     }
 
     /// Limits all uploads together to `rate` bytes per second (`None`: unlimited).
@@ -316,7 +331,7 @@ impl PeerSide {
     /// `slots::MAX_UPLOADS_PER_ADDR` from one address, `err busy` and close.
     fn accept(&mut self, registry: &Registry, key: usize) {
         let mut accepted = Vec::new();
-        if let Some(Socket::Listener(listener)) = self.slots.get(key) {
+        if let Some(Socket::Listener(listener)) = self.shared.slots.get(key) {
             loop {
                 match listener.accept() {
                     Ok((stream, _)) => accepted.push(stream),
@@ -355,7 +370,7 @@ impl PeerSide {
         let mut stream = match SecureStream::new(
             stream,
             Role::Responder,
-            &self.identity,
+            &self.shared.identity,
             None,
             Conversation::ClientClient,
             false,
@@ -366,7 +381,7 @@ impl PeerSide {
                 return;
             }
         };
-        let entry = self.slots.vacant_entry();
+        let entry = self.shared.slots.vacant_entry();
         let token = Token(TOKEN_BASE + entry.key());
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
             log::warn!("cannot register a peer connection: {e}");
@@ -386,32 +401,26 @@ impl PeerSide {
         let mut budget = HASH_BYTES_PER_TICK;
         let mut i = 0;
         while i < self.hash_jobs.len() && budget > 0 {
-            let step = self.hash_jobs[i].step(&mut self.scratch, budget);
+            let step = self.hash_jobs[i].step(&mut self.shared.scratch, budget);
             budget = 0; // one job per tick keeps the per-tick bound simple
             let job = self.hash_jobs[i].id;
             match step {
                 HashStep::More => i += 1,
                 HashStep::Done { size, hashes } => {
                     self.hash_jobs.remove(i);
-                    self.events.push(PeerEvent::Hashed { job, size, hashes });
+                    self.shared
+                        .events
+                        .push(PeerEvent::Hashed { job, size, hashes });
                 }
                 HashStep::Failed(reason) => {
                     self.hash_jobs.remove(i);
-                    self.events.push(PeerEvent::HashFailed { job, reason });
+                    self.shared
+                        .events
+                        .push(PeerEvent::HashFailed { job, reason });
                 }
             }
         }
-        let mut ctx = Ctx {
-            registry,
-            slots: &mut self.slots,
-            catalog: &mut self.catalog,
-            events: &mut self.events,
-            rng: &mut self.rng,
-            scratch: &mut self.scratch,
-            clock: self.gate.clock(),
-            identity: &self.identity,
-            now,
-        };
+        let mut ctx = self.shared.ctx(registry, now);
         for record in &mut self.downloads {
             record.engine.tick(&mut ctx);
         }
@@ -423,17 +432,17 @@ impl PeerSide {
             );
             self.drop_upload(registry, key);
         }
-        let tracker_now = self.gate.now(crate::auth::ticket::unix_now());
+        let tracker_now = self.shared.gate.now(crate::auth::ticket::unix_now());
         for key in seeder::announce(
-            &mut self.slots,
-            &mut self.catalog,
+            &mut self.shared.slots,
+            &mut self.shared.catalog,
             registry,
             now,
             tracker_now,
         ) {
             self.drop_upload(registry, key);
         }
-        std::mem::take(&mut self.events)
+        std::mem::take(&mut self.shared.events)
     }
 
     /// Once the upload limit allows, serves the deferred connections oldest first; those it
@@ -454,7 +463,7 @@ impl PeerSide {
     /// after events. Hashing in progress returns `Some(now)`: the loop must not sleep.
     pub fn next_deadline(&self) -> Option<Instant> {
         let now = Instant::now();
-        if !self.hash_jobs.is_empty() || !self.events.is_empty() {
+        if !self.hash_jobs.is_empty() || !self.shared.events.is_empty() {
             return Some(now);
         }
         let throttled = match (&self.upload_limit, self.throttled.is_empty()) {
@@ -466,7 +475,7 @@ impl PeerSide {
             .iter()
             .filter_map(|d| d.engine.next_deadline(now))
             .chain(throttled)
-            .chain(self.catalog.crowd_deadline())
+            .chain(self.shared.catalog.crowd_deadline())
             .chain(self.upload_slots.next_idle())
             .min()
     }
@@ -488,13 +497,14 @@ impl PeerSide {
                 hashes.len()
             );
         }
-        self.catalog
+        self.shared
+            .catalog
             .insert(group, file, Entry::share(path, size, npieces));
     }
 
     /// Stops serving `(group, file)` (a complete download of it included).
     pub fn unshare(&mut self, group: &str, file: &str) {
-        self.catalog.remove(group, file);
+        self.shared.catalog.remove(group, file);
     }
 
     /// Starts hashing `path` a few pieces per `tick`; ends in `Hashed` or `HashFailed`.

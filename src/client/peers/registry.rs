@@ -62,7 +62,7 @@ impl PeerSide {
             return Err(format!("download {id} already exists"));
         }
         let (owner, size, hashes) = (spec.owner.clone(), spec.size, spec.hashes.clone());
-        let engine = Download::start(id, spec, now, &mut self.catalog)?;
+        let engine = Download::start(id, spec, now, &mut self.shared.catalog)?;
         self.downloads.push(DownloadRecord {
             owner,
             shared: true,
@@ -111,17 +111,7 @@ impl PeerSide {
         let Some(dl) = self.downloads.iter_mut().find(|d| d.id() == id) else {
             return false;
         };
-        let mut ctx = Ctx {
-            registry,
-            slots: &mut self.slots,
-            catalog: &mut self.catalog,
-            events: &mut self.events,
-            rng: &mut self.rng,
-            scratch: &mut self.scratch,
-            clock: self.gate.clock(),
-            identity: &self.identity,
-            now,
-        };
+        let mut ctx = self.shared.ctx(registry, now);
         dl.engine.cancel(&mut ctx, reason)
     }
 
