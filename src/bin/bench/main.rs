@@ -465,7 +465,6 @@ fn part_c(
                 }
                 r.downloads.push((seeders, res));
             }
-            swarm.discard_last_copy();
             eprintln!("bench:   client hashing");
             r.client_hashing = Some(transfer::client_hashing(&mut swarm, 3));
         }

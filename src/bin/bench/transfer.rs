@@ -304,10 +304,14 @@ pub struct Swarm {
     pub downloads: usize,
     /// Extra arguments for seeders started from now on (the flash crowd's upload limit).
     pub seeder_args: Vec<String>,
-    /// The last download's directory, kept until the next bound run is about to start (see
-    /// `download_from_seeders`).
-    last_copy: Option<PathBuf>,
+    /// When the last 1 GiB copy (a download's or a bound's) was deleted: see `wait_cold`.
+    freed_at: Option<Instant>,
 }
+
+/// How long after a large free this VM has handed the freed pages back to its host (free page
+/// reporting runs 2 s after a free; measured with `dd`: a 1 GiB write right after deleting a
+/// 1 GiB file takes 0.2 s, 2.2 s later 1.0 s, from 2.6 s on 1.1–1.3 s).
+const HANDBACK: Duration = Duration::from_millis(3000);
 
 impl Swarm {
     /// Checks the client, starts a tracker pair and generates the file (then reads it once).
@@ -333,7 +337,7 @@ impl Swarm {
             hashing: Vec::new(),
             downloads: 0,
             seeder_args: Vec::new(),
-            last_copy: None,
+            freed_at: None,
         })
     }
 
@@ -473,8 +477,7 @@ impl Swarm {
             ));
         }
         c.exit(Duration::from_secs(20));
-        self.discard_last_copy();
-        self.last_copy = Some(dest);
+        self.free(&dest);
         Ok(DownloadRun {
             rate: Rate {
                 bytes: self.size,
@@ -487,14 +490,22 @@ impl Swarm {
         })
     }
 
-    /// Deletes the last download's copy; whether there was one.
-    pub fn discard_last_copy(&mut self) -> bool {
-        match self.last_copy.take() {
-            Some(dir) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                true
-            }
-            None => false,
+    /// Deletes a copy (a file or a download's directory) and notes when.
+    fn free(&mut self, path: &Path) {
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        self.freed_at = Some(Instant::now());
+    }
+
+    /// Waits until the memory of the last deleted copy has gone back to the host, so that the
+    /// next write into the page cache touches fresh memory — as a download on a real machine
+    /// does, and as every bound and download run here then does alike.
+    fn wait_cold(&self) {
+        if let Some(at) = self.freed_at {
+            std::thread::sleep(HANDBACK.saturating_sub(at.elapsed()));
         }
     }
 
@@ -518,22 +529,19 @@ pub fn download_from_seeders(
         crate::clients::resident_fraction(&swarm.file).map_err(Pending::Failed)?;
     let mut out = Vec::new();
     let mut bounds = Vec::new();
-    // Writing 1 GiB into the page cache costs this VM up to 3x more when the pages were not
-    // touched lately (the balloon hands free pages back to the host about 2 s after a large
-    // free), so every measured write — bound or download — starts right after the previous
-    // 1 GiB copy is deleted: download, (next downloader set up), delete, bound, delete,
-    // download, ... Keeping the second of two bound runs instead favoured the bound: the
-    // hand-back set off by the first run's free came during the download.
+    // Writing 1 GiB into the page cache costs this VM up to 6x more when its pages are fresh
+    // than when they were freed a moment ago, and freed pages go back to the host about 2 s
+    // after a free — in the middle of whichever run follows. Strict alternation (delete,
+    // bound, delete, download) still let that hand-back land in some runs and not others: the
+    // bound ran at 540 or 820 MiB/s by phase. So every measured write, bound or download,
+    // starts `HANDBACK` after the last delete: both write into fresh memory.
     for _ in 0..runs {
         let downloader = swarm.downloader().map_err(Pending::Failed)?;
-        if !swarm.discard_last_copy() {
-            // Nothing freed just before: one unmeasured run frees a copy for the bound to reuse.
-            let (_, _, path) = download_bound(&swarm.dir, swarm.size).map_err(Pending::Failed)?;
-            let _ = std::fs::remove_file(&path);
-        }
+        swarm.wait_cold();
         let (rate, cpu, path) = download_bound(&swarm.dir, swarm.size).map_err(Pending::Failed)?;
-        let _ = std::fs::remove_file(&path);
+        swarm.free(&path);
         bounds.push((rate, cpu));
+        swarm.wait_cold();
         out.push(swarm.download(downloader).map_err(Pending::Failed)?);
     }
     Ok(DownloadCase {
@@ -569,7 +577,6 @@ pub fn run_alone(s: &crate::Settings) -> Result<(), String> {
             );
         }
     }
-    swarm.discard_last_copy();
     Ok(())
 }
 

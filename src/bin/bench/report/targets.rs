@@ -103,7 +103,7 @@ pub(super) fn targets(o: &mut String, r: &Results) {
                 let ratio = bound.map(|b| m.rate.mib_s() / b).unwrap_or(f64::NAN);
                 let _ = writeln!(
                     o,
-                    "| {size} download from {seeders} seeders: ≥ 80% of the bound (medians of {} runs, each right after a bound run) | {:.0} MiB/s | {} | {ratio:.2} | {} |",
+                    "| {size} download from {seeders} seeders: ≥ 80% of the bound (medians of {} runs, alternating with bound runs, all into fresh memory) | {:.0} MiB/s | {} | {ratio:.2} | {} |",
                     case.runs.len(),
                     m.rate.mib_s(),
                     bound.map(|b| format!("{b:.0} MiB/s")).unwrap_or_default(),

@@ -11,13 +11,15 @@ pub(super) fn part_c(o: &mut String, r: &Results) {
          thread decrypts them into 512 KiB piece buffers, SHA-1s each piece (`sha1` crate) and \
          pwrites it into a new file (no fsync); its CPU time is that \
          thread's (`CLOCK_THREAD_CPUTIME_ID`). It is measured once up front and again right \
-         before every client download. Writing 1 GiB into the page cache costs this VM up to \
-         three times more when its pages were not touched lately (the balloon hands free \
-         pages back to the host about 2 s after a large free), so every measured write starts \
-         right after the previous 1 GiB copy was deleted, in strict alternation: download, \
-         delete its copy, bound, delete, download, … (with one unmeasured bound run before the \
-         first). Each download is compared with the median of the bound runs interleaved with \
-         it; both move with the machine's memory and dirty-page writeback. *Raw SHA-1*: the same 512 KiB pieces hashed from \
+         before every client download. Writing 1 GiB into the page cache costs this VM about \
+         six times more in fresh memory than in pages freed a moment ago (`dd`: 1.2–1.3 s \
+         against 0.2 s), and it hands freed pages back to its host about 2 s after a large \
+         free — in the middle of whichever run follows, so runs that start right after a \
+         delete are fast or slow by phase. Every measured write, bound or download, therefore \
+         starts 3 s after the previous 1 GiB copy was deleted, alternating: bound, delete, \
+         wait, download, delete, wait, bound, …: both write into fresh memory, as a download \
+         on a real machine does. Each download is compared with the median of the bound runs \
+         interleaved with it; both move with the machine's dirty-page writeback. *Raw SHA-1*: the same 512 KiB pieces hashed from \
          a 64 MiB buffer in memory, round and round. *Page-cache SHA-1 (reference)*: the \
          downloaded file read back with pread in 512 KiB pieces and hashed.\n\n\
          The client rows drive the real binaries (`target/release/client`, \
