@@ -305,7 +305,7 @@ pub struct Swarm {
     /// Extra arguments for seeders started from now on (the flash crowd's upload limit).
     pub seeder_args: Vec<String>,
     /// When the last 1 GiB copy (a download's or a bound's) was deleted: see `wait_cold`.
-    freed_at: Option<Instant>,
+    freed_at: Instant,
 }
 
 /// How long after a large free this VM has handed the freed pages back to its host (free page
@@ -337,7 +337,8 @@ impl Swarm {
             hashing: Vec::new(),
             downloads: 0,
             seeder_args: Vec::new(),
-            freed_at: None,
+            // The caller may have just deleted a copy of its own (part C's first bound run).
+            freed_at: Instant::now(),
         })
     }
 
@@ -414,8 +415,8 @@ impl Swarm {
     }
 
     /// A fresh user in a fresh client process, logged in and a member of the group, ready to
-    /// `download`: made before the bound runs that precede the download, so that the download
-    /// starts right after them.
+    /// `download`: made before the bound run that precedes the download, so that nothing but
+    /// the wait for fresh memory lies between the two.
     pub fn downloader(&mut self) -> Result<Downloader, String> {
         self.downloads += 1;
         let name = format!("dl{}", self.downloads);
@@ -497,16 +498,14 @@ impl Swarm {
         } else {
             std::fs::remove_file(path)
         };
-        self.freed_at = Some(Instant::now());
+        self.freed_at = Instant::now();
     }
 
     /// Waits until the memory of the last deleted copy has gone back to the host, so that the
     /// next write into the page cache touches fresh memory — as a download on a real machine
     /// does, and as every bound and download run here then does alike.
     fn wait_cold(&self) {
-        if let Some(at) = self.freed_at {
-            std::thread::sleep(HANDBACK.saturating_sub(at.elapsed()));
-        }
+        std::thread::sleep(HANDBACK.saturating_sub(self.freed_at.elapsed()));
     }
 
     pub fn seeder_count(&self) -> usize {
@@ -515,8 +514,9 @@ impl Swarm {
 }
 
 /// C1: `runs` downloads of the file from `seeders` seeding clients (seeders are added to the
-/// swarm as needed), each right after a measurement of the download bound, each timed from `download_file` until the client's `note: download of …
-/// complete` line (the moment it would show `[C]`).
+/// swarm as needed), each alternating with a measurement of the download bound (both into
+/// fresh memory: `Swarm::wait_cold`), each timed from `download_file` until the client's
+/// `note: download of … complete` line (the moment it would show `[C]`).
 pub fn download_from_seeders(
     swarm: &mut Swarm,
     seeders: usize,
